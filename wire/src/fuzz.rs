@@ -1,0 +1,224 @@
+//! Support for the fuzz target `fuzz/fuzz_targets/decode.rs` and for tests: not part of the
+//! protocol's API.
+//!
+//! [`decode_any`] is the whole fuzz target. It is an ordinary function so that the seed
+//! corpus also replays as an ordinary test (`wire/tests/fuzz_corpus.rs`).
+
+use core::fmt::Debug;
+
+use crate::codec::{self, Message};
+use crate::frame::{read_frame_blocking, write_frame_blocking};
+use crate::{
+    Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, ObjectClass, ObjectId, ObjectSummary,
+    PROTOCOL_VERSION, PartialResult, Request, Response, SecretBytes, ShareRecord, StatusInfo,
+    TokenObject, UserKind, WireError,
+};
+
+/// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
+/// [`Response`], and [`read_frame_blocking`] of as many frames of each as `data` holds.
+///
+/// Decoding must never panic, whatever the bytes. Whatever decodes is then checked, and
+/// **this function panics (through `assert_eq!`) if a check fails**: that is how the fuzzer
+/// reports a bug. The checks: re-encoding gives back exactly the input bytes (the encoding
+/// is canonical, see [`crate::codec`]), and decoding those gives back the same value.
+///
+/// The async [`crate::read_frame`] shares the header check and the codec with the blocking
+/// one, so it is not run here.
+pub fn decode_any(data: &[u8]) {
+    round_trip::<Request>(data);
+    round_trip::<Response>(data);
+    round_trip_frames::<Request>(data);
+    round_trip_frames::<Response>(data);
+}
+
+fn round_trip<T: Message + PartialEq + Debug>(data: &[u8]) {
+    let Ok(msg) = codec::decode::<T>(data) else {
+        return;
+    };
+    let encoded = codec::encode(&msg).ok();
+    assert_eq!(
+        encoded.as_deref(),
+        Some(data),
+        "re-encoding changed the bytes"
+    );
+    let again = encoded.as_deref().map(codec::decode::<T>);
+    assert_eq!(again.and_then(Result::ok).as_ref(), Some(&msg));
+}
+
+fn round_trip_frames<T: Message + PartialEq + Debug>(data: &[u8]) {
+    let mut rest = data;
+    loop {
+        let before = rest;
+        let Ok(msg) = read_frame_blocking::<_, T>(&mut rest) else {
+            return;
+        };
+        let consumed = before.get(..before.len() - rest.len());
+        let mut written = Vec::new();
+        let wrote = write_frame_blocking(&mut written, &msg).is_ok();
+        assert!(wrote, "a decoded message must encode");
+        assert_eq!(
+            Some(written.as_slice()),
+            consumed,
+            "re-framing changed the bytes"
+        );
+        let again = read_frame_blocking::<_, T>(&mut written.as_slice()).ok();
+        assert_eq!(again.as_ref(), Some(&msg));
+    }
+}
+
+fn key_id() -> Result<KeyId, Error> {
+    KeyId::new(b"ittc-key-1".to_vec())
+}
+
+fn token_object() -> TokenObject {
+    TokenObject {
+        handle: ObjectId(0x0102_0304_0506_0708),
+        class: ObjectClass::Certificate,
+        attributes: vec![
+            Attribute {
+                kind: 0x0000_0003, // CKA_LABEL
+                value: b"signing".to_vec(),
+            },
+            Attribute {
+                kind: 0x0000_0011, // CKA_VALUE: a (fake) DER certificate
+                value: [0x30, 0x82, 0x01, 0x0a].repeat(40),
+            },
+        ],
+    }
+}
+
+/// One request of every kind, in variant order (for tests and the seed corpus).
+///
+/// # Errors
+///
+/// Never, in practice: the sample key id is valid.
+pub fn sample_requests() -> Result<Vec<Request>, Error> {
+    Ok(vec![
+        Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "ittc-pkcs11 0.1.0".into(),
+        },
+        Request::Login {
+            user: UserKind::User,
+            pin: SecretBytes::from(b"123456".as_slice()),
+        },
+        Request::Logout,
+        Request::Partial {
+            key_id: key_id()?,
+            epoch: 7,
+            input: (0..=255).collect(),
+        },
+        Request::ListObjects,
+        Request::GetObject {
+            handle: ObjectId(42),
+        },
+        Request::PutObject(token_object()),
+        Request::DeleteObject {
+            handle: ObjectId(u64::MAX),
+        },
+        Request::Status,
+        Request::StoreShare(ShareRecord {
+            key_id: key_id()?,
+            label: "signing".into(),
+            epoch: 1,
+            index: 2,
+            threshold: 2,
+            parties: 3,
+            modulus: vec![0xc7; 256],
+            public_exponent: vec![1, 0, 1],
+            share: SecretBytes::new(vec![0x5a; 300]),
+        }),
+        Request::SetPin {
+            user: UserKind::SecurityOfficer,
+            pin: SecretBytes::from(b"so-pin".as_slice()),
+        },
+        Request::ChangePin {
+            user: UserKind::User,
+            old: SecretBytes::from(b"123456".as_slice()),
+            new: SecretBytes::from(b"654321".as_slice()),
+        },
+        Request::DeleteKey { key_id: key_id()? },
+    ])
+}
+
+/// One response of every kind, in variant order (for tests and the seed corpus).
+///
+/// # Errors
+///
+/// Never, in practice: the sample key id is valid.
+pub fn sample_responses() -> Result<Vec<Response>, Error> {
+    Ok(vec![
+        Response::Error(WireError::new(ErrorCode::PinLocked, "user PIN locked")),
+        Response::HelloInfo(HelloInfo {
+            protocol_version: PROTOCOL_VERSION,
+            appliance_index: 3,
+            build_variant: "crypto-bigint/ring/system-alloc".into(),
+            cluster_id: *b"0123456789abcdef",
+        }),
+        Response::Ok,
+        Response::PartialResult(PartialResult {
+            index: 3,
+            epoch: 7,
+            value: vec![0x99; 256],
+        }),
+        Response::Objects(vec![
+            ObjectSummary {
+                handle: ObjectId(1),
+                class: ObjectClass::PrivateKey,
+            },
+            ObjectSummary {
+                handle: ObjectId(2),
+                class: ObjectClass::PublicKey,
+            },
+            ObjectSummary {
+                handle: ObjectId(3),
+                class: ObjectClass::Data,
+            },
+        ]),
+        Response::Object(token_object()),
+        Response::Status(StatusInfo {
+            protocol_version: PROTOCOL_VERSION,
+            software_version: "0.1.0".into(),
+            build_variant: "openssl-bn/aws-lc-rs/jemalloc".into(),
+            appliance_index: 1,
+            cluster_id: [0xab; 16],
+            keys: vec![KeyStatus {
+                key_id: key_id()?,
+                label: "signing".into(),
+                active_epoch: 7,
+                pending_epoch: Some(8),
+                threshold: 2,
+                parties: 3,
+            }],
+            audit_head: [0x11; 32],
+            uptime_secs: 86_400,
+        }),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_pass_every_check() {
+        for req in sample_requests().unwrap() {
+            let bytes = codec::encode(&req).unwrap();
+            decode_any(&bytes);
+            let mut framed = Vec::new();
+            write_frame_blocking(&mut framed, &req).unwrap();
+            write_frame_blocking(&mut framed, &req).unwrap();
+            decode_any(&framed);
+        }
+        for resp in sample_responses().unwrap() {
+            decode_any(&codec::encode(&resp).unwrap());
+        }
+    }
+
+    #[test]
+    fn garbage_is_ignored() {
+        decode_any(&[]);
+        decode_any(&[0xff; 64]);
+        decode_any(&[0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,65 @@
+//! The ittc appliance protocol: message types, codec and framing.
+//!
+//! Every client of a share appliance (the PKCS#11 module, the `ittc` operator CLI) and the
+//! appliance itself speak the protocol defined here:
+//!
+//! * [`Request`] and [`Response`]: one enum each, with every type they carry ([`KeyId`],
+//!   [`TokenObject`], [`ShareRecord`], [`StatusInfo`], …) and the documented maximum size
+//!   of every string and vector ([`limits`]).
+//! * [`codec`]: bincode 2 with a fixed configuration, a hard size limit, no trailing bytes,
+//!   and [`Message::validate`] run on every message encoded or decoded.
+//! * [`frame`]: a 4-byte big-endian length prefix and the body, over async
+//!   (`tokio::io`) or blocking (`std::io`) streams.
+//!
+//! What this crate does not do (yet): open connections. The mutually authenticated TLS
+//! client connection (connect, one request, one response) that the module and the CLI
+//! build on arrives later; timeouts are the caller's job until then (see [`frame`]).
+//! It does not decide who may send what either: the appliance checks each request against
+//! the role named by the peer's certificate.
+//!
+//! # Untrusted input
+//!
+//! Decoding any byte string returns a value or an [`Error`]; it never panics and never
+//! allocates more than twice [`MAX_FRAME`] (see [`codec`]). A frame header
+//! announcing more than [`MAX_FRAME`] bytes is rejected before anything is allocated.
+//! PINs and shares travel in [`SecretBytes`], zeroized on drop and redacted when printed;
+//! the frame buffers that held them are zeroized too.
+//!
+//! # Versions and compatibility
+//!
+//! A connection starts with [`Request::Hello`] carrying the client's
+//! [`PROTOCOL_VERSION`]; an appliance that does not speak it answers
+//! [`Response::Error`] with [`ErrorCode::UnsupportedVersion`]. So that this exchange
+//! works between any two versions, these parts of the encoding are frozen: the frame
+//! format, `Request::Hello` as variant 0 with its fields, `Response::Error` as variant 0
+//! and `Response::HelloInfo` as variant 1 with their fields, and the existing
+//! [`ErrorCode`] values (new codes are appended). Anything else may change with the
+//! version number.
+
+pub mod codec;
+mod error;
+pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
+mod key_id;
+pub mod limits;
+mod objects;
+mod request;
+mod response;
+mod secret;
+mod wire_error;
+
+pub use codec::{Message, decode, encode};
+pub use error::Error;
+pub use frame::{read_frame, read_frame_blocking, write_frame, write_frame_blocking};
+pub use key_id::KeyId;
+pub use limits::MAX_FRAME;
+pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
+pub use request::{Request, ShareRecord, UserKind};
+pub use response::{HelloInfo, KeyStatus, PartialResult, Response, StatusInfo};
+pub use secret::SecretBytes;
+pub use wire_error::{ErrorCode, WireError};
+
+/// The protocol version this crate speaks, sent in [`Request::Hello`] and answered in
+/// [`HelloInfo`].
+pub const PROTOCOL_VERSION: u16 = 1;

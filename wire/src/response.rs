@@ -1,0 +1,241 @@
+//! What an appliance answers.
+
+use bincode::{Decode, Encode};
+
+use crate::limits::{
+    MAX_INTEGER_LEN, MAX_KEYS, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECTS, check_len, check_sharing,
+};
+use crate::{Error, KeyId, ObjectSummary, TokenObject, WireError};
+
+/// An appliance's answer to one [`crate::Request`].
+///
+/// `Error` is variant 0 and `HelloInfo` variant 1, with frozen fields (see the crate docs).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Response {
+    /// The request failed or was refused.
+    Error(WireError),
+    /// The answer to [`crate::Request::Hello`].
+    HelloInfo(HelloInfo),
+    /// The request succeeded and has nothing to return.
+    Ok,
+    /// The answer to [`crate::Request::Partial`].
+    PartialResult(PartialResult),
+    /// The answer to [`crate::Request::ListObjects`]: at most [`MAX_OBJECTS`] entries.
+    Objects(Vec<ObjectSummary>),
+    /// The answer to [`crate::Request::GetObject`].
+    Object(TokenObject),
+    /// The answer to [`crate::Request::Status`].
+    Status(StatusInfo),
+}
+
+impl Response {
+    /// A short fixed name for logs, e.g. `"partial_result"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Error(_) => "error",
+            Response::HelloInfo(_) => "hello_info",
+            Response::Ok => "ok",
+            Response::PartialResult(_) => "partial_result",
+            Response::Objects(_) => "objects",
+            Response::Object(_) => "object",
+            Response::Status(_) => "status",
+        }
+    }
+
+    /// Checks the documented size limits and invariants; the codec calls it on every
+    /// response it encodes or decodes.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            Response::Error(err) => err.validate(),
+            Response::HelloInfo(info) => info.validate(),
+            Response::Ok => Ok(()),
+            Response::PartialResult(partial) => check_len(
+                partial.value.len(),
+                MAX_INTEGER_LEN,
+                "partial result too long",
+            ),
+            Response::Objects(list) => check_len(list.len(), MAX_OBJECTS, "too many objects"),
+            Response::Object(object) => object.validate(),
+            Response::Status(status) => status.validate(),
+        }
+    }
+}
+
+/// Who answered a `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HelloInfo {
+    /// The protocol version the appliance will speak on this connection (the client's).
+    pub protocol_version: u16,
+    /// The appliance's index in the cluster, `1..=n`.
+    pub appliance_index: u8,
+    /// The build variant (big-integer backend, TLS provider, …), at most
+    /// [`MAX_NAME_LEN`] bytes.
+    pub build_variant: String,
+    /// The cluster this appliance belongs to.
+    pub cluster_id: [u8; 16],
+}
+
+impl HelloInfo {
+    fn validate(&self) -> Result<(), Error> {
+        check_len(
+            self.build_variant.len(),
+            MAX_NAME_LEN,
+            "build variant too long",
+        )
+    }
+}
+
+/// One appliance's partial result: the blinded input raised to its share.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct PartialResult {
+    /// The appliance's share index.
+    pub index: u8,
+    /// The epoch of the share used.
+    pub epoch: u64,
+    /// The value, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
+    pub value: Vec<u8>,
+}
+
+/// The state of one appliance.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct StatusInfo {
+    /// The protocol version the appliance speaks.
+    pub protocol_version: u16,
+    /// The appliance's software version, at most [`MAX_NAME_LEN`] bytes.
+    pub software_version: String,
+    /// The build variant, at most [`MAX_NAME_LEN`] bytes.
+    pub build_variant: String,
+    /// The appliance's index in the cluster.
+    pub appliance_index: u8,
+    /// The cluster this appliance belongs to.
+    pub cluster_id: [u8; 16],
+    /// The keys it holds shares of, at most [`MAX_KEYS`].
+    pub keys: Vec<KeyStatus>,
+    /// The hash at the head of the appliance's audit chain.
+    pub audit_head: [u8; 32],
+    /// Seconds since the appliance started.
+    pub uptime_secs: u64,
+}
+
+impl StatusInfo {
+    fn validate(&self) -> Result<(), Error> {
+        check_len(
+            self.software_version.len(),
+            MAX_NAME_LEN,
+            "software version too long",
+        )?;
+        check_len(
+            self.build_variant.len(),
+            MAX_NAME_LEN,
+            "build variant too long",
+        )?;
+        check_len(self.keys.len(), MAX_KEYS, "too many keys")?;
+        self.keys.iter().try_for_each(KeyStatus::validate)
+    }
+}
+
+/// The state of one key on one appliance.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct KeyStatus {
+    /// The key.
+    pub key_id: KeyId,
+    /// Its label, at most [`MAX_LABEL_LEN`] bytes.
+    pub label: String,
+    /// The epoch whose share answers partial requests.
+    pub active_epoch: u64,
+    /// An epoch being prepared by a refresh, if any.
+    pub pending_epoch: Option<u64>,
+    /// How many partials combine (`k`), in `1..=parties`.
+    pub threshold: u8,
+    /// How many appliances hold a share (`n`).
+    pub parties: u8,
+}
+
+impl KeyStatus {
+    fn validate(&self) -> Result<(), Error> {
+        check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
+        check_sharing(None, self.threshold, self.parties)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    fn key_status() -> KeyStatus {
+        KeyStatus {
+            key_id: KeyId::new(b"k".to_vec()).unwrap(),
+            label: "signing".into(),
+            active_epoch: 3,
+            pending_epoch: Some(4),
+            threshold: 2,
+            parties: 3,
+        }
+    }
+
+    fn status(keys: Vec<KeyStatus>) -> Response {
+        Response::Status(StatusInfo {
+            protocol_version: 1,
+            software_version: "0.1.0".into(),
+            build_variant: "crypto-bigint/ring".into(),
+            appliance_index: 1,
+            cluster_id: [1; 16],
+            keys,
+            audit_head: [2; 32],
+            uptime_secs: 60,
+        })
+    }
+
+    #[test]
+    fn kinds_are_distinct() {
+        let mut kinds: Vec<_> = crate::fuzz::sample_responses()
+            .unwrap()
+            .iter()
+            .map(Response::kind)
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(
+            kinds.len(),
+            7,
+            "every variant has a sample and a distinct kind"
+        );
+    }
+
+    #[test]
+    fn validate_enforces_limits() {
+        assert!(status(vec![key_status()]).validate().is_ok());
+        assert!(status(vec![key_status(); MAX_KEYS + 1]).validate().is_err());
+        let bad_threshold = KeyStatus {
+            threshold: 4,
+            ..key_status()
+        };
+        assert!(status(vec![bad_threshold]).validate().is_err());
+        let summary = ObjectSummary {
+            handle: crate::ObjectId(1),
+            class: crate::ObjectClass::Data,
+        };
+        assert!(
+            Response::Objects(vec![summary; MAX_OBJECTS])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            Response::Objects(vec![summary; MAX_OBJECTS + 1])
+                .validate()
+                .is_err()
+        );
+        let long_message = Response::Error(WireError {
+            code: ErrorCode::Internal,
+            message: "m".repeat(crate::limits::MAX_ERROR_MESSAGE_LEN + 1),
+        });
+        assert!(long_message.validate().is_err());
+        let long_value = Response::PartialResult(PartialResult {
+            index: 1,
+            epoch: 0,
+            value: vec![0; MAX_INTEGER_LEN + 1],
+        });
+        assert!(long_value.validate().is_err());
+    }
+}

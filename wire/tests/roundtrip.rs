@@ -1,0 +1,317 @@
+//! Property tests: every valid message survives the codec and the framing, and no byte
+//! string makes a decoder panic.
+
+// clippy.toml allows unwrap in #[test] functions only; the helpers here are test code too.
+#![allow(clippy::unwrap_used)]
+
+use ittc_wire::fuzz::decode_any;
+use ittc_wire::{
+    Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, ObjectClass, ObjectId, ObjectSummary,
+    PartialResult, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
+    WireError, decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::select;
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..=max)
+}
+
+fn name() -> impl Strategy<Value = String> {
+    // At most 32 characters of up to 4 bytes: under every string limit.
+    ".{0,32}"
+}
+
+fn key_id() -> impl Strategy<Value = KeyId> {
+    vec(any::<u8>(), 1..=64).prop_map(|b| KeyId::new(b).unwrap())
+}
+
+fn secret() -> impl Strategy<Value = SecretBytes> {
+    bytes(64).prop_map(SecretBytes::new)
+}
+
+fn user() -> impl Strategy<Value = UserKind> {
+    prop_oneof![Just(UserKind::User), Just(UserKind::SecurityOfficer)]
+}
+
+fn class() -> impl Strategy<Value = ObjectClass> {
+    prop_oneof![
+        Just(ObjectClass::Certificate),
+        Just(ObjectClass::PublicKey),
+        Just(ObjectClass::PrivateKey),
+        Just(ObjectClass::Data),
+    ]
+}
+
+fn object() -> impl Strategy<Value = TokenObject> {
+    let attribute = (any::<u64>(), bytes(300)).prop_map(|(kind, value)| Attribute { kind, value });
+    (any::<u64>(), class(), vec(attribute, 0..8)).prop_map(|(handle, class, attributes)| {
+        TokenObject {
+            handle: ObjectId(handle),
+            class,
+            attributes,
+        }
+    })
+}
+
+/// `(parties, threshold, index)` with `1 <= threshold, index <= parties`.
+fn sharing() -> impl Strategy<Value = (u8, u8, u8)> {
+    (1u8..=255).prop_flat_map(|n| (Just(n), 1..=n, 1..=n))
+}
+
+fn share_record() -> impl Strategy<Value = ShareRecord> {
+    (
+        key_id(),
+        name(),
+        any::<u64>(),
+        sharing(),
+        bytes(600),
+        bytes(8),
+        secret(),
+    )
+        .prop_map(
+            |(
+                key_id,
+                label,
+                epoch,
+                (parties, threshold, index),
+                modulus,
+                public_exponent,
+                share,
+            )| {
+                ShareRecord {
+                    key_id,
+                    label,
+                    epoch,
+                    index,
+                    threshold,
+                    parties,
+                    modulus,
+                    public_exponent,
+                    share,
+                }
+            },
+        )
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (any::<u16>(), name()).prop_map(|(protocol_version, client_name)| Request::Hello {
+            protocol_version,
+            client_name
+        }),
+        (user(), secret()).prop_map(|(user, pin)| Request::Login { user, pin }),
+        Just(Request::Logout),
+        (key_id(), any::<u64>(), bytes(600)).prop_map(|(key_id, epoch, input)| {
+            Request::Partial {
+                key_id,
+                epoch,
+                input,
+            }
+        }),
+        Just(Request::ListObjects),
+        any::<u64>().prop_map(|h| Request::GetObject {
+            handle: ObjectId(h)
+        }),
+        object().prop_map(Request::PutObject),
+        any::<u64>().prop_map(|h| Request::DeleteObject {
+            handle: ObjectId(h)
+        }),
+        Just(Request::Status),
+        share_record().prop_map(Request::StoreShare),
+        (user(), secret()).prop_map(|(user, pin)| Request::SetPin { user, pin }),
+        (user(), secret(), secret()).prop_map(|(user, old, new)| Request::ChangePin {
+            user,
+            old,
+            new
+        }),
+        key_id().prop_map(|key_id| Request::DeleteKey { key_id }),
+    ]
+}
+
+fn key_status() -> impl Strategy<Value = KeyStatus> {
+    (
+        key_id(),
+        name(),
+        any::<u64>(),
+        any::<Option<u64>>(),
+        sharing(),
+    )
+        .prop_map(
+            |(key_id, label, active_epoch, pending_epoch, (parties, threshold, _))| KeyStatus {
+                key_id,
+                label,
+                active_epoch,
+                pending_epoch,
+                threshold,
+                parties,
+            },
+        )
+}
+
+fn status() -> impl Strategy<Value = StatusInfo> {
+    (
+        any::<u16>(),
+        name(),
+        name(),
+        any::<u8>(),
+        any::<[u8; 16]>(),
+        vec(key_status(), 0..6),
+        any::<[u8; 32]>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                protocol_version,
+                software_version,
+                build_variant,
+                appliance_index,
+                cluster_id,
+                keys,
+                audit_head,
+                uptime_secs,
+            )| StatusInfo {
+                protocol_version,
+                software_version,
+                build_variant,
+                appliance_index,
+                cluster_id,
+                keys,
+                audit_head,
+                uptime_secs,
+            },
+        )
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    let summary = (any::<u64>(), class()).prop_map(|(h, class)| ObjectSummary {
+        handle: ObjectId(h),
+        class,
+    });
+    prop_oneof![
+        (select(ErrorCode::ALL.to_vec()), name())
+            .prop_map(|(code, message)| Response::Error(WireError { code, message })),
+        (any::<u16>(), any::<u8>(), name(), any::<[u8; 16]>()).prop_map(
+            |(protocol_version, appliance_index, build_variant, cluster_id)| {
+                Response::HelloInfo(HelloInfo {
+                    protocol_version,
+                    appliance_index,
+                    build_variant,
+                    cluster_id,
+                })
+            }
+        ),
+        Just(Response::Ok),
+        (any::<u8>(), any::<u64>(), bytes(600)).prop_map(|(index, epoch, value)| {
+            Response::PartialResult(PartialResult {
+                index,
+                epoch,
+                value,
+            })
+        }),
+        vec(summary, 0..50).prop_map(Response::Objects),
+        object().prop_map(Response::Object),
+        status().prop_map(Response::Status),
+    ]
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip_through_the_codec(req in request()) {
+        let bytes = encode(&req).unwrap();
+        prop_assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        decode_any(&bytes);
+    }
+
+    #[test]
+    fn responses_round_trip_through_the_codec(resp in response()) {
+        let bytes = encode(&resp).unwrap();
+        prop_assert_eq!(decode::<Response>(&bytes).unwrap(), resp);
+        decode_any(&bytes);
+    }
+
+    #[test]
+    fn messages_round_trip_through_blocking_frames(
+        reqs in vec(request(), 1..5),
+        resps in vec(response(), 1..5),
+    ) {
+        let mut stream = Vec::new();
+        for (req, resp) in reqs.iter().zip(&resps) {
+            write_frame_blocking(&mut stream, req).unwrap();
+            write_frame_blocking(&mut stream, resp).unwrap();
+        }
+        let mut reader = stream.as_slice();
+        for (req, resp) in reqs.iter().zip(&resps) {
+            prop_assert_eq!(&read_frame_blocking::<_, Request>(&mut reader).unwrap(), req);
+            prop_assert_eq!(&read_frame_blocking::<_, Response>(&mut reader).unwrap(), resp);
+        }
+        prop_assert!(matches!(read_frame_blocking::<_, Request>(&mut reader), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn messages_round_trip_through_async_frames(req in request(), resp in response()) {
+        runtime().block_on(async {
+            let mut stream = Vec::new();
+            write_frame(&mut stream, &req).await.unwrap();
+            write_frame(&mut stream, &resp).await.unwrap();
+            let mut reader = stream.as_slice();
+            assert_eq!(read_frame::<_, Request>(&mut reader).await.unwrap(), req);
+            assert_eq!(read_frame::<_, Response>(&mut reader).await.unwrap(), resp);
+            assert!(matches!(read_frame::<_, Request>(&mut reader).await, Err(Error::Closed)));
+        });
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in bytes(2048)) {
+        let _ = decode::<Request>(&data);
+        let _ = decode::<Response>(&data);
+        let _ = read_frame_blocking::<_, Request>(&mut data.as_slice());
+        let _ = read_frame_blocking::<_, Response>(&mut data.as_slice());
+        runtime().block_on(async {
+            let _ = read_frame::<_, Request>(&mut data.as_slice()).await;
+            let _ = read_frame::<_, Response>(&mut data.as_slice()).await;
+        });
+        decode_any(&data);
+    }
+
+    #[test]
+    fn arbitrary_bodies_behind_a_valid_header_never_panic(body in bytes(2048)) {
+        let mut frame = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let _ = read_frame_blocking::<_, Request>(&mut frame.as_slice());
+        let _ = read_frame_blocking::<_, Response>(&mut frame.as_slice());
+        decode_any(&frame);
+    }
+
+    /// Valid encodings with a few bytes changed: they reach deep into the decoders, and
+    /// whatever still decodes must re-encode to the same bytes (`decode_any` asserts it).
+    #[test]
+    fn mutated_encodings_never_panic(
+        req in request(),
+        resp in response(),
+        edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        for mut bytes in [encode(&req).unwrap(), encode(&resp).unwrap()] {
+            for (at, value) in &edits {
+                let i = at.index(bytes.len());
+                bytes[i] = *value;
+            }
+            decode_any(&bytes);
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_is_rejected(req in request()) {
+        let bytes = encode(&req).unwrap();
+        for end in 0..bytes.len() {
+            prop_assert!(decode::<Request>(&bytes[..end]).is_err());
+        }
+    }
+}
