@@ -1,5 +1,131 @@
-//! The ittc share appliance: a daemon that holds integer shares of RSA keys sealed at rest and
-//! answers partial operations over mutual TLS.
+//! The ittc share appliance: an HSM-style daemon that holds integer shares of RSA keys,
+//! sealed at rest, and answers partial operations over mutual TLS.
 //!
-//! Not built yet: this crate only fixes the place of the appliance in the workspace. See
-//! docs/ARCHITECTURE.md for what exists today.
+//! `main.rs` parses the command line and calls [`run`]: load the [`config`], install
+//! tracing, open the [`storage`], bind, and [`server::serve`] until SIGTERM or SIGINT.
+//! [`server`] owns connections (handshake, identity from the certificate, frames,
+//! timeouts, limits); [`handlers`] own what each request does; [`storage`] is the only code
+//! that touches the database.
+//!
+//! What the appliance does not do (yet): key generation and proactive refresh with its
+//! peers (`peers` in the config is read but unused).
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod server;
+pub mod state;
+pub mod storage;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ittc_wire::client::TlsIdentity;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, LogFormat};
+pub use crate::error::{ApplianceError, ConfigError};
+use crate::state::State;
+use crate::storage::{AuditReport, SealingKey, Storage, StorageError};
+
+/// Why the appliance could not start (or a tool could not run).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable. Exit code 2.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The share store could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The certificates or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] ittc_wire::Error),
+    /// Binding or the runtime failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StartError {
+    /// The process exit code: 2 for configuration errors, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Loads and checks a configuration, including that its certificate, key and sealing key
+/// files are usable.
+pub fn check_config(path: &Path) -> Result<Config, StartError> {
+    let config = Config::load(path)?;
+    TlsIdentity::from_pem_files(&config.tls.ca, &config.tls.cert, &config.tls.key)
+        .and_then(|id| id.server_config())
+        .map_err(|e| ConfigError::new(path, format!("tls: {e}")))?;
+    SealingKey::from_file(&config.sealing.key_file)
+        .map_err(|e| ConfigError::new(path, format!("sealing.key_file: {e}")))?;
+    Ok(config)
+}
+
+/// Runs the appliance until SIGTERM or SIGINT. Prints `listening on ADDR` on standard
+/// output once it accepts connections (logs go to standard error).
+pub fn run(path: &Path) -> Result<(), StartError> {
+    let config = check_config(path)?;
+    install_tracing(&config);
+    let identity = TlsIdentity::from_pem_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let acceptor = TlsAcceptor::from(identity.server_config()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen).await?;
+        let address = listener.local_addr()?;
+        let state = Arc::new(State::open(config)?);
+        tracing::info!(%address, index = state.config.index, variant = %state.build_variant, "appliance started");
+        println!("listening on {address}");
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        server::serve(listener, acceptor, state, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// `ittc-appliance audit verify`: checks the audit chain of a stopped appliance.
+pub fn verify_audit(path: &Path) -> Result<AuditReport, StartError> {
+    let config = Config::load(path)?;
+    let key = SealingKey::from_file(&config.sealing.key_file)?;
+    let options = crate::storage::StorageOptions::default();
+    let storage = Storage::open(&config.data_dir, key, config.index, options)?;
+    Ok(storage.audit_verify()?)
+}
+
+fn install_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second install (tests running `run` twice in one process) keeps the first.
+    let _ = match config.log.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminate = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        () = terminate => tracing::info!("SIGTERM"),
+    }
+}

@@ -1,4 +1,367 @@
-//! End-to-end tests across real appliance processes and real PKCS#11 clients.
+//! End-to-end test harness: a cluster of real `ittc-appliance` processes on 127.0.0.1.
 //!
-//! Nothing here yet: the end-to-end tests arrive with the appliance. The threshold and wire
-//! crates carry their own unit, property and vector tests.
+//! [`Cluster::new`] writes what `ittc init` will write (a cluster CA, a certificate per
+//! appliance, a client and an admin certificate, sealing keys, appliance configs) into a
+//! temporary folder; [`Cluster::start`] runs an appliance and waits for its
+//! `listening on ADDR` line. Every process is killed when the cluster is dropped, and every
+//! wait is bounded.
+//!
+//! The appliance binary is looked up next to the test executable (`target/<profile>/`), so
+//! build it first: the README's test command (`cargo test --workspace`) does.
+
+// A harness: a failure to set up is a test failure, reported with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ittc_provisioning::pki::{CertifiedKey, ClusterCa};
+use ittc_wire::client::{Connection, Timeouts, TlsIdentity};
+use ittc_wire::identity::Role;
+use ittc_wire::{Request, Response, SecretBytes, UserKind};
+use rand::RngExt;
+
+/// How long an appliance may take to start or stop.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Options written into every appliance config.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `pin.max_failures`.
+    pub max_pin_failures: u32,
+    /// `limits.max_inflight_partials`.
+    pub max_inflight_partials: usize,
+    /// `limits.partial_workers`.
+    pub partial_workers: usize,
+    /// `limits.max_frame`.
+    pub max_frame: usize,
+    /// `limits.idle_timeout_ms`.
+    pub idle_timeout_ms: u64,
+    /// `limits.max_connections`.
+    pub max_connections: usize,
+    /// `log.format`.
+    pub log_format: &'static str,
+    /// `backend`, if set.
+    pub backend: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_pin_failures: 3,
+            max_inflight_partials: 64,
+            partial_workers: 0,
+            max_frame: 1 << 20,
+            idle_timeout_ms: 30_000,
+            max_connections: 256,
+            log_format: "human",
+            backend: None,
+        }
+    }
+}
+
+/// One appliance of the cluster.
+pub struct Appliance {
+    /// Its index.
+    pub index: u8,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its data folder.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    address: Option<SocketAddr>,
+    log: PathBuf,
+}
+
+/// A cluster of n appliances in a temporary folder.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    /// The cluster CA.
+    pub ca: ClusterCa,
+    /// The appliances, index i at position i−1.
+    pub appliances: Vec<Appliance>,
+}
+
+fn write(path: &Path, contents: &[u8]) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// The `ittc-appliance` binary next to the running test executable.
+pub fn appliance_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>/ittc-appliance
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("ittc-appliance");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build -p ittc-appliance, or cargo test --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+impl Cluster {
+    /// Writes the PKI, sealing keys and configs of an n-appliance cluster.
+    pub fn new(n: u8, options: &Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let ca = ClusterCa::generate("ittc test cluster").unwrap();
+        write(&root.join("ca.pem"), ca.cert_pem().as_bytes());
+        let cluster_id: [u8; 16] = rand::rng().random();
+        let save = |name: &str, certified: &CertifiedKey| {
+            write(
+                &root.join(format!("{name}.pem")),
+                certified.cert_pem.as_bytes(),
+            );
+            write(
+                &root.join(format!("{name}.key")),
+                certified.key_pem.as_bytes(),
+            );
+        };
+        save("client", &ca.issue(Role::Client, "test client").unwrap());
+        save("admin", &ca.issue(Role::Admin, "test admin").unwrap());
+        let mut appliances = Vec::new();
+        for index in 1..=n {
+            let name = format!("appliance-{index}");
+            save(&name, &ca.issue(Role::Appliance(index), &name).unwrap());
+            let sealing: [u8; 32] = rand::rng().random();
+            write(
+                &root.join(format!("{name}.sealing")),
+                hex::encode(sealing).as_bytes(),
+            );
+            let data_dir = root.join(format!("{name}-data"));
+            let backend = options
+                .backend
+                .as_ref()
+                .map(|b| format!("backend = \"{b}\"\n"))
+                .unwrap_or_default();
+            let config = format!(
+                "listen = \"127.0.0.1:0\"\nindex = {index}\ncluster_id = \"{}\"\ndata_dir = \"{name}-data\"\n{backend}\n\
+                 [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n\
+                 [sealing]\nkey_file = \"{name}.sealing\"\n\n\
+                 [limits]\nmax_frame = {}\nmax_inflight_partials = {}\npartial_workers = {}\nidle_timeout_ms = {}\n\
+                 max_connections = {}\nhandshake_timeout_ms = 3000\nread_timeout_ms = 3000\nshutdown_grace_ms = 5000\n\n\
+                 [pin]\nmax_failures = {}\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n\n\
+                 [log]\nformat = \"{}\"\nlevel = \"info,ittc_appliance=debug\"\n",
+                hex::encode(cluster_id),
+                options.max_frame,
+                options.max_inflight_partials,
+                options.partial_workers,
+                options.idle_timeout_ms,
+                options.max_connections,
+                options.max_pin_failures,
+                options.log_format,
+            );
+            let config_path = root.join(format!("{name}.toml"));
+            write(&config_path, config.as_bytes());
+            appliances.push(Appliance {
+                index,
+                config: config_path,
+                data_dir,
+                child: None,
+                address: None,
+                log: root.join(format!("{name}.log")),
+            });
+        }
+        Self {
+            dir,
+            ca,
+            appliances,
+        }
+    }
+
+    /// The cluster folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn appliance(&mut self, index: u8) -> &mut Appliance {
+        self.appliances.get_mut(usize::from(index) - 1).unwrap()
+    }
+
+    /// Starts appliance `index` and waits until it listens; returns its address.
+    pub fn start(&mut self, index: u8) -> SocketAddr {
+        let bin = appliance_binary();
+        let a = self.appliance(index);
+        assert!(a.child.is_none(), "appliance {index} is running already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&a.log)
+            .unwrap();
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&a.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the appliance never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(PROCESS_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "appliance {index} did not start; log:\n{}",
+                    std::fs::read_to_string(&a.log).unwrap_or_default()
+                );
+            }
+        };
+        let address: SocketAddr = line
+            .strip_prefix("listening on ")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from appliance {index}: {line}"));
+        a.child = Some(child);
+        a.address = Some(address);
+        address
+    }
+
+    /// Starts every appliance.
+    pub fn start_all(&mut self) {
+        for i in 1..=self.appliances.len() as u8 {
+            self.start(i);
+        }
+    }
+
+    /// The address of a running appliance.
+    pub fn address(&self, index: u8) -> SocketAddr {
+        self.appliances[usize::from(index) - 1]
+            .address
+            .expect("appliance not started")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn stop(&mut self, index: u8) -> ExitStatus {
+        let a = self.appliance(index);
+        let mut child = a.child.take().expect("appliance not running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_bounded(&mut child, PROCESS_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("appliance {index} did not stop within {PROCESS_TIMEOUT:?} of SIGTERM")
+        })
+    }
+
+    /// SIGKILL, no warning.
+    pub fn kill(&mut self, index: u8) {
+        let a = self.appliance(index);
+        let mut child = a.child.take().expect("appliance not running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// The appliance's log so far.
+    pub fn log(&self, index: u8) -> String {
+        std::fs::read_to_string(&self.appliances[usize::from(index) - 1].log).unwrap_or_default()
+    }
+
+    /// The TLS identity stored under `name` (`client`, `admin`, `appliance-2`).
+    pub fn identity(&self, name: &str) -> TlsIdentity {
+        let root = self.dir.path();
+        TlsIdentity::from_pem_files(
+            &root.join("ca.pem"),
+            &root.join(format!("{name}.pem")),
+            &root.join(format!("{name}.key")),
+        )
+        .unwrap()
+    }
+
+    /// Connects to appliance `index` as `name`.
+    pub fn connect_as(&self, index: u8, name: &str) -> Result<Connection, ittc_wire::Error> {
+        connect(self.address(index), index, &self.identity(name))
+    }
+
+    /// Connects as the client, logged in as the user with `pin`.
+    pub fn user_session(&self, index: u8, pin: &[u8]) -> Connection {
+        let mut c = self.connect_as(index, "client").unwrap();
+        let r = c
+            .request(&Request::Login {
+                user: UserKind::User,
+                pin: SecretBytes::new(pin.to_vec()),
+            })
+            .unwrap();
+        assert_eq!(r, Response::Ok, "login on appliance {index}");
+        c
+    }
+
+    /// Sets the user PIN on every running appliance, as admin.
+    pub fn set_user_pin(&self, pin: &[u8]) {
+        for a in self.appliances.iter().filter(|a| a.child.is_some()) {
+            let mut c = self.connect_as(a.index, "admin").unwrap();
+            let r = c
+                .request(&Request::SetPin {
+                    user: UserKind::User,
+                    pin: SecretBytes::new(pin.to_vec()),
+                })
+                .unwrap();
+            assert_eq!(r, Response::Ok);
+        }
+    }
+}
+
+/// Connects with short timeouts.
+pub fn connect(
+    address: SocketAddr,
+    index: u8,
+    identity: &TlsIdentity,
+) -> Result<Connection, ittc_wire::Error> {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(3),
+        io: Duration::from_secs(10),
+    };
+    Connection::connect(
+        address,
+        index,
+        identity.client_config()?,
+        timeouts,
+        "ittc-tests",
+    )
+}
+
+/// A rustls client config with a given identity, for raw-stream tests.
+pub fn client_config(identity: &TlsIdentity) -> Arc<rustls::ClientConfig> {
+    identity.client_config().unwrap()
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in &mut self.appliances {
+            if let Some(mut child) = a.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -1,12 +1,16 @@
 //! The crate's error type.
 
 use std::io;
+use std::path::PathBuf;
 
-/// Why encoding, decoding or moving a frame failed.
+use crate::WireError;
+
+/// Why encoding, decoding or moving a frame, or a connection to an appliance, failed.
 ///
-/// These are local failures (a broken stream, bytes that are not a valid message). An
-/// error that the appliance reports on purpose travels as a [`crate::WireError`] inside
-/// [`crate::Response::Error`] and is not an `Error` of this type.
+/// These are local failures (a broken stream, bytes that are not a valid message, a TLS
+/// handshake that failed). An error that the appliance reports on purpose travels as a
+/// [`crate::WireError`] inside [`crate::Response::Error`] and is not an `Error` of this
+/// type, except when it refuses the `Hello` ([`Error::Refused`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing the stream failed, including an end of stream in the middle of
@@ -50,6 +54,53 @@ pub enum Error {
     /// too long, a threshold larger than the number of parties, …).
     #[error("invalid message: {0}")]
     Invalid(&'static str),
+
+    /// A certificate or private key cannot be used: a PEM file holds none or garbage, a
+    /// key does not match its certificate, a certificate names no role (see
+    /// [`crate::identity_from_cert`]), or the peer's certificate was rejected (another CA,
+    /// another name, expired).
+    #[error("certificate: {0}")]
+    Certificate(String),
+
+    /// A setting given by the caller is unusable (an appliance index outside
+    /// `1..=`[`crate::MAX_APPLIANCES`]).
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+
+    /// The TLS layer failed: a configuration rustls refuses, a handshake the peer aborted
+    /// (for example because it rejected our certificate), a corrupt record.
+    #[error("tls: {0}")]
+    Tls(String),
+
+    /// Connecting, the handshake or a request did not finish within its timeout
+    /// ([`crate::Timeouts`]). The connection is unusable afterwards.
+    #[error("timed out")]
+    Timeout,
+
+    /// The appliance broke the protocol: it answered `Hello` with something else than
+    /// `HelloInfo`, with another protocol version, or as another appliance than the one
+    /// dialled.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+
+    /// The appliance answered `Hello` with an error (for example
+    /// [`crate::ErrorCode::UnsupportedVersion`]).
+    #[error("appliance refused the connection: {0}")]
+    Refused(WireError),
+
+    /// An earlier request on this [`crate::Connection`] failed in transport, so the stream
+    /// may be out of step; open a new connection.
+    #[error("connection unusable after an earlier error")]
+    Broken,
 }
 
 impl From<bincode::error::DecodeError> for Error {

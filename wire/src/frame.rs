@@ -133,7 +133,14 @@ fn advance_header(filled: usize, n: usize) -> Result<usize, Error> {
 }
 
 /// The body length a header announces, if it is acceptable.
-fn body_len(header: [u8; HEADER_LEN]) -> Result<usize, Error> {
+/// The body length a frame header announces, checked against [`MAX_FRAME`] (and not zero).
+///
+/// For servers that read the header and the body under different timeouts.
+///
+/// # Errors
+///
+/// [`Error::EmptyFrame`] or [`Error::FrameTooLarge`].
+pub fn body_len(header: [u8; HEADER_LEN]) -> Result<usize, Error> {
     let len = u32::from_be_bytes(header);
     if len == 0 {
         return Err(Error::EmptyFrame);

@@ -11,11 +11,17 @@
 //! * [`frame`]: a 4-byte big-endian length prefix and the body, over async
 //!   (`tokio::io`) or blocking (`std::io`) streams.
 //!
-//! What this crate does not do (yet): open connections. The mutually authenticated TLS
-//! client connection (connect, one request, one response) that the module and the CLI
-//! build on arrives later; timeouts are the caller's job until then (see [`frame`]).
-//! It does not decide who may send what either: the appliance checks each request against
-//! the role named by the peer's certificate.
+//! The crate also holds what every cluster member needs to reach another: [`Role`] and
+//! [`identity_from_cert`] (a certificate names its holder's role as a subjectAltName such
+//! as `appliance-3.ittc`), [`TlsIdentity`] (the cluster CA, a member's certificate and
+//! key, and the TLS 1.3-only rustls configurations of both ends, client certificates
+//! required), and [`Connection`], the blocking mutually authenticated client connection
+//! (connect, `Hello`, one request, one response, each within [`Timeouts`]) that the
+//! module and the CLI build on.
+//!
+//! What this crate does not do: serve connections (the appliance runs its own listener
+//! with [`TlsIdentity::server_config`]), or decide who may send what: the appliance checks
+//! each request against the role named by the peer's certificate ([`peer_identity`]).
 //!
 //! # Untrusted input
 //!
@@ -36,28 +42,36 @@
 //! [`ErrorCode`] values (new codes are appended). Anything else may change with the
 //! version number.
 
+pub mod client;
 pub mod codec;
 mod error;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod identity;
 mod key_id;
 pub mod limits;
 mod objects;
 mod request;
 mod response;
 mod secret;
+mod tls;
 mod wire_error;
 
+pub use client::{Connection, Timeouts};
 pub use codec::{Message, decode, encode};
 pub use error::Error;
 pub use frame::{read_frame, read_frame_blocking, write_frame, write_frame_blocking};
+pub use identity::{
+    Identity, MAX_APPLIANCES, ROLE_DOMAIN, Role, identity_from_cert, peer_identity, role_dns_name,
+};
 pub use key_id::KeyId;
 pub use limits::MAX_FRAME;
 pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
 pub use request::{Request, ShareRecord, UserKind};
 pub use response::{HelloInfo, KeyStatus, PartialResult, Response, StatusInfo};
 pub use secret::SecretBytes;
+pub use tls::TlsIdentity;
 pub use wire_error::{ErrorCode, WireError};
 
 /// The protocol version this crate speaks, sent in [`Request::Hello`] and answered in

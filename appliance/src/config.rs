@@ -1,0 +1,341 @@
+//! The appliance's configuration: one TOML file.
+//!
+//! Relative paths in the file are relative to the file's own folder, so a cluster folder
+//! made by `ittc init` can be moved as a whole. Unknown fields are refused (a typo must not
+//! silently leave a default in force), and every error names the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on, e.g. `0.0.0.0:7301` (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// This appliance's index in the cluster, 1..=16.
+    pub index: u8,
+    /// The cluster's id, 32 hex digits; reported in the handshake and status.
+    pub cluster_id: String,
+    /// Folder of the share database (created if absent).
+    pub data_dir: PathBuf,
+    /// Certificates and key.
+    pub tls: TlsConfig,
+    /// The sealing key that encrypts shares at rest.
+    pub sealing: SealingConfig,
+    /// The other appliances (used by key generation and refresh).
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: Limits,
+    /// PIN policy.
+    #[serde(default)]
+    pub pin: PinPolicy,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Which exponentiation backend runs the partial operation: `openssl` or
+    /// `crypto-bigint`. Default: OpenSSL where this build has it.
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+/// Certificate files, PEM.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate: the only CA whose certificates are accepted.
+    pub ca: PathBuf,
+    /// This appliance's certificate (role `appliance-<index>`).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// Where the sealing key is. It is never stored in the database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealingConfig {
+    /// File holding the 256-bit sealing key as 64 hex digits.
+    pub key_file: PathBuf,
+}
+
+/// Another appliance.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Its index.
+    pub index: u8,
+    /// Its address.
+    pub address: String,
+}
+
+/// Limits and timeouts. Every one has a default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes (at most the protocol's 1 MiB).
+    pub max_frame: usize,
+    /// Concurrent connections; more are closed at once.
+    pub max_connections: usize,
+    /// Partial operations admitted at once (running or waiting for a core); more get
+    /// `Busy`.
+    pub max_inflight_partials: usize,
+    /// Threads that run partial operations; 0: one per core.
+    pub partial_workers: usize,
+    /// Time for the TLS handshake, ms.
+    pub handshake_timeout_ms: u64,
+    /// Time to receive a frame once its first byte arrived, ms.
+    pub read_timeout_ms: u64,
+    /// Time to send a response, ms.
+    pub write_timeout_ms: u64,
+    /// Time a connection may wait between requests, ms.
+    pub idle_timeout_ms: u64,
+    /// Time in-flight requests get to finish at shutdown, ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: ittc_wire::MAX_FRAME,
+            max_connections: 256,
+            max_inflight_partials: 64,
+            partial_workers: 0,
+            handshake_timeout_ms: 5_000,
+            read_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// Read timeout.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+    /// Write timeout.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    /// Idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    /// Shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+    /// Worker threads for partial operations.
+    pub fn workers(&self) -> usize {
+        if self.partial_workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.partial_workers
+        }
+    }
+}
+
+/// PIN policy and the cost of the PIN hash.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PinPolicy {
+    /// Wrong PINs in a row before the PIN locks.
+    pub max_failures: u32,
+    /// Shortest PIN accepted when one is set.
+    pub min_length: usize,
+    /// Argon2id memory, KiB.
+    pub argon2_m_cost_kib: u32,
+    /// Argon2id passes.
+    pub argon2_t_cost: u32,
+    /// Argon2id lanes.
+    pub argon2_p_cost: u32,
+}
+
+impl Default for PinPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            min_length: 4,
+            argon2_m_cost_kib: 19 * 1024,
+            argon2_t_cost: 2,
+            argon2_p_cost: 1,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `ittc_appliance=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file; relative paths become relative to
+    /// its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read: {e}")))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::new(path, toml_error(&text, &e)))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config
+            .check()
+            .map_err(|(field, msg)| ConfigError::new(path, format!("{field}: {msg}")))?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.data_dir,
+            &mut self.tls.ca,
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.sealing.key_file,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// The cluster id as bytes.
+    pub fn cluster_id_bytes(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        // check() has verified the format.
+        let _ = hex::decode_to_slice(&self.cluster_id, &mut id);
+        id
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=16).contains(&self.index) {
+            return Err(("index", format!("{} is not in 1..=16", self.index)));
+        }
+        let mut id = [0u8; 16];
+        if hex::decode_to_slice(&self.cluster_id, &mut id).is_err() {
+            return Err(("cluster_id", "must be 32 hex digits".into()));
+        }
+        for (field, file) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("sealing.key_file", &self.sealing.key_file),
+        ] {
+            if !file.is_file() {
+                return Err((field, format!("{} is not a readable file", file.display())));
+            }
+        }
+        for peer in &self.peers {
+            if !(1..=16).contains(&peer.index) || peer.index == self.index {
+                return Err((
+                    "peers.index",
+                    format!("{} is not another index in 1..=16", peer.index),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_frame < 1024 || l.max_frame > ittc_wire::MAX_FRAME {
+            return Err((
+                "limits.max_frame",
+                format!("must be in 1024..={}", ittc_wire::MAX_FRAME),
+            ));
+        }
+        for (field, value) in [
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.max_inflight_partials",
+                l.max_inflight_partials as u64,
+            ),
+            ("limits.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("limits.read_timeout_ms", l.read_timeout_ms),
+            ("limits.write_timeout_ms", l.write_timeout_ms),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("pin.max_failures", u64::from(self.pin.max_failures)),
+            ("pin.argon2_t_cost", u64::from(self.pin.argon2_t_cost)),
+            ("pin.argon2_p_cost", u64::from(self.pin.argon2_p_cost)),
+        ] {
+            if value == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        if self.pin.argon2_m_cost_kib < 8 * self.pin.argon2_p_cost {
+            return Err((
+                "pin.argon2_m_cost_kib",
+                "must be at least 8 × argon2_p_cost".into(),
+            ));
+        }
+        if let Some(name) = &self.backend
+            && ittc_threshold::Backend::from_name(name).is_none()
+        {
+            let have: Vec<&str> = ittc_threshold::Backend::available()
+                .iter()
+                .map(|b| b.get().name())
+                .collect();
+            return Err((
+                "backend",
+                format!("{name:?} is not in this build (have: {})", have.join(", ")),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err((
+                "log.level",
+                format!("{:?} is not a valid filter", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// toml's errors span several lines (with a source excerpt); an operator gets one, with
+/// the line number.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |t| t.matches('\n').count())
+                + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}

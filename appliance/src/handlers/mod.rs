@@ -1,0 +1,146 @@
+//! One file per request family; [`dispatch`] checks order and role, calls the handler and
+//! appends the audit entry.
+//!
+//! Handlers are plain blocking functions `fn handle_x(&State, &mut Session, ..) ->
+//! Result<Response, ApplianceError>`: the server runs them on tokio's blocking pool (they
+//! hash PINs, flush the store and exponentiate), never on the reactor.
+
+mod admin;
+mod hello;
+mod login;
+mod objects;
+mod partial;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ittc_wire::identity::Role;
+use ittc_wire::{Request, Response, UserKind};
+
+use crate::error::ApplianceError;
+use crate::state::{Session, State};
+use crate::storage::AuditEntry;
+
+/// Handles one request: order, role, the handler, the audit entry. Never panics; every
+/// failure is an `Err` that the server turns into a wire error.
+pub fn dispatch(
+    state: &State,
+    session: &mut Session,
+    request: Request,
+) -> Result<Response, ApplianceError> {
+    let kind = request.kind();
+    let audit_key = audited(&request);
+    let result = route(state, session, request);
+    if let Some(key) = audit_key {
+        let entry = AuditEntry {
+            time_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            client: session.identity.to_string(),
+            request: kind.to_owned(),
+            key_id: key,
+            result: match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.to_wire().code.as_str().to_owned(),
+            },
+        };
+        // An operation whose audit entry cannot be written is not acknowledged.
+        state.storage.audit_append(&entry)?;
+    }
+    result
+}
+
+/// Whether a request is audited, and the key id (hex) or object handle it names.
+fn audited(request: &Request) -> Option<Option<String>> {
+    match request {
+        Request::Hello { .. } | Request::Status | Request::ListObjects => None,
+        Request::Partial { key_id, .. } | Request::DeleteKey { key_id } => {
+            Some(Some(key_id.to_string()))
+        }
+        Request::StoreShare(rec) => Some(Some(rec.key_id.to_string())),
+        Request::GetObject { handle } | Request::DeleteObject { handle } => {
+            Some(Some(format!("object {}", handle.0)))
+        }
+        Request::PutObject(obj) => Some(Some(format!("object {}", obj.handle.0))),
+        Request::Login { .. }
+        | Request::Logout
+        | Request::SetPin { .. }
+        | Request::ChangePin { .. } => Some(None),
+    }
+}
+
+fn route(
+    state: &State,
+    session: &mut Session,
+    request: Request,
+) -> Result<Response, ApplianceError> {
+    let kind = request.kind();
+    if !session.hello && !matches!(request, Request::Hello { .. }) {
+        return Err(ApplianceError::BadRequest(format!("{kind} before hello")));
+    }
+    let role = session.identity.role;
+    let forbidden = || ApplianceError::Forbidden {
+        role: role.to_string(),
+        request: kind,
+    };
+    let client = matches!(role, Role::Client);
+    let admin = matches!(role, Role::Admin);
+    match request {
+        Request::Hello {
+            protocol_version,
+            client_name,
+        } => hello::handle_hello(state, session, protocol_version, &client_name),
+        Request::Status => hello::handle_status(state),
+        Request::Login { user, pin } if client => {
+            login::handle_login(state, session, user, pin.expose_secret())
+        }
+        Request::Logout if client => login::handle_logout(session),
+        Request::Partial {
+            key_id,
+            epoch,
+            input,
+        } if client => {
+            require_login(session, UserKind::User)?;
+            partial::handle_partial(state, &key_id, epoch, &input)
+        }
+        Request::ListObjects if client || admin => objects::handle_list(state),
+        Request::GetObject { handle } if client || admin => objects::handle_get(state, handle),
+        Request::PutObject(object) if client || admin => {
+            if client {
+                require_login(session, UserKind::User)?;
+            }
+            objects::handle_put(state, &object)
+        }
+        Request::DeleteObject { handle } if client || admin => {
+            if client {
+                require_login(session, UserKind::User)?;
+            }
+            objects::handle_delete(state, handle)
+        }
+        Request::StoreShare(record) if admin => admin::handle_store_share(state, record),
+        Request::DeleteKey { key_id } if admin => admin::handle_delete_key(state, &key_id),
+        Request::SetPin { user, pin } if admin || client => {
+            // A client sets the user PIN as the logged-in security officer (C_InitPIN).
+            if client
+                && (user != UserKind::User || session.login != Some(UserKind::SecurityOfficer))
+            {
+                return Err(ApplianceError::NotLoggedIn("security officer"));
+            }
+            admin::handle_set_pin(state, user, pin.expose_secret())
+        }
+        Request::ChangePin { user, old, new } if admin || client => {
+            admin::handle_change_pin(state, user, old.expose_secret(), new.expose_secret())
+        }
+        _ => Err(forbidden()),
+    }
+}
+
+fn require_login(session: &Session, user: UserKind) -> Result<(), ApplianceError> {
+    if session.login == Some(user) {
+        Ok(())
+    } else {
+        Err(ApplianceError::NotLoggedIn(match user {
+            UserKind::User => "user",
+            UserKind::SecurityOfficer => "security officer",
+        }))
+    }
+}

@@ -1,0 +1,300 @@
+//! The accept loop and the connection loop: TLS handshake, identity, frames in and out,
+//! every step under a timeout, a cap on connections and on partial operations, and a
+//! graceful stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ittc_wire::frame::{HEADER_LEN, body_len};
+use ittc_wire::identity::identity_from_cert;
+use ittc_wire::{ErrorCode, Request, Response, WireError, codec, write_frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info, info_span, warn};
+use zeroize::Zeroizing;
+
+use crate::error::ApplianceError;
+use crate::handlers::dispatch;
+use crate::state::{Session, State};
+
+/// Serves until `shutdown` resolves, then stops accepting, lets each connection finish the
+/// request it is handling (within the configured grace period), flushes the store and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = state.config.limits.clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Reap finished connections so the set does not grow without end.
+        while tasks.try_join_next().is_some() {}
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, limit = limits.max_connections, "connection refused: too many connections");
+            drop(tcp);
+            continue;
+        };
+        let (state, acceptor, stop) = (state.clone(), acceptor.clone(), stop_rx.clone());
+        let span = info_span!("conn", %peer);
+        tasks.spawn(
+            async move {
+                connection(state, acceptor, tcp, peer, stop).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    info!(
+        connections = tasks.len(),
+        "shutting down: finishing in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    if timeout(limits.shutdown_grace(), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!("grace period over: closing the remaining connections");
+        tasks.shutdown().await;
+    }
+    if let Err(e) = state.storage.flush() {
+        warn!(error = %e, "final flush failed");
+    }
+    info!("stopped");
+}
+
+async fn connection(
+    state: Arc<State>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = &state.config.limits;
+    let mut tls = match timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            warn!(error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            warn!("TLS handshake timed out");
+            return;
+        }
+    };
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    let identity = match certificate.as_deref().map(identity_from_cert) {
+        Some(Ok(identity)) => identity,
+        Some(Err(e)) => {
+            warn!(error = %e, "certificate names no ittc role: refused");
+            return;
+        }
+        None => {
+            warn!("no client certificate: refused");
+            return;
+        }
+    };
+    let span = info_span!("peer", who = %identity);
+    let mut session = Session::new(identity, peer);
+    async {
+        info!("connected");
+        loop {
+            let request = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                r = read_request(&mut tls, &state) => r,
+            };
+            let (response, close) = match request {
+                Ok(None) => break,
+                Ok(Some(Ok(request))) => {
+                    let kind = request.kind();
+                    let (response, returned, close) = handle(&state, session, request)
+                        .instrument(info_span!("request", kind))
+                        .await;
+                    session = returned;
+                    (response, close)
+                }
+                Ok(Some(Err(error))) => (Response::Error(error), false),
+                Err(ReadFailure::Refuse(error)) => (Response::Error(error), true),
+                Err(ReadFailure::Drop(reason)) => {
+                    debug!(reason, "connection closed");
+                    break;
+                }
+            };
+            match timeout(limits.write_timeout(), write_frame(&mut tls, &response)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(error = %e, "write failed");
+                    break;
+                }
+                Err(_) => {
+                    warn!("write timed out");
+                    break;
+                }
+            }
+            if close || *stop.borrow() {
+                break;
+            }
+        }
+        let _ = timeout(Duration::from_secs(1), tls.shutdown()).await;
+        info!("disconnected");
+    }
+    .instrument(span)
+    .await;
+}
+
+enum ReadFailure {
+    /// Answer with this error, then close: the stream cannot be trusted to stay in frame.
+    Refuse(WireError),
+    /// Close without answering (timeout, reset, end of stream mid-frame).
+    Drop(&'static str),
+}
+
+/// Reads one request: `Ok(None)` at a clean end of stream, `Ok(Some(Err))` for a frame that
+/// does not decode (answered, and the connection goes on), `Err` when the connection must
+/// close.
+async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    state: &State,
+) -> Result<Option<Result<Request, WireError>>, ReadFailure> {
+    let limits = &state.config.limits;
+    let mut header = [0u8; HEADER_LEN];
+    // Idle: waiting for the next request to start.
+    match timeout(limits.idle_timeout(), stream.read(&mut header[..1])).await {
+        Err(_) => return Err(ReadFailure::Drop("idle timeout")),
+        Ok(Ok(0)) => return Ok(None),
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err(ReadFailure::Drop("read error")),
+    }
+    // Reading: the rest of the frame must follow promptly.
+    let deadline = tokio::time::Instant::now() + limits.read_timeout();
+    let read_rest = tokio::time::timeout_at(deadline, stream.read_exact(&mut header[1..])).await;
+    if !matches!(read_rest, Ok(Ok(_))) {
+        return Err(ReadFailure::Drop("incomplete frame header"));
+    }
+    let len = match body_len(header) {
+        Ok(len) if len <= limits.max_frame => len,
+        Ok(len) => {
+            warn!(
+                len,
+                limit = limits.max_frame,
+                "frame over the configured limit"
+            );
+            return Err(ReadFailure::Refuse(too_large(len, limits.max_frame)));
+        }
+        Err(e) => {
+            warn!(error = %e, "bad frame header");
+            return Err(ReadFailure::Refuse(WireError::new(
+                ErrorCode::FrameTooLarge,
+                e.to_string(),
+            )));
+        }
+    };
+    let mut body = Zeroizing::new(vec![0u8; len]);
+    match tokio::time::timeout_at(deadline, stream.read_exact(&mut body)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err(ReadFailure::Drop("end of stream inside a frame")),
+        Err(_) => return Err(ReadFailure::Drop("read timeout inside a frame")),
+    }
+    Ok(Some(codec::decode::<Request>(&body).map_err(|e| {
+        warn!(error = %e, "undecodable request");
+        WireError::new(ErrorCode::BadRequest, format!("undecodable request: {e}"))
+    })))
+}
+
+fn too_large(len: usize, max: usize) -> WireError {
+    WireError::new(
+        ErrorCode::FrameTooLarge,
+        format!("frame of {len} bytes, the limit is {max}"),
+    )
+}
+
+/// Runs a request on the blocking pool (partial operations first admitted: at most
+/// `max_inflight_partials` at once, else `Busy`, and at most one per worker running).
+/// The third value says whether to close the connection.
+async fn handle(
+    state: &Arc<State>,
+    session: Session,
+    request: Request,
+) -> (Response, Session, bool) {
+    let kind = request.kind();
+    let mut _admitted = None;
+    let mut _worker = None;
+    if matches!(request, Request::Partial { .. }) {
+        match state.inflight.try_acquire() {
+            Ok(permit) => _admitted = Some(permit),
+            Err(_) => {
+                let err = ApplianceError::Busy(state.config.limits.max_inflight_partials);
+                warn!(error = %err, "refused");
+                return (Response::Error(err.to_wire()), session, false);
+            }
+        }
+        match state.workers.acquire().await {
+            Ok(permit) => _worker = Some(permit),
+            Err(_) => {
+                let err = ApplianceError::Internal("worker pool closed".into());
+                return (Response::Error(err.to_wire()), session, true);
+            }
+        }
+    }
+    let fallback = session.clone();
+    let task_state = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut session = session;
+        let result = dispatch(&task_state, &mut session, request);
+        (result, session)
+    })
+    .await;
+    match outcome {
+        Ok((Ok(response), session)) => {
+            debug!("ok");
+            (response, session, false)
+        }
+        Ok((Err(err), session)) => {
+            match &err {
+                ApplianceError::Storage(_)
+                | ApplianceError::Internal(_)
+                | ApplianceError::Threshold(_) => {
+                    warn!(error = %err, "failed")
+                }
+                _ => info!(error = %err, "refused"),
+            }
+            (Response::Error(err.to_wire()), session, false)
+        }
+        Err(join) => {
+            // A handler panicked (a bug): answer, then close the connection.
+            warn!(error = %join, kind, "handler failed");
+            let wire = ApplianceError::Internal("handler failed".into()).to_wire();
+            (Response::Error(wire), fallback, true)
+        }
+    }
+}

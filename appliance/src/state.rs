@@ -1,0 +1,88 @@
+//! What every connection shares (the [`State`]) and what each one has of its own (the
+//! [`Session`]).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ittc_threshold::{Backend, PartialExp};
+use ittc_wire::UserKind;
+use ittc_wire::identity::Identity;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::storage::{SealingKey, Storage, StorageOptions};
+
+/// The appliance's shared state.
+pub struct State {
+    /// The configuration it started with.
+    pub config: Config,
+    /// The share store.
+    pub storage: Storage,
+    /// The exponentiation backend of this build and config.
+    pub backend: &'static dyn PartialExp,
+    /// Reported in the handshake and status: backend and TLS provider.
+    pub build_variant: String,
+    /// Start time, for the uptime.
+    pub started: Instant,
+    /// Admission of partial operations: running or waiting for a worker.
+    pub inflight: Semaphore,
+    /// Workers for partial operations: one per core unless configured.
+    pub workers: Semaphore,
+}
+
+impl State {
+    /// Opens the store and picks the backend.
+    pub fn open(config: Config) -> Result<Self, crate::StartError> {
+        let key = SealingKey::from_file(&config.sealing.key_file)?;
+        let options = StorageOptions {
+            max_pin_failures: config.pin.max_failures,
+            argon2_m_cost_kib: config.pin.argon2_m_cost_kib,
+            argon2_t_cost: config.pin.argon2_t_cost,
+            argon2_p_cost: config.pin.argon2_p_cost,
+        };
+        let storage = Storage::open(&config.data_dir, key, config.index, options)?;
+        let backend = match &config.backend {
+            Some(name) => Backend::from_name(name).unwrap_or_default(),
+            // OpenSSL where this build has it (it is listed last), else crypto-bigint.
+            None => Backend::available().last().copied().unwrap_or_default(),
+        }
+        .get();
+        let build_variant = format!("{}+rustls-ring", backend.name());
+        let inflight = Semaphore::new(config.limits.max_inflight_partials);
+        let workers = Semaphore::new(config.limits.workers());
+        Ok(Self {
+            config,
+            storage,
+            backend,
+            build_variant,
+            started: Instant::now(),
+            inflight,
+            workers,
+        })
+    }
+}
+
+/// One connection's state.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Who is on the other end, from the certificate.
+    pub identity: Identity,
+    /// Their address.
+    pub peer: SocketAddr,
+    /// Whether `Hello` has been answered.
+    pub hello: bool,
+    /// Who is logged in on this connection.
+    pub login: Option<UserKind>,
+}
+
+impl Session {
+    /// A connection that has completed the TLS handshake.
+    pub fn new(identity: Identity, peer: SocketAddr) -> Self {
+        Self {
+            identity,
+            peer,
+            hello: false,
+            login: None,
+        }
+    }
+}

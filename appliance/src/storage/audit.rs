@@ -1,0 +1,495 @@
+//! The audit log: append-only and hash-chained.
+//!
+//! Entry `i` is stored under its sequence number `i` (0, 1, 2, …) with the previous hash
+//! and its own:
+//!
+//! ```text
+//! hash_i = SHA-256(hash_(i-1) || encode(i, entry_i))      hash_(-1) = 32 zero bytes
+//! ```
+//!
+//! where `encode` is bincode 2 with fixed-size little-endian integers: `i` as 8 bytes, then
+//! the entry's fields in order (`time_unix_ms` as 8 bytes, each string as an 8-byte length
+//! and its UTF-8 bytes, the optional key id as a 0 or 1 byte and, if 1, the string). Every
+//! value has exactly one encoding, so the hash is a function of the entry.
+//!
+//! The head (the next sequence number and the last hash) is stored with each append in
+//! the same transaction, so a missing last entry is detected too. Appends are serialized
+//! by a mutex around the cached head and read nothing from the chain.
+
+use std::sync::MutexGuard;
+
+use bincode::{Decode, Encode};
+use sha2::{Digest, Sha256};
+use sled::Transactional;
+
+use super::error::{SledResultExt, TxError, abort};
+use super::{Storage, StorageError, codec};
+
+const META_AUDIT_HEAD: &[u8] = b"audit_head";
+
+/// Longest string field of an [`AuditEntry`], in bytes.
+pub const MAX_AUDIT_FIELD_LEN: usize = 4096;
+
+/// One audited request. Holds no secret: the daemon writes the request's kind, never its
+/// data.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AuditEntry {
+    /// When the request was handled, in milliseconds since the Unix epoch.
+    pub time_unix_ms: u64,
+    /// Who sent it (the peer certificate's name), at most [`MAX_AUDIT_FIELD_LEN`] bytes.
+    pub client: String,
+    /// What it asked for (e.g. `Request::kind`), at most [`MAX_AUDIT_FIELD_LEN`] bytes.
+    pub request: String,
+    /// The key it concerned, if any (printed as hex), at most [`MAX_AUDIT_FIELD_LEN`]
+    /// bytes.
+    pub key_id: Option<String>,
+    /// The outcome (`"ok"` or an error code), at most [`MAX_AUDIT_FIELD_LEN`] bytes.
+    pub result: String,
+}
+
+/// The head of the audit chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AuditHead {
+    /// The next sequence number, which is the number of entries.
+    pub seq: u64,
+    /// The hash of the last entry; 32 zero bytes before the first.
+    pub hash: [u8; 32],
+}
+
+impl AuditHead {
+    /// The head of an empty log.
+    pub const GENESIS: Self = Self {
+        seq: 0,
+        hash: [0; 32],
+    };
+}
+
+/// The result of [`Storage::audit_verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditReport {
+    /// Every entry up to the head is present and linked.
+    Intact {
+        /// How many entries there are.
+        entries: u64,
+        /// The verified head.
+        head: AuditHead,
+    },
+    /// The chain is broken; `seq` is the first entry found broken.
+    Broken {
+        /// The first broken (or missing) entry's sequence number.
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// An entry as stored, under the key `seq` (8 bytes, big-endian).
+#[derive(Encode, Decode)]
+struct StoredEntry {
+    seq: u64,
+    prev: [u8; 32],
+    hash: [u8; 32],
+    entry: AuditEntry,
+}
+
+/// `SHA-256(prev || encode(seq, entry))`.
+fn chain_hash(prev: &[u8; 32], seq: u64, entry: &AuditEntry) -> Result<[u8; 32], StorageError> {
+    let body = codec::encode(&(seq, entry))?;
+    Ok(Sha256::new()
+        .chain_update(prev)
+        .chain_update(&body)
+        .finalize()
+        .into())
+}
+
+/// The stored head, or the genesis head for an empty log.
+pub(super) fn load_head(meta: &sled::Tree) -> Result<AuditHead, StorageError> {
+    match meta.get(META_AUDIT_HEAD).db()? {
+        Some(bytes) => codec::decode(&bytes, "audit head"),
+        None => Ok(AuditHead::GENESIS),
+    }
+}
+
+fn check_entry(entry: &AuditEntry) -> Result<(), StorageError> {
+    let fields = [&entry.client, &entry.request, &entry.result]
+        .into_iter()
+        .chain(&entry.key_id);
+    for field in fields {
+        if field.len() > MAX_AUDIT_FIELD_LEN {
+            return Err(StorageError::Invalid("audit entry field too long"));
+        }
+    }
+    Ok(())
+}
+
+impl Storage {
+    /// Appends an entry; returns the new head.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Invalid`] if a field is longer than [`MAX_AUDIT_FIELD_LEN`];
+    /// [`StorageError::Corrupt`] if the entry's slot is already taken (the database was
+    /// modified behind this process); [`StorageError::Db`].
+    pub fn audit_append(&self, entry: &AuditEntry) -> Result<AuditHead, StorageError> {
+        check_entry(entry)?;
+        let new_head = {
+            let mut head = self.audit_lock();
+            let seq = head.seq;
+            let hash = chain_hash(&head.hash, seq, entry)?;
+            let next = AuditHead {
+                seq: seq
+                    .checked_add(1)
+                    .ok_or_else(|| StorageError::Corrupt("audit sequence exhausted".into()))?,
+                hash,
+            };
+            let record = codec::encode(&StoredEntry {
+                seq,
+                prev: head.hash,
+                hash,
+                entry: entry.clone(),
+            })?;
+            let head_bytes = codec::encode(&next)?;
+            let key = seq.to_be_bytes();
+            (&self.inner.audit, &self.inner.meta)
+                .transaction(|(audit, meta)| {
+                    if audit.get(key)?.is_some() {
+                        return Err(abort(StorageError::Corrupt(format!(
+                            "audit entry {seq} exists already"
+                        ))));
+                    }
+                    audit.insert(&key, record.as_slice())?;
+                    meta.insert(META_AUDIT_HEAD, head_bytes.as_slice())?;
+                    Ok::<_, TxError>(())
+                })
+                .db()?;
+            *head = next;
+            next
+        };
+        // Outside the lock: concurrent appends share the flush.
+        self.flush()?;
+        Ok(new_head)
+    }
+
+    /// The stored head of the audit chain.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Corrupt`] or [`StorageError::Db`].
+    pub fn audit_head(&self) -> Result<AuditHead, StorageError> {
+        load_head(&self.inner.meta)
+    }
+
+    /// Reads the whole chain up to the stored head and checks every link; names the
+    /// first broken entry. Entries appended while it runs are not examined.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Corrupt`] if the head itself does not decode, [`StorageError::Db`].
+    /// A damaged entry is not an error but a [`AuditReport::Broken`].
+    pub fn audit_verify(&self) -> Result<AuditReport, StorageError> {
+        let head = self.audit_head()?;
+        let broken = |seq, reason: String| Ok(AuditReport::Broken { seq, reason });
+        let mut prev = AuditHead::GENESIS.hash;
+        let mut expected = 0u64;
+        for item in self.inner.audit.range(..head.seq.to_be_bytes()) {
+            let (key, value) = item.db()?;
+            let Ok(key) = <[u8; 8]>::try_from(key.as_ref()) else {
+                return broken(expected, "an entry has a malformed key".into());
+            };
+            let seq = u64::from_be_bytes(key);
+            if seq != expected {
+                return broken(expected, format!("entry {expected} is missing"));
+            }
+            let Ok(stored) = codec::decode::<StoredEntry>(&value, "audit entry") else {
+                return broken(seq, "the entry does not decode".into());
+            };
+            if stored.seq != seq {
+                return broken(seq, format!("the entry says it is number {}", stored.seq));
+            }
+            if stored.prev != prev {
+                return broken(seq, "the entry does not link to the previous one".into());
+            }
+            let hash = chain_hash(&prev, seq, &stored.entry)?;
+            if hash != stored.hash {
+                return broken(seq, "the entry does not match its hash".into());
+            }
+            prev = hash;
+            expected = seq.saturating_add(1);
+        }
+        if expected != head.seq {
+            return broken(
+                expected,
+                format!("entry {expected} is missing (the head counts {})", head.seq),
+            );
+        }
+        if prev != head.hash {
+            return broken(
+                head.seq.saturating_sub(1),
+                "the last entry does not match the head".into(),
+            );
+        }
+        Ok(AuditReport::Intact {
+            entries: head.seq,
+            head,
+        })
+    }
+
+    /// Up to `max` entries from sequence number `from_seq` on, with their numbers.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Corrupt`] if an entry does not decode, [`StorageError::Db`].
+    pub fn audit_entries(
+        &self,
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, AuditEntry)>, StorageError> {
+        self.inner
+            .audit
+            .range(from_seq.to_be_bytes()..)
+            .take(max)
+            .map(|item| {
+                let (_, value) = item.db()?;
+                let stored: StoredEntry = codec::decode(&value, "audit entry")?;
+                Ok((stored.seq, stored.entry))
+            })
+            .collect()
+    }
+
+    /// Locks the cached audit head. A panic while it was held cannot have left it
+    /// half-updated (it is assigned whole after the commit), so a poisoned lock is
+    /// reused.
+    pub(super) fn audit_lock(&self) -> MutexGuard<'_, AuditHead> {
+        self.inner.audit_head.lock().unwrap_or_else(|poisoned| {
+            self.inner.audit_head.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    fn entry(i: u64) -> AuditEntry {
+        AuditEntry {
+            time_unix_ms: 1_700_000_000_000 + i,
+            client: format!("client-{}", i % 3),
+            request: "partial".into(),
+            key_id: i.is_multiple_of(2).then(|| "6b6579".into()),
+            result: "ok".into(),
+        }
+    }
+
+    fn append(storage: &Storage, range: core::ops::Range<u64>) -> AuditHead {
+        let mut head = storage.audit_head().unwrap();
+        for i in range {
+            head = storage.audit_append(&entry(i)).unwrap();
+            assert_eq!(head.seq, i + 1);
+        }
+        head
+    }
+
+    fn broken_at(storage: &Storage) -> u64 {
+        match storage.audit_verify().unwrap() {
+            AuditReport::Broken { seq, .. } => seq,
+            intact => panic!("not broken: {intact:?}"),
+        }
+    }
+
+    #[test]
+    fn appended_entries_verify_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        assert_eq!(storage.audit_head().unwrap(), AuditHead::GENESIS);
+        assert_eq!(
+            storage.audit_verify().unwrap(),
+            AuditReport::Intact {
+                entries: 0,
+                head: AuditHead::GENESIS
+            }
+        );
+        let head = append(&storage, 0..10);
+        assert_eq!(storage.audit_head().unwrap(), head);
+        assert_eq!(
+            storage.audit_verify().unwrap(),
+            AuditReport::Intact { entries: 10, head }
+        );
+        let entries = storage.audit_entries(3, 4).unwrap();
+        assert_eq!(entries, (3..7).map(|i| (i, entry(i))).collect::<Vec<_>>());
+        assert_eq!(storage.audit_entries(9, 100).unwrap().len(), 1);
+        assert_eq!(storage.audit_entries(10, 100).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_hash_follows_the_documented_formula() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        let first = storage.audit_append(&entry(0)).unwrap();
+        let second = storage.audit_append(&entry(1)).unwrap();
+        // Built by hand: zero hash, seq as 8 LE bytes, then the fields.
+        let e = entry(0);
+        let mut body = 0u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&e.time_unix_ms.to_le_bytes());
+        for s in [&e.client, &e.request] {
+            body.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            body.extend_from_slice(s.as_bytes());
+        }
+        body.push(1);
+        let key_id = e.key_id.as_ref().unwrap();
+        body.extend_from_slice(&(key_id.len() as u64).to_le_bytes());
+        body.extend_from_slice(key_id.as_bytes());
+        body.extend_from_slice(&(e.result.len() as u64).to_le_bytes());
+        body.extend_from_slice(e.result.as_bytes());
+        let expected: [u8; 32] = Sha256::new()
+            .chain_update([0u8; 32])
+            .chain_update(&body)
+            .finalize()
+            .into();
+        assert_eq!(first.hash, expected);
+        assert_eq!(second.hash, chain_hash(&first.hash, 1, &entry(1)).unwrap());
+    }
+
+    #[test]
+    fn a_modified_entry_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        append(&storage, 0..8);
+        let key = 5u64.to_be_bytes();
+        let bytes = storage.inner.audit.get(key).unwrap().unwrap();
+        let mut stored: StoredEntry = codec::decode(&bytes, "entry").unwrap();
+        stored.entry.result = "denied".into();
+        storage
+            .inner
+            .audit
+            .insert(key, codec::encode(&stored).unwrap())
+            .unwrap();
+        assert_eq!(broken_at(&storage), 5);
+
+        // Rewriting its hash too moves the break to the next link, not further.
+        stored.hash = chain_hash(&stored.prev, 5, &stored.entry).unwrap();
+        storage
+            .inner
+            .audit
+            .insert(key, codec::encode(&stored).unwrap())
+            .unwrap();
+        assert_eq!(broken_at(&storage), 6);
+    }
+
+    #[test]
+    fn a_garbled_entry_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        append(&storage, 0..4);
+        storage
+            .inner
+            .audit
+            .insert(2u64.to_be_bytes(), &b"garbage"[..])
+            .unwrap();
+        assert_eq!(broken_at(&storage), 2);
+    }
+
+    #[test]
+    fn a_deleted_entry_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        append(&storage, 0..8);
+        storage.inner.audit.remove(3u64.to_be_bytes()).unwrap();
+        assert_eq!(broken_at(&storage), 3);
+
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        append(&storage, 0..8);
+        storage.inner.audit.remove(7u64.to_be_bytes()).unwrap();
+        assert_eq!(broken_at(&storage), 7, "the last entry");
+
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        append(&storage, 0..8);
+        storage.inner.audit.remove(0u64.to_be_bytes()).unwrap();
+        assert_eq!(broken_at(&storage), 0, "the first entry");
+    }
+
+    #[test]
+    fn a_replaced_head_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        let head = append(&storage, 0..3);
+        let forged = AuditHead {
+            hash: [9; 32],
+            ..head
+        };
+        storage
+            .inner
+            .meta
+            .insert(META_AUDIT_HEAD, codec::encode(&forged).unwrap())
+            .unwrap();
+        assert_eq!(broken_at(&storage), 2);
+    }
+
+    #[test]
+    fn the_chain_continues_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        let head = append(&storage, 0..5);
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        assert_eq!(storage.audit_head().unwrap(), head);
+        let later = append(&storage, 5..9);
+        let bytes = storage
+            .inner
+            .audit
+            .get(5u64.to_be_bytes())
+            .unwrap()
+            .unwrap();
+        let stored: StoredEntry = codec::decode(&bytes, "entry").unwrap();
+        assert_eq!(stored.prev, head.hash);
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        assert_eq!(
+            storage.audit_verify().unwrap(),
+            AuditReport::Intact {
+                entries: 9,
+                head: later
+            }
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_form_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let storage = storage.clone();
+                scope.spawn(move || {
+                    for i in 0..10 {
+                        storage.audit_append(&entry(t * 100 + i)).unwrap();
+                    }
+                });
+            }
+        });
+        let head = storage.audit_head().unwrap();
+        assert_eq!(head.seq, 40);
+        assert_eq!(
+            storage.audit_verify().unwrap(),
+            AuditReport::Intact { entries: 40, head }
+        );
+    }
+
+    #[test]
+    fn oversized_fields_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        let long = AuditEntry {
+            key_id: Some("k".repeat(MAX_AUDIT_FIELD_LEN + 1)),
+            ..entry(0)
+        };
+        assert!(matches!(
+            storage.audit_append(&long),
+            Err(StorageError::Invalid(_))
+        ));
+        assert_eq!(storage.audit_head().unwrap(), AuditHead::GENESIS);
+    }
+}

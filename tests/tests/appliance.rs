@@ -1,0 +1,853 @@
+//! The appliance daemon as an operator and a client meet it: real `ittc-appliance`
+//! processes on 127.0.0.1, real TLS, real signals.
+
+// Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ittc_tests::{Cluster, Options, connect};
+use ittc_threshold::padding::{HashAlg, pkcs1v15_sign};
+use ittc_threshold::{
+    Backend, Blinding, Partial, RsaPrivateKey, RsaPublicKey, SharingParams, combine, split_key,
+};
+use ittc_wire::identity::Role;
+use ittc_wire::{
+    Attribute, ErrorCode, KeyId, ObjectClass, ObjectId, Request, Response, SecretBytes,
+    ShareRecord, TokenObject, UserKind, WireError,
+};
+use num_bigint::BigUint;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::sign::Verifier;
+
+const PIN: &[u8] = b"123456";
+
+struct ImportedKey {
+    id: KeyId,
+    public: RsaPublicKey,
+    params: SharingParams,
+    openssl: Rsa<openssl::pkey::Private>,
+    shares: Vec<Vec<u8>>,
+}
+
+/// A fresh RSA-2048 key made by OpenSSL, split k-of-n in the test and stored on every
+/// running appliance through the admin role.
+fn import_key(cluster: &Cluster, k: usize, n: usize, id: &[u8]) -> ImportedKey {
+    let openssl = Rsa::generate(2048).unwrap();
+    let key = RsaPrivateKey::from_bytes(&openssl.private_key_to_pem().unwrap(), None).unwrap();
+    let params = SharingParams::new(k, n).unwrap();
+    let shares = split_key(&key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+    let key_id = KeyId::new(id.to_vec()).unwrap();
+    for share in &shares {
+        let index = share.index() as u8;
+        let mut admin = cluster.connect_as(index, "admin").unwrap();
+        let record = ShareRecord {
+            key_id: key_id.clone(),
+            label: "test key".into(),
+            epoch: 1,
+            index,
+            threshold: k as u8,
+            parties: n as u8,
+            modulus: key.public_key().n_be(),
+            public_exponent: key.public_key().e_be(),
+            share: SecretBytes::new(share.value().as_be_bytes().to_vec()),
+        };
+        assert_eq!(
+            admin.request(&Request::StoreShare(record)).unwrap(),
+            Response::Ok
+        );
+    }
+    ImportedKey {
+        id: key_id,
+        public: key.public_key().clone(),
+        params,
+        openssl,
+        shares: shares
+            .iter()
+            .map(|s| s.value().as_be_bytes().to_vec())
+            .collect(),
+    }
+}
+
+fn error_code(response: Response) -> ErrorCode {
+    match response {
+        Response::Error(WireError { code, .. }) => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// Signs `msg` with SHA-256 PKCS#1 v1.5 through appliances `indices`: blind, partials,
+/// combine, unblind.
+fn threshold_sign(cluster: &Cluster, key: &ImportedKey, indices: &[u8], msg: &[u8]) -> Vec<u8> {
+    let em = pkcs1v15_sign(
+        HashAlg::Sha256,
+        &HashAlg::Sha256.digest(msg),
+        key.public.size(),
+    )
+    .unwrap();
+    let m = BigUint::from_bytes_be(&em);
+    let (blinding, blinded) = Blinding::new(&key.public, &m, &mut rand::rng()).unwrap();
+    let input = key.public.integer_to_be(&blinded);
+    let partials: Vec<Partial> = indices
+        .iter()
+        .map(|&i| {
+            let mut c = cluster.user_session(i, PIN);
+            match c
+                .request(&Request::Partial {
+                    key_id: key.id.clone(),
+                    epoch: 1,
+                    input: input.clone(),
+                })
+                .unwrap()
+            {
+                Response::PartialResult(p) => {
+                    assert_eq!((p.index, p.epoch), (i, 1));
+                    Partial {
+                        index: usize::from(i),
+                        value: BigUint::from_bytes_be(&p.value),
+                    }
+                }
+                other => panic!("partial from {i}: {other:?}"),
+            }
+        })
+        .collect();
+    let y = combine(&key.public, &key.params, &blinded, &partials).unwrap();
+    key.public
+        .integer_to_be(&blinding.unblind(&key.public, &y).unwrap())
+}
+
+fn openssl_verifies(key: &ImportedKey, msg: &[u8], sig: &[u8]) -> bool {
+    let pkey = PKey::from_rsa(
+        Rsa::from_public_components(
+            key.openssl.n().to_owned().unwrap(),
+            key.openssl.e().to_owned().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut verifier = Verifier::new(MessageDigest::sha256(), &pkey).unwrap();
+    verifier.update(msg).unwrap();
+    verifier.verify(sig).unwrap()
+}
+
+#[test]
+fn partials_from_a_logged_in_client_combine_into_a_signature_openssl_verifies() {
+    let mut cluster = Cluster::new(3, &Options::default());
+    cluster.start_all();
+    let key = import_key(&cluster, 2, 3, b"\x01");
+    cluster.set_user_pin(PIN);
+    for indices in [[1u8, 2], [2, 3], [3, 1]] {
+        let msg = format!("signed by {indices:?}");
+        let sig = threshold_sign(&cluster, &key, &indices, msg.as_bytes());
+        assert!(openssl_verifies(&key, msg.as_bytes(), &sig), "{indices:?}");
+    }
+    // Status reports the key and its epoch.
+    let mut c = cluster.connect_as(2, "client").unwrap();
+    match c.request(&Request::Status).unwrap() {
+        Response::Status(s) => {
+            assert_eq!(s.appliance_index, 2);
+            assert_eq!(s.keys.len(), 1);
+            assert_eq!(
+                (
+                    s.keys[0].active_epoch,
+                    s.keys[0].threshold,
+                    s.keys[0].parties
+                ),
+                (1, 2, 3)
+            );
+            assert_ne!(
+                s.audit_head, [0u8; 32],
+                "the imports and signatures were audited"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // SIGTERM: finish, flush, exit 0.
+    for i in 1..=3 {
+        assert!(cluster.stop(i).success(), "appliance {i} exit status");
+    }
+}
+
+#[test]
+fn refused_certificates_and_roles_leave_the_daemon_serving() {
+    let mut cluster = Cluster::new(2, &Options::default());
+    cluster.start_all();
+    let addr = cluster.address(1);
+
+    // A client certificate from another CA (the client itself trusts the cluster CA).
+    let stranger = Cluster::new(1, &Options::default());
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            stranger.dir().join(format!("client.{ext}")),
+            cluster.dir().join(format!("foreign.{ext}")),
+        )
+        .unwrap();
+    }
+    assert!(
+        cluster.connect_as(1, "foreign").is_err(),
+        "foreign CA accepted"
+    );
+    // And the other way round: an appliance of another cluster is not believed.
+    assert!(
+        connect(addr, 1, &stranger.identity("client")).is_err(),
+        "foreign appliance believed"
+    );
+
+    // No client certificate at all.
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(cluster.dir().join("ca.pem")).unwrap();
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        roots
+    };
+    let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    assert!(
+        raw_request(addr, Arc::new(anonymous), &hello_frame()).is_err(),
+        "anonymous client served"
+    );
+
+    // An expired certificate from the right CA.
+    let past = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let expired = cluster
+        .ca
+        .issue_with_validity(
+            Role::Client,
+            "expired",
+            past - time::Duration::days(1),
+            past,
+        )
+        .unwrap();
+    std::fs::write(cluster.dir().join("expired.pem"), &expired.cert_pem).unwrap();
+    std::fs::write(
+        cluster.dir().join("expired.key"),
+        expired.key_pem.as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        cluster.connect_as(1, "expired").is_err(),
+        "expired certificate accepted"
+    );
+
+    // Roles: a client may not store shares or set PINs, an admin may not compute partials,
+    // an appliance may not log in.
+    let mut client = cluster.connect_as(1, "client").unwrap();
+    let set_pin = Request::SetPin {
+        user: UserKind::User,
+        pin: SecretBytes::new(PIN.to_vec()),
+    };
+    assert_eq!(
+        error_code(client.request(&set_pin).unwrap()),
+        ErrorCode::NotLoggedIn
+    );
+    assert_eq!(
+        error_code(
+            client
+                .request(&Request::DeleteKey {
+                    key_id: KeyId::new(vec![1]).unwrap()
+                })
+                .unwrap()
+        ),
+        ErrorCode::Forbidden
+    );
+    let mut admin = cluster.connect_as(1, "admin").unwrap();
+    let partial = Request::Partial {
+        key_id: KeyId::new(vec![1]).unwrap(),
+        epoch: 1,
+        input: vec![2],
+    };
+    assert_eq!(
+        error_code(admin.request(&partial).unwrap()),
+        ErrorCode::Forbidden
+    );
+    let mut peer = cluster.connect_as(1, "appliance-2").unwrap();
+    let login = Request::Login {
+        user: UserKind::User,
+        pin: SecretBytes::new(PIN.to_vec()),
+    };
+    assert_eq!(
+        error_code(peer.request(&login).unwrap()),
+        ErrorCode::Forbidden
+    );
+    // A partial before login.
+    assert_eq!(
+        error_code(client.request(&partial).unwrap()),
+        ErrorCode::NotLoggedIn
+    );
+
+    // Still serving: the client's own connection works on.
+    assert!(matches!(
+        client.request(&Request::Status).unwrap(),
+        Response::Status(_)
+    ));
+    let log = cluster.log(1);
+    for needle in ["TLS handshake refused", "may not send"] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+}
+
+#[test]
+fn wrong_pins_count_down_lock_and_stay_locked_after_restart() {
+    let mut cluster = Cluster::new(
+        1,
+        &Options {
+            max_pin_failures: 3,
+            ..Options::default()
+        },
+    );
+    cluster.start(1);
+    cluster.set_user_pin(PIN);
+    let login = |pin: &[u8]| Request::Login {
+        user: UserKind::User,
+        pin: SecretBytes::new(pin.to_vec()),
+    };
+    let mut c = cluster.connect_as(1, "client").unwrap();
+    for remaining in [2u32, 1] {
+        match c.request(&login(b"000000")).unwrap() {
+            Response::Error(e) => {
+                assert_eq!(e.code, ErrorCode::PinIncorrect);
+                assert!(e.message.contains(&remaining.to_string()), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A correct PIN before the limit resets the count…
+    assert_eq!(c.request(&login(PIN)).unwrap(), Response::Ok);
+    assert_eq!(c.request(&Request::Logout).unwrap(), Response::Ok);
+    // …and three wrong ones in a row lock it, the right PIN included.
+    for _ in 0..3 {
+        let code = error_code(c.request(&login(b"999999")).unwrap());
+        assert!(matches!(
+            code,
+            ErrorCode::PinIncorrect | ErrorCode::PinLocked
+        ));
+    }
+    assert_eq!(
+        error_code(c.request(&login(PIN)).unwrap()),
+        ErrorCode::PinLocked
+    );
+    drop(c);
+    assert!(cluster.stop(1).success());
+    cluster.start(1);
+    let mut c = cluster.connect_as(1, "client").unwrap();
+    assert_eq!(
+        error_code(c.request(&login(PIN)).unwrap()),
+        ErrorCode::PinLocked,
+        "unlocked by a restart"
+    );
+    // The admin's SetPin unlocks.
+    cluster.set_user_pin(PIN);
+    assert_eq!(c.request(&login(PIN)).unwrap(), Response::Ok);
+}
+
+fn hello_frame() -> Vec<u8> {
+    let body = ittc_wire::encode(&Request::Hello {
+        protocol_version: ittc_wire::PROTOCOL_VERSION,
+        client_name: "raw".into(),
+    })
+    .unwrap();
+    frame(&body)
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+/// Opens a TLS connection as `config`, writes `bytes`, and reads one response frame.
+fn raw_request(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    bytes: &[u8],
+) -> Result<Response, String> {
+    let mut stream = raw_stream(addr, config)?;
+    raw_exchange(&mut stream, bytes)
+}
+
+type RawStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn raw_stream(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<RawStream, String> {
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("appliance-1.ittc").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+fn raw_exchange(stream: &mut RawStream, bytes: &[u8]) -> Result<Response, String> {
+    stream.write_all(bytes).map_err(|e| e.to_string())?;
+    stream.flush().map_err(|e| e.to_string())?;
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+    ittc_wire::decode(&body).map_err(|e| e.to_string())
+}
+
+#[test]
+fn oversize_and_garbage_frames_are_refused_and_others_are_served() {
+    let mut cluster = Cluster::new(
+        1,
+        &Options {
+            max_frame: 4096,
+            ..Options::default()
+        },
+    );
+    let addr = cluster.start(1);
+    let config = ittc_tests::client_config(&cluster.identity("client"));
+
+    // Garbage with a valid length: BadRequest, and the connection goes on.
+    let mut stream = raw_stream(addr, config.clone()).unwrap();
+    assert!(matches!(
+        raw_exchange(&mut stream, &hello_frame()).unwrap(),
+        Response::HelloInfo(_)
+    ));
+    let garbage = frame(&[0xff; 100]);
+    assert_eq!(
+        error_code(raw_exchange(&mut stream, &garbage).unwrap()),
+        ErrorCode::BadRequest
+    );
+    assert!(matches!(
+        raw_exchange(
+            &mut stream,
+            &frame(&ittc_wire::encode(&Request::Status).unwrap())
+        )
+        .unwrap(),
+        Response::Status(_)
+    ));
+
+    // Over the configured limit (and over the protocol's): FrameTooLarge, then closed,
+    // without the appliance reading or allocating the announced body.
+    for len in [4097u32, u32::MAX] {
+        let mut stream = raw_stream(addr, config.clone()).unwrap();
+        let mut bytes = hello_frame();
+        bytes.extend_from_slice(&len.to_be_bytes());
+        let response = raw_exchange(&mut stream, &bytes).unwrap();
+        assert!(matches!(response, Response::HelloInfo(_)));
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+        stream.read_exact(&mut body).unwrap();
+        assert_eq!(
+            error_code(ittc_wire::decode(&body).unwrap()),
+            ErrorCode::FrameTooLarge
+        );
+        assert_eq!(
+            stream.read(&mut [0u8; 1]).unwrap_or(0),
+            0,
+            "connection not closed"
+        );
+    }
+
+    // A request before Hello.
+    let response = raw_request(
+        addr,
+        config.clone(),
+        &frame(&ittc_wire::encode(&Request::Status).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(error_code(response), ErrorCode::BadRequest);
+
+    // An unsupported protocol version.
+    let old = ittc_wire::encode(&Request::Hello {
+        protocol_version: 0,
+        client_name: "old".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        error_code(raw_request(addr, config, &frame(&old)).unwrap()),
+        ErrorCode::UnsupportedVersion
+    );
+
+    // Still serving.
+    let mut c = cluster.connect_as(1, "client").unwrap();
+    assert!(matches!(
+        c.request(&Request::Status).unwrap(),
+        Response::Status(_)
+    ));
+}
+
+fn object(handle: u64) -> TokenObject {
+    TokenObject {
+        handle: ObjectId(handle),
+        class: ObjectClass::Data,
+        attributes: vec![Attribute {
+            kind: 0x11,
+            value: handle.to_be_bytes().to_vec(),
+        }],
+    }
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::new(1, &Options::default());
+    cluster.start(1);
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let mut c = cluster.connect_as(1, "admin").unwrap();
+            let acknowledged = acknowledged.clone();
+            std::thread::spawn(move || {
+                for i in 0..10_000u64 {
+                    let handle = w * 1_000_000 + i;
+                    match c.request(&Request::PutObject(object(handle))) {
+                        Ok(Response::Ok) => acknowledged.lock().unwrap().push(handle),
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the writers run, then pull the plug in the middle of their work.
+    let start = std::time::Instant::now();
+    while acknowledged.lock().unwrap().len() < 200 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cluster.kill(1);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 200,
+        "only {} writes before the kill",
+        acknowledged.len()
+    );
+
+    cluster.start(1);
+    let mut c = cluster.connect_as(1, "admin").unwrap();
+    let stored: std::collections::HashSet<u64> = match c.request(&Request::ListObjects).unwrap() {
+        Response::Objects(list) => list.iter().map(|o| o.handle.0).collect(),
+        other => panic!("{other:?}"),
+    };
+    let lost: Vec<&u64> = acknowledged
+        .iter()
+        .filter(|h| !stored.contains(h))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    // And what is stored is what was written.
+    let sample = acknowledged[acknowledged.len() / 2];
+    assert_eq!(
+        c.request(&Request::GetObject {
+            handle: ObjectId(sample)
+        })
+        .unwrap(),
+        Response::Object(object(sample))
+    );
+}
+
+#[test]
+fn no_share_is_in_the_database_files_in_plaintext() {
+    let mut cluster = Cluster::new(3, &Options::default());
+    cluster.start_all();
+    let key = import_key(&cluster, 2, 3, b"plaintext-check");
+    for i in 1..=3u8 {
+        assert!(cluster.stop(i).success());
+        let share = &key.shares[usize::from(i) - 1];
+        let mut files = Vec::new();
+        let mut dirs = vec![cluster.appliances[usize::from(i) - 1].data_dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path)
+                } else {
+                    files.push(path)
+                }
+            }
+        }
+        assert!(!files.is_empty());
+        let mut total = 0;
+        for file in files {
+            let bytes = std::fs::read(&file).unwrap();
+            total += bytes.len();
+            for window in share.windows(16).step_by(8) {
+                assert!(
+                    !bytes.windows(16).any(|w| w == window),
+                    "share bytes of appliance {i} in {}",
+                    file.display()
+                );
+            }
+        }
+        assert!(
+            total > share.len(),
+            "the database is too small to hold the share at all"
+        );
+    }
+}
+
+#[test]
+fn check_config_names_the_field_and_exits_2() {
+    let cluster = Cluster::new(1, &Options::default());
+    let config = &cluster.appliances[0].config;
+    let run = |path: &std::path::Path| {
+        std::process::Command::new(ittc_tests::appliance_binary())
+            .arg("--config")
+            .arg(path)
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let ok = run(config);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let text = std::fs::read_to_string(config).unwrap();
+    for (broken, field) in [
+        (text.replace("index = 1", "index = 99"), "index"),
+        (
+            text.replace("max_frame = ", "max_frame = 1 #"),
+            "limits.max_frame",
+        ),
+        (
+            text.replace("[limits]", "[limits]\nmax_conections = 3"),
+            "max_conections",
+        ),
+        (
+            text.replace("key = \"appliance-1.key\"", "key = \"missing.key\""),
+            "tls.key",
+        ),
+        (
+            text.replace("cluster_id = \"", "cluster_id = \"zz"),
+            "cluster_id",
+        ),
+    ] {
+        let path = cluster.dir().join("broken.toml");
+        std::fs::write(&path, broken).unwrap();
+        let out = run(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{field}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(field), "{field} not named: {stderr}");
+    }
+    let missing = run(&cluster.dir().join("nope.toml"));
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn audit_log_records_key_and_pin_requests_and_verifies() {
+    let mut cluster = Cluster::new(2, &Options::default());
+    cluster.start_all();
+    let key = import_key(&cluster, 2, 2, b"audited");
+    cluster.set_user_pin(PIN);
+    let _ = threshold_sign(&cluster, &key, &[1, 2], b"audited message");
+    let mut c = cluster.connect_as(1, "client").unwrap();
+    let _ = c
+        .request(&Request::Login {
+            user: UserKind::User,
+            pin: SecretBytes::new(b"wrong!".to_vec()),
+        })
+        .unwrap();
+    drop(c);
+    assert!(cluster.stop(1).success());
+    let out = std::process::Command::new(ittc_tests::appliance_binary())
+        .args(["audit", "verify", "--config"])
+        .arg(&cluster.appliances[0].config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // store_share, set_pin, login, partial, failed login: at least 5 entries.
+    let entries: u64 = stdout
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    assert!(entries >= 5, "{stdout}");
+    // No PIN in the log.
+    assert!(!cluster.log(1).contains("123456") && !cluster.log(1).contains("wrong!"));
+}
+
+#[test]
+fn excess_partials_get_busy_and_admitted_ones_are_correct() {
+    let options = Options {
+        max_inflight_partials: 1,
+        partial_workers: 1,
+        ..Options::default()
+    };
+    let mut cluster = Cluster::new(2, &options);
+    cluster.start_all();
+    let key = import_key(&cluster, 2, 2, b"busy");
+    cluster.set_user_pin(PIN);
+    let input = key.public.integer_to_be(&BigUint::from(0x1234_5678u32));
+    let expected_share_result = |value: &[u8]| !value.iter().all(|b| *b == 0);
+    let outcomes: Vec<Vec<Response>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let mut c = cluster.user_session(1, PIN);
+                let request = Request::Partial {
+                    key_id: key.id.clone(),
+                    epoch: 1,
+                    input: input.clone(),
+                };
+                scope.spawn(move || (0..15).map(|_| c.request(&request).unwrap()).collect())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all: Vec<&Response> = outcomes.iter().flatten().collect();
+    let busy = all
+        .iter()
+        .filter(|r| matches!(r, Response::Error(e) if e.code == ErrorCode::Busy))
+        .count();
+    let done: Vec<&Vec<u8>> = all
+        .iter()
+        .filter_map(|r| match r {
+            Response::PartialResult(p) => Some(&p.value),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        busy + done.len(),
+        all.len(),
+        "only results and Busy: {all:?}"
+    );
+    assert!(
+        busy > 0,
+        "4 clients against 1 admitted partial never saw Busy"
+    );
+    assert!(!done.is_empty());
+    // Every admitted partial is the same, correct value: it combines with appliance 2's.
+    assert!(
+        done.iter()
+            .all(|v| *v == done[0] && expected_share_result(v))
+    );
+    let mut c2 = cluster.user_session(2, PIN);
+    let Response::PartialResult(p2) = c2
+        .request(&Request::Partial {
+            key_id: key.id.clone(),
+            epoch: 1,
+            input: input.clone(),
+        })
+        .unwrap()
+    else {
+        panic!("appliance 2")
+    };
+    let partials = [
+        Partial {
+            index: 1,
+            value: BigUint::from_bytes_be(done[0]),
+        },
+        Partial {
+            index: 2,
+            value: BigUint::from_bytes_be(&p2.value),
+        },
+    ];
+    assert!(
+        combine(
+            &key.public,
+            &key.params,
+            &BigUint::from(0x1234_5678u32),
+            &partials
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn connection_cap_idle_timeout_and_bad_inputs() {
+    let options = Options {
+        max_connections: 2,
+        idle_timeout_ms: 500,
+        log_format: "json",
+        ..Options::default()
+    };
+    let mut cluster = Cluster::new(2, &options);
+    cluster.start_all();
+    let key = import_key(&cluster, 2, 2, b"limits");
+    cluster.set_user_pin(PIN);
+
+    // Two connections are served; a third is closed at once.
+    let mut first = cluster.user_session(1, PIN);
+    let second = cluster.connect_as(1, "client").unwrap();
+    assert!(
+        cluster.connect_as(1, "client").is_err(),
+        "a third connection was served"
+    );
+    drop(second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        match cluster.connect_as(1, "client") {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() > deadline => panic!("slot never freed: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+
+    // Inputs out of range are refused, not computed, and the connection goes on.
+    let too_big = Request::Partial {
+        key_id: key.id.clone(),
+        epoch: 1,
+        input: vec![0xff; key.public.size()],
+    };
+    assert_eq!(
+        error_code(first.request(&too_big).unwrap()),
+        ErrorCode::BadRequest
+    );
+    let unknown = Request::Partial {
+        key_id: KeyId::new(b"nope".to_vec()).unwrap(),
+        epoch: 1,
+        input: vec![2],
+    };
+    assert_eq!(
+        error_code(first.request(&unknown).unwrap()),
+        ErrorCode::UnknownKey
+    );
+    let epoch = Request::Partial {
+        key_id: key.id.clone(),
+        epoch: 7,
+        input: vec![2],
+    };
+    assert_eq!(
+        error_code(first.request(&epoch).unwrap()),
+        ErrorCode::WrongEpoch
+    );
+
+    // Idle connections are closed after the idle timeout.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        first.request(&Request::Status).is_err(),
+        "idle connection still open"
+    );
+    drop(third);
+
+    // JSON logs: every line an object, none with the PIN.
+    let log = cluster.log(1);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() > 5);
+    for line in lines {
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "not JSON: {line}"
+        );
+    }
+    assert!(!log.contains("123456"));
+}
