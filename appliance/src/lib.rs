@@ -103,9 +103,11 @@ pub fn verify_audit(path: &Path) -> Result<AuditReport, StartError> {
 fn install_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second install (tests running `run` twice in one process) keeps the first.
     let _ = match config.log.format {
         LogFormat::Human => builder.try_init(),

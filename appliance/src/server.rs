@@ -67,6 +67,7 @@ pub async fn serve(
             .instrument(span),
         );
     }
+    while tasks.try_join_next().is_some() {}
     info!(
         connections = tasks.len(),
         "shutting down: finishing in-flight requests"
@@ -268,7 +269,9 @@ async fn handle(
     }
     let fallback = session.clone();
     let task_state = state.clone();
+    let span = tracing::Span::current();
     let outcome = tokio::task::spawn_blocking(move || {
+        let _in_request = span.enter();
         let mut session = session;
         let result = dispatch(&task_state, &mut session, request);
         (result, session)
