@@ -42,7 +42,9 @@
 //! [`ErrorCode`] values (new codes are appended). Anything else may change with the
 //! version number.
 
+pub mod attributes;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 mod error;
 pub mod frame;
