@@ -124,6 +124,7 @@ fn storage_code(e: &StorageError) -> ErrorCode {
             ErrorCode::AlreadyExists
         }
         StorageError::WrongEpoch { .. } => ErrorCode::WrongEpoch,
+        StorageError::UnknownKey { .. } => ErrorCode::UnknownKey,
         StorageError::PendingEpoch { .. } => ErrorCode::Busy,
         StorageError::WrongIndex { .. } | StorageError::Invalid(_) => ErrorCode::BadRequest,
         StorageError::Unseal
@@ -208,5 +209,44 @@ mod tests {
                 .message
                 .contains('3')
         );
+    }
+
+    #[test]
+    fn storage_refusals_keep_their_codes_and_messages() {
+        let key_id = ittc_wire::KeyId::new(b"k".to_vec()).unwrap();
+        let table = [
+            (
+                StorageError::UnknownKey {
+                    key_id: key_id.clone(),
+                },
+                ErrorCode::UnknownKey,
+            ),
+            (
+                StorageError::WrongEpoch {
+                    key_id: key_id.clone(),
+                    epoch: 2,
+                    active: None,
+                    pending: Some(1),
+                },
+                ErrorCode::WrongEpoch,
+            ),
+            (
+                StorageError::PendingEpoch {
+                    key_id: key_id.clone(),
+                    pending: 1,
+                },
+                ErrorCode::Busy,
+            ),
+            (
+                StorageError::AlreadyExists { key_id, epoch: 1 },
+                ErrorCode::AlreadyExists,
+            ),
+        ];
+        for (err, code) in table {
+            let text = err.to_string();
+            let wire = ApplianceError::Storage(err).to_wire();
+            assert_eq!(wire.code, code, "{text}");
+            assert_eq!(wire.message, text);
+        }
     }
 }

@@ -1,10 +1,22 @@
-//! The `ittc` operator side of a cluster: today its PKI, later the CLI.
+//! The `ittc` operator CLI: sets up a cluster and its keys without anyone ever handling a
+//! share.
 //!
-//! Built: [`pki`], the cluster's own certificate authority ([`pki::ClusterCa`]) and the
-//! certificates it issues, each naming its holder's role (appliance `i`, client, admin) as
-//! [`ittc_wire`] reads it. `ittc init` will use it to set up a cluster; tests use it now.
-//!
-//! Not built yet: the `ittc` CLI itself (configs, key import, PINs, status, the local demo
-//! cluster). See docs/ARCHITECTURE.md for what exists today.
+//! One module per command: [`init`] (PKI, sealing keys, configs), [`import`] (the dealer),
+//! [`pin`], [`status`], [`cert`], [`demo`] (a local cluster). [`cluster`] opens a cluster
+//! folder and talks to its appliances as admin; [`pki`] is the cluster's certificate
+//! authority; [`sign`] signs through the appliances as a PKCS#11 host does (the demo's
+//! check). `main.rs` is only the command line.
 
+pub mod cert;
+pub mod cluster;
+pub mod demo;
+mod error;
+pub mod import;
+pub mod init;
+pub mod pin;
 pub mod pki;
+pub mod prompt;
+pub mod sign;
+pub mod status;
+
+pub use error::CliError;

@@ -21,9 +21,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ittc_provisioning::pki::{CertifiedKey, ClusterCa};
+use ittc_threshold::{Backend, KeyShare, RsaPrivateKey, RsaPublicKey, SharingParams, split_key};
 use ittc_wire::client::{Connection, Timeouts, TlsIdentity};
 use ittc_wire::identity::Role;
-use ittc_wire::{Request, Response, SecretBytes, UserKind};
+use ittc_wire::{
+    KeyId, ObjectId, Request, Response, SecretBytes, ShareRecord, TokenObject, UserKind,
+};
 use rand::RngExt;
 
 /// How long an appliance may take to start or stop.
@@ -307,16 +310,132 @@ impl Cluster {
 
     /// Sets the user PIN on every running appliance, as admin.
     pub fn set_user_pin(&self, pin: &[u8]) {
-        for a in self.appliances.iter().filter(|a| a.child.is_some()) {
-            let mut c = self.connect_as(a.index, "admin").unwrap();
-            let r = c
-                .request(&Request::SetPin {
+        for a in self.running() {
+            self.admin_ok(
+                a.index,
+                &Request::SetPin {
                     user: UserKind::User,
                     pin: SecretBytes::new(pin.to_vec()),
-                })
-                .unwrap();
-            assert_eq!(r, Response::Ok);
+                },
+            );
         }
+    }
+}
+
+/// The epoch of a freshly imported key (as `ittc key import` stores it).
+pub const FIRST_EPOCH: u64 = 1;
+
+/// The handle of the public-key token object of the key `id` (`CKA_ID`), as
+/// [`Cluster::import_key`] and `ittc key import` store it.
+pub fn public_key_object_id(id: &[u8]) -> ObjectId {
+    ObjectId::derived("public-key", id)
+}
+
+impl Cluster {
+    /// Imports `key` as `id` (`CKA_ID`, also the key id) and `label`, k-of-n with n the
+    /// cluster's size, the way `ittc key import` does: splits it (checked by the dealer),
+    /// stores each share on its appliance and commits epoch [`FIRST_EPOCH`], and stores
+    /// the public-key token object ([`public_key_object_id`]) — on every *running*
+    /// appliance, as admin. Panics on any refusal.
+    pub fn import_key(
+        &self,
+        key: &RsaPrivateKey,
+        k: usize,
+        id: &[u8],
+        label: &str,
+    ) -> SharingParams {
+        self.import_key_with_shares(key, k, id, label).0
+    }
+
+    /// [`Cluster::import_key`], also returning the shares (for tests that look for them).
+    pub fn import_key_with_shares(
+        &self,
+        key: &RsaPrivateKey,
+        k: usize,
+        id: &[u8],
+        label: &str,
+    ) -> (SharingParams, Vec<KeyShare>) {
+        let (params, shares) = self.store_shares(key, k, id, label);
+        self.commit_epoch(id, FIRST_EPOCH);
+        self.put_public_key_object(key.public_key(), id, label);
+        (params, shares)
+    }
+
+    /// Splits `key` k-of-n (n the cluster's size) and stores each running appliance's
+    /// share for epoch [`FIRST_EPOCH`], as admin, without committing it: the key stays
+    /// pending (unusable by clients) until [`Cluster::commit_epoch`].
+    pub fn store_shares(
+        &self,
+        key: &RsaPrivateKey,
+        k: usize,
+        id: &[u8],
+        label: &str,
+    ) -> (SharingParams, Vec<KeyShare>) {
+        let n = self.appliances.len();
+        let params = SharingParams::new(k, n).unwrap();
+        let shares = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+        let key_id = KeyId::new(id.to_vec()).unwrap();
+        let public = key.public_key();
+        for a in self.running() {
+            let share = shares
+                .iter()
+                .find(|s| s.index() == usize::from(a.index))
+                .unwrap();
+            let record = ShareRecord {
+                key_id: key_id.clone(),
+                label: label.to_owned(),
+                epoch: FIRST_EPOCH,
+                index: a.index,
+                threshold: u8::try_from(k).unwrap(),
+                parties: u8::try_from(n).unwrap(),
+                modulus: public.n_be(),
+                public_exponent: public.e_be(),
+                share: SecretBytes::new(share.value().as_be_bytes().to_vec()),
+            };
+            self.admin_ok(a.index, &Request::StoreShare(record));
+        }
+        (params, shares)
+    }
+
+    /// Commits `epoch` of key `id` on every running appliance, as admin.
+    pub fn commit_epoch(&self, id: &[u8], epoch: u64) {
+        let key_id = KeyId::new(id.to_vec()).unwrap();
+        for a in self.running() {
+            self.admin_ok(
+                a.index,
+                &Request::CommitEpoch {
+                    key_id: key_id.clone(),
+                    epoch,
+                },
+            );
+        }
+    }
+
+    /// Stores the public-key token object of key `id` on every running appliance, as
+    /// admin, under [`public_key_object_id`].
+    pub fn put_public_key_object(&self, public: &RsaPublicKey, id: &[u8], label: &str) {
+        let object = TokenObject::rsa_public_key(
+            public_key_object_id(id),
+            id,
+            label,
+            &public.n_be(),
+            &public.e_be(),
+        );
+        for a in self.running() {
+            self.admin_ok(a.index, &Request::PutObject(object.clone()));
+        }
+    }
+
+    /// The running appliances.
+    fn running(&self) -> impl Iterator<Item = &Appliance> {
+        self.appliances.iter().filter(|a| a.child.is_some())
+    }
+
+    /// Sends `request` to appliance `index` as admin and checks that it is answered `Ok`.
+    fn admin_ok(&self, index: u8, request: &Request) {
+        let mut c = self.connect_as(index, "admin").unwrap();
+        let r = c.request(request).unwrap();
+        assert_eq!(r, Response::Ok, "{} on appliance {index}", request.kind());
     }
 }
 

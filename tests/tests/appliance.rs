@@ -9,15 +9,13 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ittc_tests::{Cluster, Options, connect};
+use ittc_tests::{Cluster, Options, connect, public_key_object_id};
 use ittc_threshold::padding::{HashAlg, pkcs1v15_sign};
-use ittc_threshold::{
-    Backend, Blinding, Partial, RsaPrivateKey, RsaPublicKey, SharingParams, combine, split_key,
-};
+use ittc_threshold::{Blinding, Partial, RsaPrivateKey, RsaPublicKey, SharingParams, combine};
 use ittc_wire::identity::Role;
 use ittc_wire::{
     Attribute, ErrorCode, KeyId, ObjectClass, ObjectId, Request, Response, SecretBytes,
-    ShareRecord, TokenObject, UserKind, WireError,
+    TokenObject, UserKind, WireError,
 };
 use num_bigint::BigUint;
 use openssl::hash::MessageDigest;
@@ -35,35 +33,21 @@ struct ImportedKey {
     shares: Vec<Vec<u8>>,
 }
 
-/// A fresh RSA-2048 key made by OpenSSL, split k-of-n in the test and stored on every
-/// running appliance through the admin role.
-fn import_key(cluster: &Cluster, k: usize, n: usize, id: &[u8]) -> ImportedKey {
+/// A fresh RSA-2048 key made by OpenSSL.
+fn openssl_key() -> (Rsa<openssl::pkey::Private>, RsaPrivateKey) {
     let openssl = Rsa::generate(2048).unwrap();
     let key = RsaPrivateKey::from_bytes(&openssl.private_key_to_pem().unwrap(), None).unwrap();
-    let params = SharingParams::new(k, n).unwrap();
-    let shares = split_key(&key, params, Backend::default().get(), &mut rand::rng()).unwrap();
-    let key_id = KeyId::new(id.to_vec()).unwrap();
-    for share in &shares {
-        let index = share.index() as u8;
-        let mut admin = cluster.connect_as(index, "admin").unwrap();
-        let record = ShareRecord {
-            key_id: key_id.clone(),
-            label: "test key".into(),
-            epoch: 1,
-            index,
-            threshold: k as u8,
-            parties: n as u8,
-            modulus: key.public_key().n_be(),
-            public_exponent: key.public_key().e_be(),
-            share: SecretBytes::new(share.value().as_be_bytes().to_vec()),
-        };
-        assert_eq!(
-            admin.request(&Request::StoreShare(record)).unwrap(),
-            Response::Ok
-        );
-    }
+    (openssl, key)
+}
+
+/// A fresh RSA-2048 key made by OpenSSL, split k-of-n (n the cluster's size) and imported
+/// on every running appliance through the admin role: shares stored, epoch 1 committed,
+/// public-key object stored (the harness's `Cluster::import_key`).
+fn import_key(cluster: &Cluster, k: usize, id: &[u8]) -> ImportedKey {
+    let (openssl, key) = openssl_key();
+    let (params, shares) = cluster.import_key_with_shares(&key, k, id, "test key");
     ImportedKey {
-        id: key_id,
+        id: KeyId::new(id.to_vec()).unwrap(),
         public: key.public_key().clone(),
         params,
         openssl,
@@ -121,6 +105,173 @@ fn threshold_sign(cluster: &Cluster, key: &ImportedKey, indices: &[u8], msg: &[u
         .integer_to_be(&blinding.unblind(&key.public, &y).unwrap())
 }
 
+/// Sends a partial `request` on `c` (a connection to appliance `index`) and returns the
+/// result as a [`Partial`], or the error code.
+fn partial_from(
+    c: &mut ittc_wire::Connection,
+    index: u8,
+    request: &Request,
+) -> Result<Partial, ErrorCode> {
+    match c.request(request).unwrap() {
+        Response::PartialResult(p) => {
+            assert_eq!(p.index, index);
+            Ok(Partial {
+                index: usize::from(index),
+                value: BigUint::from_bytes_be(&p.value),
+            })
+        }
+        other => Err(error_code(other)),
+    }
+}
+
+/// The (active, pending) epochs of `key_id` in appliance `index`'s status; `None` if absent.
+fn key_epochs(cluster: &Cluster, index: u8, key_id: &KeyId) -> Option<(Option<u64>, Option<u64>)> {
+    let mut c = cluster.connect_as(index, "admin").unwrap();
+    match c.request(&Request::Status).unwrap() {
+        Response::Status(s) => s
+            .keys
+            .iter()
+            .find(|k| &k.key_id == key_id)
+            .map(|k| (k.active_epoch, k.pending_epoch)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_uncommitted_key_serves_only_the_admins_trial_until_it_is_committed() {
+    let mut cluster = Cluster::new(3, &Options::default());
+    cluster.start_all();
+    cluster.set_user_pin(PIN);
+    let (_, key) = openssl_key();
+    let public = key.public_key().clone();
+    let id = b"pending";
+    let key_id = KeyId::new(id.to_vec()).unwrap();
+    let (params, _) = cluster.store_shares(&key, 2, id, "pending key");
+    for i in 1..=3 {
+        assert_eq!(key_epochs(&cluster, i, &key_id), Some((None, Some(1))));
+    }
+
+    let x = BigUint::from_bytes_be(&[0x5a; 200]);
+    let partial = |epoch| Request::Partial {
+        key_id: key_id.clone(),
+        epoch,
+        input: public.integer_to_be(&x),
+    };
+    // A logged-in client may not use a pending epoch.
+    for i in 1..=3 {
+        let mut user = cluster.user_session(i, PIN);
+        assert_eq!(
+            partial_from(&mut user, i, &partial(1)).unwrap_err(),
+            ErrorCode::WrongEpoch
+        );
+    }
+    // The admin's trial partials, no PIN needed: any k of them combine into y, y^e = x.
+    let mut admins: Vec<_> = (1..=3)
+        .map(|i| cluster.connect_as(i, "admin").unwrap())
+        .collect();
+    let trial: Vec<Partial> = (1..=3u8)
+        .zip(admins.iter_mut())
+        .map(|(i, admin)| partial_from(admin, i, &partial(1)).unwrap())
+        .collect();
+    for pair in [[0, 1], [1, 2], [2, 0]] {
+        let chosen = [trial[pair[0]].clone(), trial[pair[1]].clone()];
+        let y = combine(&public, &params, &x, &chosen).unwrap();
+        assert_eq!(y.modpow(public.e(), public.n()), x, "{pair:?}");
+    }
+    // An epoch that is not pending is not there for the admin either.
+    assert_eq!(
+        partial_from(&mut admins[0], 1, &partial(2)).unwrap_err(),
+        ErrorCode::WrongEpoch
+    );
+    // Commit checks the epoch.
+    let commit = |epoch| Request::CommitEpoch {
+        key_id: key_id.clone(),
+        epoch,
+    };
+    assert_eq!(
+        error_code(admins[0].request(&commit(2)).unwrap()),
+        ErrorCode::WrongEpoch
+    );
+    assert_eq!(
+        error_code(
+            admins[0]
+                .request(&Request::CommitEpoch {
+                    key_id: KeyId::new(b"nope".to_vec()).unwrap(),
+                    epoch: 1,
+                })
+                .unwrap()
+        ),
+        ErrorCode::UnknownKey
+    );
+
+    cluster.commit_epoch(id, 1);
+    for i in 1..=3 {
+        assert_eq!(key_epochs(&cluster, i, &key_id), Some((Some(1), None)));
+    }
+    // Committed: a second commit finds nothing pending, the admin's partial is refused
+    // and the client is served.
+    assert_eq!(
+        error_code(admins[0].request(&commit(1)).unwrap()),
+        ErrorCode::WrongEpoch
+    );
+    for (i, admin) in (1..=3u8).zip(admins.iter_mut()) {
+        assert_eq!(
+            partial_from(admin, i, &partial(1)).unwrap_err(),
+            ErrorCode::Forbidden
+        );
+    }
+    let served: Vec<Partial> = [3u8, 1]
+        .iter()
+        .map(|&i| partial_from(&mut cluster.user_session(i, PIN), i, &partial(1)).unwrap())
+        .collect();
+    let y = combine(&public, &params, &x, &served).unwrap();
+    assert_eq!(y.modpow(public.e(), public.n()), x);
+
+    // Rollback: an uncommitted key is deleted from every appliance and can be imported
+    // again under the same id.
+    let id = b"rolled back";
+    let rolled_back = KeyId::new(id.to_vec()).unwrap();
+    cluster.store_shares(&key, 2, id, "rolled back");
+    for (i, admin) in (1..=3u8).zip(admins.iter_mut()) {
+        assert_eq!(key_epochs(&cluster, i, &rolled_back), Some((None, Some(1))));
+        assert_eq!(
+            admin
+                .request(&Request::DeleteKey {
+                    key_id: rolled_back.clone()
+                })
+                .unwrap(),
+            Response::Ok
+        );
+        assert_eq!(key_epochs(&cluster, i, &rolled_back), None);
+    }
+    let mut user = cluster.user_session(1, PIN);
+    let unknown = Request::Partial {
+        key_id: rolled_back.clone(),
+        epoch: 1,
+        input: public.integer_to_be(&x),
+    };
+    assert_eq!(
+        partial_from(&mut user, 1, &unknown).unwrap_err(),
+        ErrorCode::UnknownKey
+    );
+    let params = cluster.import_key(&key, 2, id, "rolled back");
+    let served: Vec<Partial> = [1u8, 2]
+        .iter()
+        .map(|&i| partial_from(&mut cluster.user_session(i, PIN), i, &unknown).unwrap())
+        .collect();
+    assert!(combine(&public, &params, &x, &served).is_ok());
+    // The harness's import stored the public-key object too.
+    match user
+        .request(&Request::GetObject {
+            handle: public_key_object_id(id),
+        })
+        .unwrap()
+    {
+        Response::Object(o) => assert_eq!(o.class, ObjectClass::PublicKey),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn openssl_verifies(key: &ImportedKey, msg: &[u8], sig: &[u8]) -> bool {
     let pkey = PKey::from_rsa(
         Rsa::from_public_components(
@@ -139,7 +290,7 @@ fn openssl_verifies(key: &ImportedKey, msg: &[u8], sig: &[u8]) -> bool {
 fn partials_from_a_logged_in_client_combine_into_a_signature_openssl_verifies() {
     let mut cluster = Cluster::new(3, &Options::default());
     cluster.start_all();
-    let key = import_key(&cluster, 2, 3, b"\x01");
+    let key = import_key(&cluster, 2, b"\x01");
     cluster.set_user_pin(PIN);
     for indices in [[1u8, 2], [2, 3], [3, 1]] {
         let msg = format!("signed by {indices:?}");
@@ -155,10 +306,11 @@ fn partials_from_a_logged_in_client_combine_into_a_signature_openssl_verifies() 
             assert_eq!(
                 (
                     s.keys[0].active_epoch,
+                    s.keys[0].pending_epoch,
                     s.keys[0].threshold,
                     s.keys[0].parties
                 ),
-                (1, 2, 3)
+                (Some(1), None, 2, 3)
             );
             assert_ne!(
                 s.audit_head, [0u8; 32],
@@ -241,8 +393,9 @@ fn refused_certificates_and_roles_leave_the_daemon_serving() {
         "expired certificate accepted"
     );
 
-    // Roles: a client may not store shares or set PINs, an admin may not compute partials,
-    // an appliance may not log in.
+    // Roles: a client may not delete keys or set PINs (without the security officer's
+    // login), an admin's partial is a trial on a pending epoch only, an appliance may not
+    // log in.
     let mut client = cluster.connect_as(1, "client").unwrap();
     let set_pin = Request::SetPin {
         user: UserKind::User,
@@ -262,6 +415,17 @@ fn refused_certificates_and_roles_leave_the_daemon_serving() {
         ),
         ErrorCode::Forbidden
     );
+    assert_eq!(
+        error_code(
+            client
+                .request(&Request::CommitEpoch {
+                    key_id: KeyId::new(vec![1]).unwrap(),
+                    epoch: 1,
+                })
+                .unwrap()
+        ),
+        ErrorCode::Forbidden
+    );
     let mut admin = cluster.connect_as(1, "admin").unwrap();
     let partial = Request::Partial {
         key_id: KeyId::new(vec![1]).unwrap(),
@@ -270,7 +434,7 @@ fn refused_certificates_and_roles_leave_the_daemon_serving() {
     };
     assert_eq!(
         error_code(admin.request(&partial).unwrap()),
-        ErrorCode::Forbidden
+        ErrorCode::UnknownKey
     );
     let mut peer = cluster.connect_as(1, "appliance-2").unwrap();
     let login = Request::Login {
@@ -562,7 +726,7 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
 fn no_share_is_in_the_database_files_in_plaintext() {
     let mut cluster = Cluster::new(3, &Options::default());
     cluster.start_all();
-    let key = import_key(&cluster, 2, 3, b"plaintext-check");
+    let key = import_key(&cluster, 2, b"plaintext-check");
     for i in 1..=3u8 {
         assert!(cluster.stop(i).success());
         let share = &key.shares[usize::from(i) - 1];
@@ -653,7 +817,7 @@ fn check_config_names_the_field_and_exits_2() {
 fn audit_log_records_key_and_pin_requests_and_verifies() {
     let mut cluster = Cluster::new(2, &Options::default());
     cluster.start_all();
-    let key = import_key(&cluster, 2, 2, b"audited");
+    let key = import_key(&cluster, 2, b"audited");
     cluster.set_user_pin(PIN);
     let _ = threshold_sign(&cluster, &key, &[1, 2], b"audited message");
     let mut c = cluster.connect_as(1, "client").unwrap();
@@ -695,7 +859,7 @@ fn excess_partials_get_busy_and_admitted_ones_are_correct() {
     };
     let mut cluster = Cluster::new(2, &options);
     cluster.start_all();
-    let key = import_key(&cluster, 2, 2, b"busy");
+    let key = import_key(&cluster, 2, b"busy");
     cluster.set_user_pin(PIN);
     let input = key.public.integer_to_be(&BigUint::from(0x1234_5678u32));
     let expected_share_result = |value: &[u8]| !value.iter().all(|b| *b == 0);
@@ -782,7 +946,7 @@ fn connection_cap_idle_timeout_and_bad_inputs() {
     };
     let mut cluster = Cluster::new(2, &options);
     cluster.start_all();
-    let key = import_key(&cluster, 2, 2, b"limits");
+    let key = import_key(&cluster, 2, b"limits");
     cluster.set_user_pin(PIN);
 
     // Two connections are served; a third is closed at once.

@@ -142,6 +142,11 @@ impl RsaPublicKey {
         x.pow_bounded_exp(&self.e_boxed, self.e_boxed.bit_width())
     }
 
+    /// A uniformly random integer in `[1, N)`: a trial input, a blinding factor.
+    pub fn random_residue<R: rand::CryptoRng + ?Sized>(&self, rng: &mut R) -> BigUint {
+        crate::dealer::random_below_vartime(&self.n, rng)
+    }
+
     /// Reads a big-endian integer of at most `size()` bytes that must be below `N`.
     pub fn integer_from_be(&self, bytes: &[u8], what: &'static str) -> Result<BigUint, Error> {
         if bytes.len() > self.size() {

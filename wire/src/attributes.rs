@@ -60,6 +60,20 @@ pub const CKK_RSA: u64 = 0;
 /// `CKC_X_509`.
 pub const CKC_X_509: u64 = 0;
 
+impl ObjectId {
+    /// A handle derived from what the object is (`purpose`, e.g. `"public-key"`, and its
+    /// `CKA_ID` or DER), so that every appliance and every run agree on it. FNV-1a, 63 bits,
+    /// never 0 (`CK_INVALID_HANDLE`).
+    pub fn derived(purpose: &str, data: &[u8]) -> ObjectId {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in purpose.as_bytes().iter().chain([0u8].iter()).chain(data) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        ObjectId((hash >> 1).max(1))
+    }
+}
+
 /// A `CK_ULONG` attribute value.
 pub fn ulong(value: u64) -> Vec<u8> {
     value.to_le_bytes().to_vec()
@@ -165,6 +179,15 @@ impl TokenObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_handles_are_stable_and_distinct() {
+        let a = ObjectId::derived("public-key", b"\x01");
+        assert_eq!(a, ObjectId::derived("public-key", b"\x01"));
+        assert_ne!(a, ObjectId::derived("certificate", b"\x01"));
+        assert_ne!(a, ObjectId::derived("public-key", b"\x02"));
+        assert!(a.0 > 0 && a.0 < 1 << 63);
+    }
 
     #[test]
     fn public_key_object_carries_bits_and_round_trips() {

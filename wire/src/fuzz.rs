@@ -138,6 +138,10 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
             new: SecretBytes::from(b"654321".as_slice()),
         },
         Request::DeleteKey { key_id: key_id()? },
+        Request::CommitEpoch {
+            key_id: key_id()?,
+            epoch: 8,
+        },
     ])
 }
 
@@ -185,7 +189,7 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             keys: vec![KeyStatus {
                 key_id: key_id()?,
                 label: "signing".into(),
-                active_epoch: 7,
+                active_epoch: Some(7),
                 pending_epoch: Some(8),
                 threshold: 2,
                 parties: 3,

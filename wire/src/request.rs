@@ -40,6 +40,9 @@ pub enum Request {
 
     /// Raises a blinded input to this appliance's share of `key_id` for `epoch`. Answered
     /// by [`crate::Response::PartialResult`].
+    ///
+    /// A client (logged in as the user) may use the key's active epoch only; an admin only
+    /// its pending epoch (the dealer's trial operation before a commit).
     Partial {
         /// The key.
         key_id: KeyId,
@@ -98,6 +101,15 @@ pub enum Request {
         /// The key.
         key_id: KeyId,
     },
+
+    /// Admin: makes the pending epoch of a key active (and erases the previous active
+    /// share). Answered by `Ok`.
+    CommitEpoch {
+        /// The key.
+        key_id: KeyId,
+        /// The key's pending epoch; another one gives `WrongEpoch`.
+        epoch: u64,
+    },
 }
 
 impl Request {
@@ -118,6 +130,7 @@ impl Request {
             Request::SetPin { .. } => "set_pin",
             Request::ChangePin { .. } => "change_pin",
             Request::DeleteKey { .. } => "delete_key",
+            Request::CommitEpoch { .. } => "commit_epoch",
         }
     }
 
@@ -143,7 +156,8 @@ impl Request {
             | Request::GetObject { .. }
             | Request::DeleteObject { .. }
             | Request::Status
-            | Request::DeleteKey { .. } => Ok(()),
+            | Request::DeleteKey { .. }
+            | Request::CommitEpoch { .. } => Ok(()),
         }
     }
 }
@@ -230,10 +244,26 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            13,
+            14,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
+    }
+
+    #[test]
+    fn commit_epoch_is_appended_after_every_older_variant() {
+        // Variant indices are the encoding: new requests go at the end, so an older
+        // appliance answers a newer request with BadRequest instead of misreading it.
+        let commit = Request::CommitEpoch {
+            key_id: key(),
+            epoch: 2,
+        };
+        let bytes = crate::encode(&commit).unwrap();
+        assert_eq!(bytes[..4], 13u32.to_le_bytes());
+        assert_eq!(commit.kind(), "commit_epoch");
+        assert!(commit.validate().is_ok());
+        let samples = crate::fuzz::sample_requests().unwrap();
+        assert_eq!(samples.last().map(Request::kind), Some("commit_epoch"));
     }
 
     #[test]

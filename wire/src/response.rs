@@ -141,9 +141,10 @@ pub struct KeyStatus {
     pub key_id: KeyId,
     /// Its label, at most [`MAX_LABEL_LEN`] bytes.
     pub label: String,
-    /// The epoch whose share answers partial requests.
-    pub active_epoch: u64,
-    /// An epoch being prepared by a refresh, if any.
+    /// The epoch whose share answers clients' partial requests; `None` for a key that is
+    /// imported but not yet committed.
+    pub active_epoch: Option<u64>,
+    /// An epoch stored but not yet committed (an import or a refresh), if any.
     pub pending_epoch: Option<u64>,
     /// How many partials combine (`k`), in `1..=parties`.
     pub threshold: u8,
@@ -167,7 +168,7 @@ mod tests {
         KeyStatus {
             key_id: KeyId::new(b"k".to_vec()).unwrap(),
             label: "signing".into(),
-            active_epoch: 3,
+            active_epoch: Some(3),
             pending_epoch: Some(4),
             threshold: 2,
             parties: 3,

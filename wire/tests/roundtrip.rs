@@ -127,6 +127,7 @@ fn request() -> impl Strategy<Value = Request> {
             new
         }),
         key_id().prop_map(|key_id| Request::DeleteKey { key_id }),
+        (key_id(), any::<u64>()).prop_map(|(key_id, epoch)| Request::CommitEpoch { key_id, epoch }),
     ]
 }
 
@@ -134,7 +135,7 @@ fn key_status() -> impl Strategy<Value = KeyStatus> {
     (
         key_id(),
         name(),
-        any::<u64>(),
+        any::<Option<u64>>(),
         any::<Option<u64>>(),
         sharing(),
     )

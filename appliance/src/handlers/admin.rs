@@ -10,7 +10,8 @@ use crate::storage::{PinCheck, ShareInput};
 
 /// Stores this appliance's share of a key, after checking that it fits the key: a valid
 /// public key, a valid k-of-n, the share length of that key (the store checks that the
-/// index is this appliance's).
+/// index is this appliance's). The share is stored as the key's pending epoch; it serves
+/// clients once [`handle_commit_epoch`] makes it active.
 pub fn handle_store_share(state: &State, record: ShareRecord) -> Result<Response, ApplianceError> {
     let public = RsaPublicKey::from_be_bytes(&record.modulus, &record.public_exponent)?;
     let params = SharingParams::new(usize::from(record.threshold), usize::from(record.parties))?;
@@ -26,7 +27,17 @@ pub fn handle_store_share(state: &State, record: ShareRecord) -> Result<Response
     Ok(Response::Ok)
 }
 
-/// Deletes a key and its shares.
+/// Makes the pending epoch of a key active and erases the previous active share.
+pub fn handle_commit_epoch(
+    state: &State,
+    key_id: &KeyId,
+    epoch: u64,
+) -> Result<Response, ApplianceError> {
+    state.storage.commit_epoch(key_id, epoch)?;
+    Ok(Response::Ok)
+}
+
+/// Deletes a key and its shares (an import that was never committed included).
 pub fn handle_delete_key(state: &State, key_id: &KeyId) -> Result<Response, ApplianceError> {
     if !state.storage.delete_key(key_id)? {
         return Err(ApplianceError::UnknownKey(key_id.to_string()));

@@ -53,9 +53,9 @@ pub fn dispatch(
 fn audited(request: &Request) -> Option<Option<String>> {
     match request {
         Request::Hello { .. } | Request::Status | Request::ListObjects => None,
-        Request::Partial { key_id, .. } | Request::DeleteKey { key_id } => {
-            Some(Some(key_id.to_string()))
-        }
+        Request::Partial { key_id, .. }
+        | Request::DeleteKey { key_id }
+        | Request::CommitEpoch { key_id, .. } => Some(Some(key_id.to_string())),
         Request::StoreShare(rec) => Some(Some(rec.key_id.to_string())),
         Request::GetObject { handle } | Request::DeleteObject { handle } => {
             Some(Some(format!("object {}", handle.0)))
@@ -100,7 +100,15 @@ fn route(
             input,
         } if client => {
             require_login(session, UserKind::User)?;
-            partial::handle_partial(state, &key_id, epoch, &input)
+            partial::handle_partial(state, partial::Caller::User, &key_id, epoch, &input)
+        }
+        // The dealer's trial operation on a pending epoch, before the commit.
+        Request::Partial {
+            key_id,
+            epoch,
+            input,
+        } if admin => {
+            partial::handle_partial(state, partial::Caller::Admin, &key_id, epoch, &input)
         }
         Request::ListObjects if client || admin => objects::handle_list(state),
         Request::GetObject { handle } if client || admin => objects::handle_get(state, handle),
@@ -118,6 +126,9 @@ fn route(
         }
         Request::StoreShare(record) if admin => admin::handle_store_share(state, record),
         Request::DeleteKey { key_id } if admin => admin::handle_delete_key(state, &key_id),
+        Request::CommitEpoch { key_id, epoch } if admin => {
+            admin::handle_commit_epoch(state, &key_id, epoch)
+        }
         Request::SetPin { user, pin } if admin || client => {
             // A client sets the user PIN as the logged-in security officer (C_InitPIN).
             if client

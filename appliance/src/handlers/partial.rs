@@ -1,17 +1,31 @@
 //! The partial operation: the blinded input raised to this appliance's share.
 
 use ittc_threshold::{KeyShare, RsaPublicKey, SecretInt, SharingParams};
+use ittc_wire::identity::Role;
 use ittc_wire::{KeyId, PartialResult, Response};
 
 use crate::error::ApplianceError;
 use crate::state::State;
+use crate::storage::EpochSlot;
 
-/// `input^(s_i) mod N` for the share of `key_id` at `epoch` (active or pending).
+/// Who asks for a partial operation, which decides the epoch it may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A client logged in as the user: the key's active epoch only.
+    User,
+    /// The admin (the dealer's trial operation before a commit): the key's pending epoch
+    /// only. The admin certificate is the authority; no PIN is involved.
+    Admin,
+}
+
+/// `input^(s_i) mod N` for the share of `key_id` at `epoch`: the active epoch for a
+/// [`Caller::User`], the pending one for [`Caller::Admin`].
 ///
 /// Runs on a worker thread that the server has admitted (see `server.rs`); the share is
 /// unsealed for this call only and zeroized when it returns.
 pub fn handle_partial(
     state: &State,
+    caller: Caller,
     key_id: &KeyId,
     epoch: u64,
     input: &[u8],
@@ -24,15 +38,26 @@ pub fn handle_partial(
         key: key_id.to_string(),
         asked: epoch,
     };
-    if epoch != key.active_epoch && Some(epoch) != key.pending_epoch {
-        return Err(wrong_epoch());
-    }
+    let slot = match caller {
+        Caller::User if key.active_epoch == Some(epoch) => EpochSlot::Active,
+        Caller::Admin if key.pending_epoch == Some(epoch) => EpochSlot::Pending,
+        // A committed share serves clients only: the admin holds no PIN.
+        Caller::Admin if key.active_epoch == Some(epoch) => {
+            return Err(ApplianceError::Forbidden {
+                role: Role::Admin.to_string(),
+                request: "partial on an active epoch",
+            });
+        }
+        Caller::User | Caller::Admin => return Err(wrong_epoch()),
+    };
     let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
     let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
     let x = public.integer_from_be(input, "partial-operation input")?;
+    // Read in the slot checked above: a commit in between gives WrongEpoch, never the
+    // share of an epoch that has changed roles.
     let sealed_share = state
         .storage
-        .share(key_id, epoch)?
+        .share_in(key_id, epoch, slot)?
         .ok_or_else(wrong_epoch)?;
     let share = KeyShare::new(
         &public,

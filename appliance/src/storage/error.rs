@@ -22,15 +22,29 @@ pub enum StorageError {
         epoch: u64,
     },
 
-    /// The epoch offered is older than the key's active epoch.
-    #[error("epoch {epoch} of key {key_id} is older than its active epoch {active}")]
+    /// The epoch does not fit the key: a share offered for an epoch older than the active
+    /// one, or a commit of an epoch that is not the pending one.
+    #[error(
+        "epoch {epoch} does not fit key {key_id} (active epoch {}, pending epoch {})",
+        show_epoch(*.active),
+        show_epoch(*.pending)
+    )]
     WrongEpoch {
         /// The key.
         key_id: KeyId,
         /// The epoch offered.
         epoch: u64,
-        /// The key's active epoch.
-        active: u64,
+        /// The key's active epoch, if it has one.
+        active: Option<u64>,
+        /// The key's pending epoch, if it has one.
+        pending: Option<u64>,
+    },
+
+    /// No share of that key is stored here.
+    #[error("no key {key_id}")]
+    UnknownKey {
+        /// The key.
+        key_id: KeyId,
     },
 
     /// Another epoch of the key is already pending; it must be committed or discarded
@@ -115,6 +129,11 @@ pub enum StorageError {
     /// by another process).
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// An epoch in a message: its number, or `none`.
+fn show_epoch(epoch: Option<u64>) -> String {
+    epoch.map_or_else(|| "none".to_owned(), |e| e.to_string())
 }
 
 /// Converts sled's error into ours.

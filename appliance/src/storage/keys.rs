@@ -1,4 +1,11 @@
-//! Keys and their sealed shares, one per epoch (active, and pending during a refresh).
+//! Keys and their sealed shares, one per epoch: the active epoch, which answers clients,
+//! and a pending one, stored by an import or a refresh and not yet committed.
+//!
+//! A key's life: [`Storage::store_share`] of a new key stores its share as the pending
+//! epoch, with no active epoch; [`Storage::commit_epoch`] makes it active. A refresh later
+//! stores a newer epoch as pending next to the active one, and its commit makes it active
+//! and erases the share of the previous epoch. [`Storage::delete_key`] removes a key with
+//! every share (the rollback of an import that is not committed).
 
 use core::fmt;
 
@@ -84,9 +91,10 @@ pub struct KeyInfo {
     pub threshold: u8,
     /// How many appliances hold a share (`n`).
     pub parties: u8,
-    /// The epoch whose share answers partial requests.
-    pub active_epoch: u64,
-    /// An epoch stored by a refresh and not yet committed, if any.
+    /// The epoch whose share answers clients' partial requests; `None` until the first
+    /// commit.
+    pub active_epoch: Option<u64>,
+    /// An epoch stored (by an import or a refresh) and not yet committed, if any.
     pub pending_epoch: Option<u64>,
 }
 
@@ -113,7 +121,7 @@ struct StoredKey {
     public_exponent: Vec<u8>,
     threshold: u8,
     parties: u8,
-    active_epoch: u64,
+    active_epoch: Option<u64>,
     pending_epoch: Option<u64>,
 }
 
@@ -156,8 +164,28 @@ impl StoredKey {
 
     /// The epochs whose shares are stored.
     fn epochs(&self) -> impl Iterator<Item = u64> + use<> {
-        core::iter::once(self.active_epoch).chain(self.pending_epoch)
+        self.active_epoch.into_iter().chain(self.pending_epoch)
     }
+
+    /// Whether `epoch` is stored in `slot`.
+    fn holds(&self, epoch: u64, slot: EpochSlot) -> bool {
+        match slot {
+            EpochSlot::Active => self.active_epoch == Some(epoch),
+            EpochSlot::Pending => self.pending_epoch == Some(epoch),
+            EpochSlot::Any => self.epochs().any(|e| e == epoch),
+        }
+    }
+}
+
+/// Which of a key's epochs a share is looked up in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochSlot {
+    /// The active epoch only.
+    Active,
+    /// The pending epoch only.
+    Pending,
+    /// The active or the pending epoch.
+    Any,
 }
 
 /// The key of a share in the `shares` tree: the key id's length, the key id, the epoch
@@ -200,14 +228,15 @@ fn validate(input: &ShareInput) -> Result<(), StorageError> {
 }
 
 impl Storage {
-    /// Stores this appliance's share of a key for one epoch.
+    /// Stores this appliance's share of a key for one epoch, as the key's pending epoch.
     ///
-    /// A new key gets the share as its active epoch. For an existing key the public part
+    /// A new key gets the share as its pending epoch and no active epoch: it answers no
+    /// client until [`Storage::commit_epoch`]. For an existing key the public part
     /// (modulus, public exponent, threshold, parties and label) must match, and the epoch
-    /// decides: a newer epoch than the active one is stored as the pending epoch (which a
-    /// refresh commits later); the active or pending epoch again is
-    /// [`StorageError::AlreadyExists`]; an older one is [`StorageError::WrongEpoch`]; a
-    /// newer one while another is pending is [`StorageError::PendingEpoch`].
+    /// decides: a newer epoch than the active one is stored as the pending epoch; the
+    /// active or pending epoch again is [`StorageError::AlreadyExists`]; an older one is
+    /// [`StorageError::WrongEpoch`]; another one while an epoch is pending is
+    /// [`StorageError::PendingEpoch`].
     ///
     /// # Errors
     ///
@@ -234,8 +263,8 @@ impl Storage {
             public_exponent: input.public_exponent.clone(),
             threshold: input.threshold,
             parties: input.parties,
-            active_epoch: input.epoch,
-            pending_epoch: None,
+            active_epoch: None,
+            pending_epoch: Some(input.epoch),
         })?;
 
         (&self.inner.keys, &self.inner.shares)
@@ -259,6 +288,51 @@ impl Storage {
                 }
                 keys.insert(id, record)?;
                 shares.insert(slot.as_slice(), sealed.as_slice())?;
+                Ok::<_, TxError>(())
+            })
+            .db()?;
+        self.flush()
+    }
+
+    /// Makes the pending `epoch` of a key its active epoch and erases the share of the
+    /// previous active epoch, in one transaction, flushed before it returns.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`] if this appliance holds no share of the key;
+    /// [`StorageError::WrongEpoch`] if `epoch` is not the key's pending epoch (nothing
+    /// pending, another epoch pending, or `epoch` already committed);
+    /// [`StorageError::Corrupt`] or [`StorageError::Db`].
+    pub fn commit_epoch(&self, key_id: &KeyId, epoch: u64) -> Result<(), StorageError> {
+        let id = key_id.as_bytes();
+        let slot = share_key(key_id, epoch);
+        (&self.inner.keys, &self.inner.shares)
+            .transaction(|(keys, shares)| {
+                let Some(bytes) = keys.get(id)? else {
+                    return Err(abort(StorageError::UnknownKey {
+                        key_id: key_id.clone(),
+                    }));
+                };
+                let mut key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
+                if key.pending_epoch != Some(epoch) {
+                    return Err(abort(StorageError::WrongEpoch {
+                        key_id: key_id.clone(),
+                        epoch,
+                        active: key.active_epoch,
+                        pending: key.pending_epoch,
+                    }));
+                }
+                if shares.get(slot.as_slice())?.is_none() {
+                    return Err(abort(StorageError::Corrupt(format!(
+                        "the share of key {key_id} for epoch {epoch} is missing"
+                    ))));
+                }
+                let previous = key.active_epoch.replace(epoch);
+                key.pending_epoch = None;
+                keys.insert(id, codec::encode(&key).map_err(abort)?)?;
+                if let Some(previous) = previous {
+                    shares.remove(share_key(key_id, previous))?;
+                }
                 Ok::<_, TxError>(())
             })
             .db()?;
@@ -305,6 +379,22 @@ impl Storage {
         key_id: &KeyId,
         epoch: u64,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
+        self.share_in(key_id, epoch, EpochSlot::Any)
+    }
+
+    /// Like [`Storage::share`], but only if `epoch` is in `slot` at the time of the read:
+    /// a commit between the caller's check of the key and this read cannot hand out the
+    /// share of an epoch that has changed roles since.
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::share`].
+    pub fn share_in(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        slot_wanted: EpochSlot,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
         let slot = share_key(key_id, epoch);
         // Read the key record and the share together, so a concurrent delete or refresh
         // cannot pair one with the other's absence.
@@ -314,7 +404,7 @@ impl Storage {
                     return Ok(None);
                 };
                 let key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
-                if !key.epochs().any(|e| e == epoch) {
+                if !key.holds(epoch, slot_wanted) {
                     return Ok(None);
                 }
                 match shares.get(slot.as_slice())? {
@@ -368,11 +458,12 @@ fn next_epoch(key: &StoredKey, input: &ShareInput) -> Result<(), StorageError> {
             epoch,
         });
     }
-    if epoch < key.active_epoch {
+    if key.active_epoch.is_some_and(|active| epoch < active) {
         return Err(StorageError::WrongEpoch {
             key_id: key_id(),
             epoch,
             active: key.active_epoch,
+            pending: key.pending_epoch,
         });
     }
     if let Some(pending) = key.pending_epoch {
@@ -395,13 +486,24 @@ mod tests {
         KeyId::new(bytes.to_vec()).unwrap()
     }
 
+    /// Stores the share of `key` for `epoch` and commits it.
+    fn store_committed(storage: &Storage, key: &[u8], epoch: u64, index: u8) {
+        storage.store_share(share_input(key, epoch, index)).unwrap();
+        storage.commit_epoch(&id(key), epoch).unwrap();
+    }
+
+    fn epochs(storage: &Storage, key: &[u8]) -> (Option<u64>, Option<u64>) {
+        let key = storage.key(&id(key)).unwrap().unwrap();
+        (key.active_epoch, key.pending_epoch)
+    }
+
     #[test]
     fn shares_round_trip_and_persist() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path(), 2);
         let input = share_input(b"k1", 5, 2);
-        storage.store_share(input.clone()).unwrap();
-        storage.store_share(share_input(b"k0", 1, 2)).unwrap();
+        store_committed(&storage, b"k1", 5, 2);
+        store_committed(&storage, b"k0", 1, 2);
         let expected = KeyInfo {
             key_id: id(b"k1"),
             label: "signing".into(),
@@ -409,7 +511,7 @@ mod tests {
             public_exponent: vec![1, 0, 1],
             threshold: 2,
             parties: 3,
-            active_epoch: 5,
+            active_epoch: Some(5),
             pending_epoch: None,
         };
         assert_eq!(storage.key(&id(b"k1")).unwrap(), Some(expected.clone()));
@@ -426,17 +528,175 @@ mod tests {
         assert_eq!(keys[1], expected);
         assert_eq!(storage.share(&id(b"k1"), 5).unwrap().unwrap(), input.share);
         let status = keys[1].status();
-        assert_eq!((status.active_epoch, status.pending_epoch), (5, None));
+        assert_eq!((status.active_epoch, status.pending_epoch), (Some(5), None));
+    }
+
+    #[test]
+    fn a_new_key_is_pending_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        assert_eq!(epochs(&storage, b"k"), (None, Some(1)));
+        let status = storage.key(&id(b"k")).unwrap().unwrap().status();
+        assert_eq!((status.active_epoch, status.pending_epoch), (None, Some(1)));
+        let share = share_input(b"k", 1, 1).share;
+        // The pending share unseals, for the dealer's trial operation, but not as active.
+        assert_eq!(storage.share(&id(b"k"), 1).unwrap().unwrap(), share);
+        assert_eq!(
+            storage
+                .share_in(&id(b"k"), 1, EpochSlot::Pending)
+                .unwrap()
+                .unwrap(),
+            share
+        );
+        assert_eq!(
+            storage.share_in(&id(b"k"), 1, EpochSlot::Active).unwrap(),
+            None
+        );
+        // The same epoch again, or another one, is refused while it is pending.
+        assert!(matches!(
+            storage.store_share(share_input(b"k", 1, 1)),
+            Err(StorageError::AlreadyExists { epoch: 1, .. })
+        ));
+        for epoch in [0, 2] {
+            assert!(matches!(
+                storage.store_share(share_input(b"k", epoch, 1)),
+                Err(StorageError::PendingEpoch { pending: 1, .. })
+            ));
+        }
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        assert_eq!(epochs(&storage, b"k"), (None, Some(1)));
+
+        storage.commit_epoch(&id(b"k"), 1).unwrap();
+        assert_eq!(epochs(&storage, b"k"), (Some(1), None));
+        assert_eq!(
+            storage
+                .share_in(&id(b"k"), 1, EpochSlot::Active)
+                .unwrap()
+                .unwrap(),
+            share
+        );
+        assert_eq!(
+            storage.share_in(&id(b"k"), 1, EpochSlot::Pending).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn commit_promotes_the_pending_epoch_and_erases_the_old_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        store_committed(&storage, b"k", 1, 1);
+        store_committed(&storage, b"other", 1, 1);
+        storage.store_share(share_input(b"k", 2, 1)).unwrap();
+        assert_eq!(epochs(&storage, b"k"), (Some(1), Some(2)));
+        assert_eq!(storage.inner.shares.len(), 3);
+
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        assert_eq!(epochs(&storage, b"k"), (Some(2), None));
+        assert_eq!(storage.share(&id(b"k"), 1).unwrap(), None);
+        assert!(
+            storage
+                .inner
+                .shares
+                .get(share_key(&id(b"k"), 1))
+                .unwrap()
+                .is_none(),
+            "the old share is erased"
+        );
+        assert_eq!(storage.inner.shares.len(), 2);
+        assert_eq!(
+            storage.share(&id(b"k"), 2).unwrap().unwrap(),
+            share_input(b"k", 2, 1).share
+        );
+        // The other key is untouched.
+        assert_eq!(epochs(&storage, b"other"), (Some(1), None));
+        // An epoch older than the new active one is refused now.
+        assert!(matches!(
+            storage.store_share(share_input(b"k", 1, 1)),
+            Err(StorageError::WrongEpoch {
+                epoch: 1,
+                active: Some(2),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn commit_of_anything_but_the_pending_epoch_fails_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        assert!(matches!(
+            storage.commit_epoch(&id(b"nope"), 1),
+            Err(StorageError::UnknownKey { .. })
+        ));
+        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        for epoch in [0, 2] {
+            assert!(matches!(
+                storage.commit_epoch(&id(b"k"), epoch),
+                Err(StorageError::WrongEpoch {
+                    active: None,
+                    pending: Some(1),
+                    ..
+                })
+            ));
+        }
+        assert_eq!(epochs(&storage, b"k"), (None, Some(1)));
+        storage.commit_epoch(&id(b"k"), 1).unwrap();
+        // Committing again: nothing is pending any more.
+        let err = storage.commit_epoch(&id(b"k"), 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::WrongEpoch {
+                    epoch: 1,
+                    active: Some(1),
+                    pending: None,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pending epoch none"), "{err}");
+        storage.store_share(share_input(b"k", 3, 1)).unwrap();
+        assert!(matches!(
+            storage.commit_epoch(&id(b"k"), 2),
+            Err(StorageError::WrongEpoch {
+                pending: Some(3),
+                ..
+            })
+        ));
+        assert_eq!(epochs(&storage, b"k"), (Some(1), Some(3)));
+        assert!(storage.share(&id(b"k"), 1).unwrap().is_some());
+        assert!(storage.share(&id(b"k"), 3).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_commit_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        store_committed(&storage, b"k", 1, 1);
+        storage.store_share(share_input(b"k", 2, 1)).unwrap();
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        assert_eq!(epochs(&storage, b"k"), (Some(2), None));
+        assert_eq!(storage.share(&id(b"k"), 1).unwrap(), None);
+        assert_eq!(
+            storage.share(&id(b"k"), 2).unwrap().unwrap(),
+            share_input(b"k", 2, 1).share
+        );
+        assert_eq!(storage.inner.shares.len(), 1);
     }
 
     #[test]
     fn a_newer_epoch_is_stored_as_pending() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path(), 1);
-        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        store_committed(&storage, b"k", 1, 1);
         storage.store_share(share_input(b"k", 2, 1)).unwrap();
-        let key = storage.key(&id(b"k")).unwrap().unwrap();
-        assert_eq!((key.active_epoch, key.pending_epoch), (1, Some(2)));
+        assert_eq!(epochs(&storage, b"k"), (Some(1), Some(2)));
         assert_eq!(
             storage.share(&id(b"k"), 1).unwrap().unwrap(),
             share_input(b"k", 1, 1).share
@@ -447,15 +707,14 @@ mod tests {
         );
         drop(storage);
         let storage = open(dir.path(), 1);
-        let key = storage.key(&id(b"k")).unwrap().unwrap();
-        assert_eq!((key.active_epoch, key.pending_epoch), (1, Some(2)));
+        assert_eq!(epochs(&storage, b"k"), (Some(1), Some(2)));
     }
 
     #[test]
     fn store_share_enforces_the_epoch_rules() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path(), 1);
-        storage.store_share(share_input(b"k", 5, 1)).unwrap();
+        store_committed(&storage, b"k", 5, 1);
         assert!(matches!(
             storage.store_share(share_input(b"k", 5, 1)),
             Err(StorageError::AlreadyExists { epoch: 5, .. })
@@ -464,7 +723,7 @@ mod tests {
             storage.store_share(share_input(b"k", 4, 1)),
             Err(StorageError::WrongEpoch {
                 epoch: 4,
-                active: 5,
+                active: Some(5),
                 ..
             })
         ));
@@ -480,8 +739,7 @@ mod tests {
             ));
         }
         // Refusals changed nothing.
-        let key = storage.key(&id(b"k")).unwrap().unwrap();
-        assert_eq!((key.active_epoch, key.pending_epoch), (5, Some(7)));
+        assert_eq!(epochs(&storage, b"k"), (Some(5), Some(7)));
         assert_eq!(
             storage.share(&id(b"k"), 5).unwrap().unwrap(),
             share_input(b"k", 5, 1).share
@@ -506,7 +764,7 @@ mod tests {
     fn store_share_refuses_a_different_public_part() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path(), 1);
-        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        store_committed(&storage, b"k", 1, 1);
         let base = || share_input(b"k", 2, 1);
         let variants: [(ShareInput, &str); 5] = [
             (
@@ -596,7 +854,7 @@ mod tests {
     fn delete_key_removes_every_share() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path(), 1);
-        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        store_committed(&storage, b"k", 1, 1);
         storage.store_share(share_input(b"k", 2, 1)).unwrap();
         storage.store_share(share_input(b"j", 1, 1)).unwrap();
         assert!(storage.delete_key(&id(b"k")).unwrap());
@@ -607,6 +865,11 @@ mod tests {
         drop(storage);
         let storage = open(dir.path(), 1);
         assert_eq!(storage.keys().unwrap().len(), 1);
+        // j was never committed: deleting it rolls the import back.
+        assert_eq!(epochs(&storage, b"j"), (None, Some(1)));
+        assert!(storage.delete_key(&id(b"j")).unwrap());
+        assert_eq!(storage.share(&id(b"j"), 1).unwrap(), None);
+        assert!(storage.inner.shares.is_empty());
         // The key can be stored afresh, at any epoch.
         storage.store_share(share_input(b"k", 0, 1)).unwrap();
     }
@@ -623,7 +886,7 @@ mod tests {
     fn a_share_moved_to_another_key_or_epoch_does_not_unseal() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(dir.path(), 1);
-        storage.store_share(share_input(b"a", 1, 1)).unwrap();
+        store_committed(&storage, b"a", 1, 1);
         storage.store_share(share_input(b"a", 2, 1)).unwrap();
         storage.store_share(share_input(b"b", 1, 1)).unwrap();
         move_share(&storage, (b"a", 1), (b"b", 1));

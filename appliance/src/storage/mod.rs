@@ -14,7 +14,7 @@
 //! | `meta` | `appliance_index` | this appliance's index, fixed at creation |
 //! | `meta` | `key_check` | a constant sealed under the sealing key |
 //! | `meta` | `audit_head` | the audit chain's [`AuditHead`] |
-//! | `keys` | key id | a key's public part: label, modulus, public exponent, threshold, parties, active and pending epoch |
+//! | `keys` | key id | a key's public part: label, modulus, public exponent, threshold, parties, active epoch (none until the first commit) and pending epoch |
 //! | `shares` | key id length (1 byte), key id, epoch (8 bytes) | the share of that epoch, sealed |
 //! | `pins` | 0 (user) or 1 (security officer) | the PIN's Argon2id PHC string, failure count, lock flag |
 //! | `objects` | object id (8 bytes) | the [`ittc_wire::TokenObject`], as the wire encodes it |
@@ -39,9 +39,10 @@
 //! # What is flushed when
 //!
 //! Every mutating call flushes the database (`fsync`) before it returns `Ok`: a change is
-//! durable before it is acknowledged. Multi-record changes (a share with its key record, an
-//! audit entry with the head, a PIN failure count with its lock) are sled transactions, so
-//! a crash leaves all or none of them. [`Storage::check_pin`] counts an attempt as a failure
+//! durable before it is acknowledged. Multi-record changes (a share with its key record, a
+//! commit with the erasure of the previous share, an audit entry with the head, a PIN
+//! failure count with its lock) are sled transactions, so a crash leaves all or none of
+//! them. [`Storage::check_pin`] counts an attempt as a failure
 //! and flushes that *before* it computes the hash, and clears it again when the PIN is
 //! right: an attempt interrupted by a crash (or a power cut timed by an attacker) counts as
 //! a failure, and parallel attempts cannot compute more hashes than the limit allows.
@@ -60,7 +61,9 @@
 //!   handlers').
 //! * It does not log; its errors never contain secrets.
 //! * It does not replicate objects or read them from a quorum; that is the module's job.
-//! * It does not yet commit or discard a pending epoch: proactive refresh will add that.
+//! * It does not yet discard the pending epoch of a committed key (a failed refresh):
+//!   proactive refresh will add that. An import that was never committed is discarded by
+//!   [`Storage::delete_key`].
 //! * It does not guarantee that erased bytes leave the disk: sled is log-structured, and a
 //!   deleted record may stay in a log segment until sled reuses it. Deleted shares stay
 //!   sealed there, so they are as safe as the sealing key.
@@ -84,14 +87,16 @@ use std::sync::{Arc, Mutex};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
 pub use error::StorageError;
-pub use keys::{KeyInfo, ShareInput};
+pub use keys::{EpochSlot, KeyInfo, ShareInput};
 pub use pin::{PinCheck, PinStatus};
 pub use seal::{SEALING_KEY_LEN, SealingKey};
 
 use error::{SledResultExt, TxError, abort};
 
 /// The schema version this build writes and accepts.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: a key's active epoch is optional (a key is stored pending and committed later).
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_INDEX: &[u8] = b"appliance_index";

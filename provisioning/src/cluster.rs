@@ -1,0 +1,172 @@
+//! A cluster folder as the CLI uses it: `pkcs11.toml` for the appliances and the threshold,
+//! the admin certificate beside it, and connections to every appliance.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ittc_wire::client::{Connection, TlsIdentity};
+use ittc_wire::cluster::{ClusterConfig, FILE_NAME};
+use ittc_wire::{Request, Response};
+
+use crate::error::CliError;
+
+/// The environment variable naming the cluster folder.
+pub const CLUSTER_ENV: &str = "ITTC_CLUSTER";
+
+/// `--cluster DIR`, else `$ITTC_CLUSTER`, else the current folder.
+pub fn locate(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os(CLUSTER_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// An opened cluster folder.
+pub struct Cluster {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its `pkcs11.toml`.
+    pub config: ClusterConfig,
+    admin: Arc<rustls::ClientConfig>,
+}
+
+impl Cluster {
+    /// Reads `DIR/pkcs11.toml` and the admin certificate `DIR/admin.pem`, `DIR/admin.key`.
+    pub fn open(dir: &Path) -> Result<Self, CliError> {
+        let path = dir.join(FILE_NAME);
+        if !path.is_file() {
+            return Err(CliError::Cluster(format!(
+                "{} not found: name the cluster folder with --cluster DIR or ${CLUSTER_ENV} \
+                 (made by `ittc init`)",
+                path.display()
+            )));
+        }
+        let config = ClusterConfig::load(&path).map_err(|e| CliError::Cluster(e.to_string()))?;
+        let admin = TlsIdentity::from_pem_files(
+            &config.tls.ca,
+            &dir.join("admin.pem"),
+            &dir.join("admin.key"),
+        )
+        .and_then(|id| id.client_config())
+        .map_err(|e| CliError::Cluster(format!("admin certificate: {e}")))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            config,
+            admin,
+        })
+    }
+
+    /// Number of appliances.
+    pub fn parties(&self) -> usize {
+        self.config.appliances.len()
+    }
+
+    /// The appliance indices, in order.
+    pub fn indices(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self.config.appliances.iter().map(|a| a.index).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Connects to appliance `index` as admin.
+    pub fn connect(&self, index: u8) -> Result<Connection, CliError> {
+        let entry = self.config.appliance(index).ok_or_else(|| {
+            CliError::Cluster(format!("no appliance {index} in the configuration"))
+        })?;
+        let address = entry.resolve().map_err(|e| CliError::appliance(index, e))?;
+        Connection::connect(
+            address,
+            index,
+            self.admin.clone(),
+            self.config.timeouts.timeouts(),
+            "ittc",
+        )
+        .map_err(|e| CliError::appliance(index, format!("{} unreachable: {e}", entry.address)))
+    }
+
+    /// Connects to every appliance at once (in parallel); the first failure, if any, names
+    /// its appliance.
+    pub fn connect_all(&self) -> Result<Vec<(u8, Connection)>, CliError> {
+        let results = self.in_parallel(self.indices(), |index| self.connect(index));
+        let mut connections = Vec::new();
+        let mut failures = Vec::new();
+        for (index, result) in results {
+            match result {
+                Ok(c) => connections.push((index, c)),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if failures.is_empty() {
+            Ok(connections)
+        } else {
+            Err(CliError::Several {
+                summary: "not every appliance is reachable".into(),
+                details: failures,
+            })
+        }
+    }
+
+    /// Runs `f` for each index on its own thread and returns the results in index order.
+    pub fn in_parallel<T: Send>(
+        &self,
+        indices: Vec<u8>,
+        f: impl Fn(u8) -> T + Sync,
+    ) -> Vec<(u8, T)> {
+        let f = &f;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = indices
+                .into_iter()
+                .map(|i| (i, scope.spawn(move || f(i))))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|(i, h)| h.join().ok().map(|r| (i, r)))
+                .collect()
+        })
+    }
+}
+
+/// Sends `request` and expects `Ok`; an error answer becomes a [`CliError`] naming the
+/// appliance.
+pub fn expect_ok(
+    index: u8,
+    connection: &mut Connection,
+    request: &Request,
+) -> Result<(), CliError> {
+    match connection.request(request) {
+        Ok(Response::Ok) => Ok(()),
+        Ok(Response::Error(e)) => Err(CliError::appliance(
+            index,
+            format!("{}: {}", e.code, e.message),
+        )),
+        Ok(other) => Err(CliError::appliance(
+            index,
+            format!("unexpected answer to {}: {other:?}", request.kind()),
+        )),
+        Err(e) => Err(CliError::appliance(index, e)),
+    }
+}
+
+/// Runs `f` on every connection in parallel and collects the failures, one line each.
+pub fn on_all(
+    connections: &mut [(u8, Connection)],
+    f: impl Fn(u8, &mut Connection) -> Result<(), CliError> + Sync,
+) -> Result<(), Vec<String>> {
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = connections
+            .iter_mut()
+            .map(|(i, c)| scope.spawn(|| f(*i, c)))
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("a worker thread failed".into()),
+            })
+            .collect()
+    });
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}

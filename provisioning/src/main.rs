@@ -1,0 +1,420 @@
+//! `ittc`: the operator's command line. Every subcommand has `--help`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ittc_provisioning::cluster::{Cluster, locate};
+use ittc_provisioning::{CliError, cert, demo, import, init, pin, prompt, status};
+use ittc_threshold::RsaPrivateKey;
+use ittc_wire::UserKind;
+
+/// Set up and run an ittc cluster: an RSA key split among share appliances.
+#[derive(Parser)]
+#[command(name = "ittc", version, about, propagate_version = true)]
+struct Cli {
+    /// The cluster folder (made by `ittc init`); default: $ITTC_CLUSTER, then the current
+    /// folder.
+    #[arg(long, global = true, value_name = "DIR")]
+    cluster: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a cluster: CA, certificates, sealing keys, appliance configs, pkcs11.toml.
+    Init {
+        /// Number of appliances (n).
+        #[arg(long)]
+        appliances: u8,
+        /// How many make a signature (k).
+        #[arg(long)]
+        threshold: u8,
+        /// The folder to create.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Where appliance INDEX listens and is reached (default 127.0.0.1:7300+INDEX).
+        #[arg(long = "host", value_name = "INDEX=HOST:PORT", value_parser = parse_host)]
+        hosts: Vec<(u8, String)>,
+    },
+    /// Keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// PINs, on every appliance.
+    Pin {
+        #[command(subcommand)]
+        action: PinAction,
+    },
+    /// Appliances and keys: reachable, versions, epochs, how many failures each key survives.
+    /// Exits 1 when a key is unusable.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Certificates.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// A local 2-of-3 demo cluster with a key, and a signature through it.
+    Demo {
+        /// The demo folder.
+        #[arg(long, value_name = "DIR", default_value = "ittc-demo")]
+        dir: PathBuf,
+        /// The user PIN the demo sets (a demo only: never give a real PIN on a command line).
+        #[arg(long, default_value = "1234")]
+        pin: String,
+        /// Stop the demo's appliances.
+        #[arg(long)]
+        stop: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Split an existing RSA key (PKCS#1 or PKCS#8, PEM or DER, encrypted PKCS#8) among the
+    /// appliances. The key file stays the only whole copy: destroy it afterwards.
+    Import {
+        /// Label (CKA_LABEL).
+        #[arg(long)]
+        label: String,
+        /// Key id (CKA_ID), hex.
+        #[arg(long, value_parser = parse_hex)]
+        id: HexId,
+        /// A certificate for the key (PEM or DER), stored with the same id.
+        #[arg(long, value_name = "CERT")]
+        cert: Option<PathBuf>,
+        /// Passphrase of an encrypted key, from a file (else asked for).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// The key file.
+        keyfile: PathBuf,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Who {
+    /// The user PIN.
+    #[arg(long)]
+    user: bool,
+    /// The security officer's PIN.
+    #[arg(long)]
+    so: bool,
+}
+
+impl Who {
+    fn kind(&self) -> UserKind {
+        if self.so {
+            UserKind::SecurityOfficer
+        } else {
+            UserKind::User
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum PinAction {
+    /// Set (or reset, which also unlocks) a PIN.
+    Set {
+        #[command(flatten)]
+        who: Who,
+        /// Read the PIN from the first line of FILE (else asked for twice).
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+    },
+    /// Change a PIN, given the old one.
+    Change {
+        #[command(flatten)]
+        who: Who,
+        /// The old PIN, from a file (else asked for).
+        #[arg(long, value_name = "FILE")]
+        old_pin_file: Option<PathBuf>,
+        /// The new PIN, from a file (else asked for twice).
+        #[arg(long, value_name = "FILE")]
+        new_pin_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertAction {
+    /// Store a certificate object for key ID on every appliance.
+    Add {
+        /// The key's id (CKA_ID), hex.
+        #[arg(long, value_parser = parse_hex)]
+        id: HexId,
+        /// Label (default: the subject's common name).
+        #[arg(long)]
+        label: Option<String>,
+        /// The certificate (PEM or DER).
+        cert: PathBuf,
+    },
+    /// Issue a new certificate and key for an appliance (or the client or admin) with the
+    /// cluster CA in the cluster folder; the old files are kept as *.old.
+    Renew {
+        /// Appliance index.
+        #[arg(long, group = "whom")]
+        appliance: Option<u8>,
+        /// The PKCS#11 client certificate.
+        #[arg(long, group = "whom")]
+        client: bool,
+        /// The admin certificate.
+        #[arg(long, group = "whom")]
+        admin: bool,
+    },
+}
+
+/// A key id given in hex.
+#[derive(Clone, Debug)]
+struct HexId(Vec<u8>);
+
+fn parse_hex(s: &str) -> Result<HexId, String> {
+    let bytes = hex::decode(s).map_err(|e| format!("not hex: {e}"))?;
+    if bytes.is_empty() || bytes.len() > 64 {
+        return Err("1 to 64 bytes".into());
+    }
+    Ok(HexId(bytes))
+}
+
+fn parse_host(s: &str) -> Result<(u8, String), String> {
+    let (index, address) = s.split_once('=').ok_or("expected INDEX=HOST:PORT")?;
+    let index: u8 = index
+        .parse()
+        .map_err(|_| format!("{index:?} is not an appliance index"))?;
+    if !address.contains(':') {
+        return Err("expected HOST:PORT after =".into());
+    }
+    Ok((index, address.to_owned()))
+}
+
+fn step(message: &str) {
+    eprintln!("==> {message}");
+}
+
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let cluster_dir = locate(cli.cluster);
+    match cli.command {
+        Command::Init {
+            appliances,
+            threshold,
+            out,
+            hosts,
+        } => {
+            let config = init::init(&init::InitOptions {
+                appliances,
+                threshold,
+                out: out.clone(),
+                hosts,
+            })?;
+            println!(
+                "cluster {} ({threshold}-of-{appliances}) written to {}",
+                config.cluster_id,
+                out.display()
+            );
+            println!(
+                "next: copy ca.pem and appliance-<i>.* to each appliance host (see docs/operations.md),"
+            );
+            println!(
+                "      start them, then `ittc --cluster {} pin set --user` and `ittc key import`.",
+                out.display()
+            );
+            println!("keep ca.key offline: it can issue certificates for this cluster.");
+        }
+        Command::Key {
+            action:
+                KeyAction::Import {
+                    label,
+                    id: HexId(id),
+                    cert,
+                    passphrase_file,
+                    keyfile,
+                },
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let data = zeroize::Zeroizing::new(
+                std::fs::read(&keyfile).map_err(|e| CliError::file(&keyfile, e))?,
+            );
+            let passphrase = if RsaPrivateKey::is_encrypted(&data) {
+                Some(match passphrase_file {
+                    Some(f) => prompt::secret_from_file(&f)?,
+                    None => prompt::ask("passphrase of the key file: ", false)?,
+                })
+            } else {
+                None
+            };
+            let key = RsaPrivateKey::from_bytes(&data, passphrase.as_ref().map(|p| p.as_slice()))?;
+            let cert_der = cert.as_deref().map(cert::read_certificate).transpose()?;
+            let imported = import::import(&cluster, &key, &id, &label, cert_der.as_deref(), &step)?;
+            drop(key);
+            println!(
+                "imported RSA-{} key id {} \"{label}\" as {}-of-{} shares; checked with a trial operation.",
+                imported.bits,
+                hex::encode(&imported.id),
+                imported.threshold,
+                imported.parties
+            );
+            println!(
+                "{} is now the only whole copy of this key: destroy it (e.g. shred -u {}) unless you \
+                 keep it offline on purpose.",
+                keyfile.display(),
+                keyfile.display()
+            );
+        }
+        Command::Pin {
+            action: PinAction::Set { who, pin_file },
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let value = prompt::pin(pin_file.as_deref(), "new PIN: ", true)?;
+            pin::set(&cluster, who.kind(), &value)?;
+            println!("PIN set on {} appliances.", cluster.parties());
+        }
+        Command::Pin {
+            action:
+                PinAction::Change {
+                    who,
+                    old_pin_file,
+                    new_pin_file,
+                },
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let old = prompt::pin(old_pin_file.as_deref(), "current PIN: ", false)?;
+            let new = prompt::pin(new_pin_file.as_deref(), "new PIN: ", true)?;
+            pin::change(&cluster, who.kind(), &old, &new)?;
+            println!("PIN changed on {} appliances.", cluster.parties());
+        }
+        Command::Status { json } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let report = status::status(&cluster);
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.healthy() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Cert {
+            action:
+                CertAction::Add {
+                    id: HexId(id),
+                    label,
+                    cert,
+                },
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let der = cert::read_certificate(&cert)?;
+            let object = cert::certificate_object(&der, &id, label.as_deref())?;
+            cert::store_everywhere(&cluster, &object)?;
+            println!(
+                "certificate stored for key id {} on {} appliances.",
+                hex::encode(&id),
+                cluster.parties()
+            );
+        }
+        Command::Cert {
+            action:
+                CertAction::Renew {
+                    appliance,
+                    client,
+                    admin,
+                },
+        } => {
+            let role = match (appliance, client, admin) {
+                (Some(i), false, false) => ittc_wire::identity::Role::Appliance(i),
+                (None, true, false) => ittc_wire::identity::Role::Client,
+                (None, false, true) => ittc_wire::identity::Role::Admin,
+                _ => {
+                    return Err(CliError::Usage(
+                        "name one of --appliance I, --client, --admin".into(),
+                    ));
+                }
+            };
+            let name = cert::renew(&cluster_dir, role)?;
+            println!(
+                "new {name}.pem and {name}.key in {} (old ones kept as .old).",
+                cluster_dir.display()
+            );
+            if let ittc_wire::identity::Role::Appliance(i) = role {
+                println!(
+                    "copy them to appliance {i}'s host and restart it (systemctl restart ittc-appliance@{i})."
+                );
+            }
+        }
+        Command::Demo {
+            dir, stop: true, ..
+        } => {
+            let stopped = demo::stop(&dir)?;
+            println!(
+                "stopped {stopped} appliance(s) of the demo in {}",
+                dir.display()
+            );
+        }
+        Command::Demo {
+            dir,
+            pin,
+            stop: false,
+        } => {
+            let outcome = demo::run(&dir, pin.as_bytes(), &step)?;
+            print_next_steps(&outcome.dir, &outcome.message, outcome.signature.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_next_steps(dir: &Path, message: &Path, len: usize) {
+    let module = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("libittc_pkcs11.so")))
+        .unwrap_or_else(|| PathBuf::from("libittc_pkcs11.so"));
+    let d = dir.display();
+    println!();
+    println!(
+        "The demo cluster runs in {d}: 3 appliances, any 2 sign. Key id 01, user PIN in {d}/demo-pin."
+    );
+    println!(
+        "A {len}-byte signature of {} was made through the appliances and verified.",
+        message.display()
+    );
+    println!();
+    println!("Try next:");
+    println!("  export ITTC_PKCS11_CONFIG={d}/pkcs11.toml");
+    println!(
+        "  pkcs11-tool --module {} --login --pin $(cat {d}/demo-pin) --sign --mechanism SHA256-RSA-PKCS --id 01 \\\n      --input-file {} --output-file {d}/pkcs11.sig",
+        module.display(),
+        message.display()
+    );
+    println!(
+        "  openssl dgst -sha256 -verify {d}/demo-public.pem -signature {d}/pkcs11.sig {}",
+        message.display()
+    );
+    println!("  ittc --cluster {d} status");
+    println!("  ittc demo --stop --dir {d}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ittc: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,463 @@
+//! The `ittc` CLI as an operator uses it: real `ittc` and `ittc-appliance` processes on
+//! 127.0.0.1, results checked with OpenSSL.
+
+// Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use ittc_provisioning::cluster::Cluster as CliCluster;
+use ittc_wire::KeyId;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::sign::Verifier;
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
+    assert!(
+        bin.is_file(),
+        "{} missing: build the workspace first",
+        bin.display()
+    );
+    bin
+}
+
+fn ittc(args: &[&str]) -> Output {
+    Command::new(binary("ittc"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Appliances of a cluster made by `ittc init`, killed on drop.
+struct Running {
+    dir: PathBuf,
+    children: Vec<Option<Child>>,
+}
+
+impl Running {
+    fn start(&mut self, index: u8) {
+        let config = self.dir.join(format!("appliance-{index}.toml"));
+        let log = std::fs::File::create(self.dir.join(format!("appliance-{index}.log"))).unwrap();
+        let mut child = Command::new(binary("ittc-appliance"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        assert!(
+            line.starts_with("listening on"),
+            "appliance {index} did not start: {line}"
+        );
+        self.children[usize::from(index) - 1] = Some(child);
+    }
+
+    fn kill(&mut self, index: u8) {
+        if let Some(mut c) = self.children[usize::from(index) - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for i in 1..=self.children.len() as u8 {
+            self.kill(i);
+        }
+    }
+}
+
+/// `ittc init` with free loopback ports, every appliance started.
+fn init_cluster(n: u8, k: u8) -> (tempfile::TempDir, Running) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut args: Vec<String> = vec![
+        "init".into(),
+        "--appliances".into(),
+        n.to_string(),
+        "--threshold".into(),
+        k.to_string(),
+    ];
+    args.extend(["--out".into(), dir.display().to_string()]);
+    for (i, l) in listeners.iter().enumerate() {
+        args.push("--host".into());
+        args.push(format!(
+            "{}=127.0.0.1:{}",
+            i + 1,
+            l.local_addr().unwrap().port()
+        ));
+    }
+    drop(listeners);
+    ok(ittc(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    let mut running = Running {
+        dir: dir.clone(),
+        children: (0..n).map(|_| None).collect(),
+    };
+    for i in 1..=n {
+        running.start(i);
+    }
+    (tmp, running)
+}
+
+fn cluster_arg(running: &Running) -> String {
+    running.dir.display().to_string()
+}
+
+fn write(path: &Path, data: &[u8]) -> String {
+    std::fs::write(path, data).unwrap();
+    path.display().to_string()
+}
+
+/// Signs through the appliances as a PKCS#11 host does and verifies with OpenSSL.
+fn sign_and_verify(running: &Running, id: &[u8], pin: &[u8], key: &Rsa<openssl::pkey::Private>) {
+    let cluster = CliCluster::open(&running.dir).unwrap();
+    let public =
+        ittc_threshold::RsaPublicKey::from_be_bytes(&key.n().to_vec(), &key.e().to_vec()).unwrap();
+    let message = b"signed through the appliances";
+    let signature = ittc_provisioning::sign::sign_sha256(
+        &cluster,
+        &KeyId::new(id.to_vec()).unwrap(),
+        1,
+        &public,
+        pin,
+        message,
+    )
+    .unwrap();
+    let pkey = PKey::from_rsa(key.clone()).unwrap();
+    let mut verifier = Verifier::new(MessageDigest::sha256(), &pkey).unwrap();
+    verifier.update(message).unwrap();
+    assert!(
+        verifier.verify(&signature).unwrap(),
+        "OpenSSL rejects the threshold signature"
+    );
+}
+
+fn status_json(running: &Running) -> (bool, serde_json::Value) {
+    let out = ittc(&["--cluster", &cluster_arg(running), "status", "--json"]);
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn init_import_sign_verify_2_of_3_and_3_of_5() {
+    for (n, k) in [(3u8, 2u8), (5, 3)] {
+        let (tmp, running) = init_cluster(n, k);
+        let c = cluster_arg(&running);
+        let pin = write(&tmp.path().join("pin"), b"246810\n");
+        ok(ittc(&[
+            "--cluster",
+            &c,
+            "pin",
+            "set",
+            "--user",
+            "--pin-file",
+            &pin,
+        ]));
+
+        // An encrypted PKCS#8 key, made by OpenSSL, with its passphrase in a file.
+        let key = Rsa::generate(2048).unwrap();
+        let encrypted = PKey::from_rsa(key.clone())
+            .unwrap()
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"s3cret")
+            .unwrap();
+        let keyfile = write(&tmp.path().join("key.pem"), &encrypted);
+        let pass = write(&tmp.path().join("pass"), b"s3cret\n");
+        let out = ok(ittc(&[
+            "--cluster",
+            &c,
+            "key",
+            "import",
+            "--label",
+            "web",
+            "--id",
+            "a1",
+            "--passphrase-file",
+            &pass,
+            &keyfile,
+        ]));
+        assert!(out.contains("only whole copy"), "{out}");
+        sign_and_verify(&running, &[0xa1], b"246810", &key);
+
+        // Importing the same id again is refused and changes nothing.
+        let again = ittc(&[
+            "--cluster",
+            &c,
+            "key",
+            "import",
+            "--label",
+            "web",
+            "--id",
+            "a1",
+            "--passphrase-file",
+            &pass,
+            &keyfile,
+        ]);
+        assert_eq!(again.status.code(), Some(1));
+        let (healthy, status) = status_json(&running);
+        assert!(healthy);
+        let keys = status["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0]["usable"], true);
+        assert_eq!(keys[0]["tolerates"], u64::from(n - k));
+        // No share on the operator's disk: nothing new in the cluster folder but logs and data.
+        for entry in std::fs::read_dir(&running.dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(!name.contains("share"), "{name}");
+        }
+    }
+}
+
+#[test]
+fn import_with_an_appliance_down_fails_cleanly_and_status_counts_tolerance() {
+    let (tmp, mut running) = init_cluster(5, 3);
+    let c = cluster_arg(&running);
+    let key = Rsa::generate(2048).unwrap();
+    let keyfile = write(
+        &tmp.path().join("key.pem"),
+        &key.private_key_to_pem().unwrap(),
+    );
+    running.kill(5);
+    let failed = ittc(&[
+        "--cluster",
+        &c,
+        "key",
+        "import",
+        "--label",
+        "x",
+        "--id",
+        "02",
+        &keyfile,
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("appliance 5"), "{stderr}");
+    // Nothing on the four others: no key, no object.
+    let (healthy, status) = status_json(&running);
+    assert!(
+        healthy,
+        "no key is unusable (there is none), so status exits 0"
+    );
+    assert!(status["keys"].as_array().unwrap().is_empty(), "{status}");
+    let down: Vec<u64> = status["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["reachable"] == false)
+        .map(|a| a["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(down, vec![5]);
+
+    // With all five up the import works; with one and then two down, status says how many
+    // more failures the key survives, and with three down that it is unusable (exit 1).
+    running.start(5);
+    ok(ittc(&[
+        "--cluster",
+        &c,
+        "key",
+        "import",
+        "--label",
+        "x",
+        "--id",
+        "02",
+        &keyfile,
+    ]));
+    running.kill(2);
+    let (healthy, status) = status_json(&running);
+    assert!(healthy, "{status}");
+    assert_eq!(status["keys"][0]["tolerates"], 1);
+    assert_eq!(
+        status["keys"][0]["holders"],
+        serde_json::json!([1, 3, 4, 5])
+    );
+    running.kill(4);
+    running.kill(5);
+    let (healthy, status) = status_json(&running);
+    assert!(!healthy);
+    assert_eq!(status["keys"][0]["usable"], false);
+    let human = ittc(&["--cluster", &c, "status"]);
+    assert_eq!(human.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("NOT USABLE"));
+}
+
+/// Stops a demo's appliances however the test ends.
+struct DemoGuard(PathBuf);
+
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        let _ = ittc(&["demo", "--stop", "--dir", &self.0.display().to_string()]);
+    }
+}
+
+#[test]
+fn demo_stop_and_demo_again_sign_with_the_same_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let _guard = DemoGuard(dir.clone());
+    let d = dir.display().to_string();
+    let first = ok(ittc(&["demo", "--dir", &d]));
+    assert!(first.contains("export ITTC_PKCS11_CONFIG="), "{first}");
+    let public = std::fs::read(dir.join("demo-public.pem")).unwrap();
+    let key = Rsa::public_key_from_pem(&public).unwrap();
+    let verify = || {
+        let pkey = PKey::from_rsa(key.clone()).unwrap();
+        let mut v = Verifier::new(MessageDigest::sha256(), &pkey).unwrap();
+        v.update(&std::fs::read(dir.join("message.txt")).unwrap())
+            .unwrap();
+        v.verify(&std::fs::read(dir.join("message.sig")).unwrap())
+            .unwrap()
+    };
+    assert!(verify());
+    // Running again reuses the running cluster.
+    let again = ittc(&["demo", "--dir", &d]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is running"));
+    ok(again);
+    // Stop, then start again: the same key signs.
+    std::fs::remove_file(dir.join("message.sig")).unwrap();
+    let stopped = ok(ittc(&["demo", "--stop", "--dir", &d]));
+    assert!(stopped.contains("stopped 3"), "{stopped}");
+    assert_eq!(ittc(&["--cluster", &d, "status"]).status.code(), Some(1));
+    let restarted = ittc(&["demo", "--dir", &d]);
+    assert!(String::from_utf8_lossy(&restarted.stderr).contains("starting appliance 1"));
+    ok(restarted);
+    assert_eq!(std::fs::read(dir.join("demo-public.pem")).unwrap(), public);
+    assert!(verify(), "the restarted demo signs with another key");
+}
+
+#[test]
+fn pin_change_and_cert_add_reach_every_appliance() {
+    let (tmp, running) = init_cluster(3, 2);
+    let c = cluster_arg(&running);
+    let old = write(&tmp.path().join("old"), b"111111");
+    let new = write(&tmp.path().join("new"), b"222222");
+    ok(ittc(&[
+        "--cluster",
+        &c,
+        "pin",
+        "set",
+        "--user",
+        "--pin-file",
+        &old,
+    ]));
+    ok(ittc(&[
+        "--cluster",
+        &c,
+        "pin",
+        "change",
+        "--user",
+        "--old-pin-file",
+        &old,
+        "--new-pin-file",
+        &new,
+    ]));
+    let wrong = ittc(&[
+        "--cluster",
+        &c,
+        "pin",
+        "change",
+        "--user",
+        "--old-pin-file",
+        &old,
+        "--new-pin-file",
+        &new,
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("PinIncorrect")
+            || String::from_utf8_lossy(&wrong.stderr).contains("incorrect")
+    );
+
+    // A certificate made by OpenSSL, stored for id 0x33, readable on every appliance.
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "cert add test").unwrap();
+    let name = name.build();
+    let mut builder = openssl::x509::X509::builder().unwrap();
+    builder.set_subject_name(&name).unwrap();
+    builder.set_issuer_name(&name).unwrap();
+    builder.set_pubkey(&key).unwrap();
+    builder
+        .set_serial_number(
+            &openssl::bn::BigNum::from_u32(4242)
+                .unwrap()
+                .to_asn1_integer()
+                .unwrap(),
+        )
+        .unwrap();
+    builder
+        .set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    builder
+        .set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    builder.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = builder.build();
+    let path = write(&tmp.path().join("cert.pem"), &cert.to_pem().unwrap());
+    ok(ittc(&["--cluster", &c, "cert", "add", "--id", "33", &path]));
+    let cluster = CliCluster::open(&running.dir).unwrap();
+    for index in 1..=3 {
+        let mut conn = cluster.connect(index).unwrap();
+        let objects = match conn.request(&ittc_wire::Request::ListObjects).unwrap() {
+            ittc_wire::Response::Objects(o) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(objects.len(), 1, "appliance {index}");
+        let object = match conn
+            .request(&ittc_wire::Request::GetObject {
+                handle: objects[0].handle,
+            })
+            .unwrap()
+        {
+            ittc_wire::Response::Object(o) => o,
+            other => panic!("{other:?}"),
+        };
+        use ittc_wire::attributes::*;
+        assert_eq!(object.attribute(CKA_ID), Some(&[0x33][..]));
+        assert_eq!(
+            object.attribute(CKA_VALUE),
+            Some(&cert.to_der().unwrap()[..])
+        );
+        assert_eq!(object.attribute(CKA_LABEL), Some(&b"cert add test"[..]));
+        assert_eq!(
+            object.attribute(CKA_SUBJECT),
+            Some(&name.to_der().unwrap()[..])
+        );
+        assert_eq!(
+            object.attribute(CKA_SERIAL_NUMBER),
+            Some(&[0x02, 0x02, 0x10, 0x92][..])
+        );
+    }
+}
