@@ -1,0 +1,350 @@
+//! The appliance client: pooled mutually authenticated connections, per-appliance back-off,
+//! parallel fan-out, and login replay.
+//!
+//! Each appliance has a small pool of idle [`Connection`]s. A request checks one out (or
+//! connects), brings its login state in line with the module's (the PIN is replayed on a
+//! connection that has not seen it), sends the request and checks the connection back in
+//! unless the transport failed. A transport failure (connect, handshake, timeout, reset)
+//! puts the appliance in back-off for `retry_after_ms`: until then it is not asked at all,
+//! so a dead appliance costs one timeout and then nothing until it answers again.
+//!
+//! Fan-out runs one scoped thread per appliance asked and joins them all before it
+//! returns: no thread outlives a call, none is left after `C_Finalize`. When the
+//! application forbids threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`) the same requests
+//! are made one after the other. No lock is held across network I/O: the pool mutex is
+//! held only to pop or push a connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ittc_wire::client::{Connection, Timeouts};
+use ittc_wire::cluster::ClusterConfig;
+use ittc_wire::{ErrorCode, Request, Response, SecretBytes, UserKind, WireError};
+use rustls::ClientConfig;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// Idle connections kept per appliance.
+const MAX_IDLE: usize = 8;
+
+/// Why one exchange with one appliance produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The appliance is in back-off after an earlier failure.
+    #[error("in back-off after an earlier failure")]
+    BackedOff,
+    /// Connecting or the exchange failed; the appliance is now in back-off.
+    #[error("transport: {0}")]
+    Transport(#[from] ittc_wire::Error),
+    /// The PIN replay on a fresh connection was refused.
+    #[error("login replay refused: {0}")]
+    Login(WireError),
+}
+
+/// The module's login, replayed on every connection that has not seen it.
+struct Credentials {
+    user: UserKind,
+    pin: Zeroizing<Vec<u8>>,
+}
+
+struct Pooled {
+    conn: Connection,
+    login: Option<UserKind>,
+}
+
+struct ApplianceState {
+    index: u8,
+    address: String,
+    idle: Mutex<Vec<Pooled>>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// The connections to every appliance of one cluster.
+pub struct ApplianceClient {
+    tls: Arc<ClientConfig>,
+    timeouts: Timeouts,
+    retry_after: Duration,
+    threshold: usize,
+    parallel: bool,
+    client_name: String,
+    appliances: Vec<ApplianceState>,
+    credentials: Mutex<Option<Credentials>>,
+    rotate: AtomicUsize,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
+/// section here leaves the data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ApplianceClient {
+    /// Prepares the client of a cluster: loads the TLS identity; connects to nothing yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::General`] if the TLS files are unusable.
+    pub fn new(config: &ClusterConfig, parallel: bool) -> Result<Self> {
+        let tls = config
+            .identity()
+            .and_then(|id| id.client_config())
+            .map_err(|err| {
+                tracing::error!(%err, "client TLS identity unusable");
+                Error::General(format!("TLS identity: {err}"))
+            })?;
+        let appliances = config
+            .appliances
+            .iter()
+            .map(|a| ApplianceState {
+                index: a.index,
+                address: a.address.clone(),
+                idle: Mutex::new(Vec::new()),
+                down_until: Mutex::new(None),
+            })
+            .collect();
+        Ok(Self {
+            tls,
+            timeouts: config.timeouts.timeouts(),
+            retry_after: config.timeouts.retry_after(),
+            threshold: usize::from(config.threshold),
+            parallel,
+            client_name: format!("ittc-pkcs11 {}", env!("CARGO_PKG_VERSION")),
+            appliances,
+            credentials: Mutex::new(None),
+            rotate: AtomicUsize::new(0),
+        })
+    }
+
+    /// k, from the configuration.
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// Every configured appliance index.
+    pub fn indices(&self) -> Vec<u8> {
+        self.appliances.iter().map(|a| a.index).collect()
+    }
+
+    /// The appliances not in back-off, in an order that rotates from call to call so that
+    /// load spreads over the cluster.
+    pub fn available(&self) -> Vec<u8> {
+        let now = Instant::now();
+        let mut up: Vec<u8> = self
+            .appliances
+            .iter()
+            .filter(|a| lock(&a.down_until).is_none_or(|until| now >= until))
+            .map(|a| a.index)
+            .collect();
+        if !up.is_empty() {
+            let start = self.rotate.fetch_add(1, Ordering::Relaxed) % up.len();
+            up.rotate_left(start);
+        }
+        up
+    }
+
+    /// Remembers the login to replay on connections; `None` forgets it (logout).
+    pub fn set_credentials(&self, login: Option<(UserKind, Zeroizing<Vec<u8>>)>) {
+        *lock(&self.credentials) = login.map(|(user, pin)| Credentials { user, pin });
+    }
+
+    fn state(&self, index: u8) -> Option<&ApplianceState> {
+        self.appliances.iter().find(|a| a.index == index)
+    }
+
+    fn mark_down(&self, a: &ApplianceState, err: &ittc_wire::Error) {
+        tracing::warn!(appliance = a.index, %err, retry_after = ?self.retry_after,
+            "appliance unreachable; leaving it alone for a while");
+        *lock(&a.down_until) = Instant::now().checked_add(self.retry_after);
+        // Its other idle connections are probably dead too.
+        lock(&a.idle).clear();
+    }
+
+    fn connect(&self, a: &ApplianceState) -> Result<Connection, ittc_wire::Error> {
+        let cfg = ittc_wire::cluster::ApplianceEntry {
+            index: a.index,
+            address: a.address.clone(),
+        };
+        let addr = cfg.resolve()?;
+        Connection::connect(
+            addr,
+            a.index,
+            Arc::clone(&self.tls),
+            self.timeouts,
+            &self.client_name,
+        )
+    }
+
+    /// One request to one appliance, on a pooled connection whose login state matches
+    /// the module's. `login` overrides the stored credentials (C_Login itself).
+    pub fn exchange(
+        &self,
+        index: u8,
+        request: &Request,
+    ) -> std::result::Result<Response, ExchangeError> {
+        let a = self.state(index).ok_or(ExchangeError::BackedOff)?;
+        if lock(&a.down_until).is_some_and(|until| Instant::now() < until) {
+            return Err(ExchangeError::BackedOff);
+        }
+        let pooled = lock(&a.idle).pop();
+        let mut pooled = match pooled {
+            Some(p) => p,
+            None => match self.connect(a) {
+                Ok(conn) => Pooled { conn, login: None },
+                Err(err) => {
+                    self.mark_down(a, &err);
+                    return Err(err.into());
+                }
+            },
+        };
+        let result = self.sync_login(&mut pooled).and_then(|()| {
+            pooled
+                .conn
+                .request(request)
+                .map_err(ExchangeError::Transport)
+        });
+        match result {
+            Ok(response) => {
+                *lock(&a.down_until) = None;
+                if let (Request::Login { user, .. }, Response::Ok) = (request, &response) {
+                    pooled.login = Some(*user);
+                }
+                if matches!(request, Request::Logout) {
+                    pooled.login = None;
+                }
+                self.check_in(a, pooled);
+                Ok(response)
+            }
+            Err(ExchangeError::Transport(err)) => {
+                if pooled.conn.is_broken() || !matches!(err, ittc_wire::Error::Invalid(_)) {
+                    self.mark_down(a, &err);
+                } else {
+                    self.check_in(a, pooled);
+                }
+                Err(ExchangeError::Transport(err))
+            }
+            Err(other) => {
+                self.check_in(a, pooled);
+                Err(other)
+            }
+        }
+    }
+
+    fn check_in(&self, a: &ApplianceState, pooled: Pooled) {
+        if pooled.conn.is_broken() {
+            return;
+        }
+        let mut idle = lock(&a.idle);
+        if idle.len() < MAX_IDLE {
+            idle.push(pooled);
+        }
+    }
+
+    /// Logs a connection in or out so that it matches the stored credentials.
+    fn sync_login(&self, pooled: &mut Pooled) -> std::result::Result<(), ExchangeError> {
+        let wanted = {
+            let creds = lock(&self.credentials);
+            creds
+                .as_ref()
+                .map(|c| (c.user, SecretBytes::new(c.pin.to_vec())))
+        };
+        match (wanted, pooled.login) {
+            (Some((user, _)), Some(have)) if have == user => Ok(()),
+            (None, None) => Ok(()),
+            (None, Some(_)) => {
+                match pooled.conn.request(&Request::Logout)? {
+                    Response::Ok => {}
+                    other => tracing::debug!(?other, "logout of a pooled connection"),
+                }
+                pooled.login = None;
+                Ok(())
+            }
+            (Some((user, pin)), _) => match pooled.conn.request(&Request::Login { user, pin })? {
+                Response::Ok => {
+                    pooled.login = Some(user);
+                    Ok(())
+                }
+                Response::Error(err) => Err(ExchangeError::Login(err)),
+                other => Err(ExchangeError::Transport(ittc_wire::Error::Protocol(
+                    format!("answered login with {}", other.kind()),
+                ))),
+            },
+        }
+    }
+
+    /// The same request to each of `indices`, in parallel (scoped threads, all joined
+    /// before returning) unless threads are forbidden.
+    pub fn fan_out(
+        &self,
+        indices: &[u8],
+        request: &Request,
+    ) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
+        self.fan_out_with(indices, |_| request.clone())
+    }
+
+    /// Like [`Self::fan_out`], with a request built per appliance.
+    pub fn fan_out_with(
+        &self,
+        indices: &[u8],
+        make: impl Fn(u8) -> Request + Sync,
+    ) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
+        if !self.parallel || indices.len() <= 1 {
+            return indices
+                .iter()
+                .map(|&i| (i, self.exchange(i, &make(i))))
+                .collect();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = indices
+                .iter()
+                .map(|&i| {
+                    let make = &make;
+                    (i, scope.spawn(move || self.exchange(i, &make(i))))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| {
+                    let result = h.join().unwrap_or_else(|_| {
+                        Err(ExchangeError::Transport(ittc_wire::Error::Protocol(
+                            "request thread panicked".into(),
+                        )))
+                    });
+                    (i, result)
+                })
+                .collect()
+        })
+    }
+
+    /// Asks the available appliances one after the other until one answers with
+    /// something other than a transport failure.
+    pub fn ask_any(&self, request: &Request) -> Result<(u8, Response)> {
+        for index in self.available() {
+            match self.exchange(index, request) {
+                Ok(response) => return Ok((index, response)),
+                Err(err) => tracing::debug!(appliance = index, %err, "no answer"),
+            }
+        }
+        Err(Error::Device("no appliance answered".into()))
+    }
+}
+
+/// The module error for an appliance's refusal.
+pub fn wire_error(err: &WireError) -> Error {
+    match err.code {
+        ErrorCode::NotLoggedIn => Error::UserNotLoggedIn,
+        ErrorCode::PinIncorrect => Error::PinIncorrect,
+        ErrorCode::PinLocked => Error::PinLocked,
+        ErrorCode::PinInvalid => Error::PinLenRange,
+        ErrorCode::Forbidden => Error::UserNotLoggedIn,
+        ErrorCode::NotFound => Error::ObjectHandleInvalid,
+        ErrorCode::UnknownKey | ErrorCode::WrongEpoch => Error::KeyHandleInvalid,
+        ErrorCode::UnsupportedVersion
+        | ErrorCode::BadRequest
+        | ErrorCode::FrameTooLarge
+        | ErrorCode::AlreadyExists
+        | ErrorCode::Busy
+        | ErrorCode::Internal => Error::Device(err.to_string()),
+    }
+}

@@ -1,0 +1,65 @@
+//! Finding `pkcs11.toml`: `$ITTC_PKCS11_CONFIG`, then `/etc/ittc/pkcs11.toml`, then the
+//! user's config folder (`$XDG_CONFIG_HOME/ittc/pkcs11.toml` or `~/.config/ittc/…`).
+
+use std::path::PathBuf;
+
+use ittc_wire::cluster::ClusterConfig;
+
+use crate::error::{Error, Result};
+
+/// The environment variable that names the configuration file.
+pub const CONFIG_ENV: &str = "ITTC_PKCS11_CONFIG";
+
+/// The system-wide configuration file.
+pub const SYSTEM_CONFIG: &str = "/etc/ittc/pkcs11.toml";
+
+/// Where the module looks for its configuration, in order.
+pub fn candidates() -> Vec<PathBuf> {
+    if let Some(path) = std::env::var_os(CONFIG_ENV) {
+        // An explicit choice is the only one: a typo must not silently pick another file.
+        return vec![PathBuf::from(path)];
+    }
+    let mut out = vec![PathBuf::from(SYSTEM_CONFIG)];
+    if let Some(xdg) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        out.push(PathBuf::from(xdg).join("ittc").join("pkcs11.toml"));
+    } else if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        out.push(
+            PathBuf::from(home)
+                .join(".config")
+                .join("ittc")
+                .join("pkcs11.toml"),
+        );
+    }
+    out
+}
+
+/// Loads the first configuration file that exists.
+///
+/// # Errors
+///
+/// [`Error::General`] (logged with the cause) if none exists or the file is unusable.
+pub fn load() -> Result<ClusterConfig> {
+    for path in candidates() {
+        if path.is_file() {
+            return ClusterConfig::load(&path).map_err(|err| {
+                tracing::error!(path = %path.display(), %err, "unusable configuration");
+                Error::General(format!("configuration: {err}"))
+            });
+        }
+    }
+    tracing::error!(candidates = ?candidates(), "no configuration file found");
+    Err(Error::General("no configuration file found".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_file_comes_before_the_user_file() {
+        if std::env::var_os(CONFIG_ENV).is_none() {
+            let c = candidates();
+            assert_eq!(c.first(), Some(&PathBuf::from(SYSTEM_CONFIG)));
+        }
+    }
+}

@@ -1,0 +1,1072 @@
+//! The token core: one [`Module`] value per initialisation, with every PKCS#11 function as
+//! a safe method. The shell (`ffi`) holds one in a static slot; tests can build many.
+//!
+//! Lock order: `state` (sessions and login), then `view` (the object cache); each is held
+//! only to read or update memory, never across a request to an appliance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cryptoki_sys as ck;
+use cryptoki_sys::{CK_FLAGS, CK_OBJECT_HANDLE, CK_SESSION_HANDLE, CK_SLOT_ID, CK_ULONG};
+use ittc_wire::cluster::ClusterConfig;
+use ittc_wire::{ObjectClass, ObjectId, Request, Response, SecretBytes, TokenObject, UserKind};
+use num_bigint::BigUint;
+use zeroize::Zeroizing;
+
+use crate::attributes::{Attr, CKA_ITTC_KEY_ID, find, read_bool, read_ulong, to_stored};
+use crate::client::{ApplianceClient, lock, wire_error};
+use crate::error::{Error, Result};
+use crate::mechanisms::{self, Mechanism};
+use crate::objects::{self, KeyEntry, Lookup, Object};
+use crate::operations::{self, Input};
+use crate::private_op::raw_private;
+use crate::session::{CryptOp, Session, SignOp};
+
+/// The token's one slot.
+pub const SLOT_ID: CK_SLOT_ID = 1;
+
+/// Shortest and longest PIN the token reports (the appliances enforce their own policy).
+pub const PIN_LEN: (CK_ULONG, CK_ULONG) = (4, 255);
+
+/// How the module was initialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Whether the module may create threads (fan-out in parallel).
+    pub threads: bool,
+}
+
+/// The objects, as last read from the appliances.
+struct TokenView {
+    stored: Vec<TokenObject>,
+    keys: Vec<KeyEntry>,
+    view: Vec<Object>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<CK_SESSION_HANDLE, Session>,
+    next_session: CK_SESSION_HANDLE,
+    login: Option<UserKind>,
+}
+
+/// What `C_GetTokenInfo` reports that is not constant.
+#[derive(Clone, Debug)]
+pub struct TokenInfo {
+    /// `label`, at most 32 bytes.
+    pub label: String,
+    /// `serialNumber`: the cluster id's first 16 hex digits.
+    pub serial: String,
+    /// Open sessions.
+    pub sessions: CK_ULONG,
+    /// Open read-write sessions.
+    pub rw_sessions: CK_ULONG,
+}
+
+/// What `C_GetSessionInfo` reports.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionInfo {
+    /// `CKS_*`.
+    pub state: CK_ULONG,
+    /// `CKF_SERIAL_SESSION` and maybe `CKF_RW_SESSION`.
+    pub flags: CK_FLAGS,
+}
+
+/// The token: configuration, appliance client, sessions, login and the object cache.
+pub struct Module {
+    config: ClusterConfig,
+    client: ApplianceClient,
+    state: Mutex<State>,
+    view: Mutex<Option<Arc<TokenView>>>,
+}
+
+impl Module {
+    /// A module for the cluster in `config`. Connects to nothing until needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::General`] if the TLS files are unusable.
+    pub fn new(config: ClusterConfig, options: InitOptions) -> Result<Self> {
+        let client = ApplianceClient::new(&config, options.threads)?;
+        Ok(Self {
+            config,
+            client,
+            state: Mutex::new(State {
+                next_session: 1,
+                ..State::default()
+            }),
+            view: Mutex::new(None),
+        })
+    }
+
+    /// A module for the configuration found the usual way (`$ITTC_PKCS11_CONFIG`, …).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::General`] if no usable configuration exists.
+    pub fn from_environment(options: InitOptions) -> Result<Self> {
+        Self::new(crate::config::load()?, options)
+    }
+
+    // ----- slots and tokens -----
+
+    /// The slot list (one slot, always with its token).
+    pub fn slot_list(&self) -> Vec<CK_SLOT_ID> {
+        vec![SLOT_ID]
+    }
+
+    /// Checks a slot id.
+    pub fn check_slot(&self, slot: CK_SLOT_ID) -> Result<()> {
+        if slot == SLOT_ID {
+            Ok(())
+        } else {
+            Err(Error::SlotIdInvalid)
+        }
+    }
+
+    /// `C_GetTokenInfo`.
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<TokenInfo> {
+        self.check_slot(slot)?;
+        let state = lock(&self.state);
+        let rw = state.sessions.values().filter(|s| s.rw).count();
+        Ok(TokenInfo {
+            label: self.config.token.label.clone(),
+            serial: self.config.cluster_id.chars().take(16).collect(),
+            sessions: count(state.sessions.len()),
+            rw_sessions: count(rw),
+        })
+    }
+
+    /// `C_GetMechanismList`.
+    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<ck::CK_MECHANISM_TYPE>> {
+        self.check_slot(slot)?;
+        Ok(mechanisms::list())
+    }
+
+    /// `C_GetMechanismInfo`: `(min bits, max bits, flags)`.
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        mechanism: ck::CK_MECHANISM_TYPE,
+    ) -> Result<(CK_ULONG, CK_ULONG, CK_FLAGS)> {
+        self.check_slot(slot)?;
+        mechanisms::info(mechanism)
+    }
+
+    // ----- sessions -----
+
+    /// `C_OpenSession`.
+    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        self.check_slot(slot)?;
+        if flags & ck::CKF_SERIAL_SESSION == 0 {
+            return Err(Error::SessionParallelNotSupported);
+        }
+        let rw = flags & ck::CKF_RW_SESSION != 0;
+        let mut state = lock(&self.state);
+        if !rw && state.login == Some(UserKind::SecurityOfficer) {
+            return Err(Error::SessionReadOnlyExists);
+        }
+        let handle = state.next_session;
+        state.next_session = handle.wrapping_add(1).max(1);
+        state.sessions.insert(handle, Session::new(rw));
+        Ok(handle)
+    }
+
+    /// `C_CloseSession`. Closing the last session logs out.
+    pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        let mut state = lock(&self.state);
+        state
+            .sessions
+            .remove(&session)
+            .ok_or(Error::SessionHandleInvalid)?;
+        if state.sessions.is_empty() {
+            self.forget_login(&mut state);
+        }
+        Ok(())
+    }
+
+    /// `C_CloseAllSessions`.
+    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
+        self.check_slot(slot)?;
+        let mut state = lock(&self.state);
+        state.sessions.clear();
+        self.forget_login(&mut state);
+        Ok(())
+    }
+
+    fn forget_login(&self, state: &mut State) {
+        if state.login.take().is_some() {
+            self.client.set_credentials(None);
+        }
+    }
+
+    /// `C_GetSessionInfo`.
+    pub fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<SessionInfo> {
+        let state = lock(&self.state);
+        let s = state
+            .sessions
+            .get(&session)
+            .ok_or(Error::SessionHandleInvalid)?;
+        let cks = match (state.login, s.rw) {
+            (Some(UserKind::SecurityOfficer), _) => ck::CKS_RW_SO_FUNCTIONS,
+            (Some(UserKind::User), true) => ck::CKS_RW_USER_FUNCTIONS,
+            (Some(UserKind::User), false) => ck::CKS_RO_USER_FUNCTIONS,
+            (None, true) => ck::CKS_RW_PUBLIC_SESSION,
+            (None, false) => ck::CKS_RO_PUBLIC_SESSION,
+        };
+        let mut flags = ck::CKF_SERIAL_SESSION;
+        if s.rw {
+            flags |= ck::CKF_RW_SESSION;
+        }
+        Ok(SessionInfo { state: cks, flags })
+    }
+
+    fn with_session<T>(
+        &self,
+        session: CK_SESSION_HANDLE,
+        f: impl FnOnce(&mut Session, Option<UserKind>) -> Result<T>,
+    ) -> Result<T> {
+        let mut state = lock(&self.state);
+        let login = state.login;
+        let s = state
+            .sessions
+            .get_mut(&session)
+            .ok_or(Error::SessionHandleInvalid)?;
+        f(s, login)
+    }
+
+    // ----- login and PINs -----
+
+    /// `C_Login`: the PIN is checked by the appliances; at least k must accept it.
+    pub fn login(&self, session: CK_SESSION_HANDLE, user: CK_ULONG, pin: &[u8]) -> Result<()> {
+        let user = match user {
+            ck::CKU_USER => UserKind::User,
+            ck::CKU_SO => UserKind::SecurityOfficer,
+            _ => return Err(Error::UserTypeInvalid),
+        };
+        {
+            let state = lock(&self.state);
+            if !state.sessions.contains_key(&session) {
+                return Err(Error::SessionHandleInvalid);
+            }
+            match state.login {
+                Some(current) if current == user => return Err(Error::UserAlreadyLoggedIn),
+                Some(_) => return Err(Error::UserAnotherAlreadyLoggedIn),
+                None => {}
+            }
+            if user == UserKind::SecurityOfficer && state.sessions.values().any(|s| !s.rw) {
+                return Err(Error::SessionReadOnlyExists);
+            }
+        }
+        let request = Request::Login {
+            user,
+            pin: SecretBytes::new(pin.to_vec()),
+        };
+        let answers = self.client.fan_out(&self.client.available(), &request);
+        let mut accepted = 0;
+        let mut refusal = None;
+        for (index, answer) in answers {
+            match answer {
+                Ok(Response::Ok) => accepted += 1,
+                Ok(Response::Error(err)) => {
+                    tracing::warn!(appliance = index, code = err.code.as_str(), "login refused");
+                    let mapped = match err.code {
+                        ittc_wire::ErrorCode::PinInvalid => Error::UserPinNotInitialized,
+                        _ => wire_error(&err),
+                    };
+                    // A lock outranks a wrong PIN, which outranks anything else.
+                    refusal = Some(match (refusal, mapped) {
+                        (Some(Error::PinLocked), _) | (_, Error::PinLocked) => Error::PinLocked,
+                        (Some(Error::PinIncorrect), _) | (_, Error::PinIncorrect) => {
+                            Error::PinIncorrect
+                        }
+                        (_, other) => other,
+                    });
+                }
+                Ok(other) => tracing::error!(appliance = index, kind = other.kind(), "odd answer"),
+                Err(err) => tracing::warn!(appliance = index, %err, "login not delivered"),
+            }
+        }
+        if let Some(err) = refusal {
+            return Err(err);
+        }
+        if accepted < self.client.threshold() {
+            return Err(Error::Device(format!(
+                "{accepted} appliances accepted the login, {} needed",
+                self.client.threshold()
+            )));
+        }
+        let mut state = lock(&self.state);
+        state.login = Some(user);
+        self.client
+            .set_credentials(Some((user, Zeroizing::new(pin.to_vec()))));
+        tracing::info!(?user, "logged in");
+        Ok(())
+    }
+
+    /// `C_Logout`.
+    pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        let mut state = lock(&self.state);
+        if !state.sessions.contains_key(&session) {
+            return Err(Error::SessionHandleInvalid);
+        }
+        if state.login.is_none() {
+            return Err(Error::UserNotLoggedIn);
+        }
+        self.forget_login(&mut state);
+        Ok(())
+    }
+
+    /// Sends a PIN change to every available appliance; at least k must accept and none
+    /// may refuse.
+    fn pin_request(&self, request: &Request) -> Result<()> {
+        let answers = self.client.fan_out(&self.client.available(), request);
+        let mut accepted = 0;
+        for (index, answer) in answers {
+            match answer {
+                Ok(Response::Ok) => accepted += 1,
+                Ok(Response::Error(err)) => {
+                    tracing::warn!(
+                        appliance = index,
+                        code = err.code.as_str(),
+                        "PIN change refused"
+                    );
+                    return Err(wire_error(&err));
+                }
+                Ok(other) => tracing::error!(appliance = index, kind = other.kind(), "odd answer"),
+                Err(err) => tracing::warn!(appliance = index, %err, "PIN change not delivered"),
+            }
+        }
+        if accepted < self.client.threshold() {
+            return Err(Error::Device("too few appliances changed the PIN".into()));
+        }
+        Ok(())
+    }
+
+    /// `C_InitPIN`: the security officer sets the user PIN.
+    pub fn init_pin(&self, session: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+        self.with_session(session, |s, login| {
+            if login != Some(UserKind::SecurityOfficer) {
+                return Err(Error::UserNotLoggedIn);
+            }
+            if !s.rw {
+                return Err(Error::SessionReadOnly);
+            }
+            Ok(())
+        })?;
+        self.pin_request(&Request::SetPin {
+            user: UserKind::User,
+            pin: SecretBytes::new(pin.to_vec()),
+        })
+    }
+
+    /// `C_SetPIN`: changes the PIN of whoever is logged in (the user if nobody is).
+    pub fn set_pin(&self, session: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let login = self.with_session(session, |s, login| {
+            if !s.rw {
+                return Err(Error::SessionReadOnly);
+            }
+            Ok(login)
+        })?;
+        let user = login.unwrap_or(UserKind::User);
+        self.pin_request(&Request::ChangePin {
+            user,
+            old: SecretBytes::new(old.to_vec()),
+            new: SecretBytes::new(new.to_vec()),
+        })?;
+        if login.is_some() {
+            self.client
+                .set_credentials(Some((user, Zeroizing::new(new.to_vec()))));
+        }
+        Ok(())
+    }
+
+    // ----- objects -----
+
+    /// The object cache, read from an appliance the first time and after writes.
+    fn view(&self) -> Result<Arc<TokenView>> {
+        if let Some(view) = lock(&self.view).as_ref() {
+            return Ok(Arc::clone(view));
+        }
+        let view = Arc::new(self.load_view()?);
+        *lock(&self.view) = Some(Arc::clone(&view));
+        Ok(view)
+    }
+
+    fn invalidate_view(&self) {
+        *lock(&self.view) = None;
+    }
+
+    fn load_view(&self) -> Result<TokenView> {
+        let (index, status) = self.client.ask_any(&Request::Status)?;
+        let Response::Status(status) = status else {
+            return Err(Error::Device(format!(
+                "appliance {index} answered status oddly"
+            )));
+        };
+        let listing = self
+            .client
+            .exchange(index, &Request::ListObjects)
+            .map_err(|err| Error::Device(format!("appliance {index}: {err}")))?;
+        let Response::Objects(summaries) = listing else {
+            return Err(Error::Device(format!(
+                "appliance {index} did not list objects"
+            )));
+        };
+        let mut stored = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let request = Request::GetObject {
+                handle: summary.handle,
+            };
+            match self.client.exchange(index, &request) {
+                Ok(Response::Object(object)) => stored.push(object),
+                Ok(other) => tracing::warn!(
+                    appliance = index,
+                    kind = other.kind(),
+                    handle = summary.handle.0,
+                    "object not readable"
+                ),
+                Err(err) => return Err(Error::Device(format!("appliance {index}: {err}"))),
+            }
+        }
+        let keys = objects::build_keys(&status.keys, &stored);
+        let view = objects::build_view(&keys, &stored);
+        Ok(TokenView { stored, keys, view })
+    }
+
+    fn visible(view: &TokenView, login: Option<UserKind>) -> impl Iterator<Item = &Object> {
+        view.view
+            .iter()
+            .filter(move |o| !o.private || login == Some(UserKind::User))
+    }
+
+    fn object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+    ) -> Result<(Arc<TokenView>, Object)> {
+        let login = self.with_session(session, |_, login| Ok(login))?;
+        let view = self.view()?;
+        let object = Self::visible(&view, login)
+            .find(|o| o.handle == handle)
+            .cloned()
+            .ok_or(Error::ObjectHandleInvalid)?;
+        Ok((view, object))
+    }
+
+    /// `C_FindObjectsInit`.
+    pub fn find_init(&self, session: CK_SESSION_HANDLE, template: &[Attr]) -> Result<()> {
+        let login = self.with_session(session, |s, login| {
+            if s.find.is_some() {
+                return Err(Error::OperationActive);
+            }
+            Ok(login)
+        })?;
+        let view = self.view()?;
+        let mut found: Vec<CK_OBJECT_HANDLE> = Self::visible(&view, login)
+            .filter(|o| o.matches(template))
+            .map(|o| o.handle)
+            .collect();
+        found.reverse(); // popped from the end, so results come in view order
+        self.with_session(session, |s, _| {
+            s.find = Some(found);
+            Ok(())
+        })
+    }
+
+    /// `C_FindObjects`.
+    pub fn find(&self, session: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        self.with_session(session, |s, _| {
+            let found = s.find.as_mut().ok_or(Error::OperationNotInitialized)?;
+            let take = max.min(found.len());
+            let mut out = found.split_off(found.len() - take);
+            out.reverse();
+            Ok(out)
+        })
+    }
+
+    /// `C_FindObjectsFinal`.
+    pub fn find_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.with_session(session, |s, _| {
+            s.find.take().ok_or(Error::OperationNotInitialized)?;
+            Ok(())
+        })
+    }
+
+    /// `C_GetAttributeValue`: one lookup per requested type.
+    pub fn get_attributes(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        kinds: &[ck::CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<Lookup>> {
+        let (_, object) = self.object(session, handle)?;
+        Ok(kinds.iter().map(|k| object.get(*k)).collect())
+    }
+
+    fn require_rw_user(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.with_session(session, |s, login| {
+            if !s.rw {
+                return Err(Error::SessionReadOnly);
+            }
+            if login != Some(UserKind::User) {
+                return Err(Error::UserNotLoggedIn);
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes an object to every available appliance; k must accept.
+    fn put_everywhere(&self, object: TokenObject) -> Result<()> {
+        let request = Request::PutObject(object);
+        self.write_everywhere(&request)
+    }
+
+    fn write_everywhere(&self, request: &Request) -> Result<()> {
+        let answers = self.client.fan_out(&self.client.available(), request);
+        self.invalidate_view();
+        let mut accepted = 0;
+        let mut refusal = None;
+        for (index, answer) in answers {
+            match answer {
+                Ok(Response::Ok) => accepted += 1,
+                Ok(Response::Error(err)) => {
+                    tracing::warn!(appliance = index, %err, kind = request.kind(), "write refused");
+                    refusal = Some(wire_error(&err));
+                }
+                Ok(other) => tracing::error!(appliance = index, kind = other.kind(), "odd answer"),
+                Err(err) => {
+                    tracing::warn!(appliance = index, %err, "write not delivered; that appliance is now stale")
+                }
+            }
+        }
+        if let Some(err) = refusal {
+            return Err(err);
+        }
+        if accepted < self.client.threshold() {
+            return Err(Error::Device("too few appliances stored the change".into()));
+        }
+        Ok(())
+    }
+
+    /// `C_SetAttributeValue`: `CKA_ID` and `CKA_LABEL` of any object, and the value
+    /// attributes of data objects.
+    pub fn set_attributes(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        template: &[Attr],
+    ) -> Result<()> {
+        let (view, object) = self.object(session, handle)?;
+        self.require_rw_user(session)?;
+        let mut stored = match (object.stored, object.key) {
+            (Some(id), _) => view
+                .stored
+                .iter()
+                .find(|o| o.handle == id)
+                .cloned()
+                .ok_or(Error::ObjectHandleInvalid)?,
+            (None, Some(pos)) => {
+                let key = view.keys.get(pos).ok_or(Error::ObjectHandleInvalid)?;
+                let mut stub = TokenObject {
+                    handle: ObjectId(u64::from(key.handle)),
+                    class: ObjectClass::PrivateKey,
+                    attributes: Vec::new(),
+                };
+                stub.set_attribute(u64::from(CKA_ITTC_KEY_ID), key.key_id.as_bytes().to_vec());
+                for kind in [ck::CKA_ID, ck::CKA_LABEL] {
+                    if let Lookup::Value(v) = object.get(kind) {
+                        stub.set_attribute(u64::from(kind), v);
+                    }
+                }
+                stub
+            }
+            (None, None) => return Err(Error::ObjectHandleInvalid),
+        };
+        for attr in template {
+            let allowed = matches!(attr.kind, ck::CKA_ID | ck::CKA_LABEL)
+                || (object.class == ObjectClass::Data
+                    && matches!(
+                        attr.kind,
+                        ck::CKA_VALUE | ck::CKA_APPLICATION | ck::CKA_OBJECT_ID
+                    ));
+            if !allowed {
+                return Err(match object.get(attr.kind) {
+                    Lookup::Invalid => Error::AttributeTypeInvalid,
+                    _ => Error::AttributeReadOnly,
+                });
+            }
+            stored.set_attribute(u64::from(attr.kind), to_stored(attr.kind, &attr.value)?);
+        }
+        // A public key linked to its cluster key by CKA_ID keeps the link when CKA_ID
+        // changes.
+        if object.class == ObjectClass::PublicKey
+            && stored.attribute(u64::from(CKA_ITTC_KEY_ID)).is_none()
+            && let Some(key) = view.keys.iter().find(|k| {
+                objects::public_key_of(&view.stored, &k.key_id).map(|o| o.handle) == object.stored
+            })
+        {
+            stored.set_attribute(u64::from(CKA_ITTC_KEY_ID), key.key_id.as_bytes().to_vec());
+        }
+        self.put_everywhere(stored)
+    }
+
+    /// `C_CreateObject`: certificates, RSA public keys and data objects, stored on the
+    /// appliances (token objects only).
+    pub fn create_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[Attr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        self.require_rw_user(session)?;
+        let class = read_ulong(find(template, ck::CKA_CLASS).ok_or(Error::TemplateIncomplete)?)?;
+        let class = match class {
+            ck::CKO_CERTIFICATE => ObjectClass::Certificate,
+            ck::CKO_PUBLIC_KEY => ObjectClass::PublicKey,
+            ck::CKO_DATA => ObjectClass::Data,
+            _ => return Err(Error::TemplateInconsistent),
+        };
+        if let Some(token) = find(template, ck::CKA_TOKEN)
+            && !read_bool(token)?
+        {
+            // Session objects are not supported yet.
+            return Err(Error::TemplateInconsistent);
+        }
+        match class {
+            ObjectClass::Certificate => {
+                let kind = find(template, ck::CKA_CERTIFICATE_TYPE)
+                    .map(read_ulong)
+                    .transpose()?;
+                if kind.is_some_and(|k| k != ck::CKC_X_509) {
+                    return Err(Error::TemplateInconsistent);
+                }
+                if find(template, ck::CKA_VALUE).is_none() {
+                    return Err(Error::TemplateIncomplete);
+                }
+            }
+            ObjectClass::PublicKey => {
+                let kind = find(template, ck::CKA_KEY_TYPE)
+                    .map(read_ulong)
+                    .transpose()?;
+                if kind.is_some_and(|k| k != ck::CKK_RSA) {
+                    return Err(Error::TemplateInconsistent);
+                }
+                if find(template, ck::CKA_MODULUS).is_none()
+                    || find(template, ck::CKA_PUBLIC_EXPONENT).is_none()
+                {
+                    return Err(Error::TemplateIncomplete);
+                }
+            }
+            ObjectClass::Data | ObjectClass::PrivateKey => {}
+        }
+        let mut rng = crate::rng()?;
+        let id = loop {
+            let id = rand::Rng::next_u64(&mut rng) >> 2;
+            if id != 0 {
+                break id;
+            }
+        };
+        let mut object = TokenObject {
+            handle: ObjectId(id),
+            class,
+            attributes: Vec::new(),
+        };
+        for attr in template {
+            if attr.kind == CKA_ITTC_KEY_ID {
+                return Err(Error::AttributeTypeInvalid);
+            }
+            object.set_attribute(u64::from(attr.kind), to_stored(attr.kind, &attr.value)?);
+        }
+        object.set_attribute(u64::from(ck::CKA_TOKEN), vec![1]);
+        if class == ObjectClass::PublicKey {
+            object.set_attribute(
+                u64::from(ck::CKA_KEY_TYPE),
+                ittc_wire::attributes::ulong(u64::from(ck::CKK_RSA)),
+            );
+            if let Some(m) = find(template, ck::CKA_MODULUS) {
+                let bits = BigUint::from_bytes_be(m).bits();
+                object.set_attribute(
+                    u64::from(ck::CKA_MODULUS_BITS),
+                    ittc_wire::attributes::ulong(bits),
+                );
+            }
+        }
+        let handle = CK_OBJECT_HANDLE::try_from(id).map_err(|_| Error::HostMemory)?;
+        self.put_everywhere(object)?;
+        Ok(handle)
+    }
+
+    /// `C_DestroyObject`: stored objects only; cluster keys are deleted by the admin.
+    pub fn destroy_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let (_, object) = self.object(session, handle)?;
+        self.require_rw_user(session)?;
+        if object.class == ObjectClass::PrivateKey {
+            return Err(Error::ActionProhibited);
+        }
+        let id = object.stored.ok_or(Error::ObjectHandleInvalid)?;
+        self.write_everywhere(&Request::DeleteObject { handle: id })
+    }
+
+    // ----- keys for operations -----
+
+    fn key_for(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        private: bool,
+    ) -> Result<KeyEntry> {
+        let (view, object) = self.object(session, handle).map_err(|err| match err {
+            Error::ObjectHandleInvalid => Error::KeyHandleInvalid,
+            other => other,
+        })?;
+        match (object.class, private) {
+            (ObjectClass::PrivateKey, true) => object
+                .key
+                .and_then(|pos| view.keys.get(pos))
+                .cloned()
+                .ok_or(Error::KeyHandleInvalid),
+            (ObjectClass::PublicKey, false) => {
+                let n = object.get(ck::CKA_MODULUS);
+                let e = object.get(ck::CKA_PUBLIC_EXPONENT);
+                if let Some(key) = view.keys.iter().find(|k| {
+                    Lookup::Value(k.public.n_be()) == n && Lookup::Value(k.public.e_be()) == e
+                }) {
+                    return Ok(key.clone());
+                }
+                Err(Error::KeyHandleInvalid)
+            }
+            (ObjectClass::PrivateKey | ObjectClass::PublicKey, _) => {
+                Err(Error::KeyFunctionNotPermitted)
+            }
+            _ => Err(Error::KeyHandleInvalid),
+        }
+    }
+
+    fn private_em(&self, key: &KeyEntry, em: &[u8]) -> Result<Vec<u8>> {
+        if lock(&self.state).login != Some(UserKind::User) {
+            return Err(Error::UserNotLoggedIn);
+        }
+        let m = BigUint::from_bytes_be(em);
+        if &m >= key.public.n() {
+            return Err(Error::DataInvalid);
+        }
+        let y = raw_private(&self.client, key, &m)?;
+        Ok(key.public.integer_to_be(&y))
+    }
+
+    // ----- sign -----
+
+    /// `C_SignInit`.
+    pub fn sign_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        if !mechanism.can_sign() {
+            return Err(Error::MechanismInvalid);
+        }
+        self.with_session(session, |s, login| {
+            if s.sign.is_some() {
+                return Err(Error::OperationActive);
+            }
+            if login != Some(UserKind::User) {
+                return Err(Error::UserNotLoggedIn);
+            }
+            Ok(())
+        })?;
+        let key = self.key_for(session, key, true)?;
+        self.with_session(session, |s, _| {
+            s.sign = Some(SignOp {
+                input: Input::for_mechanism(&mechanism),
+                mechanism,
+                key,
+            });
+            Ok(())
+        })
+    }
+
+    /// The signature length of the active signing operation (no network).
+    pub fn sign_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
+        self.with_session(session, |s, _| {
+            s.sign
+                .as_ref()
+                .map(|op| op.key.public.size())
+                .ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    fn take_sign(&self, session: CK_SESSION_HANDLE) -> Result<SignOp> {
+        self.with_session(session, |s, _| {
+            s.sign.take().ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    /// `C_Sign`: ends the operation.
+    pub fn sign(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
+        let mut op = self.take_sign(session)?;
+        op.input.update(data)?;
+        self.finish_sign(op)
+    }
+
+    /// `C_SignUpdate`.
+    pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.with_session(session, |s, _| {
+            let op = s.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+            let result = op.input.update(data);
+            if result.is_err() {
+                s.sign = None;
+            }
+            result
+        })
+    }
+
+    /// `C_SignFinal`.
+    pub fn sign_final(&self, session: CK_SESSION_HANDLE) -> Result<Vec<u8>> {
+        let op = self.take_sign(session)?;
+        self.finish_sign(op)
+    }
+
+    fn finish_sign(&self, op: SignOp) -> Result<Vec<u8>> {
+        let input = op.input.finish();
+        let em = operations::sign_encode(&op.mechanism, &op.key.public, &input)?;
+        self.private_em(&op.key, &em)
+    }
+
+    // ----- verify -----
+
+    /// `C_VerifyInit`: with the public key or the private key (its public part).
+    pub fn verify_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        if !mechanism.can_sign() {
+            return Err(Error::MechanismInvalid);
+        }
+        self.with_session(session, |s, _| {
+            if s.verify.is_some() {
+                Err(Error::OperationActive)
+            } else {
+                Ok(())
+            }
+        })?;
+        let key = self
+            .key_for(session, key, false)
+            .or_else(|_| self.key_for(session, key, true))?;
+        self.with_session(session, |s, _| {
+            s.verify = Some(SignOp {
+                input: Input::for_mechanism(&mechanism),
+                mechanism,
+                key,
+            });
+            Ok(())
+        })
+    }
+
+    fn take_verify(&self, session: CK_SESSION_HANDLE) -> Result<SignOp> {
+        self.with_session(session, |s, _| {
+            s.verify.take().ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    /// `C_Verify`.
+    pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+        let mut op = self.take_verify(session)?;
+        op.input.update(data)?;
+        operations::verify(&op.mechanism, &op.key.public, &op.input.finish(), signature)
+    }
+
+    /// `C_VerifyUpdate`.
+    pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.with_session(session, |s, _| {
+            let op = s.verify.as_mut().ok_or(Error::OperationNotInitialized)?;
+            let result = op.input.update(data);
+            if result.is_err() {
+                s.verify = None;
+            }
+            result
+        })
+    }
+
+    /// `C_VerifyFinal`.
+    pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+        let op = self.take_verify(session)?;
+        operations::verify(&op.mechanism, &op.key.public, &op.input.finish(), signature)
+    }
+
+    // ----- encrypt and decrypt -----
+
+    /// `C_EncryptInit`: with the public key (or the private key's public part).
+    pub fn encrypt_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        if !mechanism.can_encrypt() {
+            return Err(Error::MechanismInvalid);
+        }
+        self.with_session(session, |s, _| {
+            if s.encrypt.is_some() {
+                Err(Error::OperationActive)
+            } else {
+                Ok(())
+            }
+        })?;
+        let key = self
+            .key_for(session, key, false)
+            .or_else(|_| self.key_for(session, key, true))?;
+        self.with_session(session, |s, _| {
+            s.encrypt = Some(CryptOp { mechanism, key });
+            Ok(())
+        })
+    }
+
+    /// The ciphertext length of the active encryption.
+    pub fn encrypt_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
+        self.with_session(session, |s, _| {
+            s.encrypt
+                .as_ref()
+                .map(|op| op.key.public.size())
+                .ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    /// `C_Encrypt`.
+    pub fn encrypt(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
+        let op = self.with_session(session, |s, _| {
+            s.encrypt.take().ok_or(Error::OperationNotInitialized)
+        })?;
+        operations::encrypt(&op.mechanism, &op.key.public, data)
+    }
+
+    /// `C_DecryptInit`.
+    pub fn decrypt_init(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        if !mechanism.can_encrypt() {
+            return Err(Error::MechanismInvalid);
+        }
+        self.with_session(session, |s, login| {
+            if s.decrypt.is_some() {
+                return Err(Error::OperationActive);
+            }
+            if login != Some(UserKind::User) {
+                return Err(Error::UserNotLoggedIn);
+            }
+            Ok(())
+        })?;
+        let key = self.key_for(session, key, true)?;
+        self.with_session(session, |s, _| {
+            s.decrypt = Some(CryptOp { mechanism, key });
+            Ok(())
+        })
+    }
+
+    /// The largest plaintext of the active decryption (the modulus length).
+    pub fn decrypt_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
+        self.with_session(session, |s, _| {
+            s.decrypt
+                .as_ref()
+                .map(|op| op.key.public.size())
+                .ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    /// `C_Decrypt`.
+    pub fn decrypt(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let op = self.with_session(session, |s, _| {
+            s.decrypt.take().ok_or(Error::OperationNotInitialized)
+        })?;
+        let c = operations::ciphertext(&op.key.public, data)?;
+        let em = self
+            .private_em(&op.key, &op.key.public.integer_to_be(&c))
+            .map_err(|err| match err {
+                Error::DataInvalid => Error::EncryptedDataInvalid,
+                other => other,
+            })?;
+        let em = Zeroizing::new(em);
+        operations::decrypt_decode(&op.mechanism, &op.key.public, &em)
+    }
+
+    // ----- digest and random -----
+
+    /// `C_DigestInit`.
+    pub fn digest_init(&self, session: CK_SESSION_HANDLE, mechanism: Mechanism) -> Result<()> {
+        let Mechanism::Digest(hash) = mechanism else {
+            return Err(Error::MechanismInvalid);
+        };
+        self.with_session(session, |s, _| {
+            if s.digest.is_some() {
+                return Err(Error::OperationActive);
+            }
+            s.digest = Some(hash.hasher());
+            Ok(())
+        })
+    }
+
+    /// The digest length of the active digest.
+    pub fn digest_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
+        self.with_session(session, |s, _| {
+            s.digest
+                .as_ref()
+                .map(|h| operations::digest_len(h.alg()))
+                .ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    /// `C_Digest`.
+    pub fn digest(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
+        self.with_session(session, |s, _| {
+            let mut h = s.digest.take().ok_or(Error::OperationNotInitialized)?;
+            h.update(data);
+            Ok(h.finalize())
+        })
+    }
+
+    /// `C_DigestUpdate`.
+    pub fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.with_session(session, |s, _| {
+            s.digest
+                .as_mut()
+                .ok_or(Error::OperationNotInitialized)?
+                .update(data);
+            Ok(())
+        })
+    }
+
+    /// `C_DigestFinal`.
+    pub fn digest_final(&self, session: CK_SESSION_HANDLE) -> Result<Vec<u8>> {
+        self.with_session(session, |s, _| {
+            let h = s.digest.take().ok_or(Error::OperationNotInitialized)?;
+            Ok(h.finalize())
+        })
+    }
+
+    /// `C_GenerateRandom`: from the operating system.
+    pub fn generate_random(&self, session: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
+        self.with_session(session, |_, _| Ok(()))?;
+        let mut rng = crate::rng()?;
+        rand::Rng::fill_bytes(&mut rng, out);
+        Ok(())
+    }
+
+    /// `C_SeedRandom`.
+    pub fn seed_random(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        self.with_session(session, |_, _| Ok(()))?;
+        Err(Error::RandomSeedNotSupported)
+    }
+}
+
+fn count(n: usize) -> CK_ULONG {
+    CK_ULONG::try_from(n).unwrap_or(CK_ULONG::MAX)
+}
