@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ittc_threshold::RsaPrivateKey;
-use ittc_wire::{KeyId, UserKind};
+use ittc_wire::UserKind;
 use rsa::pkcs8::EncodePrivateKey as _;
 use zeroize::Zeroizing;
 
@@ -72,7 +72,6 @@ pub fn run(dir: &Path, pin: &[u8], progress: &dyn Fn(&str)) -> Result<DemoOutcom
     }
     let cluster = Cluster::open(&dir)?;
     let pin = Zeroizing::new(crate::prompt::secret_from_file(&dir.join("demo-pin"))?.to_vec());
-    let key_id = KeyId::new(KEY_ID.to_vec()).map_err(|e| CliError::Usage(e.to_string()))?;
     let report = crate::status::status(&cluster);
     let has_key = report
         .keys
@@ -100,25 +99,76 @@ pub fn run(dir: &Path, pin: &[u8], progress: &dyn Fn(&str)) -> Result<DemoOutcom
     let public_pem = std::fs::read(dir.join("demo-public.pem"))
         .map_err(|e| CliError::file(dir.join("demo-public.pem"), e))?;
     let public = public_key_from_pem(&public_pem)?;
-    progress("signing a message through the appliances (2 of 3, blinded) and verifying it");
+    progress(
+        "signing a message through the PKCS#11 module (2 of 3 appliances, blinded) and verifying it",
+    );
     let message = dir.join("message.txt");
     std::fs::write(&message, b"hello from ittc\n").map_err(|e| CliError::file(&message, e))?;
+    let signature_path = dir.join("message.sig");
+    let _ = std::fs::remove_file(&signature_path);
+    sign_through_module(&dir, &message, &signature_path)?;
+    let signature =
+        std::fs::read(&signature_path).map_err(|e| CliError::file(&signature_path, e))?;
     let text = std::fs::read(&message).map_err(|e| CliError::file(&message, e))?;
-    let signature = crate::sign::sign_sha256(
-        &cluster,
-        &key_id,
-        crate::import::FIRST_EPOCH,
-        &public,
-        &pin,
-        &text,
-    )?;
-    std::fs::write(dir.join("message.sig"), &signature)
-        .map_err(|e| CliError::file(dir.join("message.sig"), e))?;
+    verify_sha256(&public, &text, &signature)?;
     Ok(DemoOutcome {
         dir,
         signature,
         message,
     })
+}
+
+/// Runs `ittc sign` (this program) as a child process, with the module pointed at the demo
+/// cluster through `ITTC_PKCS11_CONFIG`: the signature is made the way an application makes
+/// one.
+fn sign_through_module(dir: &Path, message: &Path, signature: &Path) -> Result<(), CliError> {
+    let program = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find ittc itself: {e}")))?;
+    let module = crate::token::default_module().ok_or_else(|| {
+        CliError::Usage(format!(
+            "no {} next to {}: build it (cargo build --release -p ittc-pkcs11, or ./scripts/demo)",
+            crate::token::MODULE_FILE,
+            program.display()
+        ))
+    })?;
+    let output = Command::new(&program)
+        .arg("sign")
+        .args(["--id", &hex::encode(KEY_ID)])
+        .arg("--pin-file")
+        .arg(dir.join("demo-pin"))
+        .arg("--module")
+        .arg(&module)
+        .arg("--in")
+        .arg(message)
+        .arg("--out")
+        .arg(signature)
+        .env(
+            "ITTC_PKCS11_CONFIG",
+            dir.join(ittc_wire::cluster::FILE_NAME),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| CliError::Usage(format!("running {}: {e}", program.display())))?;
+    if !output.status.success() {
+        return Err(CliError::Usage(format!(
+            "signing through the module failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a SHA-256 PKCS#1 v1.5 signature with the public key.
+fn verify_sha256(
+    public: &ittc_threshold::RsaPublicKey,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), CliError> {
+    use ittc_threshold::padding::{HashAlg, pkcs1v15_verify};
+    let s = public.integer_from_be(signature, "signature")?;
+    let em = public.integer_to_be(&public.raw_public_vartime(&s)?);
+    pkcs1v15_verify(HashAlg::Sha256, &HashAlg::Sha256.digest(message), &em)
+        .map_err(|_| CliError::Usage("the signature does not verify with the public key".into()))
 }
 
 /// Stops the demo's appliances (SIGTERM, then waits).

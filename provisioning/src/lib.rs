@@ -4,8 +4,8 @@
 //! One module per command: [`init`] (PKI, sealing keys, configs), [`import`] (the dealer),
 //! [`pin`], [`status`], [`cert`], [`demo`] (a local cluster). [`cluster`] opens a cluster
 //! folder and talks to its appliances as admin; [`pki`] is the cluster's certificate
-//! authority; [`sign`] signs through the appliances as a PKCS#11 host does (the demo's
-//! check). `main.rs` is only the command line.
+//! authority; [`token`] signs through the PKCS#11 module as any application does (`ittc sign`, and the
+//! demo's check). `main.rs` is only the command line.
 
 pub mod cert;
 pub mod cluster;
@@ -16,7 +16,7 @@ pub mod init;
 pub mod pin;
 pub mod pki;
 pub mod prompt;
-pub mod sign;
 pub mod status;
+pub mod token;
 
 pub use error::CliError;

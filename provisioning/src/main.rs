@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
-use ittc_provisioning::{CliError, cert, demo, import, init, pin, prompt, status};
+use ittc_provisioning::{CliError, cert, demo, import, init, pin, prompt, status, token};
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
 
@@ -59,6 +59,25 @@ enum Command {
     Cert {
         #[command(subcommand)]
         action: CertAction,
+    },
+    /// Sign a file with SHA256-RSA-PKCS through the PKCS#11 module, as an application does
+    /// (the module finds its cluster through $ITTC_PKCS11_CONFIG or its usual places).
+    Sign {
+        /// The key's id (CKA_ID), hex.
+        #[arg(long, value_parser = parse_hex)]
+        id: HexId,
+        /// The user PIN, from the first line of FILE (else asked for).
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        /// The module (default: libittc_pkcs11.so next to this program).
+        #[arg(long, value_name = "PATH")]
+        module: Option<PathBuf>,
+        /// The file to sign.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the signature.
+        #[arg(long = "out", value_name = "FILE")]
+        output: PathBuf,
     },
     /// A local 2-of-3 demo cluster with a key, and a signature through it.
     Demo {
@@ -347,6 +366,31 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 );
             }
         }
+        Command::Sign {
+            id: HexId(id),
+            pin_file,
+            module,
+            input,
+            output,
+        } => {
+            let module = module.or_else(token::default_module).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "no {} next to ittc: give --module PATH",
+                    token::MODULE_FILE
+                ))
+            })?;
+            let pin = prompt::pin(pin_file.as_deref(), "user PIN: ", false)?;
+            let pin = String::from_utf8(pin.to_vec())
+                .map_err(|_| CliError::Usage("the PIN is not UTF-8".into()))?;
+            let message = std::fs::read(&input).map_err(|e| CliError::file(&input, e))?;
+            let signature = token::sign_sha256(&module, &id, &pin, &message)?;
+            std::fs::write(&output, &signature).map_err(|e| CliError::file(&output, e))?;
+            println!(
+                "{}-byte signature written to {}",
+                signature.len(),
+                output.display()
+            );
+        }
         Command::Demo {
             dir, stop: true, ..
         } => {
@@ -369,33 +413,24 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
 }
 
 fn print_next_steps(dir: &Path, message: &Path, len: usize) {
-    let module = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("libittc_pkcs11.so")))
-        .unwrap_or_else(|| PathBuf::from("libittc_pkcs11.so"));
-    let d = dir.display();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ittc"));
+    let module = token::default_module().unwrap_or_else(|| PathBuf::from(token::MODULE_FILE));
+    let (d, m, ittc) = (dir.display(), message.display(), exe.display());
     println!();
     println!(
         "The demo cluster runs in {d}: 3 appliances, any 2 sign. Key id 01, user PIN in {d}/demo-pin."
     );
-    println!(
-        "A {len}-byte signature of {} was made through the appliances and verified.",
-        message.display()
-    );
+    println!("A {len}-byte signature of {m} was made through the PKCS#11 module and verified.");
     println!();
-    println!("Try next:");
+    println!("Try next (pkcs11-tool is in Debian's opensc package):");
     println!("  export ITTC_PKCS11_CONFIG={d}/pkcs11.toml");
     println!(
-        "  pkcs11-tool --module {} --login --pin $(cat {d}/demo-pin) --sign --mechanism SHA256-RSA-PKCS --id 01 \\\n      --input-file {} --output-file {d}/pkcs11.sig",
-        module.display(),
-        message.display()
+        "  pkcs11-tool --module {} --login --pin $(cat {d}/demo-pin) --sign --mechanism SHA256-RSA-PKCS \\\n      --id 01 --input-file {m} --output-file {d}/pkcs11.sig",
+        module.display()
     );
-    println!(
-        "  openssl dgst -sha256 -verify {d}/demo-public.pem -signature {d}/pkcs11.sig {}",
-        message.display()
-    );
-    println!("  ittc --cluster {d} status");
-    println!("  ittc demo --stop --dir {d}");
+    println!("  openssl dgst -sha256 -verify {d}/demo-public.pem -signature {d}/pkcs11.sig {m}");
+    println!("  {ittc} --cluster {d} status");
+    println!("  {ittc} demo --stop --dir {d}");
 }
 
 fn main() -> ExitCode {

@@ -11,7 +11,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use ittc_provisioning::cluster::Cluster as CliCluster;
-use ittc_wire::KeyId;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
@@ -140,26 +139,31 @@ fn write(path: &Path, data: &[u8]) -> String {
     path.display().to_string()
 }
 
-/// Signs through the appliances as a PKCS#11 host does and verifies with OpenSSL.
-fn sign_and_verify(running: &Running, id: &[u8], pin: &[u8], key: &Rsa<openssl::pkey::Private>) {
-    let cluster = CliCluster::open(&running.dir).unwrap();
-    let public =
-        ittc_threshold::RsaPublicKey::from_be_bytes(&key.n().to_vec(), &key.e().to_vec()).unwrap();
-    let message = b"signed through the appliances";
-    let signature = ittc_provisioning::sign::sign_sha256(
-        &cluster,
-        &KeyId::new(id.to_vec()).unwrap(),
-        1,
-        &public,
-        pin,
-        message,
-    )
-    .unwrap();
+/// Signs with `ittc sign` through the PKCS#11 module, as an application does, and verifies
+/// with OpenSSL.
+fn sign_and_verify(running: &Running, id: &str, pin_file: &str, key: &Rsa<openssl::pkey::Private>) {
+    let message = running.dir.join("to-sign.txt");
+    std::fs::write(&message, b"signed through the token").unwrap();
+    let signature = running.dir.join("to-sign.sig");
+    let out = Command::new(binary("ittc"))
+        .args(["sign", "--id", id, "--pin-file", pin_file, "--module"])
+        .arg(binary("libittc_pkcs11.so"))
+        .arg("--in")
+        .arg(&message)
+        .arg("--out")
+        .arg(&signature)
+        .env("ITTC_PKCS11_CONFIG", running.dir.join("pkcs11.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    ok(out);
     let pkey = PKey::from_rsa(key.clone()).unwrap();
     let mut verifier = Verifier::new(MessageDigest::sha256(), &pkey).unwrap();
-    verifier.update(message).unwrap();
+    verifier.update(&std::fs::read(&message).unwrap()).unwrap();
     assert!(
-        verifier.verify(&signature).unwrap(),
+        verifier
+            .verify(&std::fs::read(&signature).unwrap())
+            .unwrap(),
         "OpenSSL rejects the threshold signature"
     );
 }
@@ -210,7 +214,7 @@ fn init_import_sign_verify_2_of_3_and_3_of_5() {
             &keyfile,
         ]));
         assert!(out.contains("only whole copy"), "{out}");
-        sign_and_verify(&running, &[0xa1], b"246810", &key);
+        sign_and_verify(&running, "a1", &pin, &key);
 
         // Importing the same id again is refused and changes nothing.
         let again = ittc(&[
