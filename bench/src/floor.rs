@@ -1,0 +1,87 @@
+//! The arithmetic floor of one threshold signature: OpenSSL's constant-time exponentiation
+//! with an exponent as long as a share, on the same modulus (what each appliance must do),
+//! plus the module's combine and check — measured in the same run as the tokens.
+
+use std::time::{Duration, Instant};
+
+use ittc_threshold::{Backend, Combiner, Partial, RsaPrivateKey, SharingParams, split_key};
+use openssl::bn::{BigNum, BigNumContext, MsbOption};
+use serde::{Deserialize, Serialize};
+
+/// The floor's parts, in milliseconds (medians).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Floor {
+    /// One partial: BN_mod_exp_mont_consttime with a share-sized exponent.
+    pub partial_ms: f64,
+    /// Combine k partials and check with e.
+    pub combine_ms: f64,
+    /// partial + combine: the least one signature can cost in computation on its path.
+    pub total_ms: f64,
+    /// Bits of the exponent.
+    pub exponent_bits: u32,
+}
+
+fn median(budget: Duration, mut op: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    op()?;
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < budget || times.len() < 5 {
+        let t = Instant::now();
+        op()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times.get(times.len() / 2).copied().unwrap_or(0.0))
+}
+
+/// Measures the floor for `key` shared k-of-n.
+pub fn measure(key: &RsaPrivateKey, k: usize, n: usize, budget: Duration) -> Result<Floor, String> {
+    let public = key.public_key();
+    let params = SharingParams::new(k, n).map_err(|e| e.to_string())?;
+    let bits = params.share_bits(public);
+    let err = |e: openssl::error::ErrorStack| e.to_string();
+    let modulus = BigNum::from_slice(&public.n_be()).map_err(err)?;
+    let mut exponent = BigNum::new().map_err(err)?;
+    exponent
+        .rand(bits as i32, MsbOption::ONE, false)
+        .map_err(err)?;
+    exponent.set_const_time();
+    let input = public.random_residue(&mut rand::rng());
+    let base = BigNum::from_slice(&input.to_bytes_be()).map_err(err)?;
+    let mut ctx = BigNumContext::new().map_err(err)?;
+    let mut out = BigNum::new().map_err(err)?;
+    let partial_ms = median(budget, || {
+        out.mod_exp(&base, &exponent, &modulus, &mut ctx)
+            .map_err(err)
+    })?;
+
+    let shares = split_key(key, params, Backend::default().get(), &mut rand::rng())
+        .map_err(|e| e.to_string())?;
+    let partials = shares
+        .iter()
+        .take(k)
+        .map(|s| {
+            Backend::default()
+                .get()
+                .partial(public, s, &input)
+                .map(|value| Partial {
+                    index: s.index(),
+                    value,
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let combiner = Combiner::new(public, &params).map_err(|e| e.to_string())?;
+    let combine_ms = median(budget, || {
+        combiner
+            .combine(&input, &partials)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(Floor {
+        partial_ms,
+        combine_ms,
+        total_ms: partial_ms + combine_ms,
+        exponent_bits: bits,
+    })
+}

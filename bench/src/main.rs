@@ -1,0 +1,204 @@
+//! `ittc-bench`: how fast a threshold signature is next to what a user would pick instead.
+//!
+//! In one run on one machine it sets up a local ittc cluster on loopback and a SoftHSM2
+//! token, drives both through the same PKCS#11 calls (the `cryptoki` crate, in a child
+//! process per module so each module gets its own environment), measures the arithmetic
+//! floor on the same modulus, and prints one table with the ratios. `--json FILE` writes
+//! the same figures. `--quick` covers RSA-2048 2-of-3 only and finishes in under a minute;
+//! the full run adds 3072 and 4096 bits and 3-of-5.
+//!
+//! Build first: `cargo build --release -p ittc-bench -p ittc-appliance -p ittc-pkcs11`
+//! (the benchmark runs the appliance and loads the module from its own folder), and
+//! install SoftHSM2 (`apt-get install softhsm2`). `scripts/bench` does both.
+
+mod floor;
+mod report;
+mod setup;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::report::{ConfigFigures, Report};
+use crate::worker::{ModuleFigures, WorkerArgs};
+
+/// Benchmark ittc through PKCS#11 against SoftHSM2 and the arithmetic floor.
+#[derive(Parser)]
+#[command(name = "ittc-bench", version, about)]
+struct Cli {
+    /// RSA-2048 2-of-3 only, short runs (under a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    worker: Option<Worker>,
+}
+
+#[derive(Subcommand)]
+enum Worker {
+    /// (internal) measure one module; run by the benchmark itself.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+struct Plan {
+    configs: Vec<(usize, u8, u8)>,
+    samples: usize,
+    seconds: f64,
+    floor_budget: Duration,
+    threads: Vec<usize>,
+}
+
+fn bin_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    exe.parent()
+        .map(Path::to_owned)
+        .ok_or_else(|| "no folder".into())
+}
+
+/// Runs `ittc-bench worker` with `env` set for the module, and reads its figures.
+fn measure_module(
+    module: &Path,
+    env: (&str, &Path),
+    generate: Option<usize>,
+    plan: &Plan,
+) -> Result<ModuleFigures, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let threads: Vec<String> = plan.threads.iter().map(usize::to_string).collect();
+    let mut command = Command::new(exe);
+    command
+        .arg("worker")
+        .arg("--module")
+        .arg(module)
+        .args(["--pin", setup::PIN, "--id", setup::KEY_ID])
+        .args([
+            "--samples",
+            &plan.samples.to_string(),
+            "--seconds",
+            &plan.seconds.to_string(),
+        ])
+        .args(["--threads", &threads.join(",")])
+        .env(env.0, env.1)
+        .stdin(Stdio::null());
+    if let Some(bits) = generate {
+        command.args(["--generate", &bits.to_string()]);
+    }
+    let out = command.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "measuring {}: {}",
+            module.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("worker output: {e}"))
+}
+
+fn run(cli: &Cli) -> Result<Report, String> {
+    let plan = if cli.quick {
+        Plan {
+            configs: vec![(2048, 2, 3)],
+            samples: 100,
+            seconds: 1.5,
+            floor_budget: Duration::from_millis(700),
+            threads: vec![1, 2, 4, 16],
+        }
+    } else {
+        Plan {
+            configs: vec![(2048, 2, 3), (3072, 2, 3), (4096, 2, 3), (2048, 3, 5)],
+            samples: 400,
+            seconds: 4.0,
+            floor_budget: Duration::from_secs(2),
+            threads: vec![1, 2, 4, 16],
+        }
+    };
+    let bins = bin_dir()?;
+    let module = bins.join("libittc_pkcs11.so");
+    if !module.is_file() || !bins.join("ittc-appliance").is_file() {
+        return Err(format!(
+            "{} needs libittc_pkcs11.so and ittc-appliance beside it: \
+             cargo build --release -p ittc-bench -p ittc-appliance -p ittc-pkcs11",
+            bins.display()
+        ));
+    }
+    let mut softhsm_by_bits: Vec<(usize, ModuleFigures)> = Vec::new();
+    let mut configs = Vec::new();
+    for &(bits, k, n) in &plan.configs {
+        eprintln!("==> RSA-{bits} {k}-of-{n}: cluster, key import");
+        let cluster = setup::ittc_cluster(bits, k, n, &bins)?;
+        eprintln!("==> RSA-{bits} {k}-of-{n}: floor");
+        let floor = floor::measure(
+            &cluster.key,
+            usize::from(k),
+            usize::from(n),
+            plan.floor_budget,
+        )?;
+        eprintln!("==> RSA-{bits} {k}-of-{n}: ittc through PKCS#11");
+        let ittc = measure_module(
+            &module,
+            ("ITTC_PKCS11_CONFIG", &cluster.config()),
+            None,
+            &plan,
+        )?;
+        drop(cluster);
+        let softhsm = match softhsm_by_bits.iter().find(|(b, _)| *b == bits) {
+            Some((_, f)) => f.clone(),
+            None => {
+                eprintln!("==> RSA-{bits}: SoftHSM2");
+                let hsm = setup::softhsm()?;
+                let f = measure_module(
+                    Path::new(setup::SOFTHSM_MODULE),
+                    ("SOFTHSM2_CONF", &hsm.config()),
+                    Some(bits),
+                    &plan,
+                )?;
+                softhsm_by_bits.push((bits, f.clone()));
+                f
+            }
+        };
+        configs.push(ConfigFigures::new(bits, k, n, ittc, softhsm, floor));
+    }
+    Ok(Report::new(cli.quick, configs))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Worker::Worker(args)) = &cli.worker {
+        return match worker::run(args)
+            .and_then(|f| serde_json::to_string(&f).map_err(|e| e.to_string()))
+        {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(&cli) {
+        Ok(report) => {
+            print!("{}", report.table());
+            if let Some(path) = &cli.json {
+                let written = serde_json::to_string_pretty(&report)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
+                if let Err(e) = written {
+                    eprintln!("ittc-bench: {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ittc-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What the benchmark measures against: a local ittc cluster (made with the `ittc` CLI's
+//! own functions, appliances as child processes killed on drop) and a SoftHSM2 token.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ittc_provisioning::cluster::Cluster;
+use ittc_provisioning::init::{InitOptions, init};
+use ittc_threshold::RsaPrivateKey;
+use ittc_wire::UserKind;
+use rsa::pkcs8::EncodePrivateKey as _;
+
+/// The PIN both tokens get.
+pub const PIN: &str = "123456";
+/// The key id both tokens use.
+pub const KEY_ID: &str = "be";
+/// Debian's SoftHSM2 module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A running local cluster with one key.
+pub struct IttcCluster {
+    /// Its folder (pkcs11.toml inside).
+    pub dir: tempfile::TempDir,
+    /// The key that was imported (kept by the benchmark for the floor's combine).
+    pub key: RsaPrivateKey,
+    children: Vec<Child>,
+}
+
+impl IttcCluster {
+    /// The module's configuration file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join(ittc_wire::cluster::FILE_NAME)
+    }
+}
+
+impl Drop for IttcCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+fn start_appliance(program: &Path, config: &Path, log: &Path) -> Result<Child, String> {
+    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let mut child = Command::new(program)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) if line.starts_with("listening on") => Ok(child),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("appliance {} did not start", config.display()))
+        }
+    }
+}
+
+/// Generates an RSA key of `bits`, starts a k-of-n cluster on loopback and imports the key.
+pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcCluster, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cluster_dir = dir.path().to_owned();
+    let cluster_dir = cluster_dir.as_path();
+    let mut hosts = Vec::new();
+    for index in 1..=n {
+        hosts.push((index, format!("127.0.0.1:{}", free_port()?)));
+    }
+    init(&InitOptions {
+        appliances: n,
+        threshold: k,
+        out: cluster_dir.to_owned(),
+        hosts,
+    })
+    .map_err(|e| e.to_string())?;
+    let program = bin_dir.join("ittc-appliance");
+    let mut children = Vec::new();
+    for index in 1..=n {
+        let config = cluster_dir.join(format!("appliance-{index}.toml"));
+        children.push(start_appliance(
+            &program,
+            &config,
+            &cluster_dir.join(format!("appliance-{index}.log")),
+        )?);
+    }
+    let generated = rsa::PrivateKey::new(&mut rand::rng(), bits).map_err(|e| e.to_string())?;
+    let der = generated.to_pkcs8_der().map_err(|e| e.to_string())?;
+    let key = RsaPrivateKey::from_der(der.as_bytes(), None).map_err(|e| e.to_string())?;
+    let running = IttcCluster { dir, key, children };
+    let cluster = Cluster::open(cluster_dir).map_err(|e| e.to_string())?;
+    ittc_provisioning::pin::set(&cluster, UserKind::User, PIN.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let id = hex::decode(KEY_ID).map_err(|e| e.to_string())?;
+    ittc_provisioning::import::import(&cluster, &running.key, &id, "bench", None, &|_| {})
+        .map_err(|e| e.to_string())?;
+    Ok(running)
+}
+
+/// A SoftHSM2 token in a temporary folder.
+pub struct SoftHsm {
+    /// Its folder.
+    pub dir: tempfile::TempDir,
+}
+
+impl SoftHsm {
+    /// The `SOFTHSM2_CONF` file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+}
+
+/// Initialises a fresh SoftHSM2 token with the user PIN.
+pub fn softhsm() -> Result<SoftHsm, String> {
+    if !Path::new(SOFTHSM_MODULE).is_file() {
+        return Err(format!(
+            "{SOFTHSM_MODULE} is missing: apt-get install softhsm2"
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).map_err(|e| e.to_string())?;
+    let hsm = SoftHsm { dir };
+    std::fs::write(
+        hsm.config(),
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--so-pin",
+            "12345678",
+            "--pin",
+            PIN,
+        ])
+        .env("SOFTHSM2_CONF", hsm.config())
+        .output()
+        .map_err(|e| format!("softhsm2-util: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(hsm)
+}
