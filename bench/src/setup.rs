@@ -1,14 +1,14 @@
 //! What the benchmark measures against: a local ittc cluster (made with the `ittc` CLI's
 //! own functions, appliances as child processes killed on drop) and a SoftHSM2 token.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use ittc_provisioning::cluster::Cluster;
 use ittc_provisioning::init::{InitOptions, init};
+use ittc_provisioning::process::spawn_appliance;
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
 use rsa::pkcs8::EncodePrivateKey as _;
@@ -53,33 +53,6 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn start_appliance(program: &Path, config: &Path, log: &Path) -> Result<Child, String> {
-    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
-    let mut child = Command::new(program)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(line) if line.starts_with("listening on") => Ok(child),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!("appliance {} did not start", config.display()))
-        }
-    }
-}
-
 /// Generates an RSA key of `bits`, starts a k-of-n cluster on loopback and imports the key.
 pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcCluster, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -100,11 +73,10 @@ pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcClu
     let mut children = Vec::new();
     for index in 1..=n {
         let config = cluster_dir.join(format!("appliance-{index}.toml"));
-        children.push(start_appliance(
-            &program,
-            &config,
-            &cluster_dir.join(format!("appliance-{index}.log")),
-        )?);
+        let log = cluster_dir.join(format!("appliance-{index}.log"));
+        let (child, _) = spawn_appliance(&program, &config, &log, false, Duration::from_secs(30))
+            .map_err(|e| e.to_string())?;
+        children.push(child);
     }
     let generated = rsa::PrivateKey::new(&mut rand::rng(), bits).map_err(|e| e.to_string())?;
     let der = generated.to_pkcs8_der().map_err(|e| e.to_string())?;

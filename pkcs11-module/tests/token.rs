@@ -1,175 +1,32 @@
 //! The built `libittc_pkcs11.so`, loaded through the `cryptoki` crate the way an
 //! application loads it, against real appliance processes. Every signature is checked and
 //! every ciphertext made with OpenSSL and the public key alone.
+//!
+//! Each test runs in a child process of this binary (`support::isolated`): the module is
+//! one per process and finds its configuration and log file through the environment,
+//! which the parent sets for the child only.
 
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use ittc_tests::{Cluster, Options};
-use ittc_threshold::RsaPrivateKey;
-use ittc_wire::cluster::{ApplianceEntry, ClusterConfig, TimeoutConfig, TlsFiles, TokenConfig};
+use ittc_wire::{Request, Response, SecretBytes, UserKind};
 use openssl::encrypt::Encrypter;
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
-use openssl::rsa::{Padding, Rsa};
-use openssl::sign::{RsaPssSaltlen, Verifier};
-
-const PIN: &str = "123456";
-const KEY_ID: &[u8] = b"\x01";
-
-/// The module is one per process: tests that load it take turns.
-static MODULE_LOCK: Mutex<()> = Mutex::new(());
-
-fn module_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/<profile>/libittc_pkcs11.so
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("libittc_pkcs11.so");
-    assert!(path.is_file(), "{} is missing", path.display());
-    path
-}
-
-struct Fixture {
-    cluster: Cluster,
-    openssl: PKey<Private>,
-    pkcs11: Option<Pkcs11>,
-    _guard: MutexGuard<'static, ()>,
-}
-
-impl Fixture {
-    /// A k-of-n cluster with one imported RSA-2048 key, the user PIN set, a pkcs11.toml
-    /// pointing at it, and the module loaded and initialised.
-    fn new(k: usize, n: u8, retry_after_ms: u64) -> Self {
-        let guard = MODULE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cluster = Cluster::new(n, &Options::default());
-        cluster.start_all();
-        let rsa = Rsa::generate(2048).unwrap();
-        let key = RsaPrivateKey::from_bytes(&rsa.private_key_to_pem().unwrap(), None).unwrap();
-        cluster.import_key(&key, k, KEY_ID, "test key");
-        cluster.set_user_pin(PIN.as_bytes());
-        let hello = cluster.connect_as(1, "client").unwrap();
-        let dir = cluster.dir();
-        let config = ClusterConfig {
-            cluster_id: hex::encode(hello.hello().cluster_id),
-            threshold: u8::try_from(k).unwrap(),
-            tls: TlsFiles {
-                ca: dir.join("ca.pem"),
-                cert: dir.join("client.pem"),
-                key: dir.join("client.key"),
-            },
-            appliances: (1..=n)
-                .map(|i| ApplianceEntry {
-                    index: i,
-                    address: cluster.address(i).to_string(),
-                })
-                .collect(),
-            timeouts: TimeoutConfig {
-                connect_ms: 1000,
-                request_ms: 5000,
-                retry_after_ms,
-            },
-            token: TokenConfig::default(),
-        };
-        let path = dir.join("pkcs11.toml");
-        std::fs::write(&path, config.to_toml().unwrap()).unwrap();
-        set_env("ITTC_PKCS11_CONFIG", &path);
-        let pkcs11 = Pkcs11::new(module_path()).unwrap();
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .unwrap();
-        Self {
-            cluster,
-            openssl: PKey::from_rsa(rsa).unwrap(),
-            pkcs11: Some(pkcs11),
-            _guard: guard,
-        }
-    }
-
-    fn pkcs11(&self) -> &Pkcs11 {
-        self.pkcs11.as_ref().unwrap()
-    }
-
-    fn session(&self) -> Session {
-        let slot = self.pkcs11().get_slots_with_token().unwrap()[0];
-        self.pkcs11().open_rw_session(slot).unwrap()
-    }
-
-    fn user_session(&self) -> Session {
-        let session = self.session();
-        session
-            .login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
-            .unwrap();
-        session
-    }
-
-    fn public(&self) -> PKey<openssl::pkey::Public> {
-        PKey::public_key_from_der(&self.openssl.public_key_to_der().unwrap()).unwrap()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(p) = self.pkcs11.take() {
-            let _ = p.finalize();
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-fn set_env(name: &str, value: &Path) {
-    // SAFETY: the callers hold MODULE_LOCK; no other thread of this test binary touches
-    // the environment meanwhile.
-    unsafe { std::env::set_var(name, value) };
-}
-
-fn find_one(session: &Session, class: ObjectClass) -> ObjectHandle {
-    let found = session
-        .find_objects(&[Attribute::Class(class), Attribute::Id(KEY_ID.to_vec())])
-        .unwrap();
-    assert_eq!(found.len(), 1, "{class:?}");
-    found[0]
-}
-
-fn rv(err: CkError) -> RvError {
-    match err {
-        CkError::Pkcs11(rv, _) => rv,
-        other => panic!("expected a PKCS#11 error, got {other:?}"),
-    }
-}
-
-fn verify_pkcs1(public: &PKey<openssl::pkey::Public>, md: MessageDigest, msg: &[u8], sig: &[u8]) {
-    let mut v = Verifier::new(md, public).unwrap();
-    v.set_rsa_padding(Padding::PKCS1).unwrap();
-    v.update(msg).unwrap();
-    assert!(
-        v.verify(sig).unwrap(),
-        "PKCS#1 v1.5 signature, {} bytes",
-        sig.len()
-    );
-}
-
-fn verify_pss(public: &PKey<openssl::pkey::Public>, md: MessageDigest, msg: &[u8], sig: &[u8]) {
-    let mut v = Verifier::new(md, public).unwrap();
-    v.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
-    v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
-    v.set_rsa_mgf1_md(md).unwrap();
-    v.update(msg).unwrap();
-    assert!(v.verify(sig).unwrap(), "PSS signature, {} bytes", sig.len());
-}
+use openssl::rsa::Padding;
+use support::{
+    Fixture, PIN, Setup, find_one, isolated, log_path, module_path, rv, verify_pkcs1, verify_pss,
+};
 
 fn pss(hash: MechanismType, mgf: PkcsMgfType, salt: u64) -> PkcsPssParams {
     PkcsPssParams {
@@ -181,7 +38,14 @@ fn pss(hash: MechanismType, mgf: PkcsMgfType, salt: u64) -> PkcsPssParams {
 
 #[test]
 fn every_sign_mechanism_gives_signatures_openssl_verifies() {
-    let fx = Fixture::new(2, 3, 5000);
+    isolated(
+        "every_sign_mechanism_gives_signatures_openssl_verifies",
+        every_sign_mechanism_gives_signatures_openssl_verifies_body,
+    );
+}
+
+fn every_sign_mechanism_gives_signatures_openssl_verifies_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
     let session = fx.user_session();
     let key = find_one(&session, ObjectClass::PRIVATE_KEY);
     let public = fx.public();
@@ -278,7 +142,14 @@ fn every_sign_mechanism_gives_signatures_openssl_verifies() {
 
 #[test]
 fn decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts() {
-    let fx = Fixture::new(2, 3, 5000);
+    isolated(
+        "decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts",
+        decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts_body,
+    );
+}
+
+fn decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
     let session = fx.user_session();
     let key = find_one(&session, ObjectClass::PRIVATE_KEY);
     let public = fx.public();
@@ -340,7 +211,14 @@ fn decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts() {
 
 #[test]
 fn objects_and_attributes_follow_the_specification() {
-    let fx = Fixture::new(2, 3, 5000);
+    isolated(
+        "objects_and_attributes_follow_the_specification",
+        objects_and_attributes_follow_the_specification_body,
+    );
+}
+
+fn objects_and_attributes_follow_the_specification_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
     // Before login: the public key is visible, the private key is not.
     let public_session = fx.session();
     let found = public_session
@@ -421,7 +299,14 @@ fn objects_and_attributes_follow_the_specification() {
 
 #[test]
 fn wrong_pin_is_refused_and_the_right_one_then_works() {
-    let fx = Fixture::new(2, 3, 5000);
+    isolated(
+        "wrong_pin_is_refused_and_the_right_one_then_works",
+        wrong_pin_is_refused_and_the_right_one_then_works_body,
+    );
+}
+
+fn wrong_pin_is_refused_and_the_right_one_then_works_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
     let session = fx.session();
     let err = session
         .login(UserType::User, Some(&AuthPin::from("999999".to_owned())))
@@ -440,7 +325,17 @@ fn wrong_pin_is_refused_and_the_right_one_then_works() {
 
 #[test]
 fn a_dead_appliance_costs_nothing_and_two_dead_fail_fast_then_recover() {
-    let mut fx = Fixture::new(2, 3, 500);
+    isolated(
+        "a_dead_appliance_costs_nothing_and_two_dead_fail_fast_then_recover",
+        a_dead_appliance_costs_nothing_and_two_dead_fail_fast_then_recover_body,
+    );
+}
+
+fn a_dead_appliance_costs_nothing_and_two_dead_fail_fast_then_recover_body() {
+    let mut fx = Fixture::new(&Setup {
+        retry_after_ms: 500,
+        ..Setup::new(2, 3)
+    });
     let session = fx.user_session();
     let key = find_one(&session, ObjectClass::PRIVATE_KEY);
     let public = fx.public();
@@ -465,6 +360,269 @@ fn a_dead_appliance_costs_nothing_and_two_dead_fail_fast_then_recover() {
         "took {:?}",
         start.elapsed()
     );
-    // Restarted appliances listen on new ports: the test rewrites nothing, so restart is
-    // checked through a fresh module with a fresh configuration in a later test.
+    // Both come back on their old addresses; once the back-off (500 ms) has passed, the
+    // module asks them again and signing works.
+    fx.cluster.restart(2);
+    fx.cluster.restart(3);
+    std::thread::sleep(Duration::from_millis(600));
+    for i in 0..4 {
+        let msg = format!("after restart {i}");
+        let sig = session
+            .sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes())
+            .unwrap();
+        verify_pkcs1(&public, MessageDigest::sha256(), msg.as_bytes(), &sig);
+    }
+    // And with appliance 1 gone, the two restarted ones carry the quorum alone.
+    fx.cluster.kill(1);
+    for i in 0..3 {
+        let msg = format!("on the restarted pair {i}");
+        let sig = session
+            .sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes())
+            .unwrap();
+        verify_pkcs1(&public, MessageDigest::sha256(), msg.as_bytes(), &sig);
+    }
+}
+
+#[test]
+fn three_of_five_signs_and_decrypts() {
+    isolated("three_of_five_signs_and_decrypts", || {
+        let fx = Fixture::new(&Setup::new(3, 5));
+        let session = fx.user_session();
+        let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+        let public = fx.public();
+        for i in 0..5 {
+            let msg = format!("three of five, message {i}");
+            let sig = session
+                .sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes())
+                .unwrap();
+            verify_pkcs1(&public, MessageDigest::sha256(), msg.as_bytes(), &sig);
+        }
+        let digest = openssl::sha::sha256(b"tls 1.3 transcript");
+        let params = pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32);
+        let sig = session
+            .sign(&Mechanism::RsaPkcsPss(params), key, &digest)
+            .unwrap();
+        verify_pss(
+            &public,
+            MessageDigest::sha256(),
+            b"tls 1.3 transcript",
+            &sig,
+        );
+        let secret = b"three of five";
+        let ct = oaep_sha256(&fx, secret);
+        let params = PkcsOaepParams::new(
+            MechanismType::SHA256,
+            PkcsMgfType::MGF1_SHA256,
+            PkcsOaepSource::empty(),
+        );
+        let pt = session
+            .decrypt(&Mechanism::RsaPkcsOaep(params), key, &ct)
+            .unwrap();
+        assert_eq!(pt, secret);
+    });
+}
+
+fn oaep_sha256(fx: &Fixture, secret: &[u8]) -> Vec<u8> {
+    let public = fx.public();
+    let mut enc = Encrypter::new(&public).unwrap();
+    enc.set_rsa_padding(Padding::PKCS1_OAEP).unwrap();
+    enc.set_rsa_oaep_md(MessageDigest::sha256()).unwrap();
+    enc.set_rsa_mgf1_md(MessageDigest::sha256()).unwrap();
+    let mut ct = vec![0u8; enc.encrypt_len(secret).unwrap()];
+    let len = enc.encrypt(secret, &mut ct).unwrap();
+    ct.truncate(len);
+    ct
+}
+
+/// k-of-n with appliance `bad` behind a proxy that corrupts every partial it returns:
+/// signatures and decryptions stay right and the log names `bad`, and only `bad`.
+fn wrong_partials_change_nothing(k: usize, n: u8, bad: u8) {
+    let fx = Fixture::new(&Setup {
+        bad: vec![bad],
+        ..Setup::new(k, n)
+    });
+    let session = fx.user_session();
+    let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+    let public = fx.public();
+    // The module starts with a different appliance each call: over n calls, `bad` is
+    // among the first k asked several times.
+    for i in 0..2 * usize::from(n) {
+        let msg = format!("message {i} with a liar in the cluster");
+        let sig = session
+            .sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes())
+            .unwrap();
+        verify_pkcs1(&public, MessageDigest::sha256(), msg.as_bytes(), &sig);
+    }
+    for i in 0..n {
+        let secret = format!("secret {i}");
+        let ct = oaep_sha256(&fx, secret.as_bytes());
+        let params = PkcsOaepParams::new(
+            MechanismType::SHA256,
+            PkcsMgfType::MGF1_SHA256,
+            PkcsOaepSource::empty(),
+        );
+        let pt = session
+            .decrypt(&Mechanism::RsaPkcsOaep(params), key, &ct)
+            .unwrap();
+        assert_eq!(pt, secret.as_bytes());
+    }
+    let log = std::fs::read_to_string(log_path()).unwrap();
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("appliance returned a wrong partial result"))
+        .collect();
+    assert!(
+        !named.is_empty(),
+        "the wrong partials were not logged:\n{log}"
+    );
+    for line in named {
+        assert!(
+            line.contains(&format!("appliance={bad}")) && line.contains("ERROR"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_partial_in_2_of_3_changes_no_result_and_is_named_in_the_log() {
+    isolated(
+        "a_wrong_partial_in_2_of_3_changes_no_result_and_is_named_in_the_log",
+        || wrong_partials_change_nothing(2, 3, 3),
+    );
+}
+
+#[test]
+fn a_wrong_partial_in_3_of_5_changes_no_result_and_is_named_in_the_log() {
+    isolated(
+        "a_wrong_partial_in_3_of_5_changes_no_result_and_is_named_in_the_log",
+        || wrong_partials_change_nothing(3, 5, 2),
+    );
+}
+
+#[test]
+fn three_wrong_pins_lock_the_token_even_for_the_right_pin() {
+    isolated(
+        "three_wrong_pins_lock_the_token_even_for_the_right_pin",
+        || {
+            // The harness's appliances lock after 3 failures.
+            let fx = Fixture::new(&Setup::new(2, 3));
+            let session = fx.session();
+            let wrong = AuthPin::from("999999".to_owned());
+            for attempt in 1..=3 {
+                let err = rv(session.login(UserType::User, Some(&wrong)).unwrap_err());
+                if attempt < 3 {
+                    assert_eq!(err, RvError::PinIncorrect, "attempt {attempt}");
+                } else {
+                    assert!(
+                        matches!(err, RvError::PinIncorrect | RvError::PinLocked),
+                        "attempt {attempt}: {err:?}"
+                    );
+                }
+            }
+            let right = AuthPin::from(PIN.to_owned());
+            let err = rv(session.login(UserType::User, Some(&right)).unwrap_err());
+            assert_eq!(err, RvError::PinLocked);
+            let hidden = session
+                .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+                .unwrap();
+            assert!(hidden.is_empty());
+        },
+    );
+}
+
+#[test]
+fn the_so_sets_the_user_pin_and_the_user_changes_it() {
+    isolated("the_so_sets_the_user_pin_and_the_user_changes_it", || {
+        let fx = Fixture::new(&Setup::new(2, 3));
+        let so_pin = "so-secret-1";
+        for i in 1..=3 {
+            let mut admin = fx.cluster.connect_as(i, "admin").unwrap();
+            let answer = admin
+                .request(&Request::SetPin {
+                    user: UserKind::SecurityOfficer,
+                    pin: SecretBytes::new(so_pin.as_bytes().to_vec()),
+                })
+                .unwrap();
+            assert_eq!(answer, Response::Ok);
+        }
+        let login = |session: &cryptoki::session::Session, user, pin: &str| {
+            session.login(user, Some(&AuthPin::from(pin.to_owned())))
+        };
+        let session = fx.session();
+
+        // C_InitPIN needs the SO.
+        let err = session
+            .init_pin(&AuthPin::from("654321".to_owned()))
+            .unwrap_err();
+        assert_eq!(rv(err), RvError::UserNotLoggedIn);
+        login(&session, UserType::So, so_pin).unwrap();
+        session
+            .init_pin(&AuthPin::from("654321".to_owned()))
+            .unwrap();
+        session.logout().unwrap();
+        let err = login(&session, UserType::User, PIN).unwrap_err();
+        assert_eq!(rv(err), RvError::PinIncorrect, "the old PIN still works");
+        login(&session, UserType::User, "654321").unwrap();
+        let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+        let sig = session.sign(&Mechanism::Sha256RsaPkcs, key, b"x").unwrap();
+        verify_pkcs1(&fx.public(), MessageDigest::sha256(), b"x", &sig);
+
+        // C_SetPIN: the user changes their own PIN; the session stays usable.
+        session
+            .set_pin(
+                &AuthPin::from("654321".to_owned()),
+                &AuthPin::from("24681357".to_owned()),
+            )
+            .unwrap();
+        session.sign(&Mechanism::Sha256RsaPkcs, key, b"y").unwrap();
+        session.logout().unwrap();
+        let err = login(&session, UserType::User, "654321").unwrap_err();
+        assert_eq!(
+            rv(err),
+            RvError::PinIncorrect,
+            "the replaced PIN still works"
+        );
+        login(&session, UserType::User, "24681357").unwrap();
+        session.sign(&Mechanism::Sha256RsaPkcs, key, b"z").unwrap();
+    });
+}
+
+fn threads_of_this_process() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn no_thread_is_left_after_finalize() {
+    isolated("no_thread_is_left_after_finalize", || {
+        let mut fx = Fixture::prepare(&Setup::new(2, 3), &support::config_path());
+        let before = threads_of_this_process();
+        fx.load(CInitializeFlags::OS_LOCKING_OK);
+        {
+            let session = fx.user_session();
+            let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+            for _ in 0..3 {
+                session.sign(&Mechanism::Sha256RsaPkcs, key, b"x").unwrap();
+            }
+        }
+        fx.pkcs11.take().unwrap().finalize().unwrap();
+        assert_eq!(threads_of_this_process(), before);
+    });
+}
+
+#[test]
+fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
+    isolated(
+        "an_application_that_forbids_threads_gets_a_working_token_without_them",
+        || {
+            let mut fx = Fixture::prepare(&Setup::new(2, 3), &support::config_path());
+            // NSS initialises every module this way.
+            fx.load(
+                CInitializeFlags::OS_LOCKING_OK | CInitializeFlags::LIBRARY_CANT_CREATE_OS_THREADS,
+            );
+            let session = fx.user_session();
+            let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+            let sig = session.sign(&Mechanism::Sha256RsaPkcs, key, b"x").unwrap();
+            verify_pkcs1(&fx.public(), MessageDigest::sha256(), b"x", &sig);
+        },
+    );
 }

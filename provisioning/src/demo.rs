@@ -4,9 +4,7 @@
 //! them; running the demo again reuses a running cluster or restarts a stopped one with the
 //! same key.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +17,7 @@ use zeroize::Zeroizing;
 use crate::cluster::Cluster;
 use crate::error::CliError;
 use crate::init::{InitOptions, init, write_private};
+use crate::process::{appliance_program, spawn_appliance};
 
 /// The demo key's id (`CKA_ID`) and label.
 pub const KEY_ID: &[u8] = &[0x01];
@@ -299,60 +298,17 @@ fn running(dir: &Path, index: u8) -> bool {
     read_pid(dir, index).is_some_and(alive)
 }
 
-/// The `ittc-appliance` next to this program, else the one on the PATH.
-pub fn appliance_program() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("ittc-appliance")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("ittc-appliance"))
-}
-
 /// Starts appliance `index` of the cluster in `dir` in its own process group, waits for
-/// its `listening on` line, and records its pid.
+/// it to listen, and records its pid.
 fn start(dir: &Path, index: u8) -> Result<(), CliError> {
-    let config = dir.join(format!("appliance-{index}.toml"));
-    let log_path = dir.join(format!("appliance-{index}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| CliError::file(&log_path, e))?;
-    let program = appliance_program();
-    let mut child = Command::new(&program)
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            CliError::appliance(index, format!("cannot run {}: {e}", program.display()))
-        })?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| CliError::appliance(index, "no stdout"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(START_TIMEOUT) {
-        Ok(line) if line.starts_with("listening on") => {}
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last = log.lines().last().unwrap_or("(no log)");
-            return Err(CliError::appliance(
-                index,
-                format!("did not start: {last} (log: {})", log_path.display()),
-            ));
-        }
-    }
+    let (child, _) = spawn_appliance(
+        &appliance_program(),
+        &dir.join(format!("appliance-{index}.toml")),
+        &dir.join(format!("appliance-{index}.log")),
+        true,
+        START_TIMEOUT,
+    )
+    .map_err(|e| CliError::appliance(index, e))?;
     let pid_path = pid_file(dir, index);
     std::fs::write(&pid_path, child.id().to_string()).map_err(|e| CliError::file(pid_path, e))
 }

@@ -15,6 +15,7 @@ pub mod import;
 pub mod init;
 pub mod pin;
 pub mod pki;
+pub mod process;
 pub mod prompt;
 pub mod status;
 pub mod token;

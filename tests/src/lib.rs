@@ -12,12 +12,10 @@
 // A harness: a failure to set up is a test failure, reported with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ittc_provisioning::pki::{CertifiedKey, ClusterCa};
@@ -84,6 +82,7 @@ pub struct Appliance {
 /// A cluster of n appliances in a temporary folder.
 pub struct Cluster {
     dir: tempfile::TempDir,
+    cluster_id: [u8; 16],
     /// The cluster CA.
     pub ca: ClusterCa,
     /// The appliances, index i at position i−1.
@@ -173,9 +172,15 @@ impl Cluster {
         }
         Self {
             dir,
+            cluster_id,
             ca,
             appliances,
         }
+    }
+
+    /// The cluster id written into every appliance config.
+    pub fn cluster_id(&self) -> [u8; 16] {
+        self.cluster_id
     }
 
     /// The cluster folder.
@@ -189,50 +194,59 @@ impl Cluster {
 
     /// Starts appliance `index` and waits until it listens; returns its address.
     pub fn start(&mut self, index: u8) -> SocketAddr {
+        self.spawn(index).unwrap_or_else(|msg| panic!("{msg}"))
+    }
+
+    /// Starts a stopped or killed appliance again on the address it had, so that clients
+    /// configured with that address find it. The listener sets `SO_REUSEADDR` (tokio does
+    /// on Unix), so connections of the previous process in TIME_WAIT do not block the bind;
+    /// a bind that fails anyway is retried for a few seconds.
+    pub fn restart(&mut self, index: u8) -> SocketAddr {
+        let old = self.appliances[usize::from(index) - 1]
+            .address
+            .unwrap_or_else(|| panic!("appliance {index} never started"));
+        let config = &self.appliances[usize::from(index) - 1].config;
+        let text = std::fs::read_to_string(config).unwrap();
+        let text: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("listen = ") {
+                    format!("listen = \"{old}\"\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        write(config, text.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn(index) {
+                Ok(address) => {
+                    assert_eq!(address, old, "appliance {index} moved");
+                    return address;
+                }
+                Err(msg) if Instant::now() >= deadline => panic!("{msg}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Runs appliance `index` and waits for its `listening on` line.
+    fn spawn(&mut self, index: u8) -> Result<SocketAddr, String> {
         let bin = appliance_binary();
         let a = self.appliance(index);
         assert!(a.child.is_none(), "appliance {index} is running already");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&a.log)
-            .unwrap();
-        let mut child = Command::new(bin)
-            .arg("--config")
-            .arg(&a.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the appliance never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(PROCESS_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "appliance {index} did not start; log:\n{}",
-                    std::fs::read_to_string(&a.log).unwrap_or_default()
-                );
-            }
-        };
-        let address: SocketAddr = line
-            .strip_prefix("listening on ")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from appliance {index}: {line}"));
+        let (child, address) = ittc_provisioning::process::spawn_appliance(
+            &bin,
+            &a.config,
+            &a.log,
+            false,
+            PROCESS_TIMEOUT,
+        )
+        .map_err(|e| format!("appliance {index}: {e}"))?;
         a.child = Some(child);
         a.address = Some(address);
-        address
+        Ok(address)
     }
 
     /// Starts every appliance.

@@ -4,7 +4,6 @@
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -54,28 +53,14 @@ struct Running {
 
 impl Running {
     fn start(&mut self, index: u8) {
-        let config = self.dir.join(format!("appliance-{index}.toml"));
-        let log = std::fs::File::create(self.dir.join(format!("appliance-{index}.log"))).unwrap();
-        let mut child = Command::new(binary("ittc-appliance"))
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        assert!(
-            line.starts_with("listening on"),
-            "appliance {index} did not start: {line}"
-        );
+        let (child, _) = ittc_provisioning::process::spawn_appliance(
+            &binary("ittc-appliance"),
+            &self.dir.join(format!("appliance-{index}.toml")),
+            &self.dir.join(format!("appliance-{index}.log")),
+            false,
+            Duration::from_secs(20),
+        )
+        .unwrap();
         self.children[usize::from(index) - 1] = Some(child);
     }
 

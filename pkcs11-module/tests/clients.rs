@@ -1,0 +1,293 @@
+//! Real PKCS#11 clients against the built module and real appliances: OpenSC's
+//! `pkcs11-tool` and `p11-kit`, run as processes (bounded in time), with every result they
+//! produce checked independently (OpenSSL and the public key). The module finds its
+//! configuration through `ITTC_PKCS11_CONFIG`, set on the client process only.
+
+// Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openssl::hash::MessageDigest;
+use support::{Fixture, KEY_LABEL, PIN, Setup, module_path, run, verify_pkcs1, verify_pss};
+
+/// How long one client run may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One cluster at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+struct Client {
+    fx: Fixture,
+    _config_dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Client {
+    fn new(setup: &Setup) -> Self {
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let fx = Fixture::prepare(setup, &dir.path().join("pkcs11.toml"));
+        Self {
+            fx,
+            _config_dir: dir,
+            _turn: turn,
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.fx.cluster.dir().join(name)
+    }
+
+    /// `pkcs11-tool --module <so> ARGS` with the module's configuration and a log file.
+    fn tool(&self, args: &[&str]) -> (ExitStatus, String) {
+        let mut all: Vec<OsString> = vec!["--module".into(), module_path().into()];
+        all.extend(args.iter().map(OsString::from));
+        run("pkcs11-tool", &all, &self.env(), CLIENT_TIMEOUT)
+    }
+
+    fn env(&self) -> Vec<(&'static str, OsString)> {
+        vec![
+            ("ITTC_PKCS11_CONFIG", self.fx.config_path.clone().into()),
+            ("ITTC_PKCS11_LOG", self.file("pkcs11.log").into()),
+        ]
+    }
+
+    /// Like [`Self::tool`], failing the test unless it exits 0.
+    fn tool_ok(&self, args: &[&str]) -> String {
+        let (status, out) = self.tool(args);
+        assert!(
+            status.success(),
+            "pkcs11-tool {args:?}: {status}\n{out}\nmodule log:\n{}",
+            self.log()
+        );
+        out
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.file("pkcs11.log")).unwrap_or_default()
+    }
+}
+
+/// `openssl ARGS`, which must succeed.
+fn openssl(args: &[&OsStr]) {
+    let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+    let (status, out) = run("openssl", &args, &[], CLIENT_TIMEOUT);
+    assert!(status.success(), "openssl {args:?}: {status}\n{out}");
+}
+
+#[test]
+fn pkcs11_tool_lists_the_objects() {
+    let c = Client::new(&Setup::new(2, 3));
+    let public = c.tool_ok(&["--list-objects"]);
+    assert!(
+        public.contains("Public Key Object; RSA 2048 bits"),
+        "{public}"
+    );
+    assert!(public.contains(KEY_LABEL), "{public}");
+    assert!(!public.contains("Private Key Object"), "{public}");
+    let all = c.tool_ok(&["--list-objects", "--login", "--pin", PIN]);
+    assert!(all.contains("Private Key Object; RSA"), "{all}");
+    assert!(all.contains("ID:         01"), "{all}");
+}
+
+#[test]
+fn pkcs11_tool_signatures_verify_with_openssl() {
+    let c = Client::new(&Setup::new(2, 3));
+    let public = c.fx.public();
+    let msg = b"signed by pkcs11-tool through a threshold";
+    let digest = openssl::sha::sha256(msg);
+    let mut digest_info = hex::decode("3031300d060960864801650304020105000420").unwrap();
+    digest_info.extend_from_slice(&digest);
+    std::fs::write(c.file("msg"), msg).unwrap();
+    std::fs::write(c.file("digest"), digest).unwrap();
+    std::fs::write(c.file("digest-info"), &digest_info).unwrap();
+    let sign = |mechanism: &str, input: &str, extra: &[&str]| -> Vec<u8> {
+        let input = c.file(input);
+        let output = c.file("sig");
+        let _ = std::fs::remove_file(&output);
+        let mut args = vec![
+            "--login",
+            "--pin",
+            PIN,
+            "--sign",
+            "--id",
+            "01",
+            "--mechanism",
+            mechanism,
+            "--input-file",
+            input.to_str().unwrap(),
+            "--output-file",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        c.tool_ok(&args);
+        std::fs::read(&output).unwrap()
+    };
+    let sig = sign("RSA-PKCS", "digest-info", &[]);
+    verify_pkcs1(&public, MessageDigest::sha256(), msg, &sig);
+    let sig = sign("SHA256-RSA-PKCS", "msg", &[]);
+    verify_pkcs1(&public, MessageDigest::sha256(), msg, &sig);
+    let pss = ["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"];
+    let sig = sign("RSA-PKCS-PSS", "digest", &pss);
+    verify_pss(&public, MessageDigest::sha256(), msg, &sig);
+    let sig = sign("SHA256-RSA-PKCS-PSS", "msg", &[]);
+    verify_pss(&public, MessageDigest::sha256(), msg, &sig);
+}
+
+#[test]
+fn pkcs11_tool_decrypts_what_openssl_encrypted() {
+    let c = Client::new(&Setup::new(2, 3));
+    let public = c.fx.public_pem();
+    let secret = b"a key wrapped by openssl pkeyutl";
+    std::fs::write(c.file("secret"), secret).unwrap();
+    let oaep: [&str; 6] = [
+        "-pkeyopt",
+        "rsa_padding_mode:oaep",
+        "-pkeyopt",
+        "rsa_oaep_md:sha256",
+        "-pkeyopt",
+        "rsa_mgf1_md:sha256",
+    ];
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        ("RSA-PKCS", &[], &[]),
+        (
+            "RSA-PKCS-OAEP",
+            &oaep,
+            &["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"],
+        ),
+    ];
+    for (mechanism, openssl_opts, tool_opts) in cases {
+        let ct = c.file("ct");
+        let pt = c.file("pt");
+        let _ = std::fs::remove_file(&pt);
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("pkeyutl"),
+            OsStr::new("-encrypt"),
+            OsStr::new("-pubin"),
+            OsStr::new("-inkey"),
+            public.as_os_str(),
+        ];
+        let input = c.file("secret");
+        args.extend([
+            OsStr::new("-in"),
+            input.as_os_str(),
+            OsStr::new("-out"),
+            ct.as_os_str(),
+        ]);
+        args.extend(openssl_opts.iter().map(OsStr::new));
+        openssl(&args);
+        let mut tool = vec![
+            "--login",
+            "--pin",
+            PIN,
+            "--decrypt",
+            "--id",
+            "01",
+            "--mechanism",
+            mechanism,
+            "--input-file",
+            ct.to_str().unwrap(),
+            "--output-file",
+            pt.to_str().unwrap(),
+        ];
+        tool.extend_from_slice(tool_opts);
+        c.tool_ok(&tool);
+        assert_eq!(std::fs::read(&pt).unwrap(), secret, "{mechanism}");
+    }
+}
+
+#[test]
+fn pkcs11_tool_test_login_passes() {
+    let c = Client::new(&Setup::new(2, 3));
+    let out = c.tool_ok(&["--test", "--login", "--pin", PIN]);
+    assert!(out.contains("No errors"), "{out}");
+}
+
+#[test]
+fn pkcs11_tool_test_threads_end_without_errors() {
+    let c = Client::new(&Setup::new(2, 3));
+    let out = c.tool_ok(&[
+        "--test-threads",
+        "ILGISLT0",
+        "--test-threads",
+        "ILGISLT0",
+        "-L",
+    ]);
+    assert!(out.contains("all threads have ended with CKR_OK"), "{out}");
+    for line in out.lines().filter(|l| l.contains("returning rv")) {
+        assert!(line.ends_with("rv = 0"), "{line}\n{out}");
+    }
+    assert!(out.contains("ittc cluster"), "{out}");
+}
+
+#[test]
+fn pkcs11_tool_test_fork_initializes_again_in_the_child() {
+    let c = Client::new(&Setup::new(2, 3));
+    let out = c.tool_ok(&["--test-fork", "--login", "--pin", PIN]);
+    assert!(!out.contains("error"), "{out}");
+}
+
+/// Registers the module with p11-kit for as long as it lives.
+struct Registration {
+    file: PathBuf,
+    home: Option<tempfile::TempDir>,
+}
+
+impl Registration {
+    fn new() -> Self {
+        let body = format!("module: {}\n", module_path().display());
+        let name = format!("ittc-test-{}.module", std::process::id());
+        // p11-kit reads no user configuration for root.
+        let root = run("id", &["-u".into()], &[], CLIENT_TIMEOUT).1.trim() == "0";
+        if root {
+            std::fs::create_dir_all("/etc/pkcs11/modules").unwrap();
+            let file = PathBuf::from("/etc/pkcs11/modules").join(name);
+            std::fs::write(&file, body).unwrap();
+            Self { file, home: None }
+        } else {
+            let home = tempfile::tempdir().unwrap();
+            let dir = home.path().join(".config/pkcs11/modules");
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join(name);
+            std::fs::write(&file, body).unwrap();
+            Self {
+                file,
+                home: Some(home),
+            }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+#[test]
+fn p11_kit_lists_the_registered_module_and_its_token() {
+    let c = Client::new(&Setup::new(2, 3));
+    let registration = Registration::new();
+    let mut env = c.env();
+    if let Some(home) = &registration.home {
+        env.push(("HOME", home.path().into()));
+    }
+    let (status, out) = run("p11-kit", &["list-modules".into()], &env, CLIENT_TIMEOUT);
+    assert!(status.success(), "p11-kit list-modules: {status}\n{out}");
+    let listed = format!(
+        "ittc-test-{}: {}",
+        std::process::id(),
+        module_path().display()
+    );
+    assert!(out.contains(&listed), "{out}");
+    // Known gap (docs/pkcs11.md): p11-kit 0.24 prints no library or token details for
+    // any module once this one initialises; the token label and model are not checked
+    // until that is understood.
+}
