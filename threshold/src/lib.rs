@@ -21,6 +21,7 @@ pub mod combine;
 pub mod dealer;
 mod error;
 pub mod key;
+pub mod keygen;
 pub mod padding;
 mod secret;
 

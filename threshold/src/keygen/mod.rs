@@ -1,0 +1,236 @@
+//! Dealerless key generation (Boneh–Franklin), as one state machine per party.
+//!
+//! `n ≥ 3` appliances jointly generate an RSA modulus `N = p·q` that none of them can
+//! factor and end with k-of-n integer shares of `d` exactly like a dealer's
+//! ([`crate::dealer`]): any `k` partials combine with [`crate::combine`](mod@crate::combine).
+//! The parties are semi-honest with an honest majority: up to `t = ⌊(n − 1)/2⌋` of them may
+//! pool what they saw and still learn nothing about `p`, `q` or `d` beyond what is listed in
+//! docs/security.md (`φ mod e`, the rounding error `r < n`, and which candidates failed).
+//! A party that deviates from the protocol can make it fail or produce a bad key; it is not
+//! detected as such.
+//!
+//! This module does no I/O. A [`Party`] consumes the messages of one round and produces
+//! those of the next; the caller (the appliance's peer protocol, or a test) carries them.
+//! In every round every party sends exactly one [`Message`] to every other party, either
+//! one message for all ([`Recipient::All`]) or one per recipient ([`Recipient::One`]), and
+//! receives exactly one from each other party. All parties move through the same phases in
+//! the same rounds: every branch depends on public values only.
+//!
+//! # Message flow
+//!
+//! ```text
+//! per batch of B candidate pairs (params.batch):
+//!  1 shares    i → j   p_i, q_i of B candidates Shamir-shared over Z_P (degree t) with
+//!                      a degree-2t sharing of zero                           [secret]
+//!  2 products  i → all (Σp)(Σq) + Σzero at i, per candidate (BGW); everyone interpolates
+//!                      each N, drops the wrong sizes, trial-divides the rest
+//!  3 fermat    i → all first Boneh–Franklin value for each surviving N        (skipped
+//!                      when none survive: the next batch starts in round 3)
+//! for the first N that passes (else the next batch):
+//!  4 biprime   i → j   the other 79 Boneh–Franklin values; shares over Z_N of r_i, of
+//!                      p_i + q_i (− 1) and of zero for the gcd test; j's additive share
+//!                      of φ_i mod e                                           [secret]
+//!  5 reveal    i → all z-product share; sum of φ-shares received. Everyone checks all
+//!                      rounds and gcd(z, N) = 1 (else the next batch), learns φ mod e
+//!  6 exponent  i → j   x^(d_i) mod N; F_i(j) where F_i deals Δ·d_i           [secret]
+//! done: everyone finds the rounding error r, sums s_j = Σ F_i(j) + Δ·r.
+//! ```
+//!
+//! A successful run therefore takes `3·batches + 3` rounds of messages (fewer when a batch
+//! has no survivor). Round trips dominate on a network, so a batch is large (`2·bits` pairs by
+//! default: about 3 MB per message at 2048 bits).
+//!
+//! # Sieving
+//!
+//! See `candidates.rs`: each party's shares are random and the sieve runs publicly on `N`
+//! (trial division by the odd primes below [`KeygenParams::sieve_bound`]), which rejects
+//! exactly the pairs where `p` or `q` has a small factor, before any exponentiation.
+//! Distributed sieving (which would also save the BGW work on those pairs) is not done.
+//!
+//! # Secrets and timing
+//!
+//! Between rounds a party keeps its secrets (`p_i`, `q_i`, its own shares, `φ_i mod e`,
+//! `d_i`, `F_i(i)`) as [`SecretInt`](crate::SecretInt) or zeroizing buffers, and secret
+//! messages zeroize on drop. The arithmetic itself uses num-bigint, which neither zeroizes
+//! its temporaries nor runs in constant time: functions that touch secrets here are named
+//! `_vartime`. That is acceptable for this protocol because it runs once per key, on the
+//! appliance's own random secrets, with no input an attacker chooses and nothing to repeat;
+//! a local attacker able to take fine-grained timing measurements of the appliance during
+//! generation is out of scope (docs/security.md). A finished or failed [`Party`] has dropped
+//! every secret except the share it returned.
+
+mod bgw;
+mod biprimality;
+mod candidates;
+mod error;
+mod exponent;
+pub mod message;
+mod party;
+mod sharing;
+
+use num_bigint::BigUint;
+use num_integer::Integer;
+use num_traits::One;
+
+pub use self::error::KeygenError;
+pub use self::message::{Biprime, Body, Exponent, Fermat, Message, Products, Reveal, Shares};
+pub use self::party::Party;
+use crate::key::{MAX_MODULUS_BITS, MIN_MODULUS_BITS, is_prime_vartime};
+use crate::{KeyShare, RsaPublicKey, SharingParams};
+
+/// Default number of Boneh–Franklin rounds: error below 2^-80 with the 1/2 bound per round.
+pub const DEFAULT_BIPRIMALITY_ROUNDS: u32 = 80;
+/// Default sieve bound: trial division of every `N` by the odd primes below 2^16.
+pub const DEFAULT_SIEVE_BOUND: u32 = 1 << 16;
+/// Default cap on batches before giving up (about 25 times the expected number).
+pub const DEFAULT_MAX_BATCHES: u32 = 1000;
+
+/// What to generate and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeygenParams {
+    /// Modulus size in bits (even, 512 to 8192; the appliance offers 2048, 3072, 4096).
+    pub bits: usize,
+    /// Public exponent: a prime larger than `parties` (65537).
+    pub e: u64,
+    /// Number of parties `n ≥ 3` (honest majority).
+    pub parties: usize,
+    /// Threshold `k` of the resulting shares, `2 ≤ k ≤ n`.
+    pub threshold: usize,
+    /// Candidate pairs per batch (one BGW round trip), 1 to 65536.
+    pub batch: usize,
+    /// Trial division bound on every revealed `N`, 3 to 2^24.
+    pub sieve_bound: u32,
+    /// Boneh–Franklin rounds, at least 1 (the first on every survivor, the rest on the
+    /// first one that passes).
+    pub biprimality_rounds: u32,
+    /// Batches tried before giving up.
+    pub max_batches: u32,
+}
+
+impl KeygenParams {
+    /// Parameters with the default batch size (`2·bits`), sieve, rounds and cap; validated.
+    pub fn new(bits: usize, e: u64, parties: usize, threshold: usize) -> Result<Self, KeygenError> {
+        let params = Self {
+            bits,
+            e,
+            parties,
+            threshold,
+            batch: 2 * bits,
+            sieve_bound: DEFAULT_SIEVE_BOUND,
+            biprimality_rounds: DEFAULT_BIPRIMALITY_ROUNDS,
+            max_batches: DEFAULT_MAX_BATCHES,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Checks every field; returns the sharing parameters of the result.
+    pub fn validate(&self) -> Result<SharingParams, KeygenError> {
+        let sharing = SharingParams::new(self.threshold, self.parties)?;
+        if self.parties < 3 {
+            return Err(KeygenError::Params("at least 3 parties (honest majority)"));
+        }
+        if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&self.bits)
+            || !self.bits.is_multiple_of(2)
+        {
+            return Err(KeygenError::Params(
+                "modulus size must be even, 512 to 8192 bits",
+            ));
+        }
+        let e = BigUint::from(self.e);
+        if self.e <= self.parties as u64 || !is_prime_vartime(&e) {
+            return Err(KeygenError::Params(
+                "e must be a prime larger than the party count",
+            ));
+        }
+        if !(1..=1 << 16).contains(&self.batch) {
+            return Err(KeygenError::Params("batch must be 1 to 65536 candidates"));
+        }
+        if !(3..=1 << 24).contains(&self.sieve_bound) {
+            return Err(KeygenError::Params("sieve bound must be 3 to 2^24"));
+        }
+        if self.biprimality_rounds == 0 || self.max_batches == 0 {
+            return Err(KeygenError::Params("rounds and batches must be at least 1"));
+        }
+        Ok(sharing)
+    }
+
+    /// `t = ⌊(n − 1)/2⌋`: the degree of the BGW sharings and the number of colluding
+    /// parties the generation tolerates.
+    pub fn corruption_bound(&self) -> usize {
+        (self.parties - 1) / 2
+    }
+
+    /// The modulus `P` of the BGW ring: the smallest integer above `2^(bits + 8)` coprime to
+    /// `n!`. Every revealed `N` is below `2^(bits + 2)`, so `N mod P = N`; see `bgw.rs` for
+    /// why `P` need not be prime.
+    pub fn field_modulus(&self) -> BigUint {
+        let delta: u64 = (1..=self.parties as u64).product();
+        let delta = BigUint::from(delta);
+        let mut p = (BigUint::from(1u8) << (self.bits + 8)) + 1u8;
+        while !p.gcd(&delta).is_one() {
+            p += 2u8;
+        }
+        p
+    }
+}
+
+/// Who a message is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    /// Every other party (the same message to each).
+    All,
+    /// One party, by index.
+    One(usize),
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its recipient(s).
+    pub to: Recipient,
+    /// The message.
+    pub message: Message,
+}
+
+/// What [`Party::step`] produced.
+#[derive(Debug)]
+pub enum Step {
+    /// The messages of the next round: together, exactly one for every other party.
+    Send(Vec<Outgoing>),
+    /// The protocol finished for this party.
+    Done(Box<KeygenOutput>),
+}
+
+/// One party's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeygenOutput {
+    /// The generated public key `(N, e)`, the same at every party.
+    pub public: RsaPublicKey,
+    /// `k` of `n`.
+    pub sharing: SharingParams,
+    /// This party's integer share, to be stored like an imported key's.
+    pub share: KeyShare,
+    /// How the run went (public).
+    pub stats: KeygenStats,
+}
+
+/// Counters of one run, the same at every party. All public.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeygenStats {
+    /// Batches started.
+    pub batches: u32,
+    /// Candidate pairs whose `N` was computed.
+    pub candidates: u64,
+    /// Of those, moduli of the wrong bit length.
+    pub wrong_size: u64,
+    /// Of those, moduli with a factor below the sieve bound.
+    pub sieved_out: u64,
+    /// First Boneh–Franklin rounds run (moduli that survived the sieve).
+    pub biprimality_tests: u64,
+    /// Moduli that passed the first round but failed a later round or the gcd test.
+    pub late_rejections: u64,
+    /// Calls to `step`: the rounds of messages this party sent plus the final call that
+    /// returned the output.
+    pub rounds: u32,
+}

@@ -1,0 +1,842 @@
+//! One party's state machine: which phase it is in, what it keeps between rounds, and the
+//! checks on every message it receives.
+
+use core::fmt;
+
+use num_bigint::{BigInt, BigUint, Sign};
+use num_integer::Integer;
+use num_traits::{One, Zero};
+use rand::CryptoRng;
+use zeroize::Zeroizing;
+
+use super::bgw::{Ring, decode_fixed, encode_fixed};
+use super::candidates::{Sieve, draw, share_bound};
+use super::message::{Biprime, Body, Exponent, Fermat, Message, Products, Reveal, Shares};
+use super::{
+    KeygenError, KeygenOutput, KeygenParams, KeygenStats, Outgoing, Recipient, Step, biprimality,
+    exponent, sharing,
+};
+use crate::{RsaPublicKey, SecretInt, SharingParams};
+
+/// One appliance's side of a key generation.
+///
+/// Create it with [`Party::new`], call [`Party::step`] with no messages to get the first
+/// round, then once per round with the messages every other party sent in the previous
+/// round, until it returns [`Step::Done`]. Any error ends the run for this party (further
+/// calls return [`KeygenError::Finished`]) and drops its secrets; the caller tells the other
+/// parties to stop.
+///
+/// Secrets are zeroized on drop; `Debug` shows the index, round and phase only.
+pub struct Party {
+    index: usize,
+    params: KeygenParams,
+    sharing: SharingParams,
+    field: Ring,
+    share_bound: BigUint,
+    share_len: usize,
+    modulus_len: usize,
+    sieve: Sieve,
+    round: u32,
+    stats: KeygenStats,
+    state: State,
+}
+
+/// A secret signed integer between rounds.
+struct SignedSecret {
+    negative: bool,
+    magnitude: SecretInt,
+}
+
+impl SignedSecret {
+    fn new(x: &BigInt) -> Self {
+        Self {
+            negative: x.sign() == Sign::Minus,
+            magnitude: SecretInt::from_be_bytes(x.magnitude().to_bytes_be()),
+        }
+    }
+
+    fn open(&self) -> BigInt {
+        let sign = if self.negative {
+            Sign::Minus
+        } else {
+            Sign::Plus
+        };
+        BigInt::from_biguint(sign, open(&self.magnitude))
+    }
+}
+
+/// This party's candidates of one batch.
+struct Batch {
+    number: u32,
+    p: Vec<SecretInt>,
+    q: Vec<SecretInt>,
+    /// Own evaluations `(f(i), g(i), z(i))` per candidate, until the products are sent.
+    own: Vec<[SecretInt; 3]>,
+}
+
+/// The candidate under the full test.
+struct Chosen {
+    batch: u32,
+    candidate: u32,
+    n: BigUint,
+    ring: Ring,
+    p: SecretInt,
+    q: SecretInt,
+    /// Own Boneh–Franklin values of rounds 2.. (public).
+    values: Vec<BigUint>,
+    /// Own shares `(r(i), s(i), zero(i))` over `Z_N`.
+    own: [SecretInt; 3],
+    own_phi: Zeroizing<u64>,
+}
+
+enum State {
+    Start,
+    Shares(Batch),
+    Products(Batch, Vec<BigUint>),
+    Fermat(Batch, Vec<(usize, BigUint)>, Vec<BigUint>),
+    Biprime(Box<Chosen>),
+    Reveal(Box<Chosen>, BigUint, u64),
+    Exponent {
+        public: RsaPublicKey,
+        x: BigUint,
+        own_trial: BigUint,
+        own_value: SignedSecret,
+    },
+    Finished,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Start => "start",
+            State::Shares(..) => "shares",
+            State::Products(..) => "products",
+            State::Fermat(..) => "fermat",
+            State::Biprime(..) => "biprime",
+            State::Reveal(..) => "reveal",
+            State::Exponent { .. } => "exponent",
+            State::Finished => "finished",
+        }
+    }
+}
+
+impl fmt::Debug for Party {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Party")
+            .field("index", &self.index)
+            .field("round", &self.round)
+            .field("phase", &self.state.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn open(s: &SecretInt) -> BigUint {
+    BigUint::from_bytes_be(s.as_be_bytes())
+}
+
+fn seal(x: &BigUint, len: usize) -> Result<SecretInt, KeygenError> {
+    let be = Zeroizing::new(x.to_bytes_be());
+    SecretInt::from_be_slice_padded(&be, len)
+        .ok_or(KeygenError::Inconsistent("a secret longer than its bound"))
+}
+
+impl Party {
+    /// Party `index` (1..=n) of a generation with `params`.
+    pub fn new(index: usize, params: &KeygenParams) -> Result<Self, KeygenError> {
+        let sharing = params.validate()?;
+        if index == 0 || index > params.parties {
+            return Err(KeygenError::UnknownParty {
+                from: index,
+                n: params.parties,
+            });
+        }
+        let field = Ring::new(params.field_modulus(), params.parties)?;
+        let share_bound = share_bound(params.bits, params.parties);
+        let share_len = usize::try_from(share_bound.bits().div_ceil(8))
+            .map_err(|_| KeygenError::Params("modulus size"))?;
+        Ok(Self {
+            index,
+            params: params.clone(),
+            sharing,
+            field,
+            share_bound,
+            share_len,
+            modulus_len: params.bits.div_ceil(8),
+            sieve: Sieve::new(params.sieve_bound)?,
+            round: 0,
+            stats: KeygenStats::default(),
+            state: State::Start,
+        })
+    }
+
+    /// This party's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> KeygenStats {
+        self.stats
+    }
+
+    /// Completes a round: `incoming` holds `(sender, message)` for the previous round, one
+    /// from every other party (none for the first call). Returns this party's messages for
+    /// the next round, or its result.
+    ///
+    /// Every message is checked (sender, round, phase, batch, lengths, ranges) before use;
+    /// a bad one is an error, and any error ends the run for this party.
+    pub fn step<R: CryptoRng + ?Sized>(
+        &mut self,
+        incoming: &[(usize, Message)],
+        rng: &mut R,
+    ) -> Result<Step, KeygenError> {
+        let state = core::mem::replace(&mut self.state, State::Finished);
+        let (next, step) = match state {
+            State::Finished => return Err(KeygenError::Finished),
+            State::Start => {
+                if let Some((from, _)) = incoming.first() {
+                    return Err(KeygenError::UnexpectedMessage {
+                        from: *from,
+                        round: 0,
+                        reason: "nothing is expected before the first round",
+                    });
+                }
+                self.start_batch(rng)?
+            }
+            state => {
+                let bodies = self.collect(incoming)?;
+                match state {
+                    State::Shares(batch) => self.on_shares(batch, &bodies)?,
+                    State::Products(batch, own) => self.on_products(batch, own, &bodies, rng)?,
+                    State::Fermat(batch, moduli, own) => {
+                        self.on_fermat(batch, &moduli, own, &bodies, rng)?
+                    }
+                    State::Biprime(chosen) => self.on_biprime(chosen, &bodies, rng)?,
+                    State::Reveal(chosen, z, phi) => {
+                        self.on_reveal(*chosen, z, phi, &bodies, rng)?
+                    }
+                    State::Exponent {
+                        public,
+                        x,
+                        own_trial,
+                        own_value,
+                    } => self.on_exponent(public, &x, own_trial, &own_value, &bodies)?,
+                    State::Start | State::Finished => return Err(KeygenError::Finished),
+                }
+            }
+        };
+        self.state = next;
+        self.round += 1;
+        self.stats.rounds = self.round;
+        match step {
+            Step::Done(mut output) => {
+                output.stats = self.stats;
+                Ok(Step::Done(output))
+            }
+            send => Ok(send),
+        }
+    }
+
+    /// Checks that `incoming` holds exactly one message of the previous round from every
+    /// other party; returns the bodies in party order (`None` at this party's own place).
+    fn collect<'a>(
+        &self,
+        incoming: &'a [(usize, Message)],
+    ) -> Result<Vec<Option<&'a Body>>, KeygenError> {
+        let n = self.params.parties;
+        let expected_round = self.round.saturating_sub(1);
+        let mut bodies: Vec<Option<&Body>> = vec![None; n];
+        for (from, message) in incoming {
+            let from = *from;
+            let slot = match from.checked_sub(1).and_then(|i| bodies.get_mut(i)) {
+                Some(slot) if from != self.index && slot.is_none() => slot,
+                _ => return Err(KeygenError::UnknownParty { from, n }),
+            };
+            if message.round != expected_round {
+                return Err(KeygenError::UnexpectedMessage {
+                    from,
+                    round: expected_round,
+                    reason: "message of another round",
+                });
+            }
+            *slot = Some(&message.body);
+        }
+        if incoming.len() != n - 1 {
+            return Err(KeygenError::MissingMessages {
+                round: expected_round,
+                expected: n - 1,
+                got: incoming.len(),
+            });
+        }
+        Ok(bodies)
+    }
+
+    fn unexpected(&self, from: usize, reason: &'static str) -> KeygenError {
+        KeygenError::UnexpectedMessage {
+            from,
+            round: self.round.saturating_sub(1),
+            reason,
+        }
+    }
+
+    fn message(&self, body: Body) -> Message {
+        Message {
+            round: self.round,
+            body,
+        }
+    }
+
+    fn broadcast(&self, body: Body) -> Step {
+        Step::Send(vec![Outgoing {
+            to: Recipient::All,
+            message: self.message(body),
+        }])
+    }
+
+    fn others(&self) -> impl Iterator<Item = usize> + use<> {
+        let me = self.index;
+        (1..=self.params.parties).filter(move |&j| j != me)
+    }
+
+    /// Round "shares" of a new batch.
+    fn start_batch<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        if self.stats.batches >= self.params.max_batches {
+            return Err(KeygenError::GaveUp {
+                batches: self.stats.batches,
+            });
+        }
+        let number = self.stats.batches;
+        self.stats.batches += 1;
+        let t = self.params.corruption_bound();
+        let n = self.params.parties;
+        let size = self.params.batch;
+        let len = self.field.len();
+        let mut out: Vec<Shares> = (0..n)
+            .map(|_| Shares {
+                batch: number,
+                p: Vec::with_capacity(size * len),
+                q: Vec::with_capacity(size * len),
+                zero: Vec::with_capacity(size * len),
+            })
+            .collect();
+        let mut batch = Batch {
+            number,
+            p: Vec::with_capacity(size),
+            q: Vec::with_capacity(size),
+            own: Vec::with_capacity(size),
+        };
+        let zero = BigUint::zero();
+        for _ in 0..size {
+            let p = draw(self.index, &self.share_bound, rng);
+            let q = draw(self.index, &self.share_bound, rng);
+            let ps = self.field.share(&p, t, rng);
+            let qs = self.field.share(&q, t, rng);
+            let zs = self.field.share(&zero, 2 * t, rng);
+            for (j, shares) in out.iter_mut().enumerate() {
+                if let (Some(a), Some(b), Some(c)) = (ps.get(j), qs.get(j), zs.get(j)) {
+                    self.field.encode_into(a, &mut shares.p);
+                    self.field.encode_into(b, &mut shares.q);
+                    self.field.encode_into(c, &mut shares.zero);
+                }
+            }
+            let me = self.index - 1;
+            let own = match (ps.get(me), qs.get(me), zs.get(me)) {
+                (Some(a), Some(b), Some(c)) => [seal(a, len)?, seal(b, len)?, seal(c, len)?],
+                _ => return Err(KeygenError::Inconsistent("own share missing")),
+            };
+            batch.p.push(seal(&p, self.share_len)?);
+            batch.q.push(seal(&q, self.share_len)?);
+            batch.own.push(own);
+        }
+        let mut sends = Vec::with_capacity(n - 1);
+        for (position, shares) in out.into_iter().enumerate() {
+            let j = position + 1;
+            if j != self.index {
+                sends.push(Outgoing {
+                    to: Recipient::One(j),
+                    message: self.message(Body::Shares(shares)),
+                });
+            }
+        }
+        Ok((State::Shares(batch), Step::Send(sends)))
+    }
+
+    /// Shares received: the product share of every candidate, broadcast.
+    fn on_shares(
+        &mut self,
+        mut batch: Batch,
+        bodies: &[Option<&Body>],
+    ) -> Result<(State, Step), KeygenError> {
+        let size = batch.own.len();
+        let m = self.field.modulus().clone();
+        let mut sum_p: Vec<BigUint> = batch.own.iter().map(|o| open(&o[0])).collect();
+        let mut sum_q: Vec<BigUint> = batch.own.iter().map(|o| open(&o[1])).collect();
+        let mut sum_z: Vec<BigUint> = batch.own.iter().map(|o| open(&o[2])).collect();
+        for (position, body) in bodies.iter().enumerate() {
+            let from = position + 1;
+            let Some(body) = body else { continue };
+            let Body::Shares(shares) = body else {
+                return Err(self.unexpected(from, "expected shares"));
+            };
+            if shares.batch != batch.number {
+                return Err(self.unexpected(from, "shares of another batch"));
+            }
+            for (list, sums) in [
+                (&shares.p, &mut sum_p),
+                (&shares.q, &mut sum_q),
+                (&shares.zero, &mut sum_z),
+            ] {
+                let values = self.field.decode_all(list, size, from)?;
+                for (sum, v) in sums.iter_mut().zip(values) {
+                    *sum += v;
+                }
+            }
+        }
+        batch.own.clear();
+        let mut values = Vec::with_capacity(size * self.field.len());
+        let mut own = Vec::with_capacity(size);
+        for ((p, q), z) in sum_p.iter().zip(&sum_q).zip(&sum_z) {
+            let y = ((p % &m) * (q % &m) + z) % &m;
+            self.field.encode_into(&y, &mut values);
+            own.push(y);
+        }
+        let step = self.broadcast(Body::Products(Products {
+            batch: batch.number,
+            values,
+        }));
+        Ok((State::Products(batch, own), step))
+    }
+
+    /// Products received: every `N`; sieve; first biprimality round on the survivors.
+    fn on_products<R: CryptoRng + ?Sized>(
+        &mut self,
+        batch: Batch,
+        own: Vec<BigUint>,
+        bodies: &[Option<&Body>],
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let size = own.len();
+        let mut columns: Vec<Vec<BigUint>> = Vec::with_capacity(self.params.parties);
+        let mut own = Some(own);
+        for (position, body) in bodies.iter().enumerate() {
+            let from = position + 1;
+            let Some(body) = body else {
+                columns.push(own.take().unwrap_or_default());
+                continue;
+            };
+            let Body::Products(products) = body else {
+                return Err(self.unexpected(from, "expected products"));
+            };
+            if products.batch != batch.number {
+                return Err(self.unexpected(from, "products of another batch"));
+            }
+            columns.push(self.field.decode_all(&products.values, size, from)?);
+        }
+        let mut moduli = Vec::new();
+        for c in 0..size {
+            let ys: Vec<BigUint> = columns
+                .iter()
+                .map(|col| col.get(c).cloned().unwrap_or_default())
+                .collect();
+            let n = self.field.interpolate(&ys);
+            self.stats.candidates += 1;
+            if usize::try_from(n.bits()).ok() != Some(self.params.bits) {
+                self.stats.wrong_size += 1;
+            } else if self.sieve.has_small_factor_vartime(&n) {
+                self.stats.sieved_out += 1;
+            } else {
+                moduli.push((c, n));
+            }
+        }
+        if moduli.is_empty() {
+            drop(batch);
+            return self.start_batch(rng);
+        }
+        self.stats.biprimality_tests += moduli.len() as u64;
+        let mut values = Vec::with_capacity(moduli.len() * self.modulus_len);
+        let mut own_values = Vec::with_capacity(moduli.len());
+        for (c, n) in &moduli {
+            let (Some(p), Some(q)) = (batch.p.get(*c), batch.q.get(*c)) else {
+                return Err(KeygenError::Inconsistent("candidate missing"));
+            };
+            let v = self.bf_value_vartime(n, &open(p), &open(q), 0)?;
+            encode_fixed(&v, self.modulus_len, &mut values);
+            own_values.push(v);
+        }
+        let step = self.broadcast(Body::Fermat(Fermat {
+            batch: batch.number,
+            values,
+        }));
+        Ok((State::Fermat(batch, moduli, own_values), step))
+    }
+
+    /// This party's Boneh–Franklin value for base number `round` of modulus `n`.
+    fn bf_value_vartime(
+        &self,
+        n: &BigUint,
+        p: &BigUint,
+        q: &BigUint,
+        round: u32,
+    ) -> Result<BigUint, KeygenError> {
+        let exponent = Zeroizing::new(
+            biprimality::exponent_vartime(self.index, n, p, q)
+                .ok_or(KeygenError::Inconsistent(
+                    "candidate shares of the wrong form",
+                ))?
+                .to_bytes_be(),
+        );
+        let g = biprimality::base_vartime(n, round);
+        Ok(g.modpow(&BigUint::from_bytes_be(&exponent), n))
+    }
+
+    /// Decodes one value modulo `n` per entry of `bounds`, each below its bound.
+    fn decode_mod(
+        &self,
+        bytes: &[u8],
+        bounds: &[&BigUint],
+        from: usize,
+    ) -> Result<Vec<BigUint>, KeygenError> {
+        let top = BigUint::one() << self.params.bits;
+        let values = decode_fixed(bytes, bounds.len(), self.modulus_len, &top, from)?;
+        if values.iter().zip(bounds).any(|(v, b)| v >= *b) {
+            return Err(KeygenError::BadMessage {
+                from,
+                reason: "value out of range",
+            });
+        }
+        Ok(values)
+    }
+
+    /// First-round values received: the first modulus that passes goes to the full test.
+    fn on_fermat<R: CryptoRng + ?Sized>(
+        &mut self,
+        mut batch: Batch,
+        moduli: &[(usize, BigUint)],
+        own: Vec<BigUint>,
+        bodies: &[Option<&Body>],
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let bounds: Vec<&BigUint> = moduli.iter().map(|(_, n)| n).collect();
+        let mut columns: Vec<Vec<BigUint>> = Vec::with_capacity(self.params.parties);
+        let mut own = Some(own);
+        for (position, body) in bodies.iter().enumerate() {
+            let from = position + 1;
+            let Some(body) = body else {
+                columns.push(own.take().unwrap_or_default());
+                continue;
+            };
+            let Body::Fermat(fermat) = body else {
+                return Err(self.unexpected(from, "expected first biprimality values"));
+            };
+            if fermat.batch != batch.number {
+                return Err(self.unexpected(from, "values of another batch"));
+            }
+            columns.push(self.decode_mod(&fermat.values, &bounds, from)?);
+        }
+        for (position, (c, n)) in moduli.iter().enumerate() {
+            let values: Vec<BigUint> = columns
+                .iter()
+                .map(|col| col.get(position).cloned().unwrap_or_default())
+                .collect();
+            if biprimality::accepts_vartime(n, &values) {
+                let (p, q) = (
+                    core::mem::replace(&mut batch.p[*c], SecretInt::from_be_bytes(Vec::new())),
+                    core::mem::replace(&mut batch.q[*c], SecretInt::from_be_bytes(Vec::new())),
+                );
+                let candidate = u32::try_from(*c).map_err(|_| KeygenError::Params("batch"))?;
+                let number = batch.number;
+                drop(batch);
+                return self.start_biprime(number, candidate, n.clone(), p, q, rng);
+            }
+        }
+        drop(batch);
+        self.start_batch(rng)
+    }
+
+    /// Round "biprime" for the chosen candidate.
+    fn start_biprime<R: CryptoRng + ?Sized>(
+        &mut self,
+        batch: u32,
+        candidate: u32,
+        n: BigUint,
+        p: SecretInt,
+        q: SecretInt,
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let ring = Ring::new(n.clone(), self.params.parties)?;
+        let t = self.params.corruption_bound();
+        let (p_open, q_open) = (open(&p), open(&q));
+        let mut values = Vec::new();
+        let mut encoded = Vec::new();
+        for round in 1..self.params.biprimality_rounds {
+            let v = self.bf_value_vartime(&n, &p_open, &q_open, round)?;
+            encode_fixed(&v, self.modulus_len, &mut encoded);
+            values.push(v);
+        }
+        let r = ring.random(rng);
+        let s = if self.index == 1 {
+            (&p_open + &q_open) - 1u8
+        } else {
+            &p_open + &q_open
+        };
+        let rs = ring.share(&r, t, rng);
+        let ss = ring.share(&s, t, rng);
+        let zs = ring.share(&BigUint::zero(), 2 * t, rng);
+        let phi_i = exponent::phi_share(self.index, &n, &p_open, &q_open);
+        let e = self.params.e;
+        let phi_split = Zeroizing::new(exponent::split_mod_e(
+            exponent::mod_e(&phi_i, e),
+            e,
+            self.params.parties,
+            rng,
+        ));
+        let mut sends = Vec::with_capacity(self.params.parties - 1);
+        for j in self.others() {
+            let (Some(a), Some(b), Some(c), Some(f)) = (
+                rs.get(j - 1),
+                ss.get(j - 1),
+                zs.get(j - 1),
+                phi_split.get(j - 1),
+            ) else {
+                return Err(KeygenError::Inconsistent("share missing"));
+            };
+            let mut body = Biprime {
+                batch,
+                candidate,
+                values: encoded.clone(),
+                r: Vec::new(),
+                s: Vec::new(),
+                zero: Vec::new(),
+                phi_mod_e: *f,
+            };
+            ring.encode_into(a, &mut body.r);
+            ring.encode_into(b, &mut body.s);
+            ring.encode_into(c, &mut body.zero);
+            sends.push(Outgoing {
+                to: Recipient::One(j),
+                message: self.message(Body::Biprime(body)),
+            });
+        }
+        let me = self.index - 1;
+        let (Some(a), Some(b), Some(c), Some(f)) =
+            (rs.get(me), ss.get(me), zs.get(me), phi_split.get(me))
+        else {
+            return Err(KeygenError::Inconsistent("own share missing"));
+        };
+        let len = ring.len();
+        let chosen = Chosen {
+            batch,
+            candidate,
+            own: [seal(a, len)?, seal(b, len)?, seal(c, len)?],
+            own_phi: Zeroizing::new(*f),
+            n,
+            ring,
+            p,
+            q,
+            values,
+        };
+        Ok((State::Biprime(Box::new(chosen)), Step::Send(sends)))
+    }
+
+    /// Full test inputs received: check every round, then share `z` and `φ mod e`.
+    fn on_biprime<R: CryptoRng + ?Sized>(
+        &mut self,
+        chosen: Box<Chosen>,
+        bodies: &[Option<&Body>],
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let n = &chosen.n;
+        let rounds = chosen.values.len();
+        let bounds = vec![n; rounds];
+        let e = self.params.e;
+        let mut columns: Vec<Vec<BigUint>> = Vec::with_capacity(self.params.parties);
+        let mut r_sum = open(&chosen.own[0]);
+        let mut s_sum = open(&chosen.own[1]);
+        let mut z_sum = open(&chosen.own[2]);
+        let mut phi = *chosen.own_phi;
+        for (position, body) in bodies.iter().enumerate() {
+            let from = position + 1;
+            let Some(body) = body else {
+                columns.push(chosen.values.clone());
+                continue;
+            };
+            let Body::Biprime(msg) = body else {
+                return Err(self.unexpected(from, "expected biprimality test inputs"));
+            };
+            if msg.batch != chosen.batch || msg.candidate != chosen.candidate {
+                return Err(self.unexpected(from, "test inputs for another candidate"));
+            }
+            columns.push(self.decode_mod(&msg.values, &bounds, from)?);
+            for (bytes, sum) in [
+                (&msg.r, &mut r_sum),
+                (&msg.s, &mut s_sum),
+                (&msg.zero, &mut z_sum),
+            ] {
+                let v = chosen.ring.decode_all(bytes, 1, from)?;
+                *sum += v.into_iter().sum::<BigUint>();
+            }
+            if msg.phi_mod_e >= e {
+                return Err(KeygenError::BadMessage {
+                    from,
+                    reason: "share of φ mod e out of range",
+                });
+            }
+            phi = exponent::sum_mod_e([phi, msg.phi_mod_e], e);
+        }
+        for round in 0..rounds {
+            let values: Vec<BigUint> = columns
+                .iter()
+                .map(|col| col.get(round).cloned().unwrap_or_default())
+                .collect();
+            if !biprimality::accepts_vartime(n, &values) {
+                self.stats.late_rejections += 1;
+                drop(chosen);
+                return self.start_batch(rng);
+            }
+        }
+        let z = ((r_sum % n) * (s_sum % n) + z_sum) % n;
+        let mut z_bytes = Vec::new();
+        chosen.ring.encode_into(&z, &mut z_bytes);
+        let step = self.broadcast(Body::Reveal(Reveal {
+            batch: chosen.batch,
+            z: z_bytes,
+            phi_mod_e: phi,
+        }));
+        Ok((State::Reveal(chosen, z, phi), step))
+    }
+
+    /// `z` and `φ mod e` revealed: gcd test, then `d_i`, its trial value and its dealing.
+    fn on_reveal<R: CryptoRng + ?Sized>(
+        &mut self,
+        chosen: Chosen,
+        own_z: BigUint,
+        own_phi: u64,
+        bodies: &[Option<&Body>],
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let e = self.params.e;
+        let mut zs = Vec::with_capacity(self.params.parties);
+        let mut phi_mod_e = 0u64;
+        for (position, body) in bodies.iter().enumerate() {
+            let from = position + 1;
+            let Some(body) = body else {
+                zs.push(own_z.clone());
+                phi_mod_e = exponent::sum_mod_e([phi_mod_e, own_phi], e);
+                continue;
+            };
+            let Body::Reveal(msg) = body else {
+                return Err(self.unexpected(from, "expected the gcd-test reveal"));
+            };
+            if msg.batch != chosen.batch {
+                return Err(self.unexpected(from, "reveal for another batch"));
+            }
+            zs.extend(chosen.ring.decode_all(&msg.z, 1, from)?);
+            if msg.phi_mod_e >= e {
+                return Err(KeygenError::BadMessage {
+                    from,
+                    reason: "φ mod e out of range",
+                });
+            }
+            phi_mod_e = exponent::sum_mod_e([phi_mod_e, msg.phi_mod_e], e);
+        }
+        let n = chosen.n.clone();
+        let z = chosen.ring.interpolate(&zs);
+        let zeta = exponent::zeta(phi_mod_e, e);
+        let Some(zeta) = zeta.filter(|_| z.gcd(&n).is_one()) else {
+            // `N` is not p·q for distinct primes with gcd(N, p + q − 1) = 1, or e | φ.
+            self.stats.late_rejections += 1;
+            drop(chosen);
+            return self.start_batch(rng);
+        };
+        let public = RsaPublicKey::new(n.clone(), BigUint::from(e))?;
+        let phi_i = exponent::phi_share(self.index, &n, &open(&chosen.p), &open(&chosen.q));
+        let d_i = exponent::d_share(self.index, zeta, &phi_i, e);
+        drop(phi_i);
+        drop(chosen);
+        let x = exponent::trial_input_vartime(&n);
+        let own_trial = exponent::trial_value_vartime(&x, &d_i, &n)
+            .ok_or(KeygenError::Inconsistent("trial input not invertible"))?;
+        let dealt = sharing::deal(&d_i, &public, &self.sharing, rng);
+        drop(d_i);
+        let mut trial = Vec::new();
+        encode_fixed(&own_trial, self.modulus_len, &mut trial);
+        let mut sends = Vec::with_capacity(self.params.parties - 1);
+        for j in self.others() {
+            let Some(value) = dealt.get(j - 1) else {
+                return Err(KeygenError::Inconsistent("share missing"));
+            };
+            let (share_negative, share) = sharing::encode_signed(value);
+            sends.push(Outgoing {
+                to: Recipient::One(j),
+                message: self.message(Body::Exponent(Exponent {
+                    trial: trial.clone(),
+                    share_negative,
+                    share,
+                })),
+            });
+        }
+        let own_value = dealt
+            .get(self.index - 1)
+            .map(SignedSecret::new)
+            .ok_or(KeygenError::Inconsistent("own share missing"))?;
+        let state = State::Exponent {
+            public,
+            x,
+            own_trial,
+            own_value,
+        };
+        Ok((state, Step::Send(sends)))
+    }
+
+    /// Trial values and shares received: the rounding error, then this party's share.
+    fn on_exponent(
+        &mut self,
+        public: RsaPublicKey,
+        x: &BigUint,
+        own_trial: BigUint,
+        own_value: &SignedSecret,
+        bodies: &[Option<&Body>],
+    ) -> Result<(State, Step), KeygenError> {
+        let n = public.n().clone();
+        let max_len = sharing::max_value_len(&public, &self.sharing);
+        let mut y = own_trial;
+        let mut values = vec![own_value.open()];
+        for (position, body) in bodies.iter().enumerate() {
+            let from = position + 1;
+            let Some(body) = body else { continue };
+            let Body::Exponent(msg) = body else {
+                return Err(self.unexpected(from, "expected the exponent round"));
+            };
+            let trial = self.decode_mod(&msg.trial, &[&n], from)?;
+            let trial = trial.into_iter().next().unwrap_or_default();
+            if trial.is_zero() {
+                return Err(KeygenError::BadMessage {
+                    from,
+                    reason: "zero trial value",
+                });
+            }
+            y = y * trial % &n;
+            values.push(sharing::decode_signed(
+                msg.share_negative,
+                &msg.share,
+                max_len,
+                from,
+            )?);
+        }
+        let rounding =
+            exponent::find_rounding_vartime(x, &y, &n, self.params.e, self.params.parties).ok_or(
+                KeygenError::Inconsistent("no rounding error makes the trial values a signature"),
+            )?;
+        let share = sharing::assemble(&values, rounding, &public, &self.sharing, self.index)?;
+        let output = KeygenOutput {
+            public,
+            sharing: self.sharing,
+            share,
+            stats: self.stats,
+        };
+        Ok((State::Finished, Step::Done(Box::new(output))))
+    }
+}
