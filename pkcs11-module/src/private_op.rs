@@ -43,7 +43,10 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
     let mut asked_rest = false;
     loop {
         if partials.len() >= k {
-            match key.combiner.combine_robust(&blinded, &partials) {
+            match key
+                .combiner
+                .combine_robust_blinded(&blinded, &partials, blinding.clone())
+            {
                 Ok(outcome) => {
                     for index in &outcome.faulty {
                         tracing::error!(
@@ -52,9 +55,7 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
                             "appliance returned a wrong partial result"
                         );
                     }
-                    return blinding
-                        .unblind(&key.public, &outcome.result)
-                        .map_err(|err| Error::General(format!("unblinding: {err}")));
+                    return Ok(outcome.result);
                 }
                 Err(ThresholdError::NotEnoughGoodPartials { .. }) => {}
                 Err(err) => return Err(Error::General(format!("combine: {err}"))),

@@ -2,8 +2,10 @@
 //! combined result with `r^(−1)`, so appliances never see what is signed or decrypted and
 //! the base of their secret exponentiation is uniformly random.
 //!
-//! `r` and `r^(−1)` are as sensitive as the message they hide: they are computed with
-//! constant-time Montgomery arithmetic (the inversion too) and never printed.
+//! `r` is as sensitive as the message it hides: it is handled with constant-time
+//! Montgomery arithmetic (its inversion too) and never printed. No inversion happens at
+//! blinding time: [`crate::Combiner::combine_robust_blinded`] folds `r^(−1)` into the one
+//! inversion that combining needs anyway.
 
 use crypto_bigint::modular::BoxedMontyForm;
 use num_bigint::BigUint;
@@ -12,10 +14,10 @@ use rand::CryptoRng;
 use crate::dealer::random_below_vartime;
 use crate::{Error, RsaPublicKey};
 
-/// The unblinding half of one blinded operation. Use once.
+/// The unblinding half of one blinded operation (the factor `r`). Use once.
 #[derive(Clone)]
 pub struct Blinding {
-    r_inv: BoxedMontyForm,
+    r: BoxedMontyForm,
 }
 
 impl core::fmt::Debug for Blinding {
@@ -32,19 +34,26 @@ impl Blinding {
         rng: &mut R,
     ) -> Result<(Self, BigUint), Error> {
         let m = public.to_monty(m, "input to blind")?;
-        loop {
-            let r = public.to_monty(&random_below_vartime(public.n(), rng), "blinding factor")?;
-            // r shares a factor with N with negligible probability; draw again if so.
-            if let Some(r_inv) = r.invert().into_option() {
-                let blinded = m.mul(&public.pow_e(&r));
-                return Ok((Self { r_inv }, public.retrieve(&blinded)));
-            }
-        }
+        // r shares a factor with N with negligible probability (that would factor N); the
+        // inversion at unblinding time then fails with an error.
+        let r = public.to_monty(&random_below_vartime(public.n(), rng), "blinding factor")?;
+        let blinded = m.mul(&public.pow_e(&r));
+        Ok((Self { r }, public.retrieve(&blinded)))
+    }
+
+    /// The factor `r`, for combining with the unblinding folded in.
+    pub(crate) fn factor(&self) -> &BoxedMontyForm {
+        &self.r
     }
 
     /// Removes the blinding from `y = (m·r^e)^d = m^d·r`. `y` must be below `N`.
     pub fn unblind(self, public: &RsaPublicKey, y: &BigUint) -> Result<BigUint, Error> {
         let y = public.to_monty(y, "result to unblind")?;
-        Ok(public.retrieve(&y.mul(&self.r_inv)))
+        let r_inv = self
+            .r
+            .invert()
+            .into_option()
+            .ok_or(Error::OutOfRange("blinding factor"))?;
+        Ok(public.retrieve(&y.mul(&r_inv)))
     }
 }

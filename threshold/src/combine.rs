@@ -12,7 +12,7 @@ use num_bigint::{BigInt, BigUint, Sign};
 use num_integer::Integer;
 use num_traits::{One, Zero};
 
-use crate::{Error, RsaPublicKey, SharingParams};
+use crate::{Blinding, Error, RsaPublicKey, SharingParams};
 
 /// One appliance's partial result `x_i = c^(s_i) mod N`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,19 +129,41 @@ impl Combiner {
         }
         check_indices(&self.params, partials)?;
         let input = self.monty_form(input, "input")?;
-        self.combine_set(&input, partials.iter())
+        let fraction = self.fraction(&input, partials.iter())?;
+        self.quotient(&fraction, None)
     }
 
     /// Combines any number ≥ k of partials of `input^d`: finds k that give a verifying
     /// result, then names every partial that takes part in no verifying set.
     ///
     /// The first k partials are tried first, so with no faults this costs one combine; each
-    /// partial beyond the first verifying set costs one more. With n ≤ 16 the subset search
-    /// after faults is cheap next to one partial exponentiation at the appliance.
+    /// partial beyond the first verifying set costs one more check. With n ≤ 16 the subset
+    /// search after faults is cheap next to one partial exponentiation at the appliance.
     pub fn combine_robust(
         &self,
         input: &BigUint,
         partials: &[Partial],
+    ) -> Result<CombineOutcome, Error> {
+        self.search(input, partials, None)
+    }
+
+    /// [`Combiner::combine_robust`] for an input blinded with `blinding`
+    /// ([`Blinding::new`]): the result is already unblinded. Cheaper than combining and
+    /// unblinding apart: the two inversions become one.
+    pub fn combine_robust_blinded(
+        &self,
+        blinded: &BigUint,
+        partials: &[Partial],
+        blinding: Blinding,
+    ) -> Result<CombineOutcome, Error> {
+        self.search(blinded, partials, Some(blinding))
+    }
+
+    fn search(
+        &self,
+        input: &BigUint,
+        partials: &[Partial],
+        blinding: Option<Blinding>,
     ) -> Result<CombineOutcome, Error> {
         let k = self.params.threshold();
         check_indices(&self.params, partials)?;
@@ -154,15 +176,15 @@ impl Combiner {
         if partials.len() < k {
             return Err(not_enough);
         }
-        let try_set = |positions: &[usize]| -> Option<BigUint> {
-            self.combine_set(&input, positions.iter().filter_map(|&i| partials.get(i)))
+        let try_set = |positions: &[usize]| -> Option<Fraction> {
+            self.fraction(&input, positions.iter().filter_map(|&i| partials.get(i)))
                 .ok()
         };
 
         let mut positions: Vec<usize> = (0..k).collect();
-        let (result, good_set) = loop {
-            if let Some(y) = try_set(&positions) {
-                break (y, positions);
+        let (fraction, good_set) = loop {
+            if let Some(f) = try_set(&positions) {
+                break (f, positions);
             }
             if !next_combination(&mut positions, partials.len()) {
                 return Err(not_enough);
@@ -189,7 +211,7 @@ impl Combiner {
             .filter_map(|&i| partials.get(i).map(|p| p.index))
             .collect();
         Ok(CombineOutcome {
-            result,
+            result: self.quotient(&fraction, blinding.as_ref())?,
             used,
             faulty,
         })
@@ -199,12 +221,13 @@ impl Combiner {
         self.public.to_monty(x, what)
     }
 
-    /// `y = Π x_i^(λ_i·a) · c^b`, checked with `y^e = c`.
-    fn combine_set<'p>(
+    /// `y = Π x_i^(λ_i·a) · c^b` as a fraction `P/Q` (the terms with positive and with
+    /// negative exponents), checked with `P^e = c·Q^e`: a check without an inversion.
+    fn fraction<'p>(
         &self,
         input: &BoxedMontyForm,
         partials: impl Iterator<Item = &'p Partial> + Clone,
-    ) -> Result<BigUint, Error> {
+    ) -> Result<Fraction, Error> {
         let set: Vec<usize> = partials.clone().map(|p| p.index).collect();
         let one = BoxedMontyForm::one(self.public.monty());
         let (mut positive, mut negative) = (one.clone(), one);
@@ -227,16 +250,31 @@ impl Combiner {
             multiply(&x, &(lambda(self.params.delta(), &set, p.index)? * &self.a));
         }
         multiply(input, &self.b);
-        let inverse = negative
-            .invert_vartime()
-            .into_option()
-            .ok_or(Error::Verification)?;
-        let y = positive.mul(&inverse);
-        if self.public.pow_e(&y) != *input {
+        if self.public.pow_e(&positive) != input.mul(&self.public.pow_e(&negative)) {
             return Err(Error::Verification);
         }
-        Ok(self.public.retrieve(&y))
+        Ok(Fraction { positive, negative })
     }
+
+    /// `P/Q`, or with a blinding factor `r`, `P/(Q·r)`: one constant-time inversion either
+    /// way (the result may be a plaintext).
+    fn quotient(&self, f: &Fraction, blinding: Option<&Blinding>) -> Result<BigUint, Error> {
+        let denominator = match blinding {
+            Some(b) => f.negative.mul(b.factor()),
+            None => f.negative.clone(),
+        };
+        let inverse = denominator
+            .invert()
+            .into_option()
+            .ok_or(Error::Verification)?;
+        Ok(self.public.retrieve(&f.positive.mul(&inverse)))
+    }
+}
+
+/// A combined result before its one division.
+struct Fraction {
+    positive: BoxedMontyForm,
+    negative: BoxedMontyForm,
 }
 
 /// `x^e` over the significant bits of a public exponent only.

@@ -153,9 +153,20 @@ fn blinded_operation_unblinds_to_the_plain_signature() {
     )
     .unwrap();
     assert_eq!(
-        public.integer_to_be(&blinding.unblind(public, &y).unwrap()),
+        public.integer_to_be(&blinding.clone().unblind(public, &y).unwrap()),
         case.sig
     );
+    // Combining with the unblinding folded in gives the same signature, also when a
+    // wrong partial has to be skipped (and is named).
+    let combiner = ittc_threshold::Combiner::new(public, &params).unwrap();
+    let all: Vec<&KeyShare> = shares.iter().collect();
+    let mut parts = partials(key, &all, &blinded, Backend::default().get());
+    parts[0].value = (&parts[0].value + 1u8) % public.n();
+    let outcome = combiner
+        .combine_robust_blinded(&blinded, &parts, blinding)
+        .unwrap();
+    assert_eq!(public.integer_to_be(&outcome.result), case.sig);
+    assert_eq!(outcome.faulty, vec![1]);
 }
 
 #[test]
