@@ -40,6 +40,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Key generation with the peers.
+    #[serde(default)]
+    pub keygen: KeygenConfig,
     /// Which exponentiation backend runs the partial operation: `openssl` or
     /// `crypto-bigint`. Default: OpenSSL where this build has it.
     #[serde(default)]
@@ -197,6 +200,36 @@ impl Default for LogConfig {
     }
 }
 
+/// Key generation without a dealer (`GenerateKey`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeygenConfig {
+    /// Smallest modulus accepted, bits: 2048 (1024 is for tests only).
+    pub min_bits: u16,
+    /// Longest a generation may take at this appliance, ms; then it gives up, tells the
+    /// others and erases everything.
+    pub timeout_ms: u64,
+    /// Generations running at once; more get `Busy`.
+    pub max_sessions: usize,
+}
+
+impl Default for KeygenConfig {
+    fn default() -> Self {
+        Self {
+            min_bits: 2048,
+            timeout_ms: 600_000,
+            max_sessions: 2,
+        }
+    }
+}
+
+impl KeygenConfig {
+    /// The generation timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -289,12 +322,17 @@ impl Config {
             ("limits.write_timeout_ms", l.write_timeout_ms),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
             ("pin.max_failures", u64::from(self.pin.max_failures)),
+            ("keygen.timeout_ms", self.keygen.timeout_ms),
+            ("keygen.max_sessions", self.keygen.max_sessions as u64),
             ("pin.argon2_t_cost", u64::from(self.pin.argon2_t_cost)),
             ("pin.argon2_p_cost", u64::from(self.pin.argon2_p_cost)),
         ] {
             if value == 0 {
                 return Err((field, "must be at least 1".into()));
             }
+        }
+        if ![1024, 2048, 3072, 4096].contains(&self.keygen.min_bits) {
+            return Err(("keygen.min_bits", "must be 1024, 2048, 3072 or 4096".into()));
         }
         if self.pin.argon2_m_cost_kib < 8 * self.pin.argon2_p_cost {
             return Err((

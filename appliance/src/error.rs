@@ -80,6 +80,12 @@ pub enum ApplianceError {
     /// The threshold math refused the input or failed.
     #[error(transparent)]
     Threshold(#[from] ittc_threshold::Error),
+    /// A key generation failed or was refused; the message says why (never a secret).
+    #[error("key generation failed: {0}")]
+    Keygen(String),
+    /// A key-generation message for a session this appliance does not run (yet).
+    #[error("no such key generation session (yet)")]
+    NoSession,
     /// Anything else inside the appliance.
     #[error("internal: {0}")]
     Internal(String),
@@ -102,6 +108,9 @@ impl ApplianceError {
             Self::WrongEpoch { .. } => (ErrorCode::WrongEpoch, true),
             Self::NotFound(_) => (ErrorCode::NotFound, true),
             Self::Busy(_) => (ErrorCode::Busy, true),
+            Self::NoSession => (ErrorCode::NotFound, true),
+            // Not an internal fault: the message names the peer and the step, no secret.
+            Self::Keygen(_) => (ErrorCode::Internal, true),
             Self::Storage(e) => (
                 storage_code(e),
                 !matches!(storage_code(e), ErrorCode::Internal),

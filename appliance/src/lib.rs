@@ -7,12 +7,13 @@
 //! timeouts, limits); [`handlers`] own what each request does; [`storage`] is the only code
 //! that touches the database.
 //!
-//! What the appliance does not do (yet): key generation and proactive refresh with its
-//! peers (`peers` in the config is read but unused).
+//! [`keygen`] runs dealerless key generation with the peers (`GenerateKey`). What the
+//! appliance does not do (yet): proactive refresh and share recovery.
 
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod keygen;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -75,13 +76,14 @@ pub fn run(path: &Path) -> Result<(), StartError> {
     install_tracing(&config);
     let identity = TlsIdentity::from_pem_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let acceptor = TlsAcceptor::from(identity.server_config()?);
+    let peer_client = identity.client_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
-        let state = Arc::new(State::open(config)?);
+        let state = Arc::new(State::open(config)?.with_peer_client(peer_client));
         tracing::info!(%address, index = state.config.index, variant = %state.build_variant, "appliance started");
         println!("listening on {address}");
         use std::io::Write as _;

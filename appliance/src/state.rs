@@ -2,6 +2,7 @@
 //! [`Session`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ittc_threshold::{Backend, PartialExp};
@@ -10,6 +11,7 @@ use ittc_wire::identity::Identity;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::keygen::Keygens;
 use crate::storage::{SealingKey, Storage, StorageOptions};
 
 /// The appliance's shared state.
@@ -28,6 +30,11 @@ pub struct State {
     pub inflight: Semaphore,
     /// Workers for partial operations: one per core unless configured.
     pub workers: Semaphore,
+    /// Client TLS configuration for connecting to peers (this appliance's certificate
+    /// serves as a client certificate too); `None` until [`State::with_peer_client`].
+    pub peer_client: Option<Arc<rustls::ClientConfig>>,
+    /// Key generations in progress.
+    pub keygen: Keygens,
 }
 
 impl State {
@@ -58,7 +65,15 @@ impl State {
             started: Instant::now(),
             inflight,
             workers,
+            peer_client: None,
+            keygen: Keygens::default(),
         })
+    }
+
+    /// Sets the TLS configuration used to reach the peers (key generation).
+    pub fn with_peer_client(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.peer_client = Some(config);
+        self
     }
 }
 

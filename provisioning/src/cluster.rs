@@ -68,18 +68,22 @@ impl Cluster {
 
     /// Connects to appliance `index` as admin.
     pub fn connect(&self, index: u8) -> Result<Connection, CliError> {
+        self.connect_with(index, self.config.timeouts.timeouts())
+    }
+
+    /// Connects to appliance `index` as admin with other time limits (a key generation
+    /// answers after minutes, not seconds).
+    pub fn connect_with(
+        &self,
+        index: u8,
+        timeouts: ittc_wire::client::Timeouts,
+    ) -> Result<Connection, CliError> {
         let entry = self.config.appliance(index).ok_or_else(|| {
             CliError::Cluster(format!("no appliance {index} in the configuration"))
         })?;
         let address = entry.resolve().map_err(|e| CliError::appliance(index, e))?;
-        Connection::connect(
-            address,
-            index,
-            self.admin.clone(),
-            self.config.timeouts.timeouts(),
-            "ittc",
-        )
-        .map_err(|e| CliError::appliance(index, format!("{} unreachable: {e}", entry.address)))
+        Connection::connect(address, index, self.admin.clone(), timeouts, "ittc")
+            .map_err(|e| CliError::appliance(index, format!("{} unreachable: {e}", entry.address)))
     }
 
     /// Connects to every appliance at once (in parallel); the first failure, if any, names

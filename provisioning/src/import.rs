@@ -70,7 +70,7 @@ pub fn import(
     let shares = split_key(key, params, Backend::default().get(), &mut rand::rng())?;
 
     let stored = std::sync::Mutex::new(Vec::new());
-    let outcome = (|| {
+    let mut store = || {
         progress("sending each appliance its share");
         on_all(&mut connections, |index, c| {
             let share = shares
@@ -97,23 +97,91 @@ pub fn import(
         .map_err(|details| CliError::Several {
             summary: "storing the shares failed".into(),
             details,
-        })?;
+        })
+    };
+    let outcome = store();
+    let new_key = NewKey {
+        key_id: &key_id,
+        id,
+        label,
+        public: &public,
+        params: &params,
+        certificate: cert_object.as_ref(),
+    };
+    let stored: Vec<u8> = stored.into_inner().unwrap_or_default();
+    finish(
+        cluster,
+        &mut connections,
+        &new_key,
+        outcome,
+        &stored,
+        "import",
+        progress,
+    )?;
+    Ok(Imported {
+        id: id.to_vec(),
+        bits: public.bits(),
+        threshold: params.threshold(),
+        parties: n,
+    })
+}
 
+pub(crate) fn holds_key(
+    index: u8,
+    connection: &mut Connection,
+    key_id: &KeyId,
+) -> Result<bool, CliError> {
+    match connection.request(&Request::Status) {
+        Ok(Response::Status(status)) => Ok(status.keys.iter().any(|k| &k.key_id == key_id)),
+        Ok(other) => Err(CliError::appliance(
+            index,
+            format!("status: unexpected answer {other:?}"),
+        )),
+        Err(e) => Err(CliError::appliance(index, e)),
+    }
+}
+
+/// A key whose shares are stored as the pending epoch [`FIRST_EPOCH`] (by an import or a
+/// generation), waiting for [`finish`].
+pub(crate) struct NewKey<'a> {
+    pub key_id: &'a KeyId,
+    pub id: &'a [u8],
+    pub label: &'a str,
+    pub public: &'a ittc_threshold::RsaPublicKey,
+    pub params: &'a SharingParams,
+    pub certificate: Option<&'a TokenObject>,
+}
+
+/// The second phase of an import or a generation, after the shares were stored (or
+/// `stored` failed): a trial operation through every appliance, the public-key (and
+/// certificate) objects on every appliance, then the commit everywhere. If anything fails,
+/// the key and its objects are deleted everywhere and the error says whether that worked.
+/// `stored` lists the appliances that acknowledged a share; `what` names the operation.
+pub(crate) fn finish(
+    cluster: &Cluster,
+    connections: &mut [(u8, Connection)],
+    key: &NewKey<'_>,
+    stored: Result<(), CliError>,
+    stored_on: &[u8],
+    what: &str,
+    progress: &dyn Fn(&str),
+) -> Result<(), CliError> {
+    let outcome = stored.and_then(|()| {
         progress("trial operation through the appliances");
-        trial(&mut connections, &key_id, &public, &params)?;
+        trial(connections, key.key_id, key.public, key.params)?;
 
         progress("storing the public key and certificate objects");
         let mut objects = vec![TokenObject::rsa_public_key(
-            ObjectId::derived("public-key", id),
-            id,
-            label,
-            &public.n_be(),
-            &public.e_be(),
+            ObjectId::derived("public-key", key.id),
+            key.id,
+            key.label,
+            &key.public.n_be(),
+            &key.public.e_be(),
         )];
-        objects.extend(cert_object.clone());
+        objects.extend(key.certificate.cloned());
         for object in &objects {
             let request = Request::PutObject(object.clone());
-            on_all(&mut connections, |i, c| expect_ok(i, c, &request)).map_err(|details| {
+            on_all(connections, |i, c| expect_ok(i, c, &request)).map_err(|details| {
                 CliError::Several {
                     summary: "storing the objects failed".into(),
                     details,
@@ -123,51 +191,54 @@ pub fn import(
 
         progress("committing");
         let commit = Request::CommitEpoch {
-            key_id: key_id.clone(),
+            key_id: key.key_id.clone(),
             epoch: FIRST_EPOCH,
         };
-        on_all(&mut connections, |i, c| expect_ok(i, c, &commit)).map_err(|details| {
-            CliError::Several {
-                summary: "committing failed".into(),
-                details,
-            }
+        on_all(connections, |i, c| expect_ok(i, c, &commit)).map_err(|details| CliError::Several {
+            summary: "committing failed".into(),
+            details,
         })
-    })();
+    });
 
     if let Err(error) = outcome {
         progress("rolling back");
-        let stored: Vec<u8> = stored.into_inner().unwrap_or_default();
-        let leftovers = roll_back(cluster, &key_id, id, &stored, cert_object.as_ref());
-        if leftovers.is_empty() {
-            return Err(CliError::Several {
-                summary: format!("import failed, and nothing is left on any appliance: {error}"),
-                details: vec![],
-            });
-        }
-        return Err(CliError::Several {
-            summary: format!(
-                "import failed: {error}\nand these appliances could not be cleaned up (their \
-                 uncommitted share is unusable; delete it when they are back)"
-            ),
-            details: leftovers,
-        });
+        return Err(rolled_back(
+            cluster,
+            key.key_id,
+            key.id,
+            stored_on,
+            key.certificate,
+            what,
+            error,
+        ));
     }
-    Ok(Imported {
-        id: id.to_vec(),
-        bits: public.bits(),
-        threshold: params.threshold(),
-        parties: n,
-    })
+    Ok(())
 }
 
-fn holds_key(index: u8, connection: &mut Connection, key_id: &KeyId) -> Result<bool, CliError> {
-    match connection.request(&Request::Status) {
-        Ok(Response::Status(status)) => Ok(status.keys.iter().any(|k| &k.key_id == key_id)),
-        Ok(other) => Err(CliError::appliance(
-            index,
-            format!("status: unexpected answer {other:?}"),
-        )),
-        Err(e) => Err(CliError::appliance(index, e)),
+/// Deletes the key and its objects everywhere after `error`; the error to report says
+/// whether anything is left.
+pub(crate) fn rolled_back(
+    cluster: &Cluster,
+    key_id: &KeyId,
+    id: &[u8],
+    stored_on: &[u8],
+    certificate: Option<&TokenObject>,
+    what: &str,
+    error: CliError,
+) -> CliError {
+    let leftovers = roll_back(cluster, key_id, id, stored_on, certificate);
+    if leftovers.is_empty() {
+        return CliError::Several {
+            summary: format!("{what} failed, and nothing is left on any appliance: {error}"),
+            details: vec![],
+        };
+    }
+    CliError::Several {
+        summary: format!(
+            "{what} failed: {error}\nand these appliances could not be cleaned up (their \
+             uncommitted share is unusable; delete it when they are back)"
+        ),
+        details: leftovers,
     }
 }
 
@@ -224,7 +295,12 @@ fn roll_back(
     handles.extend(certificate.map(|c| c.handle));
     cluster
         .in_parallel(cluster.indices(), |index| -> Result<(), CliError> {
-            let mut c = cluster.connect(index)?;
+            let mut c = match cluster.connect(index) {
+                Ok(c) => c,
+                // Nothing was stored on an appliance that never acknowledged a share.
+                Err(_) if !stored.contains(&index) => return Ok(()),
+                Err(e) => return Err(e),
+            };
             for handle in &handles {
                 // Absent objects are fine: they may never have been stored.
                 let _ = c.request(&Request::DeleteObject { handle: *handle });

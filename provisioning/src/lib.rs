@@ -11,6 +11,7 @@ pub mod cert;
 pub mod cluster;
 pub mod demo;
 mod error;
+pub mod generate;
 pub mod import;
 pub mod init;
 pub mod pin;

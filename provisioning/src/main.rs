@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
-use ittc_provisioning::{CliError, cert, demo, import, init, pin, prompt, status, token};
+use ittc_provisioning::{CliError, cert, demo, generate, import, init, pin, prompt, status, token};
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
 
@@ -112,6 +112,26 @@ enum KeyAction {
         passphrase_file: Option<PathBuf>,
         /// The key file.
         keyfile: PathBuf,
+    },
+    /// Generate a new RSA key on the appliances without a dealer (Boneh–Franklin): no
+    /// whole private key ever exists anywhere.
+    Generate {
+        /// Modulus size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: u16,
+        /// Public exponent (a prime larger than the number of appliances).
+        #[arg(long, default_value_t = 65537)]
+        e: u64,
+        /// Label (CKA_LABEL).
+        #[arg(long)]
+        label: String,
+        /// Key id (CKA_ID), hex.
+        #[arg(long, value_parser = parse_hex)]
+        id: HexId,
+        /// Seconds to wait for the appliances (which give up after their own
+        /// keygen.timeout_ms).
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
     },
 }
 
@@ -242,6 +262,48 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 out.display()
             );
             println!("keep ca.key offline: it can issue certificates for this cluster.");
+        }
+        Command::Key {
+            action:
+                KeyAction::Generate {
+                    bits,
+                    e,
+                    label,
+                    id: HexId(id),
+                    timeout,
+                },
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let spec = generate::GenerateSpec {
+                bits,
+                public_exponent: e,
+                id: &id,
+                label: &label,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let generated = generate::generate(&cluster, &spec, &|m| bar.set_message(m.to_owned()));
+            bar.finish_and_clear();
+            let generated = generated?;
+            let stats = &generated.stats;
+            println!(
+                "generated RSA-{} key id {} \"{label}\" as {}-of-{} shares in {:.1} s; checked \
+                 with a trial operation.",
+                generated.public.bits(),
+                hex::encode(&id),
+                generated.threshold,
+                generated.parties,
+                generated.elapsed.as_secs_f64()
+            );
+            println!(
+                "candidates tried: {}, biprimality tests: {}, batches: {}, rounds: {}",
+                stats.candidates, stats.biprimality_tests, stats.batches, stats.rounds
+            );
         }
         Command::Key {
             action:

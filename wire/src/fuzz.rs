@@ -9,9 +9,9 @@ use core::fmt::Debug;
 use crate::codec::{self, Message};
 use crate::frame::{read_frame_blocking, write_frame_blocking};
 use crate::{
-    Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, ObjectClass, ObjectId, ObjectSummary,
-    PROTOCOL_VERSION, PartialResult, Request, Response, SecretBytes, ShareRecord, StatusInfo,
-    TokenObject, UserKind, WireError,
+    Attribute, Error, ErrorCode, HelloInfo, KEYGEN_EPOCH, KeyId, KeyStatus, KeygenResult,
+    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PROTOCOL_VERSION, PartialResult, Participant,
+    Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
 };
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
@@ -142,6 +142,31 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
             key_id: key_id()?,
             epoch: 8,
         },
+        Request::GenerateKey(KeygenSpec {
+            session: [0x5e; 16],
+            key_id: key_id()?,
+            label: "generated".into(),
+            bits: 2048,
+            public_exponent: 65537,
+            threshold: 2,
+            participants: (1..=3)
+                .map(|index| Participant {
+                    index,
+                    address: format!("10.0.0.{index}:7301"),
+                })
+                .collect(),
+        }),
+        Request::KeygenRound {
+            session: [0x5e; 16],
+            from: 2,
+            round: 4,
+            message: SecretBytes::new(vec![0x77; 64]),
+        },
+        Request::KeygenAbort {
+            session: [0x5e; 16],
+            from: 3,
+            reason: "appliance 1 unreachable".into(),
+        },
     ])
 }
 
@@ -196,6 +221,16 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             }],
             audit_head: [0x11; 32],
             uptime_secs: 86_400,
+        }),
+        Response::KeyGenerated(KeygenResult {
+            modulus: vec![0xc7; 256],
+            public_exponent: vec![1, 0, 1],
+            epoch: KEYGEN_EPOCH,
+            batches: 3,
+            candidates: 4096,
+            biprimality_tests: 40,
+            rounds: 12,
+            elapsed_ms: 31_000,
         }),
     ])
 }

@@ -70,8 +70,8 @@ pub use identity::{
 pub use key_id::KeyId;
 pub use limits::MAX_FRAME;
 pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
-pub use request::{Request, ShareRecord, UserKind};
-pub use response::{HelloInfo, KeyStatus, PartialResult, Response, StatusInfo};
+pub use request::{KEYGEN_EPOCH, KeygenSpec, Participant, Request, ShareRecord, UserKind};
+pub use response::{HelloInfo, KeyStatus, KeygenResult, PartialResult, Response, StatusInfo};
 pub use secret::SecretBytes;
 pub use tls::TlsIdentity;
 pub use wire_error::{ErrorCode, WireError};

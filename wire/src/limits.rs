@@ -41,6 +41,11 @@ pub const MAX_PIN_LEN: usize = 256;
 /// for integer shares, which are somewhat longer than the modulus.
 pub const MAX_INTEGER_LEN: usize = 4096;
 
+/// Longest key-generation round message carried by [`crate::Request::KeygenRound`]: the
+/// frame less 64 KiB for the rest of the request. Appliances size their candidate batches
+/// so that every message fits.
+pub const MAX_KEYGEN_MESSAGE_LEN: usize = MAX_FRAME - 64 * 1024;
+
 /// Most attributes in one [`crate::TokenObject`]. PKCS#11 objects have a few dozen.
 pub const MAX_ATTRIBUTES: usize = 128;
 

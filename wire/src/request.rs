@@ -3,9 +3,10 @@
 use bincode::{Decode, Encode};
 
 use crate::limits::{
-    MAX_INTEGER_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_PIN_LEN, check_len, check_sharing,
+    MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, MAX_KEYGEN_MESSAGE_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
+    MAX_PIN_LEN, check_len, check_sharing,
 };
-use crate::{Error, KeyId, ObjectId, SecretBytes, TokenObject};
+use crate::{Error, KeyId, MAX_APPLIANCES, ObjectId, SecretBytes, TokenObject};
 
 /// A request to an appliance. Each is answered by one [`crate::Response`]: the one named
 /// on the variant, or [`crate::Response::Error`].
@@ -110,6 +111,110 @@ pub enum Request {
         /// The key's pending epoch; another one gives `WrongEpoch`.
         epoch: u64,
     },
+
+    /// Admin, or a client logged in as the user: this appliance takes part in generating a
+    /// new key without a dealer (Boneh–Franklin, with the other participants over peer
+    /// connections) and stores its share as the key's pending epoch
+    /// ([`KEYGEN_EPOCH`]). The coordinator sends the same request to every participant at
+    /// once; each answers [`crate::Response::KeyGenerated`] when the protocol is done, or
+    /// an error (no share is stored then). The coordinator then checks the shares with a
+    /// trial operation and commits the epoch everywhere, or deletes the key everywhere.
+    GenerateKey(KeygenSpec),
+
+    /// Appliance to appliance: one round message of a key generation, for the session
+    /// named. Answered by `Ok` once queued. Only the appliance `from` may send it, and only
+    /// for a session both appliances take part in.
+    KeygenRound {
+        /// The session ([`KeygenSpec::session`]).
+        session: [u8; 16],
+        /// The sender's appliance index.
+        from: u8,
+        /// The protocol round the message belongs to.
+        round: u32,
+        /// The bincode-encoded `ittc_threshold::keygen::Message`, at most
+        /// [`MAX_KEYGEN_MESSAGE_LEN`] bytes. Secret (shares meant for the recipient).
+        message: SecretBytes,
+    },
+
+    /// Appliance to appliance: the sender gave up on a key generation (an error, a timeout,
+    /// an unreachable peer); the recipient stops too. Answered by `Ok`.
+    KeygenAbort {
+        /// The session.
+        session: [u8; 16],
+        /// The sender's appliance index.
+        from: u8,
+        /// Why, for the error message, at most [`MAX_ERROR_MESSAGE_LEN`] bytes. Never
+        /// holds secret values.
+        reason: String,
+    },
+}
+
+/// The epoch a generated key's shares are stored under (as for an imported key).
+pub const KEYGEN_EPOCH: u64 = 1;
+
+/// A key generation, as the coordinator asks every participant for it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct KeygenSpec {
+    /// A random session id, the same in the request to every participant.
+    pub session: [u8; 16],
+    /// The new key's id (`CKA_ID`); no appliance may hold a key with this id yet.
+    pub key_id: KeyId,
+    /// The key's label, at most [`MAX_LABEL_LEN`] bytes.
+    pub label: String,
+    /// Modulus size in bits (2048, 3072 or 4096; an appliance may allow 1024 for tests).
+    pub bits: u16,
+    /// The public exponent, a prime larger than the number of participants (65537).
+    pub public_exponent: u64,
+    /// How many partials combine (`k`), in `2..=participants`.
+    pub threshold: u8,
+    /// Every participant (this appliance included), indices exactly `1..=n`, `n ≥ 3`, in
+    /// order.
+    pub participants: Vec<Participant>,
+}
+
+/// One appliance taking part in a key generation.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Participant {
+    /// Its index.
+    pub index: u8,
+    /// Where the others reach it (`host:port`), at most [`MAX_NAME_LEN`] bytes; an
+    /// appliance prefers the address in its own `peers` configuration. The peer's
+    /// certificate is checked either way, so a wrong address can only make the generation
+    /// fail.
+    pub address: String,
+}
+
+impl KeygenSpec {
+    fn validate(&self) -> Result<(), Error> {
+        check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
+        check_len(
+            self.participants.len(),
+            usize::from(MAX_APPLIANCES),
+            "too many participants",
+        )?;
+        let n = u8::try_from(self.participants.len())
+            .map_err(|_| Error::Invalid("too many participants"))?;
+        if n < 3 {
+            return Err(Error::Invalid(
+                "key generation needs at least 3 participants",
+            ));
+        }
+        if self.threshold < 2 {
+            return Err(Error::Invalid("threshold must be at least 2"));
+        }
+        check_sharing(None, self.threshold, n)?;
+        for (i, p) in self.participants.iter().enumerate() {
+            if usize::from(p.index) != i + 1 {
+                return Err(Error::Invalid("participants must be 1..=n in order"));
+            }
+            check_len(
+                p.address.len(),
+                MAX_NAME_LEN,
+                "participant address too long",
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Request {
@@ -131,6 +236,9 @@ impl Request {
             Request::ChangePin { .. } => "change_pin",
             Request::DeleteKey { .. } => "delete_key",
             Request::CommitEpoch { .. } => "commit_epoch",
+            Request::GenerateKey(_) => "generate_key",
+            Request::KeygenRound { .. } => "keygen_round",
+            Request::KeygenAbort { .. } => "keygen_abort",
         }
     }
 
@@ -151,6 +259,15 @@ impl Request {
             }
             Request::PutObject(object) => object.validate(),
             Request::StoreShare(record) => record.validate(),
+            Request::GenerateKey(spec) => spec.validate(),
+            Request::KeygenRound { message, .. } => check_len(
+                message.len(),
+                MAX_KEYGEN_MESSAGE_LEN,
+                "key-generation message too long",
+            ),
+            Request::KeygenAbort { reason, .. } => {
+                check_len(reason.len(), MAX_ERROR_MESSAGE_LEN, "abort reason too long")
+            }
             Request::Logout
             | Request::ListObjects
             | Request::GetObject { .. }
@@ -244,7 +361,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            14,
+            17,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -263,7 +380,8 @@ mod tests {
         assert_eq!(commit.kind(), "commit_epoch");
         assert!(commit.validate().is_ok());
         let samples = crate::fuzz::sample_requests().unwrap();
-        assert_eq!(samples.last().map(Request::kind), Some("commit_epoch"));
+        assert_eq!(samples[13].kind(), "commit_epoch");
+        assert_eq!(samples.last().map(Request::kind), Some("keygen_abort"));
     }
 
     #[test]

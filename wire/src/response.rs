@@ -26,6 +26,9 @@ pub enum Response {
     Object(TokenObject),
     /// The answer to [`crate::Request::Status`].
     Status(StatusInfo),
+    /// The answer to [`crate::Request::GenerateKey`]: the key this appliance holds a
+    /// pending share of.
+    KeyGenerated(KeygenResult),
 }
 
 impl Response {
@@ -39,6 +42,7 @@ impl Response {
             Response::Objects(_) => "objects",
             Response::Object(_) => "object",
             Response::Status(_) => "status",
+            Response::KeyGenerated(_) => "key_generated",
         }
     }
 
@@ -57,6 +61,14 @@ impl Response {
             Response::Objects(list) => check_len(list.len(), MAX_OBJECTS, "too many objects"),
             Response::Object(object) => object.validate(),
             Response::Status(status) => status.validate(),
+            Response::KeyGenerated(result) => {
+                check_len(result.modulus.len(), MAX_INTEGER_LEN, "modulus too long")?;
+                check_len(
+                    result.public_exponent.len(),
+                    MAX_INTEGER_LEN,
+                    "public exponent too long",
+                )
+            }
         }
     }
 }
@@ -94,6 +106,29 @@ pub struct PartialResult {
     pub epoch: u64,
     /// The value, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
     pub value: Vec<u8>,
+}
+
+/// One appliance's result of a key generation. Everything here is public and the same at
+/// every participant (the coordinator checks that).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct KeygenResult {
+    /// The modulus `N`, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
+    pub modulus: Vec<u8>,
+    /// The public exponent, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
+    pub public_exponent: Vec<u8>,
+    /// The epoch the share was stored under, pending ([`crate::KEYGEN_EPOCH`]).
+    pub epoch: u64,
+    /// Candidate batches started.
+    pub batches: u32,
+    /// Candidate pairs whose modulus was computed.
+    pub candidates: u64,
+    /// Moduli that went to the first biprimality test (survivors of the size check and
+    /// trial division).
+    pub biprimality_tests: u64,
+    /// Rounds of messages.
+    pub rounds: u32,
+    /// Time the protocol took at this appliance, in milliseconds.
+    pub elapsed_ms: u64,
 }
 
 /// The state of one appliance.
@@ -199,7 +234,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            7,
+            8,
             "every variant has a sample and a distinct kind"
         );
     }

@@ -34,11 +34,13 @@ pub fn handle_commit_epoch(
     epoch: u64,
 ) -> Result<Response, ApplianceError> {
     state.storage.commit_epoch(key_id, epoch)?;
+    state.keygen.forget(key_id);
     Ok(Response::Ok)
 }
 
 /// Deletes a key and its shares (an import that was never committed included).
 pub fn handle_delete_key(state: &State, key_id: &KeyId) -> Result<Response, ApplianceError> {
+    state.keygen.forget(key_id);
     if !state.storage.delete_key(key_id)? {
         return Err(ApplianceError::UnknownKey(key_id.to_string()));
     }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod hello;
+mod keygen;
 mod login;
 mod objects;
 mod partial;
@@ -57,6 +58,9 @@ fn audited(request: &Request) -> Option<Option<String>> {
         | Request::DeleteKey { key_id }
         | Request::CommitEpoch { key_id, .. } => Some(Some(key_id.to_string())),
         Request::StoreShare(rec) => Some(Some(rec.key_id.to_string())),
+        Request::GenerateKey(spec) => Some(Some(spec.key_id.to_string())),
+        // Each generation has one audited GenerateKey; its many round messages are not.
+        Request::KeygenRound { .. } | Request::KeygenAbort { .. } => None,
         Request::GetObject { handle } | Request::DeleteObject { handle } => {
             Some(Some(format!("object {}", handle.0)))
         }
@@ -129,6 +133,38 @@ fn route(
         Request::CommitEpoch { key_id, epoch } if admin => {
             admin::handle_commit_epoch(state, &key_id, epoch)
         }
+        // A logged-in user generates keys on its token (C_GenerateKeyPair) and so finishes
+        // them: commit, or delete, a key that has never been committed.
+        Request::DeleteKey { key_id } if client && state.keygen.is_generated(&key_id) => {
+            require_login(session, UserKind::User)?;
+            require_uncommitted(state, &key_id, role)?;
+            admin::handle_delete_key(state, &key_id)
+        }
+        Request::CommitEpoch { key_id, epoch } if client && state.keygen.is_generated(&key_id) => {
+            require_login(session, UserKind::User)?;
+            require_uncommitted(state, &key_id, role)?;
+            admin::handle_commit_epoch(state, &key_id, epoch)
+        }
+        Request::GenerateKey(spec) if admin || client => {
+            if client {
+                require_login(session, UserKind::User)?;
+            }
+            keygen::handle_generate(state, &spec)
+        }
+        // Only appliance `from` itself carries its round messages.
+        Request::KeygenRound {
+            session: id,
+            from,
+            round,
+            message,
+        } if role == Role::Appliance(from) => {
+            keygen::handle_round(state, &id, from, round, message)
+        }
+        Request::KeygenAbort {
+            session: id,
+            from,
+            reason,
+        } if role == Role::Appliance(from) => keygen::handle_abort(state, &id, from, &reason),
         Request::SetPin { user, pin } if admin || client => {
             // A client sets the user PIN as the logged-in security officer (C_InitPIN).
             if client
@@ -142,6 +178,23 @@ fn route(
             admin::handle_change_pin(state, user, old.expose_secret(), new.expose_secret())
         }
         _ => Err(forbidden()),
+    }
+}
+
+/// A client may commit or delete only a key generated here and never committed (one it
+/// has just generated); every other key is the admin's.
+fn require_uncommitted(
+    state: &State,
+    key_id: &ittc_wire::KeyId,
+    role: Role,
+) -> Result<(), ApplianceError> {
+    match state.storage.key(key_id)? {
+        None => Err(ApplianceError::UnknownKey(key_id.to_string())),
+        Some(key) if key.active_epoch.is_none() && state.keygen.is_generated(key_id) => Ok(()),
+        Some(_) => Err(ApplianceError::Forbidden {
+            role: role.to_string(),
+            request: "commit or delete of a key it did not just generate",
+        }),
     }
 }
 

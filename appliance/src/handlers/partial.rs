@@ -11,7 +11,8 @@ use crate::storage::EpochSlot;
 /// Who asks for a partial operation, which decides the epoch it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
-    /// A client logged in as the user: the key's active epoch only.
+    /// A client logged in as the user: the key's active epoch, or the pending epoch of a
+    /// key generated here and never committed (the trial of a key it has just generated).
     User,
     /// The admin (the dealer's trial operation before a commit): the key's pending epoch
     /// only. The admin certificate is the authority; no PIN is involved.
@@ -40,6 +41,13 @@ pub fn handle_partial(
     };
     let slot = match caller {
         Caller::User if key.active_epoch == Some(epoch) => EpochSlot::Active,
+        Caller::User
+            if key.active_epoch.is_none()
+                && key.pending_epoch == Some(epoch)
+                && state.keygen.is_generated(key_id) =>
+        {
+            EpochSlot::Pending
+        }
         Caller::Admin if key.pending_epoch == Some(epoch) => EpochSlot::Pending,
         // A committed share serves clients only: the admin holds no PIN.
         Caller::Admin if key.active_epoch == Some(epoch) => {
