@@ -12,8 +12,9 @@
 //!   operations (verify, encrypt).
 //!
 //! What this crate does not do: generate keys (`C_GenerateKeyPair` waits for dealerless
-//! generation), hold session objects, or link OpenSSL (it is loaded into processes that
-//! carry their own). docs/pkcs11.md lists functions, mechanisms, attributes and limits.
+//! generation) or link OpenSSL (it is loaded into processes that carry their own).
+//! Session objects and copies of the private key live in the module (`module`'s
+//! `session_objects`). docs/pkcs11.md lists functions, mechanisms, attributes and limits.
 
 // `CK_ULONG` is `u64` on LP64 targets but `u32` on others (Windows); the `u64::from` and
 // `try_from` conversions between it and the wire's `u64` keep the code portable.

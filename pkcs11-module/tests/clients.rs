@@ -287,7 +287,80 @@ fn p11_kit_lists_the_registered_module_and_its_token() {
         module_path().display()
     );
     assert!(out.contains(&listed), "{out}");
-    // Known gap (docs/pkcs11.md): p11-kit 0.24 prints no library or token details for
-    // any module once this one initialises; the token label and model are not checked
-    // until that is understood.
+    // The module's own details, and those of the modules listed after it.
+    let ours = out.split(&listed).nth(1).unwrap();
+    for line in [
+        "library-description: ittc threshold RSA token",
+        "library-manufacturer: ittc",
+        "token: ittc",
+        "model: threshold RSA",
+        "token-initialized",
+    ] {
+        assert!(ours.contains(line), "{line}\n{out}");
+    }
+    // Every module listed, before and after this one, printed its library details.
+    let modules = out.lines().filter(|l| !l.starts_with(' ')).count();
+    let details = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("library-description:"))
+        .count();
+    assert_eq!(modules, details, "a module lost its details:\n{out}");
+}
+
+/// OpenSC's `pkcs11-spy.so` between `pkcs11-tool` and the module: the spy asks the
+/// module for its 3.0 interface (and writes into the structure it gets), then passes
+/// every call through and logs it.
+const SPY: &str = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
+
+#[test]
+fn pkcs11_spy_wraps_the_module_to_list_slots_and_sign() {
+    let c = Client::new(&Setup::new(2, 3));
+    let spy_log = c.file("spy.log");
+    let msg = b"signed through pkcs11-spy";
+    std::fs::write(c.file("msg"), msg).unwrap();
+    let spy = |args: &[&str]| -> String {
+        let mut all: Vec<OsString> = vec!["--module".into(), SPY.into()];
+        all.extend(args.iter().map(OsString::from));
+        let mut env = c.env();
+        env.push(("PKCS11SPY", module_path().into()));
+        env.push(("PKCS11SPY_OUTPUT", spy_log.clone().into()));
+        let (status, out) = run("pkcs11-tool", &all, &env, CLIENT_TIMEOUT);
+        let log = std::fs::read_to_string(&spy_log).unwrap_or_default();
+        assert!(
+            status.success(),
+            "pkcs11-tool (spy) {args:?}: {status}\n{out}\nspy log:\n{log}\nmodule log:\n{}",
+            c.log()
+        );
+        out
+    };
+    let slots = spy(&["-L"]);
+    assert!(slots.contains("ittc cluster"), "{slots}");
+    assert!(
+        slots.contains("token model        : threshold RSA"),
+        "{slots}"
+    );
+    let sig_path = c.file("sig");
+    let input = c.file("msg");
+    spy(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--sign",
+        "--id",
+        "01",
+        "--mechanism",
+        "SHA256-RSA-PKCS",
+        "--input-file",
+        input.to_str().unwrap(),
+        "--output-file",
+        sig_path.to_str().unwrap(),
+    ]);
+    let sig = std::fs::read(&sig_path).unwrap();
+    verify_pkcs1(&c.fx.public(), MessageDigest::sha256(), msg, &sig);
+    let log = std::fs::read_to_string(&spy_log).unwrap();
+    assert!(log.contains("Loaded: "), "{log}");
+    for call in ["C_GetInterface", "C_GetSlotList", "C_Login", "C_Sign"] {
+        assert!(log.contains(&format!(": {call}\n")), "{call}\n{log}");
+    }
+    assert!(!log.contains("Returned:  5 CKR_GENERAL_ERROR"), "{log}");
 }

@@ -626,3 +626,295 @@ fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
         },
     );
 }
+
+/// How many objects appliance `index` stores.
+fn stored_objects(fx: &Fixture, index: u8) -> usize {
+    let mut c = fx.cluster.user_session(index, PIN.as_bytes());
+    match c.request(&Request::ListObjects).unwrap() {
+        Response::Objects(list) => list.len(),
+        other => panic!("appliance {index} listed {other:?}"),
+    }
+}
+
+#[test]
+fn a_copy_of_the_private_key_is_a_session_object_that_signs() {
+    isolated(
+        "a_copy_of_the_private_key_is_a_session_object_that_signs",
+        a_copy_of_the_private_key_is_a_session_object_that_signs_body,
+    );
+}
+
+fn a_copy_of_the_private_key_is_a_session_object_that_signs_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
+    let stored = stored_objects(&fx, 1);
+    let creator = fx.user_session();
+    let other = fx.session(); // the login is the application's, shared by its sessions
+    let key = find_one(&creator, ObjectClass::PRIVATE_KEY);
+    // What NSS's server side does: a session copy of the token's private key.
+    let copy = creator
+        .copy_object(
+            key,
+            &[
+                Attribute::Token(false),
+                Attribute::Label(b"session copy".to_vec()),
+                Attribute::Id(b"\x09".to_vec()),
+            ],
+        )
+        .unwrap();
+    assert_ne!(copy, key);
+    let attrs = creator
+        .get_attributes(
+            copy,
+            &[
+                AttributeType::Class,
+                AttributeType::Token,
+                AttributeType::Private,
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::Modulus,
+                AttributeType::Sensitive,
+            ],
+        )
+        .unwrap();
+    let rsa = fx.openssl.rsa().unwrap();
+    for expected in [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Label(b"session copy".to_vec()),
+        Attribute::Id(b"\x09".to_vec()),
+        Attribute::Modulus(rsa.n().to_vec()),
+        Attribute::Sensitive(true),
+    ] {
+        assert!(attrs.contains(&expected), "{expected:?} in {attrs:?}");
+    }
+    // The original is unchanged, and the copy was not stored anywhere.
+    let label = creator
+        .get_attributes(key, &[AttributeType::Label])
+        .unwrap();
+    assert_eq!(label, vec![Attribute::Label(support::KEY_LABEL.into())]);
+    assert_eq!(stored_objects(&fx, 1), stored);
+
+    // The copy signs through the cluster, from any session of the application.
+    let msg = b"signed with a copy of the key";
+    for session in [&creator, &other] {
+        let sig = session.sign(&Mechanism::Sha256RsaPkcs, copy, msg).unwrap();
+        verify_pkcs1(&fx.public(), MessageDigest::sha256(), msg, &sig);
+    }
+    let found = other
+        .find_objects(&[Attribute::Id(b"\x09".to_vec())])
+        .unwrap();
+    assert_eq!(found, vec![copy]);
+
+    // A label change stays on the copy.
+    other
+        .update_attributes(copy, &[Attribute::Label(b"renamed copy".to_vec())])
+        .unwrap();
+    let label = creator
+        .get_attributes(key, &[AttributeType::Label])
+        .unwrap();
+    assert_eq!(label, vec![Attribute::Label(support::KEY_LABEL.into())]);
+
+    // The copy dies with the session that made it.
+    drop(creator);
+    let err = other
+        .get_attributes(copy, &[AttributeType::Label])
+        .unwrap_err();
+    assert_eq!(rv(err), RvError::ObjectHandleInvalid);
+    assert!(
+        other
+            .find_objects(&[Attribute::Id(b"\x09".to_vec())])
+            .unwrap()
+            .is_empty()
+    );
+    // A second copy can be destroyed by the application; the original cannot.
+    let again = other.copy_object(key, &[]).unwrap();
+    other.destroy_object(again).unwrap();
+    assert_eq!(
+        rv(other.destroy_object(key).unwrap_err()),
+        RvError::ActionProhibited
+    );
+}
+
+#[test]
+fn copy_templates_are_checked_and_token_copies_are_stored_everywhere() {
+    isolated(
+        "copy_templates_are_checked_and_token_copies_are_stored_everywhere",
+        copy_templates_are_checked_and_token_copies_are_stored_everywhere_body,
+    );
+}
+
+fn copy_templates_are_checked_and_token_copies_are_stored_everywhere_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
+    let session = fx.user_session();
+    let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+    let public = find_one(&session, ObjectClass::PUBLIC_KEY);
+    let refused =
+        |object, template: &[Attribute]| rv(session.copy_object(object, template).unwrap_err());
+    assert_eq!(
+        refused(key, &[Attribute::Token(true)]),
+        RvError::TemplateInconsistent
+    );
+    assert_eq!(
+        refused(key, &[Attribute::Private(false)]),
+        RvError::TemplateInconsistent
+    );
+    assert_eq!(
+        refused(key, &[Attribute::Class(ObjectClass::PUBLIC_KEY)]),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        refused(key, &[Attribute::KeyType(cryptoki::object::KeyType::EC)]),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        refused(key, &[Attribute::Modulus(vec![0xff; 256])]),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        refused(key, &[Attribute::Sensitive(false)]),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        refused(public, &[Attribute::Modulus(vec![0xff; 256])]),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        refused(public, &[Attribute::Value(b"x".to_vec())]),
+        RvError::AttributeTypeInvalid
+    );
+    // Giving a read-only attribute its own value is no change.
+    let rsa = fx.openssl.rsa().unwrap();
+    let same = session
+        .copy_object(
+            key,
+            &[
+                Attribute::Token(false),
+                Attribute::Modulus(rsa.n().to_vec()),
+            ],
+        )
+        .unwrap();
+    session.destroy_object(same).unwrap();
+
+    // A token copy of the public key is stored on every appliance, under a new handle,
+    // and is not taken for the cluster key's own public key object.
+    let before: Vec<usize> = (1..=3).map(|i| stored_objects(&fx, i)).collect();
+    let copy = session
+        .copy_object(public, &[Attribute::Label(b"public copy".to_vec())])
+        .unwrap();
+    let after: Vec<usize> = (1..=3).map(|i| stored_objects(&fx, i)).collect();
+    assert_eq!(after, before.iter().map(|n| n + 1).collect::<Vec<_>>());
+    let attrs = session
+        .get_attributes(
+            copy,
+            &[
+                AttributeType::Token,
+                AttributeType::Label,
+                AttributeType::Modulus,
+            ],
+        )
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Token(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Label(b"public copy".to_vec())));
+    assert!(attrs.contains(&Attribute::Modulus(rsa.n().to_vec())));
+    assert_eq!(find_one(&session, ObjectClass::PRIVATE_KEY), key);
+    let label = session
+        .get_attributes(public, &[AttributeType::Label])
+        .unwrap();
+    assert_eq!(label, vec![Attribute::Label(support::KEY_LABEL.into())]);
+    session.destroy_object(copy).unwrap();
+    let gone: Vec<usize> = (1..=3).map(|i| stored_objects(&fx, i)).collect();
+    assert_eq!(gone, before);
+
+    // A token copy needs a read-write session.
+    let slot = fx.pkcs11().get_slots_with_token().unwrap()[0];
+    let read_only = fx.pkcs11().open_ro_session(slot).unwrap();
+    assert_eq!(
+        rv(read_only
+            .copy_object(public, &[Attribute::Token(true)])
+            .unwrap_err()),
+        RvError::SessionReadOnly
+    );
+}
+
+#[test]
+fn session_objects_live_in_the_module_and_die_with_their_session() {
+    isolated(
+        "session_objects_live_in_the_module_and_die_with_their_session",
+        session_objects_live_in_the_module_and_die_with_their_session_body,
+    );
+}
+
+fn session_objects_live_in_the_module_and_die_with_their_session_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
+    let stored = stored_objects(&fx, 1);
+    let slot = fx.pkcs11().get_slots_with_token().unwrap()[0];
+    let data = |label: &str, private: bool| {
+        vec![
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(false),
+            Attribute::Private(private),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Application(b"ittc test".to_vec()),
+            Attribute::Value(b"payload".to_vec()),
+        ]
+    };
+    let by_app = [Attribute::Application(b"ittc test".to_vec())];
+    // A read-only public session may create public session objects, not private ones.
+    let public_ro = fx.pkcs11().open_ro_session(slot).unwrap();
+    let public_object = public_ro.create_object(&data("public", false)).unwrap();
+    assert_eq!(
+        rv(public_ro.create_object(&data("private", true)).unwrap_err()),
+        RvError::UserNotLoggedIn
+    );
+    // Every session of the application sees it.
+    let user = fx.user_session();
+    assert_eq!(user.find_objects(&by_app).unwrap(), vec![public_object]);
+    let private_object = user.create_object(&data("private", true)).unwrap();
+    let value = public_ro
+        .get_attributes(private_object, &[AttributeType::Value])
+        .unwrap();
+    assert_eq!(value, vec![Attribute::Value(b"payload".to_vec())]);
+    let mut both = public_ro.find_objects(&by_app).unwrap();
+    both.sort_unstable_by_key(|h| h.handle());
+    let mut expected = vec![public_object, private_object];
+    expected.sort_unstable_by_key(|h| h.handle());
+    assert_eq!(both, expected);
+    let token = public_ro
+        .get_attributes(public_object, &[AttributeType::Token])
+        .unwrap();
+    assert_eq!(token, vec![Attribute::Token(false)]);
+    assert_eq!(
+        stored_objects(&fx, 1),
+        stored,
+        "a session object was stored"
+    );
+
+    // Logging out destroys the private session objects.
+    user.logout().unwrap();
+    assert_eq!(
+        public_ro.find_objects(&by_app).unwrap(),
+        vec![public_object]
+    );
+    user.login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
+        .unwrap();
+    assert_eq!(
+        rv(user
+            .get_attributes(private_object, &[AttributeType::Value])
+            .unwrap_err()),
+        RvError::ObjectHandleInvalid
+    );
+    // Destroyed explicitly, or when the creating session closes.
+    let short_lived = user.create_object(&data("short", true)).unwrap();
+    user.destroy_object(short_lived).unwrap();
+    assert_eq!(user.find_objects(&by_app).unwrap(), vec![public_object]);
+    drop(public_ro);
+    assert!(user.find_objects(&by_app).unwrap().is_empty());
+    // Template errors.
+    let mut bad = data("bad", false);
+    bad[0] = Attribute::Class(ObjectClass::SECRET_KEY);
+    assert_eq!(
+        rv(user.create_object(&bad).unwrap_err()),
+        RvError::TemplateInconsistent
+    );
+}

@@ -59,7 +59,7 @@ entry! {
         // SAFETY: NULL or valid, as the specification requires.
         let info = unsafe { out(info) }?;
         *info = CK_INFO {
-            cryptokiVersion: CK_VERSION { major: 2, minor: 40 },
+            cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
             manufacturerID: padded("ittc"),
             flags: 0,
             libraryDescription: padded("ittc threshold RSA token"),
@@ -233,7 +233,8 @@ entry! {
 }
 
 entry! {
-    /// Creates a certificate, public key or data object on the appliances.
+    /// Creates a certificate, public key or data object: on the appliances, or as a
+    /// session object.
     fn C_CreateObject(session: CK_SESSION_HANDLE, attrs: *mut CK_ATTRIBUTE, count: CK_ULONG, object: *mut CK_OBJECT_HANDLE) {
         let m = module()?;
         // SAFETY: NULL or valid for `count` attributes.
@@ -241,6 +242,19 @@ entry! {
         // SAFETY: NULL or valid.
         let object = unsafe { out(object) }?;
         *object = m.create_object(session, &template)?;
+        Ok(())
+    }
+}
+
+entry! {
+    /// Copies an object (a cluster key's private key: as a session object).
+    fn C_CopyObject(session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE, attrs: *mut CK_ATTRIBUTE, count: CK_ULONG, new_object: *mut CK_OBJECT_HANDLE) {
+        let m = module()?;
+        // SAFETY: NULL or valid for `count` attributes.
+        let template = unsafe { template(attrs, count) }?;
+        // SAFETY: NULL or valid.
+        let new_object = unsafe { out(new_object) }?;
+        *new_object = m.copy_object(session, object, &template)?;
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! `C_GetFunctionList` (2.40) and the 3.0 interfaces: static tables whose every entry is
 //! a real function.
 
+use std::cell::UnsafeCell;
 use std::ffi::c_void;
+use std::sync::Mutex;
 
 use cryptoki_sys::*;
 
@@ -97,37 +99,52 @@ static FUNCTIONS_3_0: CK_FUNCTION_LIST_3_0 = function_list!(CK_FUNCTION_LIST_3_0
     C_VerifyMessage, C_VerifyMessageBegin, C_VerifyMessageNext, C_MessageVerifyFinal
 });
 
-static INTERFACE_NAME: &[u8] = b"PKCS 11\0";
+static INTERFACE_NAME: &std::ffi::CStr = c"PKCS 11";
 
-/// The interfaces offered, the 3.0 one first (the default).
-struct Interfaces([CK_INTERFACE; 2]);
+/// The interfaces offered, the 3.0 one first (the default), as (version, function list).
+/// `flags` is 0: in a forked child the module must be initialised again, which is not the
+/// fork-tolerant behaviour `CKF_INTERFACE_FORK_SAFE` promises (sessions, login state and
+/// handles carried into the child).
+fn interfaces() -> [(CK_VERSION, CK_INTERFACE); 2] {
+    let entry = |list: *const c_void| CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr().cast_mut().cast(),
+        pFunctionList: list.cast_mut(),
+        flags: 0,
+    };
+    [
+        (
+            FUNCTIONS_3_0.version,
+            entry((&raw const FUNCTIONS_3_0).cast()),
+        ),
+        (
+            FUNCTIONS_2_40.version,
+            entry((&raw const FUNCTIONS_2_40).cast()),
+        ),
+    ]
+}
 
-// SAFETY: the pointers in the table point to immutable statics; nothing ever writes
-// through them (the application must not either), so sharing the table is sound.
-unsafe impl Sync for Interfaces {}
+/// The `CK_INTERFACE` structures `C_GetInterface` hands out. They live in writable memory
+/// because some callers write into them: OpenSC's `pkcs11-spy` (0.23) replaces the
+/// returned interface's `pFunctionList` with its own table, which crashed on a table in
+/// read-only memory. Each call restores the entry it returns (see [`C_GetInterface`]).
+struct Handed(UnsafeCell<[CK_INTERFACE; 2]>);
 
-static INTERFACES: Interfaces = Interfaces([
-    CK_INTERFACE {
-        pInterfaceName: INTERFACE_NAME.as_ptr().cast_mut(),
-        pFunctionList: (&raw const FUNCTIONS_3_0).cast_mut().cast::<c_void>(),
-        flags: CKF_INTERFACE_FORK_SAFE,
-    },
-    CK_INTERFACE {
-        pInterfaceName: INTERFACE_NAME.as_ptr().cast_mut(),
-        pFunctionList: (&raw const FUNCTIONS_2_40).cast_mut().cast::<c_void>(),
-        flags: CKF_INTERFACE_FORK_SAFE,
-    },
-]);
+// SAFETY: the module writes the cells only while holding `HANDED_LOCK`, and only when a
+// caller changed them; otherwise they are only read.
+unsafe impl Sync for Handed {}
 
-fn interface_version(i: &CK_INTERFACE) -> CK_VERSION {
-    if std::ptr::eq(
-        i.pFunctionList.cast_const(),
-        (&raw const FUNCTIONS_3_0).cast(),
-    ) {
-        FUNCTIONS_3_0.version
-    } else {
-        FUNCTIONS_2_40.version
-    }
+static HANDED: Handed = Handed(UnsafeCell::new(
+    [CK_INTERFACE {
+        pInterfaceName: std::ptr::null_mut(),
+        pFunctionList: std::ptr::null_mut(),
+        flags: 0,
+    }; 2],
+));
+
+static HANDED_LOCK: Mutex<()> = Mutex::new(());
+
+fn same(a: &CK_INTERFACE, b: &CK_INTERFACE) -> bool {
+    a.pInterfaceName == b.pInterfaceName && a.pFunctionList == b.pFunctionList && a.flags == b.flags
 }
 
 entry! {
@@ -141,15 +158,16 @@ entry! {
 }
 
 entry! {
-    /// The interfaces: "PKCS 11" 3.0 and 2.40.
+    /// The interfaces: "PKCS 11" 3.0 and 2.40, copied into the caller's array.
     fn C_GetInterfaceList(list: *mut CK_INTERFACE, count: *mut CK_ULONG) {
+        let all = interfaces().map(|(_, i)| i);
         // SAFETY: NULL or valid for `*count` interfaces.
-        unsafe { super::convert::list(list, count, &INTERFACES.0) }
+        unsafe { super::convert::list(list, count, &all) }
     }
 }
 
 entry! {
-    /// One interface by name and version (NULL: the default, 3.0).
+    /// One interface by name, version and flags (NULL name and version: the default, 3.0).
     fn C_GetInterface(name: *mut CK_UTF8CHAR, version: *mut CK_VERSION, interface: *mut *mut CK_INTERFACE, flags: CK_FLAGS) {
         // SAFETY: NULL or valid.
         let interface = unsafe { super::convert::out(interface) }?;
@@ -161,16 +179,124 @@ entry! {
         };
         // SAFETY: NULL or valid.
         let wanted_version = unsafe { version.as_ref() }.copied();
-        let found = INTERFACES.0.iter().find(|i| {
-            wanted_name.is_none_or(|n| n == b"PKCS 11")
-                && wanted_version.is_none_or(|v| {
-                    let have = interface_version(i);
-                    have.major == v.major && have.minor == v.minor
-                })
-                && i.flags & flags == flags
-        });
-        let found = found.ok_or(Error::ArgumentsBad)?;
-        *interface = std::ptr::from_ref(found).cast_mut();
+        let all = interfaces();
+        let (index, (_, canonical)) = all
+            .iter()
+            .enumerate()
+            .find(|(_, (have, i))| {
+                wanted_name.is_none_or(|n| n == INTERFACE_NAME.to_bytes())
+                    && wanted_version
+                        .is_none_or(|v| have.major == v.major && have.minor == v.minor)
+                    && i.flags & flags == flags
+            })
+            .ok_or(Error::ArgumentsBad)?;
+        let _guard = crate::client::lock(&HANDED_LOCK);
+        // SAFETY: `index` < 2, so the pointer is inside the static array.
+        let cell = unsafe { HANDED.0.get().cast::<CK_INTERFACE>().add(index) };
+        // SAFETY: the cell is valid and aligned; module writes are serialised by the lock,
+        // and a read racing a caller's own write to the structure it was given is that
+        // caller's doing (the bytes read are then replaced below).
+        if !same(unsafe { &*cell }, canonical) {
+            // SAFETY: as above; the write happens only on first use or after a caller
+            // changed the structure.
+            unsafe { cell.write(*canonical) };
+        }
+        *interface = cell;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_interface_is_3_0_and_callers_may_write_to_it() {
+        let mut got: *mut CK_INTERFACE = std::ptr::null_mut();
+        // SAFETY: NULL name and version, a valid output pointer.
+        let rv = unsafe { C_GetInterface(std::ptr::null_mut(), std::ptr::null_mut(), &mut got, 0) };
+        assert_eq!(rv, CKR_OK);
+        // SAFETY: the module returned a valid pointer.
+        let i = unsafe { &mut *got };
+        // SAFETY: the list starts with a CK_VERSION.
+        let v = unsafe { *i.pFunctionList.cast::<CK_VERSION>() };
+        assert_eq!((v.major, v.minor), (3, 0));
+        // SAFETY: NUL-terminated name.
+        let name = unsafe { std::ffi::CStr::from_ptr(i.pInterfaceName.cast()) };
+        assert_eq!(name.to_bytes(), b"PKCS 11");
+        assert_eq!(i.flags, 0);
+        // What pkcs11-spy does: it must not crash, and the next caller gets the real list.
+        i.pFunctionList = std::ptr::null_mut();
+        let mut again: *mut CK_INTERFACE = std::ptr::null_mut();
+        let mut want = CK_VERSION { major: 3, minor: 0 };
+        let name = c"PKCS 11".as_ptr().cast_mut().cast();
+        // SAFETY: valid name, version and output pointer.
+        let rv = unsafe { C_GetInterface(name, &mut want, &mut again, 0) };
+        assert_eq!(rv, CKR_OK);
+        // SAFETY: as above.
+        let v = unsafe { *(*again).pFunctionList.cast::<CK_VERSION>() };
+        assert_eq!((v.major, v.minor), (3, 0));
+    }
+
+    #[test]
+    fn versions_flags_and_the_list_follow_the_specification() {
+        let mut got: *mut CK_INTERFACE = std::ptr::null_mut();
+        let mut want = CK_VERSION {
+            major: 2,
+            minor: 40,
+        };
+        // SAFETY: valid version and output pointer.
+        let rv = unsafe { C_GetInterface(std::ptr::null_mut(), &mut want, &mut got, 0) };
+        assert_eq!(rv, CKR_OK);
+        // SAFETY: the module returned a valid pointer to a list starting with CK_VERSION.
+        let v = unsafe { *(*got).pFunctionList.cast::<CK_VERSION>() };
+        assert_eq!((v.major, v.minor), (2, 40));
+        // Not fork-tolerant, so a request for CKF_INTERFACE_FORK_SAFE finds nothing.
+        // SAFETY: as above.
+        let rv = unsafe {
+            C_GetInterface(
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut got,
+                CKF_INTERFACE_FORK_SAFE,
+            )
+        };
+        assert_eq!(rv, CKR_ARGUMENTS_BAD);
+        let mut other = CK_VERSION { major: 3, minor: 1 };
+        // SAFETY: as above.
+        let rv = unsafe { C_GetInterface(std::ptr::null_mut(), &mut other, &mut got, 0) };
+        assert_eq!(rv, CKR_ARGUMENTS_BAD);
+        let mut count: CK_ULONG = 0;
+        // SAFETY: NULL list, valid count: the length query.
+        let rv = unsafe { C_GetInterfaceList(std::ptr::null_mut(), &mut count) };
+        assert_eq!((rv, count), (CKR_OK, 2));
+        let empty = CK_INTERFACE {
+            pInterfaceName: std::ptr::null_mut(),
+            pFunctionList: std::ptr::null_mut(),
+            flags: 0,
+        };
+        let mut list = [empty; 2];
+        count = 1;
+        // SAFETY: `list` holds at least `count` entries.
+        let rv = unsafe { C_GetInterfaceList(list.as_mut_ptr(), &mut count) };
+        assert_eq!((rv, count), (CKR_BUFFER_TOO_SMALL, 2));
+        // SAFETY: `list` holds `count` entries.
+        let rv = unsafe { C_GetInterfaceList(list.as_mut_ptr(), &mut count) };
+        assert_eq!((rv, count), (CKR_OK, 2));
+        let versions: Vec<(u8, u8)> = list
+            .iter()
+            // SAFETY: each entry points to a function list starting with CK_VERSION.
+            .map(|i| unsafe { *i.pFunctionList.cast::<CK_VERSION>() })
+            .map(|v| (v.major, v.minor))
+            .collect();
+        assert_eq!(versions, [(3, 0), (2, 40)]);
+        // The 3.0 table's own C_GetInterface is this function.
+        // SAFETY: the first entry is the 3.0 table.
+        let table = unsafe { &*list[0].pFunctionList.cast::<CK_FUNCTION_LIST_3_0>() };
+        assert!(table.C_GetInterface.is_some() && table.C_MessageVerifyFinal.is_some());
+        assert_eq!(
+            std::mem::offset_of!(CK_FUNCTION_LIST_3_0, C_GetInterfaceList),
+            std::mem::offset_of!(CK_FUNCTION_LIST, C_WaitForSlotEvent) + size_of::<usize>()
+        );
     }
 }

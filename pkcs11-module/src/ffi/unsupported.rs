@@ -26,13 +26,6 @@ entry! {
 
 entry! {
     /// Not supported.
-    fn C_CopyObject(_arg1: CK_SESSION_HANDLE, _arg2: CK_OBJECT_HANDLE, _arg3: *mut CK_ATTRIBUTE, _arg4: CK_ULONG, _arg5: *mut CK_OBJECT_HANDLE) {
-        Err(crate::Error::FunctionNotSupported)
-    }
-}
-
-entry! {
-    /// Not supported.
     fn C_GetObjectSize(_arg1: CK_SESSION_HANDLE, _arg2: CK_OBJECT_HANDLE, _arg3: *mut CK_ULONG) {
         Err(crate::Error::FunctionNotSupported)
     }
