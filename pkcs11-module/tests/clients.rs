@@ -139,6 +139,8 @@ fn pkcs11_tool_signatures_verify_with_openssl() {
     verify_pss(&public, MessageDigest::sha256(), msg, &sig);
     let sig = sign("SHA256-RSA-PKCS-PSS", "msg", &[]);
     verify_pss(&public, MessageDigest::sha256(), msg, &sig);
+    let sig = sign("SHA224-RSA-PKCS-PSS", "msg", &[]);
+    verify_pss(&public, MessageDigest::sha224(), msg, &sig);
 }
 
 #[test]

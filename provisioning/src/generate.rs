@@ -14,7 +14,7 @@ use rand::RngExt;
 
 use crate::cluster::Cluster;
 use crate::error::CliError;
-use crate::import::{NewKey, finish, holds_key, rolled_back};
+use crate::import::{NewKey, finish, rolled_back};
 
 /// The modulus sizes offered (an appliance may allow 1024 bits for tests).
 pub const OFFERED_BITS: [u16; 3] = [2048, 3072, 4096];
@@ -70,19 +70,8 @@ pub fn generate(
     let params = SharingParams::new(usize::from(threshold), n)?;
 
     progress("connecting to every appliance");
-    let mut connections = cluster.connect_all()?;
-    for (index, connection) in connections.iter_mut() {
-        if holds_key(*index, connection, &key_id)? {
-            return Err(CliError::appliance(
-                *index,
-                format!(
-                    "already holds a key with id {}: nothing was changed",
-                    hex::encode(spec.id)
-                ),
-            ));
-        }
-    }
-    drop(connections);
+    // Only the check: the generation itself runs on connections with a long timeout.
+    drop(crate::import::connect_for_new_key(cluster, &key_id)?);
 
     let request = Request::GenerateKey(KeygenSpec {
         session: rand::rng().random(),

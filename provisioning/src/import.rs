@@ -53,18 +53,7 @@ pub fn import(
         .transpose()?;
 
     progress("connecting to every appliance");
-    let mut connections = cluster.connect_all()?;
-    for (index, connection) in connections.iter_mut() {
-        if holds_key(*index, connection, &key_id)? {
-            return Err(CliError::appliance(
-                *index,
-                format!(
-                    "already holds a key with id {}: nothing was changed",
-                    hex::encode(id)
-                ),
-            ));
-        }
-    }
+    let mut connections = connect_for_new_key(cluster, &key_id)?;
 
     progress("splitting the key");
     let shares = split_key(key, params, Backend::default().get(), &mut rand::rng())?;
@@ -126,11 +115,28 @@ pub fn import(
     })
 }
 
-pub(crate) fn holds_key(
-    index: u8,
-    connection: &mut Connection,
+/// Connects to every appliance and checks that none holds a key `key_id` already: the
+/// start of an import or a generation, before anything is changed.
+pub(crate) fn connect_for_new_key(
+    cluster: &Cluster,
     key_id: &KeyId,
-) -> Result<bool, CliError> {
+) -> Result<Vec<(u8, Connection)>, CliError> {
+    let mut connections = cluster.connect_all()?;
+    for (index, connection) in connections.iter_mut() {
+        if holds_key(*index, connection, key_id)? {
+            return Err(CliError::appliance(
+                *index,
+                format!(
+                    "already holds a key with id {}: nothing was changed",
+                    hex::encode(key_id.as_bytes())
+                ),
+            ));
+        }
+    }
+    Ok(connections)
+}
+
+fn holds_key(index: u8, connection: &mut Connection, key_id: &KeyId) -> Result<bool, CliError> {
     match connection.request(&Request::Status) {
         Ok(Response::Status(status)) => Ok(status.keys.iter().any(|k| &k.key_id == key_id)),
         Ok(other) => Err(CliError::appliance(
