@@ -12,6 +12,8 @@
 // A harness: a failure to set up is a test failure, reported with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cli;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -49,6 +51,8 @@ pub struct Options {
     pub log_format: &'static str,
     /// `backend`, if set.
     pub backend: Option<String>,
+    /// `keygen.min_bits`, if set (1024 lets tests generate small keys).
+    pub keygen_min_bits: Option<u16>,
 }
 
 impl Default for Options {
@@ -62,6 +66,7 @@ impl Default for Options {
             max_connections: 256,
             log_format: "human",
             backend: None,
+            keygen_min_bits: None,
         }
     }
 }
@@ -142,6 +147,10 @@ impl Cluster {
                 .as_ref()
                 .map(|b| format!("backend = \"{b}\"\n"))
                 .unwrap_or_default();
+            let keygen = options
+                .keygen_min_bits
+                .map(|bits| format!("\n[keygen]\nmin_bits = {bits}\n"))
+                .unwrap_or_default();
             let config = format!(
                 "listen = \"127.0.0.1:0\"\nindex = {index}\ncluster_id = \"{}\"\ndata_dir = \"{name}-data\"\n{backend}\n\
                  [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n\
@@ -149,7 +158,7 @@ impl Cluster {
                  [limits]\nmax_frame = {}\nmax_inflight_partials = {}\npartial_workers = {}\nidle_timeout_ms = {}\n\
                  max_connections = {}\nhandshake_timeout_ms = 3000\nread_timeout_ms = 3000\nshutdown_grace_ms = 5000\n\n\
                  [pin]\nmax_failures = {}\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n\n\
-                 [log]\nformat = \"{}\"\nlevel = \"info,ittc_appliance=debug\"\n",
+                 [log]\nformat = \"{}\"\nlevel = \"info,ittc_appliance=debug\"\n{keygen}",
                 hex::encode(cluster_id),
                 options.max_frame,
                 options.max_inflight_partials,

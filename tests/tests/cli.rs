@@ -4,178 +4,27 @@
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use ittc_provisioning::cluster::Cluster as CliCluster;
+use ittc_tests::cli::{InitCluster, ok, run_ittc};
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 use openssl::sign::Verifier;
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(
-        bin.is_file(),
-        "{} missing: build the workspace first",
-        bin.display()
-    );
-    bin
-}
-
-fn ittc(args: &[&str]) -> Output {
-    Command::new(binary("ittc"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Appliances of a cluster made by `ittc init`, killed on drop.
-struct Running {
-    dir: PathBuf,
-    children: Vec<Option<Child>>,
-}
-
-impl Running {
-    fn start(&mut self, index: u8) {
-        let (child, _) = ittc_provisioning::process::spawn_appliance(
-            &binary("ittc-appliance"),
-            &self.dir.join(format!("appliance-{index}.toml")),
-            &self.dir.join(format!("appliance-{index}.log")),
-            false,
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        self.children[usize::from(index) - 1] = Some(child);
-    }
-
-    fn kill(&mut self, index: u8) {
-        if let Some(mut c) = self.children[usize::from(index) - 1].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for i in 1..=self.children.len() as u8 {
-            self.kill(i);
-        }
-    }
-}
-
-/// `ittc init` with free loopback ports, every appliance started.
-fn init_cluster(n: u8, k: u8) -> (tempfile::TempDir, Running) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("cluster");
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let mut args: Vec<String> = vec![
-        "init".into(),
-        "--appliances".into(),
-        n.to_string(),
-        "--threshold".into(),
-        k.to_string(),
-    ];
-    args.extend(["--out".into(), dir.display().to_string()]);
-    for (i, l) in listeners.iter().enumerate() {
-        args.push("--host".into());
-        args.push(format!(
-            "{}=127.0.0.1:{}",
-            i + 1,
-            l.local_addr().unwrap().port()
-        ));
-    }
-    drop(listeners);
-    ok(ittc(&args.iter().map(String::as_str).collect::<Vec<_>>()));
-    let mut running = Running {
-        dir: dir.clone(),
-        children: (0..n).map(|_| None).collect(),
-    };
-    for i in 1..=n {
-        running.start(i);
-    }
-    (tmp, running)
-}
-
-fn cluster_arg(running: &Running) -> String {
-    running.dir.display().to_string()
-}
 
 fn write(path: &Path, data: &[u8]) -> String {
     std::fs::write(path, data).unwrap();
     path.display().to_string()
 }
 
-/// Signs with `ittc sign` through the PKCS#11 module, as an application does, and verifies
-/// with OpenSSL.
-fn sign_and_verify(running: &Running, id: &str, pin_file: &str, key: &Rsa<openssl::pkey::Private>) {
-    let message = running.dir.join("to-sign.txt");
-    std::fs::write(&message, b"signed through the token").unwrap();
-    let signature = running.dir.join("to-sign.sig");
-    let out = Command::new(binary("ittc"))
-        .args(["sign", "--id", id, "--pin-file", pin_file, "--module"])
-        .arg(binary("libittc_pkcs11.so"))
-        .arg("--in")
-        .arg(&message)
-        .arg("--out")
-        .arg(&signature)
-        .env("ITTC_PKCS11_CONFIG", running.dir.join("pkcs11.toml"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    ok(out);
-    let pkey = PKey::from_rsa(key.clone()).unwrap();
-    let mut verifier = Verifier::new(MessageDigest::sha256(), &pkey).unwrap();
-    verifier.update(&std::fs::read(&message).unwrap()).unwrap();
-    assert!(
-        verifier
-            .verify(&std::fs::read(&signature).unwrap())
-            .unwrap(),
-        "OpenSSL rejects the threshold signature"
-    );
-}
-
-fn status_json(running: &Running) -> (bool, serde_json::Value) {
-    let out = ittc(&["--cluster", &cluster_arg(running), "status", "--json"]);
-    (
-        out.status.success(),
-        serde_json::from_slice(&out.stdout).unwrap(),
-    )
-}
-
 #[test]
 fn init_import_sign_verify_2_of_3_and_3_of_5() {
     for (n, k) in [(3u8, 2u8), (5, 3)] {
-        let (tmp, running) = init_cluster(n, k);
-        let c = cluster_arg(&running);
-        let pin = write(&tmp.path().join("pin"), b"246810\n");
-        ok(ittc(&[
-            "--cluster",
-            &c,
-            "pin",
-            "set",
-            "--user",
-            "--pin-file",
-            &pin,
-        ]));
+        let running = InitCluster::new(n, k, "");
+        let c = running.arg();
+        let pin = running.set_user_pin(b"246810\n");
+        let tmp = running.scratch();
 
         // An encrypted PKCS#8 key, made by OpenSSL, with its passphrase in a file.
         let key = Rsa::generate(2048).unwrap();
@@ -183,9 +32,9 @@ fn init_import_sign_verify_2_of_3_and_3_of_5() {
             .unwrap()
             .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"s3cret")
             .unwrap();
-        let keyfile = write(&tmp.path().join("key.pem"), &encrypted);
-        let pass = write(&tmp.path().join("pass"), b"s3cret\n");
-        let out = ok(ittc(&[
+        let keyfile = write(&tmp.join("key.pem"), &encrypted);
+        let pass = write(&tmp.join("pass"), b"s3cret\n");
+        let out = ok(run_ittc(&[
             "--cluster",
             &c,
             "key",
@@ -199,10 +48,10 @@ fn init_import_sign_verify_2_of_3_and_3_of_5() {
             &keyfile,
         ]));
         assert!(out.contains("only whole copy"), "{out}");
-        sign_and_verify(&running, "a1", &pin, &key);
+        running.sign_and_verify("a1", &pin, &PKey::from_rsa(key.clone()).unwrap());
 
         // Importing the same id again is refused and changes nothing.
-        let again = ittc(&[
+        let again = run_ittc(&[
             "--cluster",
             &c,
             "key",
@@ -216,7 +65,7 @@ fn init_import_sign_verify_2_of_3_and_3_of_5() {
             &keyfile,
         ]);
         assert_eq!(again.status.code(), Some(1));
-        let (healthy, status) = status_json(&running);
+        let (healthy, status) = running.status();
         assert!(healthy);
         let keys = status["keys"].as_array().unwrap();
         assert_eq!(keys.len(), 1);
@@ -232,15 +81,13 @@ fn init_import_sign_verify_2_of_3_and_3_of_5() {
 
 #[test]
 fn import_with_an_appliance_down_fails_cleanly_and_status_counts_tolerance() {
-    let (tmp, mut running) = init_cluster(5, 3);
-    let c = cluster_arg(&running);
+    let mut running = InitCluster::new(5, 3, "");
+    let c = running.arg();
+    let tmp = running.scratch().to_owned();
     let key = Rsa::generate(2048).unwrap();
-    let keyfile = write(
-        &tmp.path().join("key.pem"),
-        &key.private_key_to_pem().unwrap(),
-    );
+    let keyfile = write(&tmp.join("key.pem"), &key.private_key_to_pem().unwrap());
     running.kill(5);
-    let failed = ittc(&[
+    let failed = run_ittc(&[
         "--cluster",
         &c,
         "key",
@@ -255,7 +102,7 @@ fn import_with_an_appliance_down_fails_cleanly_and_status_counts_tolerance() {
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("appliance 5"), "{stderr}");
     // Nothing on the four others: no key, no object.
-    let (healthy, status) = status_json(&running);
+    let (healthy, status) = running.status();
     assert!(
         healthy,
         "no key is unusable (there is none), so status exits 0"
@@ -273,7 +120,7 @@ fn import_with_an_appliance_down_fails_cleanly_and_status_counts_tolerance() {
     // With all five up the import works; with one and then two down, status says how many
     // more failures the key survives, and with three down that it is unusable (exit 1).
     running.start(5);
-    ok(ittc(&[
+    ok(run_ittc(&[
         "--cluster",
         &c,
         "key",
@@ -285,7 +132,7 @@ fn import_with_an_appliance_down_fails_cleanly_and_status_counts_tolerance() {
         &keyfile,
     ]));
     running.kill(2);
-    let (healthy, status) = status_json(&running);
+    let (healthy, status) = running.status();
     assert!(healthy, "{status}");
     assert_eq!(status["keys"][0]["tolerates"], 1);
     assert_eq!(
@@ -294,10 +141,10 @@ fn import_with_an_appliance_down_fails_cleanly_and_status_counts_tolerance() {
     );
     running.kill(4);
     running.kill(5);
-    let (healthy, status) = status_json(&running);
+    let (healthy, status) = running.status();
     assert!(!healthy);
     assert_eq!(status["keys"][0]["usable"], false);
-    let human = ittc(&["--cluster", &c, "status"]);
+    let human = run_ittc(&["--cluster", &c, "status"]);
     assert_eq!(human.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&human.stdout).contains("NOT USABLE"));
 }
@@ -307,7 +154,7 @@ struct DemoGuard(PathBuf);
 
 impl Drop for DemoGuard {
     fn drop(&mut self) {
-        let _ = ittc(&["demo", "--stop", "--dir", &self.0.display().to_string()]);
+        let _ = run_ittc(&["demo", "--stop", "--dir", &self.0.display().to_string()]);
     }
 }
 
@@ -317,7 +164,7 @@ fn demo_stop_and_demo_again_sign_with_the_same_key() {
     let dir = tmp.path().join("demo");
     let _guard = DemoGuard(dir.clone());
     let d = dir.display().to_string();
-    let first = ok(ittc(&["demo", "--dir", &d]));
+    let first = ok(run_ittc(&["demo", "--dir", &d]));
     assert!(first.contains("export ITTC_PKCS11_CONFIG="), "{first}");
     let public = std::fs::read(dir.join("demo-public.pem")).unwrap();
     let key = Rsa::public_key_from_pem(&public).unwrap();
@@ -331,15 +178,18 @@ fn demo_stop_and_demo_again_sign_with_the_same_key() {
     };
     assert!(verify());
     // Running again reuses the running cluster.
-    let again = ittc(&["demo", "--dir", &d]);
+    let again = run_ittc(&["demo", "--dir", &d]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("is running"));
     ok(again);
     // Stop, then start again: the same key signs.
     std::fs::remove_file(dir.join("message.sig")).unwrap();
-    let stopped = ok(ittc(&["demo", "--stop", "--dir", &d]));
+    let stopped = ok(run_ittc(&["demo", "--stop", "--dir", &d]));
     assert!(stopped.contains("stopped 3"), "{stopped}");
-    assert_eq!(ittc(&["--cluster", &d, "status"]).status.code(), Some(1));
-    let restarted = ittc(&["demo", "--dir", &d]);
+    assert_eq!(
+        run_ittc(&["--cluster", &d, "status"]).status.code(),
+        Some(1)
+    );
+    let restarted = run_ittc(&["demo", "--dir", &d]);
     assert!(String::from_utf8_lossy(&restarted.stderr).contains("starting appliance 1"));
     ok(restarted);
     assert_eq!(std::fs::read(dir.join("demo-public.pem")).unwrap(), public);
@@ -348,11 +198,12 @@ fn demo_stop_and_demo_again_sign_with_the_same_key() {
 
 #[test]
 fn pin_change_and_cert_add_reach_every_appliance() {
-    let (tmp, running) = init_cluster(3, 2);
-    let c = cluster_arg(&running);
-    let old = write(&tmp.path().join("old"), b"111111");
-    let new = write(&tmp.path().join("new"), b"222222");
-    ok(ittc(&[
+    let running = InitCluster::new(3, 2, "");
+    let c = running.arg();
+    let tmp = running.scratch();
+    let old = write(&tmp.join("old"), b"111111");
+    let new = write(&tmp.join("new"), b"222222");
+    ok(run_ittc(&[
         "--cluster",
         &c,
         "pin",
@@ -361,7 +212,7 @@ fn pin_change_and_cert_add_reach_every_appliance() {
         "--pin-file",
         &old,
     ]));
-    ok(ittc(&[
+    ok(run_ittc(&[
         "--cluster",
         &c,
         "pin",
@@ -372,7 +223,7 @@ fn pin_change_and_cert_add_reach_every_appliance() {
         "--new-pin-file",
         &new,
     ]));
-    let wrong = ittc(&[
+    let wrong = run_ittc(&[
         "--cluster",
         &c,
         "pin",
@@ -414,8 +265,16 @@ fn pin_change_and_cert_add_reach_every_appliance() {
         .unwrap();
     builder.sign(&key, MessageDigest::sha256()).unwrap();
     let cert = builder.build();
-    let path = write(&tmp.path().join("cert.pem"), &cert.to_pem().unwrap());
-    ok(ittc(&["--cluster", &c, "cert", "add", "--id", "33", &path]));
+    let path = write(&tmp.join("cert.pem"), &cert.to_pem().unwrap());
+    ok(run_ittc(&[
+        "--cluster",
+        &c,
+        "cert",
+        "add",
+        "--id",
+        "33",
+        &path,
+    ]));
     let cluster = CliCluster::open(&running.dir).unwrap();
     for index in 1..=3 {
         let mut conn = cluster.connect(index).unwrap();

@@ -8,251 +8,96 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ittc_provisioning::cluster::Cluster as CliCluster;
+use ittc_tests::cli::{InitCluster, ittc, ok};
 use ittc_wire::attributes::{CKA_MODULUS, CKA_PUBLIC_EXPONENT};
 use ittc_wire::{ObjectId, Request, Response};
 use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
-use openssl::sign::Verifier;
 
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(bin.is_file(), "{} missing: build it first", bin.display());
-    bin
+/// Appliance config that allows the 1024-bit generations these tests run.
+const SMALL_KEYS: &str = "[keygen]\nmin_bits = 1024\ntimeout_ms = 600000\n";
+
+/// `ittc key generate` of a 1024-bit key with id `id`.
+fn generate(cluster: &InitCluster, id: &str) -> Command {
+    let mut command = ittc(&[
+        "--cluster",
+        &cluster.arg(),
+        "key",
+        "generate",
+        "--bits",
+        "1024",
+        "--label",
+        "generated",
+        "--id",
+        id,
+    ]);
+    command.stdin(Stdio::null());
+    command
 }
 
-fn ittc(args: &[&str]) -> Command {
-    let mut c = Command::new(binary("ittc"));
-    c.args(args).stdin(Stdio::null());
-    c
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-struct Running {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    children: Vec<Option<Child>>,
-}
-
-impl Running {
-    /// `ittc init` for 3 appliances (2 of 3), 1024-bit generation allowed, all started.
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("cluster");
-        let listeners: Vec<TcpListener> = (0..3)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let mut args: Vec<String> = ["init", "--appliances", "3", "--threshold", "2", "--out"]
-            .map(String::from)
-            .to_vec();
-        args.push(dir.display().to_string());
-        for (i, l) in listeners.iter().enumerate() {
-            args.push("--host".into());
-            args.push(format!(
-                "{}=127.0.0.1:{}",
-                i + 1,
-                l.local_addr().unwrap().port()
-            ));
-        }
-        drop(listeners);
-        ok(ittc(&args.iter().map(String::as_str).collect::<Vec<_>>())
-            .output()
-            .unwrap());
-        for i in 1..=3 {
-            let path = dir.join(format!("appliance-{i}.toml"));
-            let mut text = std::fs::read_to_string(&path).unwrap();
-            text.push_str("\n[keygen]\nmin_bits = 1024\ntimeout_ms = 600000\n");
-            std::fs::write(&path, text).unwrap();
-        }
-        let mut running = Self {
-            _tmp: tmp,
-            dir,
-            children: vec![None, None, None],
+/// Every appliance's keys: (appliance, key id hex, active epoch, pending epoch).
+fn keys_of(cluster: &InitCluster) -> Vec<(u8, String, Option<u64>, Option<u64>)> {
+    let cli = CliCluster::open(&cluster.dir).unwrap();
+    let mut out = Vec::new();
+    for index in cli.indices() {
+        let Ok(mut c) = cli.connect(index) else {
+            continue;
         };
-        for i in 1..=3 {
-            running.start(i);
-        }
-        running
-    }
-
-    fn start(&mut self, index: u8) {
-        let (child, _) = ittc_provisioning::process::spawn_appliance(
-            &binary("ittc-appliance"),
-            &self.dir.join(format!("appliance-{index}.toml")),
-            &self.dir.join(format!("appliance-{index}.log")),
-            false,
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        self.children[usize::from(index) - 1] = Some(child);
-    }
-
-    fn kill(&mut self, index: u8) {
-        if let Some(mut c) = self.children[usize::from(index) - 1].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self, index: u8) -> String {
-        std::fs::read_to_string(self.dir.join(format!("appliance-{index}.log"))).unwrap_or_default()
-    }
-
-    fn cluster(&self) -> String {
-        self.dir.display().to_string()
-    }
-
-    fn generate(&self, id: &str) -> Command {
-        ittc(&[
-            "--cluster",
-            &self.cluster(),
-            "key",
-            "generate",
-            "--bits",
-            "1024",
-            "--label",
-            "generated",
-            "--id",
-            id,
-            "--timeout",
-            "150",
-        ])
-    }
-
-    /// Every key on every reachable appliance: (index, key id hex, active, pending).
-    fn keys(&self) -> Vec<(u8, String, Option<u64>, Option<u64>)> {
-        let cluster = CliCluster::open(&self.dir).unwrap();
-        let mut keys = Vec::new();
-        for i in 1..=3u8 {
-            let Ok(mut c) = cluster.connect(i) else {
-                continue;
-            };
-            let Ok(Response::Status(s)) = c.request(&Request::Status) else {
-                panic!("status of appliance {i}");
-            };
+        if let Ok(Response::Status(s)) = c.request(&Request::Status) {
             for k in s.keys {
-                keys.push((
-                    i,
+                out.push((
+                    index,
                     hex::encode(k.key_id.as_bytes()),
                     k.active_epoch,
                     k.pending_epoch,
                 ));
             }
         }
-        keys
     }
-
-    /// The public key of `id` from appliance 1's public-key object.
-    fn public_key(&self, id: &[u8]) -> Rsa<openssl::pkey::Public> {
-        let cluster = CliCluster::open(&self.dir).unwrap();
-        let mut c = cluster.connect(1).unwrap();
-        let handle = ObjectId::derived("public-key", id);
-        let Ok(Response::Object(object)) = c.request(&Request::GetObject { handle }) else {
-            panic!("no public-key object for {}", hex::encode(id));
-        };
-        let n = BigNum::from_slice(object.attribute(CKA_MODULUS).unwrap()).unwrap();
-        let e = BigNum::from_slice(object.attribute(CKA_PUBLIC_EXPONENT).unwrap()).unwrap();
-        Rsa::from_public_components(n, e).unwrap()
-    }
-
-    /// Signs with `ittc sign` through the PKCS#11 module and verifies with OpenSSL.
-    fn sign_and_verify(&self, id: &str, pin_file: &str) {
-        let message = self.dir.join("to-sign.txt");
-        std::fs::write(&message, b"signed with a key nobody ever held").unwrap();
-        let signature = self.dir.join("to-sign.sig");
-        let out = Command::new(binary("ittc"))
-            .args(["sign", "--id", id, "--pin-file", pin_file, "--module"])
-            .arg(binary("libittc_pkcs11.so"))
-            .arg("--in")
-            .arg(&message)
-            .arg("--out")
-            .arg(&signature)
-            .env("ITTC_PKCS11_CONFIG", self.dir.join("pkcs11.toml"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        ok(out);
-        let public = self.public_key(&hex::decode(id).unwrap());
-        assert_eq!(public.n().num_bits(), 1024);
-        let pkey = PKey::from_rsa(public).unwrap();
-        let mut verifier = Verifier::new(MessageDigest::sha256(), &pkey).unwrap();
-        verifier.update(&std::fs::read(&message).unwrap()).unwrap();
-        assert!(
-            verifier
-                .verify(&std::fs::read(&signature).unwrap())
-                .unwrap(),
-            "OpenSSL rejects the signature"
-        );
-    }
-
-    fn set_pin(&self) -> String {
-        let pin = self.dir.join("pin");
-        std::fs::write(&pin, b"246810\n").unwrap();
-        let pin = pin.display().to_string();
-        ok(ittc(&[
-            "--cluster",
-            &self.cluster(),
-            "pin",
-            "set",
-            "--user",
-            "--pin-file",
-            &pin,
-        ])
-        .output()
-        .unwrap());
-        pin
-    }
+    out
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        for i in 1..=3 {
-            self.kill(i);
-        }
-    }
+/// The public key object of `id`, read from appliance 1.
+fn public_key(cluster: &InitCluster, id: &[u8]) -> PKey<openssl::pkey::Public> {
+    let cli = CliCluster::open(&cluster.dir).unwrap();
+    let mut c = cli.connect(1).unwrap();
+    let handle = ObjectId::derived("public-key", id);
+    let Response::Object(object) = c.request(&Request::GetObject { handle }).unwrap() else {
+        panic!("no public key object")
+    };
+    let n = BigNum::from_slice(object.attribute(CKA_MODULUS).unwrap()).unwrap();
+    let e = BigNum::from_slice(object.attribute(CKA_PUBLIC_EXPONENT).unwrap()).unwrap();
+    PKey::from_rsa(Rsa::from_public_components(n, e).unwrap()).unwrap()
 }
 
 #[test]
 fn generated_1024_bit_key_signs_through_the_module() {
-    let running = Running::new();
-    let pin = running.set_pin();
+    let running = InitCluster::new(3, 2, SMALL_KEYS);
+    let pin = running.set_user_pin(b"246810\n");
     let started = Instant::now();
-    let out = ok(running.generate("0a").output().unwrap());
+    let out = ok(generate(&running, "0a").output().unwrap());
     eprintln!(
         "1024-bit generation: {:.1} s\n{out}",
         started.elapsed().as_secs_f64()
     );
     assert!(out.contains("generated RSA-1024 key id 0a"), "{out}");
     assert!(out.contains("candidates tried"), "{out}");
-    let keys = running.keys();
+    let keys = keys_of(&running);
     assert_eq!(keys.len(), 3, "{keys:?}");
     for (_, id, active, pending) in &keys {
         assert_eq!((id.as_str(), *active, *pending), ("0a", Some(1), None));
     }
-    running.sign_and_verify("0a", &pin);
+    running.sign_and_verify("0a", &pin, &public_key(&running, &[0x0a]));
 
     // The same id again is refused before anything starts.
-    let again = running.generate("0a").output().unwrap();
+    let again = generate(&running, "0a").output().unwrap();
     assert_eq!(again.status.code(), Some(1));
-    assert_eq!(running.keys().len(), 3);
+    assert_eq!(keys_of(&running).len(), 3);
     // No secret in any log.
     for i in 1..=3 {
         let log = running.log(i);
@@ -262,10 +107,9 @@ fn generated_1024_bit_key_signs_through_the_module() {
 
 #[test]
 fn an_appliance_killed_midway_leaves_nothing_and_the_next_attempt_works() {
-    let mut running = Running::new();
-    let pin = running.set_pin();
-    let child = running
-        .generate("0b")
+    let mut running = InitCluster::new(3, 2, SMALL_KEYS);
+    let pin = running.set_user_pin(b"246810\n");
+    let child = generate(&running, "0b")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -290,15 +134,15 @@ fn an_appliance_killed_midway_leaves_nothing_and_the_next_attempt_works() {
         "took {waited:?} to notice"
     );
     eprintln!("noticed in {waited:?}: {stderr}");
-    assert!(running.keys().is_empty(), "{:?}", running.keys());
+    assert!(keys_of(&running).is_empty(), "{:?}", keys_of(&running));
     for i in 1..=2 {
         assert!(running.log(i).contains("key generation failed"));
     }
 
     running.start(3);
-    ok(running.generate("0b").output().unwrap());
-    assert_eq!(running.keys().len(), 3);
-    running.sign_and_verify("0b", &pin);
+    ok(generate(&running, "0b").output().unwrap());
+    assert_eq!(keys_of(&running).len(), 3);
+    running.sign_and_verify("0b", &pin, &public_key(&running, &[0x0b]));
 }
 
 /// How long a 2048-bit generation takes on three local appliances (not run by default:
@@ -306,11 +150,11 @@ fn an_appliance_killed_midway_leaves_nothing_and_the_next_attempt_works() {
 #[test]
 #[ignore = "slow: a 2048-bit generation"]
 fn timing_2048_bit_generation() {
-    let running = Running::new();
+    let running = InitCluster::new(3, 2, SMALL_KEYS);
     let started = Instant::now();
     let out = ok(ittc(&[
         "--cluster",
-        &running.cluster(),
+        &running.arg(),
         "key",
         "generate",
         "--bits",
