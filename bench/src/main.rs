@@ -12,6 +12,7 @@
 //! install SoftHSM2 (`apt-get install softhsm2`). `scripts/bench` does both.
 
 mod floor;
+mod keygen;
 mod report;
 mod setup;
 mod worker;
@@ -44,6 +45,16 @@ enum Worker {
     /// (internal) measure one module; run by the benchmark itself.
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Time dealerless key generation on a local 3-appliance cluster instead: median and
+    /// spread over several runs, with candidates tried, biprimality tests and rounds.
+    Keygen {
+        /// Modulus bits.
+        #[arg(long, default_value_t = 2048)]
+        bits: u16,
+        /// How many generations.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 struct Plan {
@@ -141,7 +152,7 @@ fn run(cli: &Cli) -> Result<Report, String> {
         eprintln!("==> RSA-{bits} {k}-of-{n}: ittc through PKCS#11");
         let ittc = measure_module(
             &module,
-            ("ITTC_PKCS11_CONFIG", &cluster.config()),
+            ("ITTC_PKCS11_CONFIG", &cluster.appliances.config()),
             None,
             &plan,
         )?;
@@ -166,39 +177,53 @@ fn run(cli: &Cli) -> Result<Report, String> {
     Ok(Report::new(cli.quick, configs))
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Worker::Worker(args)) = &cli.worker {
-        return match worker::run(args)
-            .and_then(|f| serde_json::to_string(&f).map_err(|e| e.to_string()))
-        {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match run(&cli) {
-        Ok(report) => {
-            print!("{}", report.table());
-            if let Some(path) = &cli.json {
-                let written = serde_json::to_string_pretty(&report)
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
-                if let Err(e) = written {
-                    eprintln!("ittc-bench: {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-            ExitCode::SUCCESS
+/// Prints a report's table and, with `--json`, writes it as JSON.
+fn finish<R: serde::Serialize>(
+    cli: &Cli,
+    report: Result<R, String>,
+    table: fn(&R) -> String,
+) -> ExitCode {
+    let written = report.and_then(|report| {
+        print!("{}", table(&report));
+        match &cli.json {
+            Some(path) => serde_json::to_string_pretty(&report)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+                }),
+            None => Ok(()),
         }
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ittc-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.worker {
+        Some(Worker::Worker(args)) => {
+            match worker::run(args)
+                .and_then(|f| serde_json::to_string(&f).map_err(|e| e.to_string()))
+            {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Worker::Keygen { bits, runs }) => {
+            let report = bin_dir().and_then(|bins| keygen::measure(*bits, *runs, &bins));
+            finish(&cli, report, keygen::KeygenReport::table)
+        }
+        None => finish(&cli, run(&cli), Report::table),
     }
 }

@@ -20,29 +20,40 @@ pub const KEY_ID: &str = "be";
 /// Debian's SoftHSM2 module.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-/// A running local cluster with one key.
-pub struct IttcCluster {
-    /// Its folder (pkcs11.toml inside).
+/// Running appliances of a local cluster, killed on drop.
+pub struct Appliances {
+    /// The cluster folder (pkcs11.toml inside).
     pub dir: tempfile::TempDir,
-    /// The key that was imported (kept by the benchmark for the floor's combine).
-    pub key: RsaPrivateKey,
     children: Vec<Child>,
 }
 
-impl IttcCluster {
+impl Appliances {
     /// The module's configuration file.
     pub fn config(&self) -> PathBuf {
         self.dir.path().join(ittc_wire::cluster::FILE_NAME)
     }
+
+    /// The cluster as the CLI opens it.
+    pub fn cluster(&self) -> Result<Cluster, String> {
+        Cluster::open(self.dir.path()).map_err(|e| e.to_string())
+    }
 }
 
-impl Drop for IttcCluster {
+impl Drop for Appliances {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// A local cluster with one imported key.
+pub struct IttcCluster {
+    /// The appliances.
+    pub appliances: Appliances,
+    /// The key that was imported (kept by the benchmark for the floor's combine).
+    pub key: RsaPrivateKey,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -53,11 +64,16 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Generates an RSA key of `bits`, starts a k-of-n cluster on loopback and imports the key.
-pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcCluster, String> {
+/// `ittc init` for a k-of-n cluster on free loopback ports (`appliance_extra` appended to
+/// each appliance config), its appliances started, and the user PIN set.
+pub fn start_cluster(
+    k: u8,
+    n: u8,
+    bin_dir: &Path,
+    appliance_extra: &str,
+) -> Result<Appliances, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cluster_dir = dir.path().to_owned();
-    let cluster_dir = cluster_dir.as_path();
     let mut hosts = Vec::new();
     for index in 1..=n {
         hosts.push((index, format!("127.0.0.1:{}", free_port()?)));
@@ -65,30 +81,41 @@ pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcClu
     init(&InitOptions {
         appliances: n,
         threshold: k,
-        out: cluster_dir.to_owned(),
+        out: cluster_dir.clone(),
         hosts,
     })
     .map_err(|e| e.to_string())?;
     let program = bin_dir.join("ittc-appliance");
-    let mut children = Vec::new();
+    let mut appliances = Appliances {
+        dir,
+        children: Vec::new(),
+    };
     for index in 1..=n {
         let config = cluster_dir.join(format!("appliance-{index}.toml"));
+        let mut text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+        text.push_str(appliance_extra);
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = cluster_dir.join(format!("appliance-{index}.log"));
         let (child, _) = spawn_appliance(&program, &config, &log, false, Duration::from_secs(30))
             .map_err(|e| e.to_string())?;
-        children.push(child);
+        appliances.children.push(child);
     }
+    ittc_provisioning::pin::set(&appliances.cluster()?, UserKind::User, PIN.as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(appliances)
+}
+
+/// Generates an RSA key of `bits` (a dealer's key), starts a k-of-n cluster on loopback and
+/// imports the key.
+pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcCluster, String> {
+    let appliances = start_cluster(k, n, bin_dir, "")?;
     let generated = rsa::PrivateKey::new(&mut rand::rng(), bits).map_err(|e| e.to_string())?;
     let der = generated.to_pkcs8_der().map_err(|e| e.to_string())?;
     let key = RsaPrivateKey::from_der(der.as_bytes(), None).map_err(|e| e.to_string())?;
-    let running = IttcCluster { dir, key, children };
-    let cluster = Cluster::open(cluster_dir).map_err(|e| e.to_string())?;
-    ittc_provisioning::pin::set(&cluster, UserKind::User, PIN.as_bytes())
-        .map_err(|e| e.to_string())?;
     let id = hex::decode(KEY_ID).map_err(|e| e.to_string())?;
-    ittc_provisioning::import::import(&cluster, &running.key, &id, "bench", None, &|_| {})
+    ittc_provisioning::import::import(&appliances.cluster()?, &key, &id, "bench", None, &|_| {})
         .map_err(|e| e.to_string())?;
-    Ok(running)
+    Ok(IttcCluster { appliances, key })
 }
 
 /// A SoftHSM2 token in a temporary folder.
