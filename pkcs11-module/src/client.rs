@@ -122,6 +122,11 @@ impl ApplianceClient {
         self.threshold
     }
 
+    /// Whether requests to several appliances run in parallel (threads allowed).
+    pub fn parallel(&self) -> bool {
+        self.parallel
+    }
+
     /// Every configured appliance index.
     pub fn indices(&self) -> Vec<u8> {
         self.appliances.iter().map(|a| a.index).collect()
@@ -302,6 +307,82 @@ impl ApplianceClient {
                     let make = &make;
                     (i, scope.spawn(move || self.exchange(i, &make(i))))
                 })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| {
+                    let result = h.join().unwrap_or_else(|_| {
+                        Err(ExchangeError::Transport(ittc_wire::Error::Protocol(
+                            "request thread panicked".into(),
+                        )))
+                    });
+                    (i, result)
+                })
+                .collect()
+        })
+    }
+
+    /// One request to one appliance on a fresh connection of its own whose exchanges may
+    /// take `io` (a key generation runs for minutes), logged in like the pooled ones and
+    /// closed afterwards: never pooled, so the long timeout stays with this request. A
+    /// failure to connect puts the appliance in back-off; a slow answer does not.
+    pub fn exchange_alone(
+        &self,
+        index: u8,
+        request: &Request,
+        io: Duration,
+    ) -> std::result::Result<Response, ExchangeError> {
+        let a = self.state(index).ok_or(ExchangeError::BackedOff)?;
+        let entry = ittc_wire::cluster::ApplianceEntry {
+            index: a.index,
+            address: a.address.clone(),
+        };
+        let timeouts = Timeouts {
+            connect: self.timeouts.connect,
+            io,
+        };
+        let conn = entry.resolve().and_then(|addr| {
+            Connection::connect(
+                addr,
+                a.index,
+                Arc::clone(&self.tls),
+                timeouts,
+                &self.client_name,
+            )
+        });
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(err) => {
+                self.mark_down(a, &err);
+                return Err(err.into());
+            }
+        };
+        let mut pooled = Pooled { conn, login: None };
+        self.sync_login(&mut pooled)?;
+        Ok(pooled.conn.request(request)?)
+    }
+
+    /// Closes every idle pooled connection: after a long wait (a key generation) the
+    /// appliances may have closed them for idling, and a request on one would put its
+    /// appliance in back-off for nothing.
+    pub fn drop_idle(&self) {
+        for a in &self.appliances {
+            lock(&a.idle).clear();
+        }
+    }
+
+    /// [`Self::exchange_alone`] to each of `indices` at once, one scoped thread each (all
+    /// joined before returning). Needs threads: the requests must be in flight together.
+    pub fn fan_out_alone(
+        &self,
+        indices: &[u8],
+        request: &Request,
+        io: Duration,
+    ) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = indices
+                .iter()
+                .map(|&i| (i, scope.spawn(move || self.exchange_alone(i, request, io))))
                 .collect();
             handles
                 .into_iter()

@@ -134,6 +134,12 @@ pub enum Error {
     /// The action is not allowed on this object.
     #[error("action prohibited")]
     ActionProhibited,
+    /// A key size the token cannot generate.
+    #[error("key size out of range")]
+    KeySizeRange,
+    /// The function could not be carried out here (the log says why).
+    #[error("function failed: {0}")]
+    FunctionFailed(String),
     /// Random number generation: seeding is not supported.
     #[error("random seed not supported")]
     RandomSeedNotSupported,
@@ -193,6 +199,8 @@ impl Error {
             Error::TemplateIncomplete => ck::CKR_TEMPLATE_INCOMPLETE,
             Error::TemplateInconsistent => ck::CKR_TEMPLATE_INCONSISTENT,
             Error::ActionProhibited => ck::CKR_ACTION_PROHIBITED,
+            Error::KeySizeRange => ck::CKR_KEY_SIZE_RANGE,
+            Error::FunctionFailed(_) => ck::CKR_FUNCTION_FAILED,
             Error::RandomSeedNotSupported => ck::CKR_RANDOM_SEED_NOT_SUPPORTED,
             Error::Device(_) => ck::CKR_DEVICE_ERROR,
             Error::HostMemory => ck::CKR_HOST_MEMORY,
@@ -270,6 +278,8 @@ mod tests {
             (Error::TemplateIncomplete, 0xd0),
             (Error::TemplateInconsistent, 0xd1),
             (Error::ActionProhibited, 0x1b),
+            (Error::KeySizeRange, 0x62),
+            (Error::FunctionFailed("x".into()), 0x06),
             (Error::RandomSeedNotSupported, 0x120),
             (Error::Device("x".into()), 0x30),
             (Error::HostMemory, 0x02),

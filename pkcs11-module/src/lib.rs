@@ -11,8 +11,9 @@
 //!   verify, unblind. [`operations`] holds the paddings and the local public-key
 //!   operations (verify, encrypt).
 //!
-//! What this crate does not do: generate keys (`C_GenerateKeyPair` waits for dealerless
-//! generation) or link OpenSSL (it is loaded into processes that carry their own).
+//! `C_GenerateKeyPair` has the appliances generate a key together (no dealer) and finishes
+//! it as `ittc key generate` does (`module`'s `keygen`). The crate never links OpenSSL (it
+//! is loaded into processes that carry their own).
 //! Session objects and copies of the private key live in the module (`module`'s
 //! `session_objects`). docs/pkcs11.md lists functions, mechanisms, attributes and limits.
 

@@ -11,6 +11,11 @@ pub const MIN_KEY_BITS: CK_ULONG = 1024;
 /// See [`MIN_KEY_BITS`].
 pub const MAX_KEY_BITS: CK_ULONG = 8192;
 
+/// Smallest and largest modulus `C_GenerateKeyPair` asks the appliances for, in bits
+/// (multiples of 1024). The appliances offer 2048 to 4096 unless their `keygen.min_bits`
+/// allows 1024 (tests).
+pub const GENERATE_BITS: (CK_ULONG, CK_ULONG) = (1024, 4096);
+
 /// PSS parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pss {
@@ -54,7 +59,8 @@ pub enum Mechanism {
 }
 
 /// Every mechanism, in the order `C_GetMechanismList` reports them.
-pub const LIST: [CK_MECHANISM_TYPE; 19] = [
+pub const LIST: [CK_MECHANISM_TYPE; 20] = [
+    ck::CKM_RSA_PKCS_KEY_PAIR_GEN,
     ck::CKM_RSA_PKCS,
     ck::CKM_RSA_PKCS_PSS,
     ck::CKM_RSA_PKCS_OAEP,
@@ -89,6 +95,11 @@ pub fn info(mechanism: CK_MECHANISM_TYPE) -> Result<(CK_ULONG, CK_ULONG, CK_FLAG
             rsa(ck::CKF_SIGN | ck::CKF_VERIFY | ck::CKF_ENCRYPT | ck::CKF_DECRYPT)
         }
         ck::CKM_RSA_PKCS_OAEP => rsa(ck::CKF_ENCRYPT | ck::CKF_DECRYPT),
+        ck::CKM_RSA_PKCS_KEY_PAIR_GEN => Ok((
+            GENERATE_BITS.0,
+            GENERATE_BITS.1,
+            ck::CKF_GENERATE_KEY_PAIR | ck::CKF_HW,
+        )),
         m if hash_of_mechanism(m).is_some() || m == ck::CKM_RSA_PKCS_PSS => {
             rsa(ck::CKF_SIGN | ck::CKF_VERIFY)
         }
@@ -268,6 +279,14 @@ mod tests {
     fn every_listed_mechanism_has_info_and_parses() {
         for m in list() {
             assert!(info(m).is_ok(), "{m:#x}");
+            if m == ck::CKM_RSA_PKCS_KEY_PAIR_GEN {
+                // C_GenerateKeyPair's only mechanism: never parsed for an operation.
+                assert_eq!(
+                    Mechanism::parse(m, RawParams::None),
+                    Err(Error::MechanismInvalid)
+                );
+                continue;
+            }
             let params = match param_kind(m) {
                 ParamKind::None => RawParams::None,
                 ParamKind::Pss => RawParams::Pss(RawPss {

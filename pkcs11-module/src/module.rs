@@ -23,6 +23,7 @@ use crate::operations::{self, Input};
 use crate::private_op::raw_private;
 use crate::session::{CryptOp, Session, SignOp};
 
+mod keygen;
 mod session_objects;
 
 /// The token's one slot.

@@ -623,6 +623,15 @@ fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
             let key = find_one(&session, ObjectClass::PRIVATE_KEY);
             let sig = session.sign(&Mechanism::Sha256RsaPkcs, key, b"x").unwrap();
             verify_pkcs1(&fx.public(), MessageDigest::sha256(), b"x", &sig);
+            // Key generation needs every appliance asked at once: not without threads.
+            let refused = session
+                .generate_key_pair(
+                    &Mechanism::RsaPkcsKeyPairGen,
+                    &[Attribute::ModulusBits(2048.into())],
+                    &[],
+                )
+                .unwrap_err();
+            assert_eq!(rv(refused), RvError::FunctionFailed);
         },
     );
 }
@@ -917,4 +926,340 @@ fn session_objects_live_in_the_module_and_die_with_their_session_body() {
         rv(user.create_object(&bad).unwrap_err()),
         RvError::TemplateInconsistent
     );
+}
+
+/// One key on one appliance: (appliance, key id, active epoch, pending epoch).
+type KeyRow = (u8, Vec<u8>, Option<u64>, Option<u64>);
+
+/// Every key on every appliance of `fx`.
+fn keys_on_appliances(fx: &Fixture, n: u8) -> Vec<KeyRow> {
+    let mut keys = Vec::new();
+    for i in 1..=n {
+        let mut c = fx.cluster.connect_as(i, "admin").unwrap();
+        let Ok(Response::Status(status)) = c.request(&Request::Status) else {
+            panic!("status of appliance {i}");
+        };
+        for k in status.keys {
+            keys.push((
+                i,
+                k.key_id.as_bytes().to_vec(),
+                k.active_epoch,
+                k.pending_epoch,
+            ));
+        }
+    }
+    keys
+}
+
+/// The public key the token shows for `handle`, as OpenSSL's.
+fn openssl_public(
+    session: &cryptoki::session::Session,
+    handle: cryptoki::object::ObjectHandle,
+) -> openssl::pkey::PKey<openssl::pkey::Public> {
+    let attrs = session
+        .get_attributes(
+            handle,
+            &[AttributeType::Modulus, AttributeType::PublicExponent],
+        )
+        .unwrap();
+    let (Attribute::Modulus(n), Attribute::PublicExponent(e)) = (&attrs[0], &attrs[1]) else {
+        panic!("{attrs:?}");
+    };
+    let rsa = openssl::rsa::Rsa::from_public_components(
+        openssl::bn::BigNum::from_slice(n).unwrap(),
+        openssl::bn::BigNum::from_slice(e).unwrap(),
+    )
+    .unwrap();
+    openssl::pkey::PKey::from_rsa(rsa).unwrap()
+}
+
+#[test]
+fn generate_key_pair_makes_a_key_that_signs_at_once() {
+    isolated(
+        "generate_key_pair_makes_a_key_that_signs_at_once",
+        generate_key_pair_makes_a_key_that_signs_at_once_body,
+    );
+}
+
+fn generate_key_pair_makes_a_key_that_signs_at_once_body() {
+    let fx = Fixture::new(&Setup::keygen(2, 3));
+    let session = fx.user_session();
+    let slot = fx.pkcs11().get_slots_with_token().unwrap()[0];
+    let mechanisms = fx.pkcs11().get_mechanism_list(slot).unwrap();
+    assert!(mechanisms.contains(&MechanismType::RSA_PKCS_KEY_PAIR_GEN));
+
+    let id = b"\x0b\x0c".to_vec();
+    let public_template = [
+        Attribute::Token(true),
+        Attribute::ModulusBits(1024.into()),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+        Attribute::Id(id.clone()),
+        Attribute::Label(b"generated".to_vec()),
+        Attribute::Verify(true),
+        Attribute::Encrypt(true),
+    ];
+    let private_template = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(true),
+        Attribute::Id(id.clone()),
+    ];
+    let (public, private) = session
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &public_template,
+            &private_template,
+        )
+        .unwrap();
+    // Both objects are found by CKA_ID, with the template's attributes.
+    for (class, handle) in [
+        (ObjectClass::PUBLIC_KEY, public),
+        (ObjectClass::PRIVATE_KEY, private),
+    ] {
+        let found = session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(id.clone())])
+            .unwrap();
+        assert_eq!(found, vec![handle], "{class:?}");
+        let attrs = session
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Label,
+                    AttributeType::Token,
+                    AttributeType::ModulusBits,
+                    AttributeType::PublicExponent,
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            attrs,
+            vec![
+                Attribute::Label(b"generated".to_vec()),
+                Attribute::Token(true),
+                Attribute::ModulusBits(1024.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+            ],
+            "{class:?}"
+        );
+    }
+    let private_attrs = session
+        .get_attributes(
+            private,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Private,
+                AttributeType::Sign,
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        private_attrs,
+        vec![
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Private(true),
+            Attribute::Sign(true),
+        ]
+    );
+    let local = session
+        .get_attributes(public, &[AttributeType::Local])
+        .unwrap();
+    assert_eq!(local, vec![Attribute::Local(true)]);
+
+    // It signs at once, and OpenSSL verifies with the key read from the token.
+    let pkey = openssl_public(&session, public);
+    assert_eq!(pkey.bits(), 1024);
+    assert_eq!(
+        pkey.public_key_to_der().unwrap(),
+        openssl_public(&session, private)
+            .public_key_to_der()
+            .unwrap()
+    );
+    let msg = b"signed with a key the token generated and nobody holds";
+    let sig = session
+        .sign(&Mechanism::Sha256RsaPkcs, private, msg)
+        .unwrap();
+    verify_pkcs1(&pkey, MessageDigest::sha256(), msg, &sig);
+
+    // Committed on every appliance.
+    let generated: Vec<_> = keys_on_appliances(&fx, 3)
+        .into_iter()
+        .filter(|(_, key, _, _)| key == &id)
+        .collect();
+    assert_eq!(generated.len(), 3, "{generated:?}");
+    assert!(
+        generated
+            .iter()
+            .all(|(_, _, active, pending)| (*active, *pending) == (Some(1), None)),
+        "{generated:?}"
+    );
+
+    // The same CKA_ID again is refused before anything starts.
+    let again = session
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &public_template,
+            &private_template,
+        )
+        .unwrap_err();
+    assert_eq!(rv(again), RvError::AttributeValueInvalid);
+
+    // Without CKA_ID and CKA_LABEL: the SHA-1 of the modulus and the default label.
+    let (public, private) = session
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[Attribute::ModulusBits(1024.into())],
+            &[],
+        )
+        .unwrap();
+    let pkey = openssl_public(&session, public);
+    let modulus = pkey.rsa().unwrap().n().to_vec();
+    let derived = openssl::sha::sha1(&modulus).to_vec();
+    for (class, handle) in [
+        (ObjectClass::PUBLIC_KEY, public),
+        (ObjectClass::PRIVATE_KEY, private),
+    ] {
+        let found = session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(derived.clone())])
+            .unwrap();
+        assert_eq!(found, vec![handle], "{class:?}");
+        let label = session
+            .get_attributes(handle, &[AttributeType::Label])
+            .unwrap();
+        assert_eq!(label, vec![Attribute::Label(b"ittc key".to_vec())]);
+    }
+    let sig = session
+        .sign(&Mechanism::Sha256RsaPkcs, private, msg)
+        .unwrap();
+    verify_pkcs1(&pkey, MessageDigest::sha256(), msg, &sig);
+    let log = std::fs::read_to_string(log_path()).unwrap();
+    assert_eq!(
+        log.matches("key pair generated and committed on every appliance")
+            .count(),
+        2,
+        "{log}"
+    );
+}
+
+#[test]
+fn generate_key_pair_checks_session_login_and_templates() {
+    isolated(
+        "generate_key_pair_checks_session_login_and_templates",
+        generate_key_pair_checks_session_login_and_templates_body,
+    );
+}
+
+fn generate_key_pair_checks_session_login_and_templates_body() {
+    // Appliances with the default keygen.min_bits (2048).
+    let fx = Fixture::new(&Setup::new(2, 3));
+    let gen_rv = |session: &cryptoki::session::Session,
+                  mechanism: &Mechanism,
+                  public: &[Attribute],
+                  private: &[Attribute]| {
+        rv(session
+            .generate_key_pair(mechanism, public, private)
+            .unwrap_err())
+    };
+    let bits = |b: u64| Attribute::ModulusBits(b.into());
+    let keygen = Mechanism::RsaPkcsKeyPairGen;
+
+    let session = fx.session();
+    assert_eq!(
+        gen_rv(&session, &keygen, &[bits(2048)], &[]),
+        RvError::UserNotLoggedIn
+    );
+    session
+        .login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
+        .unwrap();
+    let slot = fx.pkcs11().get_slots_with_token().unwrap()[0];
+    let read_only = fx.pkcs11().open_ro_session(slot).unwrap();
+    assert_eq!(
+        gen_rv(&read_only, &keygen, &[bits(2048)], &[]),
+        RvError::SessionReadOnly
+    );
+
+    let cases: Vec<(Mechanism, Vec<Attribute>, Vec<Attribute>, RvError)> = vec![
+        (
+            Mechanism::RsaPkcs,
+            vec![bits(2048)],
+            vec![],
+            RvError::MechanismInvalid,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![],
+            vec![],
+            RvError::TemplateIncomplete,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![bits(2000)],
+            vec![],
+            RvError::KeySizeRange,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![bits(2048), Attribute::Token(false)],
+            vec![],
+            RvError::TemplateInconsistent,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![bits(2048)],
+            vec![Attribute::Extractable(true)],
+            RvError::TemplateInconsistent,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![bits(2048)],
+            vec![Attribute::Sensitive(false)],
+            RvError::TemplateInconsistent,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![bits(2048), Attribute::PublicExponent(vec![1, 0, 0])],
+            vec![],
+            RvError::AttributeValueInvalid,
+        ),
+        (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![bits(2048), Attribute::Id(vec![1])],
+            vec![Attribute::Id(vec![2])],
+            RvError::TemplateInconsistent,
+        ),
+    ];
+    for (mechanism, public, private, expected) in cases {
+        assert_eq!(
+            gen_rv(&session, &mechanism, &public, &private),
+            expected,
+            "{mechanism:?} {public:?} {private:?}"
+        );
+    }
+
+    // 1024 bits on appliances that do not offer them: the appliances refuse, the module
+    // cleans up and says so, and nothing is left on any appliance.
+    let before = keys_on_appliances(&fx, 3);
+    assert_eq!(
+        gen_rv(
+            &session,
+            &keygen,
+            &[bits(1024), Attribute::Id(vec![0x42])],
+            &[]
+        ),
+        RvError::KeySizeRange
+    );
+    assert_eq!(keys_on_appliances(&fx, 3), before);
+    let log = std::fs::read_to_string(log_path()).unwrap();
+    assert!(log.contains("key generation failed; rolling back"), "{log}");
+    assert!(log.contains("nothing is left on any appliance"), "{log}");
+    // The imported key still signs.
+    let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+    let sig = session
+        .sign(&Mechanism::Sha256RsaPkcs, key, b"still here")
+        .unwrap();
+    verify_pkcs1(&fx.public(), MessageDigest::sha256(), b"still here", &sig);
 }

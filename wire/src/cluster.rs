@@ -87,6 +87,10 @@ pub struct TimeoutConfig {
     pub request_ms: u64,
     /// After an appliance failed, how long to leave it alone before trying it again.
     pub retry_after_ms: u64,
+    /// How long the PKCS#11 module waits for the appliances' answers to a key generation
+    /// (`C_GenerateKeyPair`); longer than the appliances' own `keygen.timeout_ms`
+    /// (600 s by default), after which they give up by themselves.
+    pub keygen_ms: u64,
 }
 
 impl Default for TimeoutConfig {
@@ -95,6 +99,7 @@ impl Default for TimeoutConfig {
             connect_ms: 2_000,
             request_ms: 10_000,
             retry_after_ms: 5_000,
+            keygen_ms: 660_000,
         }
     }
 }
@@ -111,6 +116,11 @@ impl TimeoutConfig {
     /// The back-off after a failure.
     pub fn retry_after(&self) -> Duration {
         Duration::from_millis(self.retry_after_ms)
+    }
+
+    /// How long to wait for a key generation's answers.
+    pub fn keygen(&self) -> Duration {
+        Duration::from_millis(self.keygen_ms)
     }
 }
 
@@ -218,6 +228,9 @@ impl ClusterConfig {
         }
         if self.timeouts.connect_ms == 0 || self.timeouts.request_ms == 0 {
             return Err("timeouts: connect_ms and request_ms must be at least 1".into());
+        }
+        if self.timeouts.keygen_ms == 0 {
+            return Err("timeouts: keygen_ms must be at least 1".into());
         }
         if self.token.label.is_empty() || self.token.label.len() > 32 {
             return Err("token.label: 1 to 32 bytes".into());

@@ -104,6 +104,17 @@ unsafe fn param<T: Copy>(ptr: *const c_void, len: CK_ULONG) -> Result<T> {
     Ok(unsafe { std::ptr::read_unaligned(ptr.cast::<T>()) })
 }
 
+/// The type of a `CK_MECHANISM`, its parameter ignored (key generation takes none).
+///
+/// # Safety
+///
+/// `ptr` is NULL or a valid mechanism.
+pub unsafe fn mechanism_type(ptr: *const CK_MECHANISM) -> Result<ck::CK_MECHANISM_TYPE> {
+    // SAFETY: the caller guarantees validity if non-null.
+    let m = unsafe { ptr.as_ref() }.ok_or(Error::ArgumentsBad)?;
+    Ok(m.mechanism)
+}
+
 /// A `CK_MECHANISM` as a typed [`Mechanism`].
 ///
 /// # Safety

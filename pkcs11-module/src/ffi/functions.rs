@@ -5,7 +5,9 @@ use std::ffi::c_void;
 
 use cryptoki_sys::*;
 
-use super::convert::{bytes, list, mechanism, out, output, padded, slice_mut, template};
+use super::convert::{
+    bytes, list, mechanism, mechanism_type, out, output, padded, slice_mut, template,
+};
 use super::{install, module, uninstall};
 use crate::error::Error;
 use crate::module::{InitOptions, Module, PIN_LEN};
@@ -255,6 +257,29 @@ entry! {
         // SAFETY: NULL or valid.
         let new_object = unsafe { out(new_object) }?;
         *new_object = m.copy_object(session, object, &template)?;
+        Ok(())
+    }
+}
+
+entry! {
+    /// Generates an RSA key pair on the appliances together (`CKM_RSA_PKCS_KEY_PAIR_GEN`):
+    /// blocks until they are done, then returns both handles.
+    fn C_GenerateKeyPair(session: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, public_attrs: *mut CK_ATTRIBUTE, public_count: CK_ULONG, private_attrs: *mut CK_ATTRIBUTE, private_count: CK_ULONG, public_key: *mut CK_OBJECT_HANDLE, private_key: *mut CK_OBJECT_HANDLE) {
+        let m = module()?;
+        // SAFETY: NULL or a valid mechanism.
+        let kind = unsafe { mechanism_type(mech) }?;
+        // SAFETY: NULL or valid for `public_count` attributes.
+        let public_template = unsafe { template(public_attrs, public_count) }?;
+        // SAFETY: NULL or valid for `private_count` attributes.
+        let private_template = unsafe { template(private_attrs, private_count) }?;
+        // SAFETY: NULL or valid.
+        let public_key = unsafe { out(public_key) }?;
+        // SAFETY: NULL or valid.
+        let private_key = unsafe { out(private_key) }?;
+        let (public, private) =
+            m.generate_key_pair(session, kind, &public_template, &private_template)?;
+        *public_key = public;
+        *private_key = private;
         Ok(())
     }
 }

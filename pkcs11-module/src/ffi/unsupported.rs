@@ -131,13 +131,6 @@ entry! {
 
 entry! {
     /// Not supported.
-    fn C_GenerateKeyPair(_arg1: CK_SESSION_HANDLE, _arg2: *mut CK_MECHANISM, _arg3: *mut CK_ATTRIBUTE, _arg4: CK_ULONG, _arg5: *mut CK_ATTRIBUTE, _arg6: CK_ULONG, _arg7: *mut CK_OBJECT_HANDLE, _arg8: *mut CK_OBJECT_HANDLE) {
-        Err(crate::Error::FunctionNotSupported)
-    }
-}
-
-entry! {
-    /// Not supported.
     fn C_WrapKey(_arg1: CK_SESSION_HANDLE, _arg2: *mut CK_MECHANISM, _arg3: CK_OBJECT_HANDLE, _arg4: CK_OBJECT_HANDLE, _arg5: *mut CK_BYTE, _arg6: *mut CK_ULONG) {
         Err(crate::Error::FunctionNotSupported)
     }

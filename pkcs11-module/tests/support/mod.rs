@@ -50,6 +50,9 @@ pub const KEY_LABEL: &str = "test key";
 pub const CHILD_ENV: &str = "ITTC_PKCS11_TEST_CHILD";
 /// How long one isolated test may run.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(300);
+/// `timeouts.keygen_ms` of the module: a 1024-bit generation takes seconds, and the
+/// isolated test must end well within [`CHILD_TIMEOUT`].
+pub const KEYGEN_TIMEOUT_MS: u64 = 180_000;
 
 /// The built `libittc_pkcs11.so` next to the test executable.
 pub fn module_path() -> PathBuf {
@@ -167,6 +170,13 @@ impl Setup {
             options: Options::default(),
         }
     }
+
+    /// k-of-n whose appliances generate 1024-bit keys (`keygen.min_bits = 1024`).
+    pub fn keygen(k: usize, n: u8) -> Self {
+        let mut setup = Self::new(k, n);
+        setup.options.keygen_min_bits = Some(1024);
+        setup
+    }
 }
 
 /// A running cluster with one imported RSA-2048 key ([`KEY_ID`]), the user PIN [`PIN`]
@@ -231,6 +241,7 @@ impl Fixture {
                 connect_ms: 1000,
                 request_ms: 5000,
                 retry_after_ms: setup.retry_after_ms,
+                keygen_ms: KEYGEN_TIMEOUT_MS,
             },
             token: TokenConfig::default(),
         };
