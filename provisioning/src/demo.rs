@@ -79,7 +79,7 @@ pub fn run(dir: &Path, pin: &[u8], progress: &dyn Fn(&str)) -> Result<DemoOutcom
         progress("setting the user PIN on every appliance");
         crate::pin::set(&cluster, UserKind::User, &pin)?;
         progress(
-            "generating an RSA-2048 key across the appliances, with no dealer (often 30-60 s)",
+            "generating an RSA-2048 key across the appliances, with no dealer (seconds to a minute)",
         );
         let spec = crate::generate::GenerateSpec {
             bits: 2048,
