@@ -800,7 +800,81 @@ impl Module {
         Ok(key.public.integer_to_be(&y))
     }
 
-    // ----- sign -----
+    // ----- sign, verify, encrypt, decrypt -----
+
+    /// Starts an operation in the session slot `slot` with key `key`: a private-key
+    /// operation needs the user logged in and the private key; a public one takes the
+    /// public key, or the private key's public part.
+    fn begin<T>(
+        &self,
+        session: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        use_: KeyUse,
+        slot: fn(&mut Session) -> &mut Option<T>,
+        make: impl FnOnce(KeyEntry) -> T,
+    ) -> Result<()> {
+        self.with_session(session, |s, login| {
+            if slot(s).is_some() {
+                return Err(Error::OperationActive);
+            }
+            if use_ == KeyUse::Private && login != Some(UserKind::User) {
+                return Err(Error::UserNotLoggedIn);
+            }
+            Ok(())
+        })?;
+        let key = match use_ {
+            KeyUse::Private => self.key_for(session, key, true)?,
+            KeyUse::Public => self
+                .key_for(session, key, false)
+                .or_else(|_| self.key_for(session, key, true))?,
+        };
+        self.with_session(session, |s, _| {
+            *slot(s) = Some(make(key));
+            Ok(())
+        })
+    }
+
+    /// Ends the operation in `slot` and returns it.
+    fn take<T>(
+        &self,
+        session: CK_SESSION_HANDLE,
+        slot: fn(&mut Session) -> &mut Option<T>,
+    ) -> Result<T> {
+        self.with_session(session, |s, _| {
+            slot(s).take().ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    /// The output length of the operation in `slot`: the modulus length (no network).
+    fn output_len<T: Keyed>(
+        &self,
+        session: CK_SESSION_HANDLE,
+        slot: fn(&mut Session) -> &mut Option<T>,
+    ) -> Result<usize> {
+        self.with_session(session, |s, _| {
+            slot(s)
+                .as_ref()
+                .map(|op| op.key().public.size())
+                .ok_or(Error::OperationNotInitialized)
+        })
+    }
+
+    /// Feeds data to the multi-part operation in `slot`; a failure ends the operation.
+    fn update(
+        &self,
+        session: CK_SESSION_HANDLE,
+        slot: fn(&mut Session) -> &mut Option<SignOp>,
+        data: &[u8],
+    ) -> Result<()> {
+        self.with_session(session, |s, _| {
+            let op = slot(s).as_mut().ok_or(Error::OperationNotInitialized)?;
+            let result = op.input.update(data);
+            if result.is_err() {
+                *slot(s) = None;
+            }
+            result
+        })
+    }
 
     /// `C_SignInit`.
     pub fn sign_init(
@@ -812,64 +886,39 @@ impl Module {
         if !mechanism.can_sign() {
             return Err(Error::MechanismInvalid);
         }
-        self.with_session(session, |s, login| {
-            if s.sign.is_some() {
-                return Err(Error::OperationActive);
-            }
-            if login != Some(UserKind::User) {
-                return Err(Error::UserNotLoggedIn);
-            }
-            Ok(())
-        })?;
-        let key = self.key_for(session, key, true)?;
-        self.with_session(session, |s, _| {
-            s.sign = Some(SignOp {
+        self.begin(
+            session,
+            key,
+            KeyUse::Private,
+            |s| &mut s.sign,
+            |key| SignOp {
                 input: Input::for_mechanism(&mechanism),
                 mechanism,
                 key,
-            });
-            Ok(())
-        })
+            },
+        )
     }
 
     /// The signature length of the active signing operation (no network).
     pub fn sign_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
-        self.with_session(session, |s, _| {
-            s.sign
-                .as_ref()
-                .map(|op| op.key.public.size())
-                .ok_or(Error::OperationNotInitialized)
-        })
-    }
-
-    fn take_sign(&self, session: CK_SESSION_HANDLE) -> Result<SignOp> {
-        self.with_session(session, |s, _| {
-            s.sign.take().ok_or(Error::OperationNotInitialized)
-        })
+        self.output_len(session, |s| &mut s.sign)
     }
 
     /// `C_Sign`: ends the operation.
     pub fn sign(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
-        let mut op = self.take_sign(session)?;
+        let mut op = self.take(session, |s| &mut s.sign)?;
         op.input.update(data)?;
         self.finish_sign(op)
     }
 
     /// `C_SignUpdate`.
     pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.with_session(session, |s, _| {
-            let op = s.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
-            let result = op.input.update(data);
-            if result.is_err() {
-                s.sign = None;
-            }
-            result
-        })
+        self.update(session, |s| &mut s.sign, data)
     }
 
     /// `C_SignFinal`.
     pub fn sign_final(&self, session: CK_SESSION_HANDLE) -> Result<Vec<u8>> {
-        let op = self.take_sign(session)?;
+        let op = self.take(session, |s| &mut s.sign)?;
         self.finish_sign(op)
     }
 
@@ -878,8 +927,6 @@ impl Module {
         let em = operations::sign_encode(&op.mechanism, &op.key.public, &input)?;
         self.private_em(&op.key, &em)
     }
-
-    // ----- verify -----
 
     /// `C_VerifyInit`: with the public key or the private key (its public part).
     pub fn verify_init(
@@ -891,58 +938,36 @@ impl Module {
         if !mechanism.can_sign() {
             return Err(Error::MechanismInvalid);
         }
-        self.with_session(session, |s, _| {
-            if s.verify.is_some() {
-                Err(Error::OperationActive)
-            } else {
-                Ok(())
-            }
-        })?;
-        let key = self
-            .key_for(session, key, false)
-            .or_else(|_| self.key_for(session, key, true))?;
-        self.with_session(session, |s, _| {
-            s.verify = Some(SignOp {
+        self.begin(
+            session,
+            key,
+            KeyUse::Public,
+            |s| &mut s.verify,
+            |key| SignOp {
                 input: Input::for_mechanism(&mechanism),
                 mechanism,
                 key,
-            });
-            Ok(())
-        })
-    }
-
-    fn take_verify(&self, session: CK_SESSION_HANDLE) -> Result<SignOp> {
-        self.with_session(session, |s, _| {
-            s.verify.take().ok_or(Error::OperationNotInitialized)
-        })
+            },
+        )
     }
 
     /// `C_Verify`.
     pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
-        let mut op = self.take_verify(session)?;
+        let mut op = self.take(session, |s| &mut s.verify)?;
         op.input.update(data)?;
         operations::verify(&op.mechanism, &op.key.public, &op.input.finish(), signature)
     }
 
     /// `C_VerifyUpdate`.
     pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.with_session(session, |s, _| {
-            let op = s.verify.as_mut().ok_or(Error::OperationNotInitialized)?;
-            let result = op.input.update(data);
-            if result.is_err() {
-                s.verify = None;
-            }
-            result
-        })
+        self.update(session, |s| &mut s.verify, data)
     }
 
     /// `C_VerifyFinal`.
     pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
-        let op = self.take_verify(session)?;
+        let op = self.take(session, |s| &mut s.verify)?;
         operations::verify(&op.mechanism, &op.key.public, &op.input.finish(), signature)
     }
-
-    // ----- encrypt and decrypt -----
 
     /// `C_EncryptInit`: with the public key (or the private key's public part).
     pub fn encrypt_init(
@@ -954,37 +979,23 @@ impl Module {
         if !mechanism.can_encrypt() {
             return Err(Error::MechanismInvalid);
         }
-        self.with_session(session, |s, _| {
-            if s.encrypt.is_some() {
-                Err(Error::OperationActive)
-            } else {
-                Ok(())
-            }
-        })?;
-        let key = self
-            .key_for(session, key, false)
-            .or_else(|_| self.key_for(session, key, true))?;
-        self.with_session(session, |s, _| {
-            s.encrypt = Some(CryptOp { mechanism, key });
-            Ok(())
-        })
+        self.begin(
+            session,
+            key,
+            KeyUse::Public,
+            |s| &mut s.encrypt,
+            |key| CryptOp { mechanism, key },
+        )
     }
 
     /// The ciphertext length of the active encryption.
     pub fn encrypt_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
-        self.with_session(session, |s, _| {
-            s.encrypt
-                .as_ref()
-                .map(|op| op.key.public.size())
-                .ok_or(Error::OperationNotInitialized)
-        })
+        self.output_len(session, |s| &mut s.encrypt)
     }
 
     /// `C_Encrypt`.
     pub fn encrypt(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
-        let op = self.with_session(session, |s, _| {
-            s.encrypt.take().ok_or(Error::OperationNotInitialized)
-        })?;
+        let op = self.take(session, |s| &mut s.encrypt)?;
         operations::encrypt(&op.mechanism, &op.key.public, data)
     }
 
@@ -998,37 +1009,23 @@ impl Module {
         if !mechanism.can_encrypt() {
             return Err(Error::MechanismInvalid);
         }
-        self.with_session(session, |s, login| {
-            if s.decrypt.is_some() {
-                return Err(Error::OperationActive);
-            }
-            if login != Some(UserKind::User) {
-                return Err(Error::UserNotLoggedIn);
-            }
-            Ok(())
-        })?;
-        let key = self.key_for(session, key, true)?;
-        self.with_session(session, |s, _| {
-            s.decrypt = Some(CryptOp { mechanism, key });
-            Ok(())
-        })
+        self.begin(
+            session,
+            key,
+            KeyUse::Private,
+            |s| &mut s.decrypt,
+            |key| CryptOp { mechanism, key },
+        )
     }
 
     /// The largest plaintext of the active decryption (the modulus length).
     pub fn decrypt_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
-        self.with_session(session, |s, _| {
-            s.decrypt
-                .as_ref()
-                .map(|op| op.key.public.size())
-                .ok_or(Error::OperationNotInitialized)
-        })
+        self.output_len(session, |s| &mut s.decrypt)
     }
 
     /// `C_Decrypt`.
     pub fn decrypt(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let op = self.with_session(session, |s, _| {
-            s.decrypt.take().ok_or(Error::OperationNotInitialized)
-        })?;
+        let op = self.take(session, |s| &mut s.decrypt)?;
         let c = operations::ciphertext(&op.key.public, data)?;
         let em = self
             .private_em(&op.key, &op.key.public.integer_to_be(&c))
@@ -1122,4 +1119,30 @@ fn new_object_id() -> Result<u64> {
 
 fn count(n: usize) -> CK_ULONG {
     CK_ULONG::try_from(n).unwrap_or(CK_ULONG::MAX)
+}
+
+/// Which key an operation uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyUse {
+    /// The private key: a private operation through the appliances, user logged in.
+    Private,
+    /// The public key, or the private key's public part: local verification, encryption.
+    Public,
+}
+
+/// An operation bound to a key.
+trait Keyed {
+    fn key(&self) -> &KeyEntry;
+}
+
+impl Keyed for SignOp {
+    fn key(&self) -> &KeyEntry {
+        &self.key
+    }
+}
+
+impl Keyed for CryptOp {
+    fn key(&self) -> &KeyEntry {
+        &self.key
+    }
 }
