@@ -300,26 +300,7 @@ impl ApplianceClient {
                 .map(|&i| (i, self.exchange(i, &make(i))))
                 .collect();
         }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = indices
-                .iter()
-                .map(|&i| {
-                    let make = &make;
-                    (i, scope.spawn(move || self.exchange(i, &make(i))))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(i, h)| {
-                    let result = h.join().unwrap_or_else(|_| {
-                        Err(ExchangeError::Transport(ittc_wire::Error::Protocol(
-                            "request thread panicked".into(),
-                        )))
-                    });
-                    (i, result)
-                })
-                .collect()
-        })
+        in_parallel(indices, |i| self.exchange(i, &make(i)))
     }
 
     /// One request to one appliance on a fresh connection of its own whose exchanges may
@@ -379,23 +360,7 @@ impl ApplianceClient {
         request: &Request,
         io: Duration,
     ) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = indices
-                .iter()
-                .map(|&i| (i, scope.spawn(move || self.exchange_alone(i, request, io))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(i, h)| {
-                    let result = h.join().unwrap_or_else(|_| {
-                        Err(ExchangeError::Transport(ittc_wire::Error::Protocol(
-                            "request thread panicked".into(),
-                        )))
-                    });
-                    (i, result)
-                })
-                .collect()
-        })
+        in_parallel(indices, |i| self.exchange_alone(i, request, io))
     }
 
     /// Asks the available appliances one after the other until one answers with
@@ -428,4 +393,30 @@ pub fn wire_error(err: &WireError) -> Error {
         | ErrorCode::Busy
         | ErrorCode::Internal => Error::Device(err.to_string()),
     }
+}
+
+/// Runs `f` for each index on its own scoped thread; all are joined before this returns,
+/// so no thread outlives the call.
+fn in_parallel(
+    indices: &[u8],
+    f: impl Fn(u8) -> std::result::Result<Response, ExchangeError> + Sync,
+) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = indices
+            .iter()
+            .map(|&i| (i, scope.spawn(move || f(i))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, h)| {
+                let result = h.join().unwrap_or_else(|_| {
+                    Err(ExchangeError::Transport(ittc_wire::Error::Protocol(
+                        "request thread panicked".into(),
+                    )))
+                });
+                (i, result)
+            })
+            .collect()
+    })
 }
