@@ -83,8 +83,9 @@ pub enum ApplianceError {
     /// A key generation failed or was refused; the message says why (never a secret).
     #[error("key generation failed: {0}")]
     Keygen(String),
-    /// A key-generation message for a session this appliance does not run (yet).
-    #[error("no such key generation session (yet)")]
+    /// A key-generation message or progress request for a session this appliance does not
+    /// run: not started here yet, or over.
+    #[error("no such key generation session here (not started yet, or over)")]
     NoSession,
     /// Anything else inside the appliance.
     #[error("internal: {0}")]

@@ -18,6 +18,11 @@
 //! pending epoch, exactly like an imported share. The coordinator checks the shares with a
 //! trial operation and commits, or deletes the key everywhere.
 //!
+//! Progress: each session keeps its party's public counters (`Party::stats`, updated after
+//! every step) and its start time; [`Keygens::progress`] answers
+//! [`Request::KeygenProgress`] from those under a short lock of their own, never waiting
+//! for the protocol.
+//!
 //! Nothing secret is logged: traces name rounds, phases, peers and counts only. Round
 //! messages travel and wait in [`SecretBytes`] (zeroized on drop).
 
@@ -26,10 +31,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ittc_threshold::keygen::{KeygenOutput, KeygenParams, Message, Party, Recipient, Step};
+use ittc_threshold::keygen::{
+    KeygenOutput, KeygenParams, KeygenStats, Message, Party, Recipient, Step,
+};
 use ittc_wire::client::{Connection, Timeouts};
 use ittc_wire::limits::MAX_KEYGEN_MESSAGE_LEN;
-use ittc_wire::{ErrorCode, KeyId, KeygenSpec, Request, Response, SecretBytes};
+use ittc_wire::{ErrorCode, KeyId, KeygenProgress, KeygenSpec, Request, Response, SecretBytes};
 use tracing::{debug, info, warn};
 
 use crate::error::ApplianceError;
@@ -67,12 +74,17 @@ const MAX_TOMBSTONES: usize = 64;
 const UNKNOWN_SESSION_PATIENCE: Duration = Duration::from_secs(30);
 
 /// One generation's inbox: the round messages received from the peers, at most two
-/// rounds' worth (the one being waited for and the next).
+/// rounds' worth (the one being waited for and the next); and its progress.
 pub struct Session {
     me: u8,
     parties: u8,
     inbox: Mutex<Inbox>,
     ready: Condvar,
+    /// When the session was registered.
+    started: Instant,
+    /// The party's counters after its last step (public). A lock of its own, held only to
+    /// copy them, so that a progress request never waits behind the inbox.
+    stats: Mutex<KeygenStats>,
 }
 
 #[derive(Default)]
@@ -157,6 +169,8 @@ impl Keygens {
             parties,
             inbox: Mutex::new(Inbox::default()),
             ready: Condvar::new(),
+            started: Instant::now(),
+            stats: Mutex::new(KeygenStats::default()),
         });
         sessions.insert(id, session.clone());
         Ok(Registration {
@@ -216,6 +230,25 @@ impl Keygens {
         Ok(())
     }
 
+    /// The counters of session `id` so far (`KeygenProgress`): public, and read without
+    /// waiting for the protocol.
+    ///
+    /// # Errors
+    ///
+    /// `NoSession` (`NotFound` on the wire) for a session not running here: not registered
+    /// yet, or over (finished or failed).
+    pub fn progress(&self, id: &[u8; 16]) -> Result<KeygenProgress, ApplianceError> {
+        let session = self.find(id)?;
+        let stats = *session.stats.lock().map_err(poisoned)?;
+        Ok(KeygenProgress {
+            batches: stats.batches,
+            candidates: stats.candidates,
+            biprimality_tests: stats.biprimality_tests,
+            rounds: stats.rounds,
+            elapsed_ms: u64::try_from(session.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
     /// Peer `from` gave up (`KeygenAbort`): the waiting party stops with `reason`.
     ///
     /// # Errors
@@ -266,6 +299,13 @@ impl Session {
 
     fn aborted(&self) -> Option<String> {
         self.lock().ok().and_then(|inbox| inbox.aborted.clone())
+    }
+
+    /// Records the party's counters after a step, for [`Keygens::progress`].
+    fn record(&self, stats: KeygenStats) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s = stats;
+        }
     }
 
     /// Waits until `until` for every other party's message of `round`.
@@ -546,6 +586,7 @@ fn run(
         let step = party
             .step(&incoming, &mut rng)
             .map_err(|e| format!("appliance {me}: {e}"))?;
+        session.record(party.stats());
         incoming.clear();
         let list = match step {
             Step::Done(output) => return Ok(*output),
@@ -664,4 +705,75 @@ fn abort_peers(
             });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_follows_the_recorded_counters_until_the_session_ends() {
+        let keygens = Keygens::default();
+        let id = [3; 16];
+        assert!(matches!(
+            keygens.progress(&id),
+            Err(ApplianceError::NoSession)
+        ));
+        let registration = keygens.register(id, 1, 3, 2).unwrap();
+        let fresh = keygens.progress(&id).unwrap();
+        assert_eq!(
+            fresh,
+            KeygenProgress {
+                elapsed_ms: fresh.elapsed_ms,
+                ..KeygenProgress::default()
+            },
+            "no counts before the first step"
+        );
+        registration.session.record(KeygenStats {
+            batches: 2,
+            candidates: 4096,
+            wrong_size: 100,
+            sieved_out: 3900,
+            biprimality_tests: 96,
+            late_rejections: 1,
+            rounds: 11,
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        let progress = keygens.progress(&id).unwrap();
+        assert_eq!(
+            (
+                progress.batches,
+                progress.candidates,
+                progress.biprimality_tests,
+                progress.rounds
+            ),
+            (2, 4096, 96, 11)
+        );
+        assert!(progress.elapsed_ms >= 5);
+        // Another session's id is not this one.
+        assert!(keygens.progress(&[4; 16]).is_err());
+        drop(registration);
+        let over = keygens.progress(&id).unwrap_err();
+        assert_eq!(over.to_wire().code, ErrorCode::NotFound);
+        assert!(over.to_wire().message.contains("over"), "{over}");
+    }
+
+    #[test]
+    fn progress_does_not_wait_for_a_party_blocked_on_its_inbox() {
+        let keygens = Keygens::default();
+        let id = [5; 16];
+        let registration = keygens.register(id, 2, 3, 2).unwrap();
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                registration
+                    .session
+                    .take(0, Instant::now() + Duration::from_millis(300))
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            let asked = Instant::now();
+            assert!(keygens.progress(&id).is_ok());
+            assert!(asked.elapsed() < Duration::from_millis(100));
+            assert!(matches!(waiter.join().unwrap(), Ok(Taken::Missing(_))));
+        });
+    }
 }

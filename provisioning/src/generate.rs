@@ -4,12 +4,19 @@
 //! ([`crate::import`]), a trial operation through the appliances, the public-key objects,
 //! and the commit everywhere, or the deletion everywhere. No part of the private key ever
 //! reaches this host.
+//!
+//! While the appliances search, [`generate_with_progress`] asks the first one how far it has got
+//! (`KeygenProgress`, on a connection of its own, every [`POLL_INTERVAL`]) and hands the
+//! counters to [`Progress::counts`]; the `ittc` spinner shows them.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ittc_threshold::{RsaPublicKey, SharingParams};
-use ittc_wire::client::Timeouts;
-use ittc_wire::{KeyId, KeygenResult, KeygenSpec, Participant, Request, Response};
+use ittc_wire::client::{Connection, Timeouts};
+use ittc_wire::{
+    ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, Participant, Request, Response,
+};
 use rand::RngExt;
 
 use crate::cluster::Cluster;
@@ -18,6 +25,55 @@ use crate::import::{NewKey, finish, rolled_back};
 
 /// The modulus sizes offered (an appliance may allow 1024 bits for tests).
 pub const OFFERED_BITS: [u16; 3] = [2048, 3072, 4096];
+
+/// How often the first appliance is asked for the counters while the key is generated.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest wait for a connection to, or an answer from, the appliance asked for the
+/// counters: a slow answer only leaves the previous counters on show.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where [`generate_with_progress`] reports how it goes. Any `Fn(&str)` takes the steps
+/// and ignores the counters.
+pub trait Progress {
+    /// A new step ("connecting to every appliance", "committing", …).
+    fn step(&self, step: &str);
+
+    /// The counters so far, from the first appliance, about every [`POLL_INTERVAL`] while
+    /// the appliances search for the key. None may come (a quick run, an appliance that
+    /// does not answer in time); the final counts are in [`Generated::stats`].
+    fn counts(&self, counts: &KeygenProgress) {
+        let _ = counts;
+    }
+}
+
+impl<F: Fn(&str)> Progress for F {
+    fn step(&self, step: &str) {
+        self(step);
+    }
+}
+
+/// The counters in a line: `candidates 12 345 · biprimality tests 7 · 4.2 s`.
+pub fn describe(counts: &KeygenProgress) -> String {
+    format!(
+        "candidates {} · biprimality tests {} · {:.1} s",
+        grouped(counts.candidates),
+        grouped(counts.biprimality_tests),
+        Duration::from_millis(counts.elapsed_ms).as_secs_f64()
+    )
+}
+
+/// `12345` as `12 345`.
+fn grouped(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -51,11 +107,22 @@ pub struct Generated {
 }
 
 /// Generates `spec` on every appliance of `cluster`, checks and commits it (or leaves
-/// nothing). `progress` is told each step.
+/// nothing). `progress` is told each step; [`generate_with_progress`] also hands on the
+/// counters while the appliances search.
 pub fn generate(
     cluster: &Cluster,
     spec: &GenerateSpec<'_>,
     progress: &dyn Fn(&str),
+) -> Result<Generated, CliError> {
+    generate_with_progress(cluster, spec, &progress)
+}
+
+/// [`generate`], telling `progress` each step and, about every [`POLL_INTERVAL`] while the
+/// appliances search, the counters so far.
+pub fn generate_with_progress(
+    cluster: &Cluster,
+    spec: &GenerateSpec<'_>,
+    progress: &dyn Progress,
 ) -> Result<Generated, CliError> {
     let started = Instant::now();
     let key_id = KeyId::new(spec.id.to_vec()).map_err(|e| CliError::Usage(format!("--id: {e}")))?;
@@ -69,12 +136,13 @@ pub fn generate(
     let threshold = cluster.config.threshold;
     let params = SharingParams::new(usize::from(threshold), n)?;
 
-    progress("connecting to every appliance");
+    progress.step("connecting to every appliance");
     // Only the check: the generation itself runs on connections with a long timeout.
     drop(crate::import::connect_for_new_key(cluster, &key_id)?);
 
+    let session: [u8; 16] = rand::rng().random();
     let request = Request::GenerateKey(KeygenSpec {
-        session: rand::rng().random(),
+        session,
         key_id: key_id.clone(),
         label: spec.label.to_owned(),
         bits: spec.bits,
@@ -90,24 +158,43 @@ pub fn generate(
             })
             .collect(),
     });
-    progress("generating: the appliances search for a modulus together");
+    progress.step("generating: the appliances search for a modulus together");
     let base = cluster.config.timeouts.timeouts();
     let timeouts = Timeouts {
         connect: base.connect,
         io: spec.timeout,
     };
-    let answers = cluster.in_parallel(indices.clone(), |index| {
-        let mut c = cluster.connect_with(index, timeouts)?;
-        match c.request(&request) {
-            Ok(Response::KeyGenerated(result)) => Ok(result),
-            Ok(Response::Error(e)) => Err(CliError::appliance(index, e.message)),
-            Ok(other) => Err(CliError::appliance(
-                index,
-                format!("unexpected answer {}", other.kind()),
-            )),
-            Err(e) => Err(CliError::appliance(index, e)),
+    // The requests run on a scoped thread (one more each inside `in_parallel`); this thread
+    // polls the first appliance until they return, and the callback runs here, so it need
+    // not be `Sync`. The sender is dropped when the requests return: that ends the wait at
+    // once rather than at the next tick.
+    let (done, finished) = mpsc::channel::<()>();
+    let answers = std::thread::scope(|scope| {
+        let requests = scope.spawn(|| {
+            let _done = done;
+            cluster.in_parallel(indices.clone(), |index| {
+                let mut c = cluster.connect_with(index, timeouts)?;
+                match c.request(&request) {
+                    Ok(Response::KeyGenerated(result)) => Ok(result),
+                    Ok(Response::Error(e)) => Err(CliError::appliance(index, e.message)),
+                    Ok(other) => Err(CliError::appliance(
+                        index,
+                        format!("unexpected answer {}", other.kind()),
+                    )),
+                    Err(e) => Err(CliError::appliance(index, e)),
+                }
+            })
+        });
+        let first = indices.first().copied().unwrap_or(1);
+        let mut poller = Poller::new(cluster, first, session);
+        while finished.recv_timeout(POLL_INTERVAL) == Err(mpsc::RecvTimeoutError::Timeout) {
+            if let Some(counts) = poller.poll() {
+                progress.counts(&counts);
+            }
         }
-    });
+        requests.join()
+    })
+    .map_err(|_| CliError::Cluster("the thread sending the requests failed".into()))?;
     let stored_on: Vec<u8> = answers
         .iter()
         .filter(|(_, r)| r.is_ok())
@@ -124,7 +211,7 @@ pub fn generate(
     let public = match agreed_key(&results, n, failures) {
         Ok(public) => public,
         Err(error) => {
-            progress("rolling back");
+            progress.step("rolling back");
             return Err(rolled_back(
                 cluster,
                 &key_id,
@@ -157,7 +244,7 @@ pub fn generate(
         reconnected,
         &stored_on,
         "generation",
-        progress,
+        &|step: &str| progress.step(step),
     )?;
     Ok(Generated {
         public,
@@ -166,6 +253,60 @@ pub fn generate(
         stats,
         elapsed: started.elapsed(),
     })
+}
+
+/// Asks one appliance about a generation, on an admin connection of its own with short
+/// time limits. Failures only skip a tick: the connection is opened again next time. An
+/// appliance that does not know the request (an older version) or refuses it is not asked
+/// again.
+struct Poller<'a> {
+    cluster: &'a Cluster,
+    index: u8,
+    request: Request,
+    connection: Option<Connection>,
+    gave_up: bool,
+}
+
+impl<'a> Poller<'a> {
+    fn new(cluster: &'a Cluster, index: u8, session: [u8; 16]) -> Self {
+        Self {
+            cluster,
+            index,
+            request: Request::KeygenProgress { session },
+            connection: None,
+            gave_up: false,
+        }
+    }
+
+    fn poll(&mut self) -> Option<KeygenProgress> {
+        if self.gave_up {
+            return None;
+        }
+        if self.connection.as_ref().is_some_and(Connection::is_broken) {
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let base = self.cluster.config.timeouts.timeouts();
+            let timeouts = Timeouts {
+                connect: base.connect.min(POLL_TIMEOUT),
+                io: POLL_TIMEOUT,
+            };
+            self.connection = self.cluster.connect_with(self.index, timeouts).ok();
+        }
+        match self.connection.as_mut()?.request(&self.request) {
+            Ok(Response::KeygenProgress(counts)) => Some(counts),
+            // Not registered there yet, or just over: ask again next tick.
+            Ok(Response::Error(e)) if e.code == ErrorCode::NotFound => None,
+            Ok(_) => {
+                self.gave_up = true;
+                None
+            }
+            Err(_) => {
+                self.connection = None;
+                None
+            }
+        }
+    }
 }
 
 /// The public key every appliance reported, if all n answered and agree.
@@ -196,4 +337,39 @@ fn agreed_key(
         &first.modulus,
         &first.public_exponent,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_as_one_line_with_grouped_digits() {
+        let counts = KeygenProgress {
+            batches: 7,
+            candidates: 12_345,
+            biprimality_tests: 7,
+            rounds: 30,
+            elapsed_ms: 4_240,
+        };
+        assert_eq!(
+            describe(&counts),
+            "candidates 12 345 · biprimality tests 7 · 4.2 s"
+        );
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1_000), "1 000");
+        assert_eq!(grouped(1_234_567), "1 234 567");
+        assert_eq!(grouped(u64::MAX), "18 446 744 073 709 551 615");
+    }
+
+    #[test]
+    fn a_closure_takes_the_steps_and_ignores_the_counts() {
+        let seen = std::cell::RefCell::new(Vec::new());
+        let closure = |step: &str| seen.borrow_mut().push(step.to_owned());
+        let progress: &dyn Progress = &closure;
+        progress.step("committing");
+        progress.counts(&KeygenProgress::default());
+        assert_eq!(*seen.borrow(), ["committing"]);
+    }
 }

@@ -1,20 +1,27 @@
 //! Dealerless key generation across real appliances: `ittc key generate` on three
 //! `ittc-appliance` processes (made by `ittc init`, so each knows its peers), the key used
-//! through the PKCS#11 module (`ittc sign`) and the signature verified by OpenSSL; and an
-//! appliance killed in the middle of a generation: a clear error, nothing left anywhere,
-//! and the next attempt works.
+//! through the PKCS#11 module (`ittc sign`) and the signature verified by OpenSSL; the
+//! counters a generation reports while it runs (`KeygenProgress`, and the CLI's poller);
+//! and an appliance killed in the middle of a generation: a clear error, nothing left
+//! anywhere, and the next attempt works.
 //!
 //! Build first: `cargo build -p ittc-appliance -p ittc-provisioning -p ittc-pkcs11`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::cell::RefCell;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ittc_provisioning::cluster::Cluster as CliCluster;
+use ittc_provisioning::generate::{GenerateSpec, Progress, generate_with_progress};
 use ittc_tests::cli::{InitCluster, ittc, ok};
 use ittc_wire::attributes::{CKA_MODULUS, CKA_PUBLIC_EXPONENT};
-use ittc_wire::{ObjectId, Request, Response};
+use ittc_wire::client::{Connection, Timeouts};
+use ittc_wire::{
+    ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, ObjectId, Participant, Request,
+    Response, SecretBytes, UserKind,
+};
 use openssl::bn::BigNum;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
@@ -75,6 +82,13 @@ fn public_key(cluster: &InitCluster, id: &[u8]) -> PKey<openssl::pkey::Public> {
     PKey::from_rsa(Rsa::from_public_components(n, e).unwrap()).unwrap()
 }
 
+/// The number after `name: ` in the CLI's summary line.
+fn count_after(out: &str, name: &str) -> u64 {
+    let rest = &out[out.find(&format!("{name}: ")).unwrap() + name.len() + 2..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
+}
+
 #[test]
 fn generated_1024_bit_key_signs_through_the_module() {
     let running = InitCluster::new(3, 2, SMALL_KEYS);
@@ -86,7 +100,9 @@ fn generated_1024_bit_key_signs_through_the_module() {
         started.elapsed().as_secs_f64()
     );
     assert!(out.contains("generated RSA-1024 key id 0a"), "{out}");
-    assert!(out.contains("candidates tried"), "{out}");
+    assert!(count_after(&out, "candidates tried") > 0, "{out}");
+    assert!(count_after(&out, "biprimality tests") > 0, "{out}");
+    assert!(count_after(&out, "rounds") > 0, "{out}");
     let keys = keys_of(&running);
     assert_eq!(keys.len(), 3, "{keys:?}");
     for (_, id, active, pending) in &keys {
@@ -102,6 +118,208 @@ fn generated_1024_bit_key_signs_through_the_module() {
     for i in 1..=3 {
         let log = running.log(i);
         assert!(log.contains("key generation finished"), "{log}");
+    }
+}
+
+/// Every counter of `later` is at least that of `earlier`.
+fn not_behind(earlier: &KeygenProgress, later: &KeygenProgress) -> bool {
+    later.batches >= earlier.batches
+        && later.candidates >= earlier.candidates
+        && later.biprimality_tests >= earlier.biprimality_tests
+        && later.rounds >= earlier.rounds
+        && later.elapsed_ms >= earlier.elapsed_ms
+}
+
+fn as_progress(result: &KeygenResult) -> KeygenProgress {
+    KeygenProgress {
+        batches: result.batches,
+        candidates: result.candidates,
+        biprimality_tests: result.biprimality_tests,
+        rounds: result.rounds,
+        elapsed_ms: result.elapsed_ms,
+    }
+}
+
+/// Records what `generate_with_progress` reports.
+#[derive(Default)]
+struct Recorder {
+    steps: RefCell<Vec<String>>,
+    counts: RefCell<Vec<KeygenProgress>>,
+}
+
+impl Progress for Recorder {
+    fn step(&self, step: &str) {
+        self.steps.borrow_mut().push(step.to_owned());
+    }
+
+    fn counts(&self, counts: &KeygenProgress) {
+        self.counts.borrow_mut().push(*counts);
+    }
+}
+
+#[test]
+fn progress_is_reported_while_a_generation_runs_and_not_after() {
+    let running = InitCluster::new(3, 2, SMALL_KEYS);
+    running.set_user_pin(b"246810\n");
+    let cli = CliCluster::open(&running.dir).unwrap();
+    let session = [0x42; 16];
+    let progress = Request::KeygenProgress { session };
+    let spec = KeygenSpec {
+        session,
+        key_id: KeyId::new(vec![0x0d]).unwrap(),
+        label: "watched".into(),
+        bits: 1024,
+        public_exponent: 65537,
+        threshold: 2,
+        participants: cli
+            .config
+            .appliances
+            .iter()
+            .map(|a| Participant {
+                index: a.index,
+                address: a.address.clone(),
+            })
+            .collect(),
+    };
+    let long = Timeouts {
+        connect: Duration::from_secs(5),
+        io: Duration::from_secs(300),
+    };
+    // Before the generation: no such session.
+    let mut watcher = cli.connect(1).unwrap();
+    let Response::Error(before) = watcher.request(&progress).unwrap() else {
+        panic!("progress of a session that has not started")
+    };
+    assert_eq!(before.code, ErrorCode::NotFound, "{before}");
+
+    let (answers, polled, slowest) = std::thread::scope(|scope| {
+        let generation = scope.spawn(|| {
+            cli.in_parallel(cli.indices(), |index| {
+                let mut c = cli.connect_with(index, long).unwrap();
+                c.request(&Request::GenerateKey(spec.clone())).unwrap()
+            })
+        });
+        // Poll on a connection of its own while the GenerateKey requests run.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut polled: Vec<KeygenProgress> = Vec::new();
+        let mut slowest = Duration::ZERO;
+        while !generation.is_finished() {
+            assert!(Instant::now() < deadline, "the generation did not end");
+            let asked = Instant::now();
+            match watcher.request(&progress).unwrap() {
+                Response::KeygenProgress(p) => polled.push(p),
+                // Appliance 1 has not registered the session yet, or it is just over.
+                Response::Error(e) if e.code == ErrorCode::NotFound => {}
+                other => panic!("unexpected answer to a progress request: {other:?}"),
+            }
+            slowest = slowest.max(asked.elapsed());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (generation.join().unwrap(), polled, slowest)
+    });
+    eprintln!(
+        "{} progress answers, slowest {slowest:?}; last {:?}",
+        polled.len(),
+        polled.last()
+    );
+    // Counts only grow, and some candidates were reported while the protocol ran.
+    assert!(
+        polled.windows(2).all(|w| not_behind(&w[0], &w[1])),
+        "{polled:?}"
+    );
+    let seen = polled
+        .iter()
+        .find(|p| p.candidates > 0)
+        .copied()
+        .unwrap_or_else(|| panic!("no candidates reported while the generation ran: {polled:?}"));
+    assert!(seen.batches > 0 && seen.rounds > 0, "{seen:?}");
+    // The appliance answered at once, however busy its party was.
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    // The final counts are at least the polled ones.
+    let results: Vec<KeygenResult> = answers
+        .into_iter()
+        .map(|(index, r)| match r {
+            Response::KeyGenerated(result) => result,
+            other => panic!("appliance {index}: {other:?}"),
+        })
+        .collect();
+    assert_eq!(results.len(), 3);
+    let last = polled.last().unwrap();
+    assert!(
+        not_behind(last, &as_progress(&results[0])),
+        "{last:?} {:?}",
+        results[0]
+    );
+    for result in &results {
+        assert!(result.candidates >= seen.candidates, "{result:?}");
+    }
+    // Over: the session is gone.
+    let Response::Error(after) = watcher.request(&progress).unwrap() else {
+        panic!("progress of a finished session")
+    };
+    assert_eq!(after.code, ErrorCode::NotFound, "{after}");
+    assert!(after.message.contains("key generation session"), "{after}");
+
+    // A client must be logged in as the user to ask; then it gets the same answer.
+    let identity = cli.config.identity().unwrap();
+    let mut client = Connection::connect(
+        cli.config.appliance(1).unwrap().resolve().unwrap(),
+        1,
+        identity.client_config().unwrap(),
+        Timeouts {
+            connect: Duration::from_secs(3),
+            io: Duration::from_secs(10),
+        },
+        "keygen test",
+    )
+    .unwrap();
+    let Response::Error(anonymous) = client.request(&progress).unwrap() else {
+        panic!("a client not logged in got an answer")
+    };
+    assert_eq!(anonymous.code, ErrorCode::NotLoggedIn, "{anonymous}");
+    let login = Request::Login {
+        user: UserKind::User,
+        pin: SecretBytes::new(b"246810".to_vec()),
+    };
+    assert_eq!(client.request(&login).unwrap(), Response::Ok);
+    let Response::Error(e) = client.request(&progress).unwrap() else {
+        panic!("progress of a finished session")
+    };
+    assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+
+    // The CLI's poller: counts come during the search, never ahead of the final ones.
+    let recorder = Recorder::default();
+    let spec = GenerateSpec {
+        bits: 1024,
+        public_exponent: 65537,
+        id: &[0x0e],
+        label: "watched by the CLI",
+        timeout: Duration::from_secs(300),
+    };
+    let generated = generate_with_progress(&cli, &spec, &recorder).unwrap();
+    let counts = recorder.counts.into_inner();
+    let steps = recorder.steps.into_inner();
+    eprintln!(
+        "CLI poller: {} reports in {:.1} s, final {:?}",
+        counts.len(),
+        generated.elapsed.as_secs_f64(),
+        as_progress(&generated.stats)
+    );
+    assert!(steps.iter().any(|s| s == "committing"), "{steps:?}");
+    assert!(
+        counts.windows(2).all(|w| not_behind(&w[0], &w[1])),
+        "{counts:?}"
+    );
+    if let Some(last) = counts.last() {
+        assert!(not_behind(last, &as_progress(&generated.stats)), "{last:?}");
+    }
+    // A poll every 500 ms: a search of more than two seconds must have been reported.
+    if generated.stats.elapsed_ms > 2_000 {
+        assert!(
+            counts.iter().any(|c| c.candidates > 0),
+            "{counts:?} in {} ms",
+            generated.stats.elapsed_ms
+        );
     }
 }
 

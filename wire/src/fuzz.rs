@@ -9,9 +9,10 @@ use core::fmt::Debug;
 use crate::codec::{self, Message};
 use crate::frame::{read_frame_blocking, write_frame_blocking};
 use crate::{
-    Attribute, Error, ErrorCode, HelloInfo, KEYGEN_EPOCH, KeyId, KeyStatus, KeygenResult,
-    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PROTOCOL_VERSION, PartialResult, Participant,
-    Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
+    Attribute, Error, ErrorCode, HelloInfo, KEYGEN_EPOCH, KeyId, KeyStatus, KeygenProgress,
+    KeygenResult, KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PROTOCOL_VERSION,
+    PartialResult, Participant, Request, Response, SecretBytes, ShareRecord, StatusInfo,
+    TokenObject, UserKind, WireError,
 };
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
@@ -167,6 +168,9 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
             from: 3,
             reason: "appliance 1 unreachable".into(),
         },
+        Request::KeygenProgress {
+            session: [0x5e; 16],
+        },
     ])
 }
 
@@ -231,6 +235,13 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             biprimality_tests: 40,
             rounds: 12,
             elapsed_ms: 31_000,
+        }),
+        Response::KeygenProgress(KeygenProgress {
+            batches: 2,
+            candidates: 2048,
+            biprimality_tests: 21,
+            rounds: 7,
+            elapsed_ms: 12_500,
         }),
     ])
 }

@@ -71,7 +71,9 @@ pub use key_id::KeyId;
 pub use limits::MAX_FRAME;
 pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
 pub use request::{KEYGEN_EPOCH, KeygenSpec, Participant, Request, ShareRecord, UserKind};
-pub use response::{HelloInfo, KeyStatus, KeygenResult, PartialResult, Response, StatusInfo};
+pub use response::{
+    HelloInfo, KeyStatus, KeygenProgress, KeygenResult, PartialResult, Response, StatusInfo,
+};
 pub use secret::SecretBytes;
 pub use tls::TlsIdentity;
 pub use wire_error::{ErrorCode, WireError};

@@ -147,6 +147,16 @@ pub enum Request {
         /// holds secret values.
         reason: String,
     },
+
+    /// Admin, or a client logged in as the user: how far this appliance's party of a key
+    /// generation in progress has got. Answered by [`crate::Response::KeygenProgress`]
+    /// (public counters only), or `NotFound` for a session that is not running here (not
+    /// started yet, or over). Never waits for the generation: the coordinator asks on a
+    /// connection of its own while its `GenerateKey` requests run.
+    KeygenProgress {
+        /// The session ([`KeygenSpec::session`]).
+        session: [u8; 16],
+    },
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -239,6 +249,7 @@ impl Request {
             Request::GenerateKey(_) => "generate_key",
             Request::KeygenRound { .. } => "keygen_round",
             Request::KeygenAbort { .. } => "keygen_abort",
+            Request::KeygenProgress { .. } => "keygen_progress",
         }
     }
 
@@ -274,7 +285,8 @@ impl Request {
             | Request::DeleteObject { .. }
             | Request::Status
             | Request::DeleteKey { .. }
-            | Request::CommitEpoch { .. } => Ok(()),
+            | Request::CommitEpoch { .. }
+            | Request::KeygenProgress { .. } => Ok(()),
         }
     }
 }
@@ -361,7 +373,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            17,
+            18,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -381,7 +393,20 @@ mod tests {
         assert!(commit.validate().is_ok());
         let samples = crate::fuzz::sample_requests().unwrap();
         assert_eq!(samples[13].kind(), "commit_epoch");
-        assert_eq!(samples.last().map(Request::kind), Some("keygen_abort"));
+        assert_eq!(samples[16].kind(), "keygen_abort");
+        assert_eq!(samples.last().map(Request::kind), Some("keygen_progress"));
+    }
+
+    #[test]
+    fn keygen_progress_is_the_last_variant_and_carries_only_the_session() {
+        let progress = Request::KeygenProgress { session: [7; 16] };
+        let bytes = crate::encode(&progress).unwrap();
+        let mut expected = 17u32.to_le_bytes().to_vec();
+        expected.extend_from_slice(&[7; 16]);
+        assert_eq!(bytes, expected);
+        assert_eq!(crate::decode::<Request>(&bytes).unwrap(), progress);
+        assert_eq!(progress.kind(), "keygen_progress");
+        assert!(progress.validate().is_ok());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub enum Response {
     /// The answer to [`crate::Request::GenerateKey`]: the key this appliance holds a
     /// pending share of.
     KeyGenerated(KeygenResult),
+    /// The answer to [`crate::Request::KeygenProgress`]: the counters so far.
+    KeygenProgress(KeygenProgress),
 }
 
 impl Response {
@@ -43,6 +45,7 @@ impl Response {
             Response::Object(_) => "object",
             Response::Status(_) => "status",
             Response::KeyGenerated(_) => "key_generated",
+            Response::KeygenProgress(_) => "keygen_progress",
         }
     }
 
@@ -69,6 +72,7 @@ impl Response {
                     "public exponent too long",
                 )
             }
+            Response::KeygenProgress(_) => Ok(()),
         }
     }
 }
@@ -128,6 +132,23 @@ pub struct KeygenResult {
     /// Rounds of messages.
     pub rounds: u32,
     /// Time the protocol took at this appliance, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// How far one appliance's party of a key generation in progress has got: the counters of
+/// [`KeygenResult`] so far, as of the party's last completed step. Public (counts and time
+/// only), and the same at every participant up to a round or so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct KeygenProgress {
+    /// Candidate batches started.
+    pub batches: u32,
+    /// Candidate pairs whose modulus was computed.
+    pub candidates: u64,
+    /// Moduli that went to the first biprimality test.
+    pub biprimality_tests: u64,
+    /// Rounds of messages so far.
+    pub rounds: u32,
+    /// Time since this appliance started its party, in milliseconds.
     pub elapsed_ms: u64,
 }
 
@@ -234,9 +255,29 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            8,
+            9,
             "every variant has a sample and a distinct kind"
         );
+    }
+
+    #[test]
+    fn keygen_progress_is_appended_after_key_generated() {
+        let progress = Response::KeygenProgress(KeygenProgress {
+            batches: 2,
+            candidates: 4096,
+            biprimality_tests: 17,
+            rounds: 9,
+            elapsed_ms: 1500,
+        });
+        let bytes = crate::encode(&progress).unwrap();
+        assert_eq!(bytes[..4], 8u32.to_le_bytes());
+        // Fixed-width integers: variant, u32, u64, u64, u32, u64.
+        assert_eq!(bytes.len(), 4 + 4 + 8 + 8 + 4 + 8);
+        assert_eq!(crate::decode::<Response>(&bytes).unwrap(), progress);
+        assert_eq!(progress.kind(), "keygen_progress");
+        let samples = crate::fuzz::sample_responses().unwrap();
+        assert_eq!(samples[7].kind(), "key_generated");
+        assert_eq!(samples.last().map(Response::kind), Some("keygen_progress"));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 
 use ittc_wire::fuzz::decode_any;
 use ittc_wire::{
-    Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, ObjectClass, ObjectId, ObjectSummary,
-    PartialResult, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
-    WireError, decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
+    Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
+    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, Request,
+    Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError, decode,
+    encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -95,6 +96,59 @@ fn share_record() -> impl Strategy<Value = ShareRecord> {
         )
 }
 
+/// A valid key-generation request: `3 <= n <= 16` participants `1..=n` in order,
+/// `2 <= threshold <= n`.
+fn keygen_spec() -> impl Strategy<Value = KeygenSpec> {
+    let sharing = (3u8..=16).prop_flat_map(|n| (2..=n).prop_map(move |k| (n, k)));
+    (
+        any::<[u8; 16]>(),
+        key_id(),
+        name(),
+        any::<u16>(),
+        any::<u64>(),
+        sharing,
+        name(),
+    )
+        .prop_map(
+            |(session, key_id, label, bits, public_exponent, (n, threshold), host)| KeygenSpec {
+                session,
+                key_id,
+                label,
+                bits,
+                public_exponent,
+                threshold,
+                participants: (1..=n)
+                    .map(|index| Participant {
+                        index,
+                        address: format!("{host}:{index}"),
+                    })
+                    .collect(),
+            },
+        )
+}
+
+fn keygen_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        keygen_spec().prop_map(Request::GenerateKey),
+        (any::<[u8; 16]>(), any::<u8>(), any::<u32>(), secret()).prop_map(
+            |(session, from, round, message)| Request::KeygenRound {
+                session,
+                from,
+                round,
+                message,
+            }
+        ),
+        (any::<[u8; 16]>(), any::<u8>(), name()).prop_map(|(session, from, reason)| {
+            Request::KeygenAbort {
+                session,
+                from,
+                reason,
+            }
+        }),
+        any::<[u8; 16]>().prop_map(|session| Request::KeygenProgress { session }),
+    ]
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (any::<u16>(), name()).prop_map(|(protocol_version, client_name)| Request::Hello {
@@ -128,6 +182,7 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         key_id().prop_map(|key_id| Request::DeleteKey { key_id }),
         (key_id(), any::<u64>()).prop_map(|(key_id, epoch)| Request::CommitEpoch { key_id, epoch }),
+        keygen_request(),
     ]
 }
 
@@ -185,6 +240,48 @@ fn status() -> impl Strategy<Value = StatusInfo> {
         )
 }
 
+fn keygen_response() -> impl Strategy<Value = Response> {
+    let counters = (
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u64>(),
+    );
+    prop_oneof![
+        (bytes(600), bytes(8), any::<u64>(), counters).prop_map(
+            |(
+                modulus,
+                public_exponent,
+                epoch,
+                (batches, candidates, biprimality_tests, rounds, elapsed_ms),
+            )| {
+                Response::KeyGenerated(KeygenResult {
+                    modulus,
+                    public_exponent,
+                    epoch,
+                    batches,
+                    candidates,
+                    biprimality_tests,
+                    rounds,
+                    elapsed_ms,
+                })
+            }
+        ),
+        counters.prop_map(
+            |(batches, candidates, biprimality_tests, rounds, elapsed_ms)| {
+                Response::KeygenProgress(KeygenProgress {
+                    batches,
+                    candidates,
+                    biprimality_tests,
+                    rounds,
+                    elapsed_ms,
+                })
+            }
+        ),
+    ]
+}
+
 fn response() -> impl Strategy<Value = Response> {
     let summary = (any::<u64>(), class()).prop_map(|(h, class)| ObjectSummary {
         handle: ObjectId(h),
@@ -214,6 +311,7 @@ fn response() -> impl Strategy<Value = Response> {
         vec(summary, 0..50).prop_map(Response::Objects),
         object().prop_map(Response::Object),
         status().prop_map(Response::Status),
+        keygen_response(),
     ]
 }
 

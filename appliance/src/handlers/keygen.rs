@@ -1,4 +1,5 @@
-//! Key generation: the coordinator's `GenerateKey` and the peers' round and abort messages.
+//! Key generation: the coordinator's `GenerateKey` and `KeygenProgress`, and the peers'
+//! round and abort messages.
 
 use ittc_wire::{KEYGEN_EPOCH, KeygenResult, KeygenSpec, Response, SecretBytes};
 use zeroize::Zeroizing;
@@ -38,6 +39,11 @@ pub fn handle_generate(state: &State, spec: &KeygenSpec) -> Result<Response, App
         rounds: stats.rounds,
         elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+/// The counters of a generation running here: public, never waits for the protocol.
+pub fn handle_progress(state: &State, session: &[u8; 16]) -> Result<Response, ApplianceError> {
+    Ok(Response::KeygenProgress(state.keygen.progress(session)?))
 }
 
 /// Queues a peer's round message.

@@ -59,8 +59,11 @@ fn audited(request: &Request) -> Option<Option<String>> {
         | Request::CommitEpoch { key_id, .. } => Some(Some(key_id.to_string())),
         Request::StoreShare(rec) => Some(Some(rec.key_id.to_string())),
         Request::GenerateKey(spec) => Some(Some(spec.key_id.to_string())),
-        // Each generation has one audited GenerateKey; its many round messages are not.
-        Request::KeygenRound { .. } | Request::KeygenAbort { .. } => None,
+        // Each generation has one audited GenerateKey; its many round messages and progress
+        // requests are not.
+        Request::KeygenRound { .. }
+        | Request::KeygenAbort { .. }
+        | Request::KeygenProgress { .. } => None,
         Request::GetObject { handle } | Request::DeleteObject { handle } => {
             Some(Some(format!("object {}", handle.0)))
         }
@@ -150,6 +153,13 @@ fn route(
                 require_login(session, UserKind::User)?;
             }
             keygen::handle_generate(state, &spec)
+        }
+        // Whoever may coordinate a generation may watch one (counts only).
+        Request::KeygenProgress { session: id } if admin || client => {
+            if client {
+                require_login(session, UserKind::User)?;
+            }
+            keygen::handle_progress(state, &id)
         }
         // Only appliance `from` itself carries its round messages.
         Request::KeygenRound {
