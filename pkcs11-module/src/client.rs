@@ -8,11 +8,15 @@
 //! puts the appliance in back-off for `retry_after_ms`: until then it is not asked at all,
 //! so a dead appliance costs one timeout and then nothing until it answers again.
 //!
-//! Fan-out runs one scoped thread per appliance asked and joins them all before it
-//! returns: no thread outlives a call, none is left after `C_Finalize`. When the
-//! application forbids threads (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`) the same requests
-//! are made one after the other. No lock is held across network I/O: the pool mutex is
-//! held only to pop or push a connection.
+//! Fan-out to appliances that each have a pooled connection ready (logged in as the
+//! module is) is pipelined on the calling thread: every request is sent, then every answer
+//! read, so the appliances work at once and no thread is started. Otherwise (a connection
+//! to open, a login to replay) fan-out runs one scoped thread per appliance asked and
+//! joins them all before it returns: no thread outlives a call, none is left after
+//! `C_Finalize`. When the application forbids threads
+//! (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`) that case makes the requests one after the
+//! other. No lock is held across network I/O: the pool mutex is held only to pop or push a
+//! connection.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -209,6 +213,19 @@ impl ApplianceClient {
                 .request(request)
                 .map_err(ExchangeError::Transport)
         });
+        self.settle(a, pooled, request, result)
+    }
+
+    /// After an exchange on `pooled`: the connection back to the pool (unless the
+    /// transport failed), the appliance out of back-off or into it, the login state
+    /// followed.
+    fn settle(
+        &self,
+        a: &ApplianceState,
+        mut pooled: Pooled,
+        request: &Request,
+        result: std::result::Result<Response, ExchangeError>,
+    ) -> std::result::Result<Response, ExchangeError> {
         match result {
             Ok(response) => {
                 *lock(&a.down_until) = None;
@@ -234,6 +251,18 @@ impl ApplianceClient {
                 Err(other)
             }
         }
+    }
+
+    /// A pooled connection to `a` that needs nothing before a request: the appliance is
+    /// not in back-off and the connection's login matches the module's.
+    fn ready(&self, a: &ApplianceState) -> Option<Pooled> {
+        if lock(&a.down_until).is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
+        let wanted = lock(&self.credentials).as_ref().map(|c| c.user);
+        let mut idle = lock(&a.idle);
+        let position = idle.iter().rposition(|p| p.login == wanted)?;
+        Some(idle.swap_remove(position))
     }
 
     fn check_in(&self, a: &ApplianceState, pooled: Pooled) {
@@ -294,13 +323,63 @@ impl ApplianceClient {
         indices: &[u8],
         make: impl Fn(u8) -> Request + Sync,
     ) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
-        if !self.parallel || indices.len() <= 1 {
+        if indices.len() <= 1 {
+            return indices
+                .iter()
+                .map(|&i| (i, self.exchange(i, &make(i))))
+                .collect();
+        }
+        let targets: Vec<(&ApplianceState, Option<Pooled>)> = indices
+            .iter()
+            .filter_map(|&i| self.state(i))
+            .map(|a| (a, self.ready(a)))
+            .collect();
+        if targets.len() == indices.len() && targets.iter().all(|(_, p)| p.is_some()) {
+            let ready = targets
+                .into_iter()
+                .filter_map(|(a, p)| p.map(|p| (a, p)))
+                .collect();
+            return self.pipelined(ready, &make);
+        }
+        for (a, pooled) in targets {
+            if let Some(pooled) = pooled {
+                self.check_in(a, pooled);
+            }
+        }
+        if !self.parallel {
             return indices
                 .iter()
                 .map(|&i| (i, self.exchange(i, &make(i))))
                 .collect();
         }
         in_parallel(indices, |i| self.exchange(i, &make(i)))
+    }
+
+    /// The requests go out one after the other from this thread (a write of a few hundred
+    /// bytes each), then the answers are read in the same order: the appliances work at
+    /// once, with no thread started and none needed. Every answer is read by the deadline
+    /// its request set, so the whole takes at most one `io` timeout.
+    fn pipelined(
+        &self,
+        ready: Vec<(&ApplianceState, Pooled)>,
+        make: &impl Fn(u8) -> Request,
+    ) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
+        let sent: Vec<_> = ready
+            .into_iter()
+            .map(|(a, mut pooled)| {
+                let request = make(a.index);
+                let sent = pooled.conn.send(&request);
+                (a, pooled, request, sent)
+            })
+            .collect();
+        sent.into_iter()
+            .map(|(a, mut pooled, request, sent)| {
+                let result = sent
+                    .and_then(|()| pooled.conn.receive())
+                    .map_err(ExchangeError::Transport);
+                (a.index, self.settle(a, pooled, &request, result))
+            })
+            .collect()
     }
 
     /// One request to one appliance on a fresh connection of its own whose exchanges may

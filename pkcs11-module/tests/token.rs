@@ -636,6 +636,44 @@ fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
     );
 }
 
+/// With threads forbidden the k partial requests of an operation are still in flight
+/// together (sent, then read): proxies in front of every appliance hold each partial
+/// request until k are held at once, and none waits in vain.
+#[test]
+fn without_threads_the_appliances_are_still_asked_at_once() {
+    isolated(
+        "without_threads_the_appliances_are_still_asked_at_once",
+        || {
+            let mut fx = Fixture::prepare(
+                &Setup {
+                    rendezvous: true,
+                    ..Setup::new(2, 3)
+                },
+                &support::config_path(),
+            );
+            fx.load(
+                CInitializeFlags::OS_LOCKING_OK | CInitializeFlags::LIBRARY_CANT_CREATE_OS_THREADS,
+            );
+            let session = fx.user_session();
+            let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+            // Each call starts with another appliance: every pair is asked.
+            for i in 0..6 {
+                let msg = format!("message {i}");
+                let sig = session
+                    .sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes())
+                    .unwrap();
+                verify_pkcs1(&fx.public(), MessageDigest::sha256(), msg.as_bytes(), &sig);
+            }
+            let rendezvous = fx.rendezvous.as_ref().unwrap();
+            assert_eq!(
+                rendezvous.missed(),
+                0,
+                "partial requests were made one by one"
+            );
+        },
+    );
+}
+
 /// How many objects appliance `index` stores.
 fn stored_objects(fx: &Fixture, index: u8) -> usize {
     let mut c = fx.cluster.user_session(index, PIN.as_bytes());

@@ -124,12 +124,14 @@ impl Connection {
             stream,
             io: timeouts.io,
             broken: false,
+            awaiting: false,
         };
         let hello = Request::Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: client_name.to_owned(),
         };
-        let hello = match channel.request(&hello)? {
+        channel.send(&hello)?;
+        let hello = match channel.receive()? {
             Response::HelloInfo(info) => info,
             Response::Error(err) => return Err(Error::Refused(err)),
             other => {
@@ -168,9 +170,10 @@ impl Connection {
         &self.peer
     }
 
-    /// Whether an earlier transport failure made the connection unusable.
+    /// Whether an earlier transport failure made the connection unusable, or a request
+    /// sent with [`Connection::send`] still waits for its answer.
     pub fn is_broken(&self) -> bool {
-        self.channel.broken
+        self.channel.broken || self.channel.awaiting
     }
 
     /// Sends one request and reads its response, within the `io` timeout.
@@ -186,7 +189,31 @@ impl Connection {
     /// [`Error::Tls`], or a decoding error for a response that is not a valid message.
     /// [`Error::Broken`] if an earlier request failed that way.
     pub fn request(&mut self, req: &Request) -> Result<Response, Error> {
-        self.channel.request(req)
+        self.channel.send(req)?;
+        self.channel.receive()
+    }
+
+    /// The first half of [`Connection::request`]: sends `req` and starts the `io`
+    /// timeout, so that the caller can send to other appliances before it waits for
+    /// any answer. Until [`Connection::receive`] the connection counts as broken (it must
+    /// not go back to a pool out of step).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::request`]'s sending side.
+    pub fn send(&mut self, req: &Request) -> Result<(), Error> {
+        self.channel.send(req)
+    }
+
+    /// The second half of [`Connection::request`]: reads the answer to the request
+    /// [`Connection::send`] sent, by the deadline set then.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::request`]'s receiving side; [`Error::Broken`] if no request is
+    /// waiting for its answer.
+    pub fn receive(&mut self) -> Result<Response, Error> {
+        self.channel.receive()
     }
 }
 
@@ -206,11 +233,13 @@ struct Channel {
     stream: StreamOwned<ClientConnection, DeadlineStream>,
     io: Duration,
     broken: bool,
+    /// A request was sent and its answer not read yet.
+    awaiting: bool,
 }
 
 impl Channel {
-    fn request(&mut self, req: &Request) -> Result<Response, Error> {
-        if self.broken {
+    fn send(&mut self, req: &Request) -> Result<(), Error> {
+        if self.broken || self.awaiting {
             return Err(Error::Broken);
         }
         self.stream.sock.deadline = deadline(self.io);
@@ -221,10 +250,20 @@ impl Channel {
             }
             return Err(transport(err));
         }
-        read_frame_blocking(&mut self.stream).map_err(|err| {
+        self.awaiting = true;
+        Ok(())
+    }
+
+    fn receive(&mut self) -> Result<Response, Error> {
+        if self.broken || !self.awaiting {
+            return Err(Error::Broken);
+        }
+        let answer = read_frame_blocking(&mut self.stream).map_err(|err| {
             self.broken = true;
             transport(err)
-        })
+        });
+        self.awaiting = false;
+        answer
     }
 
     /// Sends `close_notify`, so the appliance sees a clean end of stream.

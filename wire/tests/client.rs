@@ -168,24 +168,29 @@ fn rustls_error(err: &io::Error) -> &rustls::Error {
         .unwrap_or_else(|| panic!("not a TLS error: {err}"))
 }
 
-#[test]
-fn client_connects_and_gets_answers() {
+/// A client connection to a test appliance `index` that answers (see [`serve_one`]).
+fn connected(index: u8) -> (Connection, JoinHandle<Outcome>) {
     let ca = TestCa::new("cluster");
-    let appliance = ca.identity(Role::Appliance(3));
+    let appliance = ca.identity(Role::Appliance(index));
     let client = ca.identity(Role::Client);
     let (addr, server) = serve_one(
         appliance.server_config().unwrap(),
-        Mode::Answer { hello_index: 3 },
+        Mode::Answer { hello_index: index },
     );
-
-    let mut conn = Connection::connect(
+    let conn = Connection::connect(
         addr,
-        3,
+        index,
         client.client_config().unwrap(),
         timeouts(),
         "client test",
     )
     .unwrap();
+    (conn, server)
+}
+
+#[test]
+fn client_connects_and_gets_answers() {
+    let (mut conn, server) = connected(3);
     assert_eq!(conn.hello().appliance_index, 3);
     assert_eq!(conn.hello().protocol_version, PROTOCOL_VERSION);
     assert_eq!(conn.hello().cluster_id, CLUSTER_ID);
@@ -212,6 +217,32 @@ fn client_connects_and_gets_answers() {
     let seen = server.join().unwrap().unwrap();
     assert_eq!(seen.role, Role::Client);
     assert_eq!(seen.name, "test client");
+}
+
+#[test]
+fn a_request_can_be_sent_now_and_its_answer_read_later() {
+    let (mut conn, server) = connected(2);
+
+    // Nothing sent: nothing to read, and the connection stays usable.
+    assert!(matches!(conn.receive(), Err(Error::Broken)));
+    assert!(!conn.is_broken());
+
+    conn.send(&Request::Status).unwrap();
+    // Out of step until the answer is read: not for a pool, and no second request.
+    assert!(conn.is_broken());
+    assert!(matches!(conn.send(&Request::Status), Err(Error::Broken)));
+    let Response::Status(status) = conn.receive().unwrap() else {
+        panic!("not a status");
+    };
+    assert_eq!(status.appliance_index, 2);
+    assert!(!conn.is_broken());
+    // And in step again: a whole request works.
+    assert!(matches!(
+        conn.request(&Request::Status).unwrap(),
+        Response::Status(_)
+    ));
+    drop(conn);
+    server.join().unwrap().unwrap();
 }
 
 #[test]

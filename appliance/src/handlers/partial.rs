@@ -73,7 +73,12 @@ pub fn handle_partial(
         usize::from(state.config.index),
         SecretInt::from_be_bytes(sealed_share.to_vec()),
     )?;
+    let started = std::time::Instant::now();
     let y = state.backend.partial(&public, &share, &x)?;
+    tracing::debug!(
+        exponentiation_ms = started.elapsed().as_secs_f64() * 1e3,
+        "partial computed"
+    );
     Ok(Response::PartialResult(PartialResult {
         index: state.config.index,
         epoch,

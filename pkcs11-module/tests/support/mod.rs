@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: the built module's path, a cluster with one imported
 //! key and a `pkcs11.toml` for it, a test proxy that corrupts an appliance's partial
-//! results, and the runner that gives each token test its own process.
+//! results or holds them until k are in flight, and the runner that gives each token test
+//! its own process.
 //!
 //! The module is one per process and reads `ITTC_PKCS11_CONFIG` and `ITTC_PKCS11_LOG`
 //! from the environment. Rather than change the test process's environment (which is
@@ -19,8 +20,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -155,6 +156,9 @@ pub struct Setup {
     pub retry_after_ms: u64,
     /// Appliances reached through a [`Proxy`] that corrupts their partial results.
     pub bad: Vec<u8>,
+    /// Every appliance reached through a [`Proxy`] that holds each partial request until
+    /// k are held at once ([`Rendezvous`]).
+    pub rendezvous: bool,
     /// Appliance options.
     pub options: Options,
 }
@@ -167,6 +171,7 @@ impl Setup {
             n,
             retry_after_ms: 5000,
             bad: Vec::new(),
+            rendezvous: false,
             options: Options::default(),
         }
     }
@@ -190,6 +195,8 @@ pub struct Fixture {
     pub config_path: PathBuf,
     /// The loaded module.
     pub pkcs11: Option<Pkcs11>,
+    /// The rendezvous of the proxies, with [`Setup::rendezvous`].
+    pub rendezvous: Option<Arc<Rendezvous>>,
     proxies: Vec<Proxy>,
 }
 
@@ -211,11 +218,17 @@ impl Fixture {
         cluster.import_key(&key, setup.k, KEY_ID, KEY_LABEL);
         cluster.set_user_pin(PIN.as_bytes());
         let modulus = BigUint::from_bytes_be(&rsa.n().to_vec());
-        let proxies: Vec<Proxy> = setup
-            .bad
-            .iter()
-            .map(|&i| Proxy::start(&cluster, i, modulus.clone()))
-            .collect();
+        let rendezvous = setup.rendezvous.then(|| Arc::new(Rendezvous::new(setup.k)));
+        let proxies: Vec<Proxy> = match &rendezvous {
+            Some(r) => (1..=setup.n)
+                .map(|i| Proxy::start(&cluster, i, Behaviour::Rendezvous(Arc::clone(r))))
+                .collect(),
+            None => setup
+                .bad
+                .iter()
+                .map(|&i| Proxy::start(&cluster, i, Behaviour::Corrupt(modulus.clone())))
+                .collect(),
+        };
         let address = |i: u8| {
             proxies
                 .iter()
@@ -251,6 +264,7 @@ impl Fixture {
             openssl: PKey::from_rsa(rsa).unwrap(),
             config_path: config.to_owned(),
             pkcs11: None,
+            rendezvous,
             proxies,
         }
     }
@@ -342,9 +356,68 @@ pub fn verify_pss(public: &PKey<Public>, md: MessageDigest, msg: &[u8], sig: &[u
     assert!(v.verify(sig).unwrap(), "PSS signature, {} bytes", sig.len());
 }
 
+/// Where partial requests that must be in flight together meet: each waits (up to
+/// [`Rendezvous::PATIENCE`]) until k have arrived, then all k go on. One that waits in
+/// vain is counted and goes on alone: the appliances were asked one after the other.
+pub struct Rendezvous {
+    k: usize,
+    /// (meetings so far, requests waiting for the next).
+    state: Mutex<(u64, usize)>,
+    met: Condvar,
+    missed: AtomicUsize,
+}
+
+impl Rendezvous {
+    /// How long a partial request waits for the others.
+    pub const PATIENCE: Duration = Duration::from_secs(2);
+
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            state: Mutex::new((0, 0)),
+            met: Condvar::new(),
+            missed: AtomicUsize::new(0),
+        }
+    }
+
+    fn arrive(&self) {
+        let mut state = self.state.lock().unwrap();
+        let meeting = state.0;
+        state.1 += 1;
+        if state.1 == self.k {
+            *state = (meeting + 1, 0);
+            self.met.notify_all();
+            return;
+        }
+        let (mut state, _) = self
+            .met
+            .wait_timeout_while(state, Self::PATIENCE, |s| s.0 == meeting)
+            .unwrap();
+        if state.0 == meeting {
+            state.1 -= 1;
+            self.missed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Partial requests that waited for the others in vain.
+    pub fn missed(&self) -> usize {
+        self.missed.load(Ordering::SeqCst)
+    }
+}
+
+/// What a [`Proxy`] does to partial operations.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// Answers `value + 1 mod N` (modulus given): a wrong partial.
+    Corrupt(BigUint),
+    /// Relays each request once k are in flight together.
+    Rendezvous(Arc<Rendezvous>),
+}
+
 /// A TLS endpoint that presents appliance `index`'s certificate, relays every request to
-/// the real appliance (as the test client) and answers with its responses — except that
-/// every partial result is replaced by `value + 1 mod N`: a wrong partial from a genuine,
+/// the real appliance (as the test client) and answers with its responses — except for
+/// partial operations, which it treats as its [`Behaviour`] says: with `Corrupt`, every
+/// partial result is replaced by `value + 1 mod N`, a wrong partial from a genuine,
 /// authenticated appliance. The module reaches that appliance only through the proxy.
 pub struct Proxy {
     /// The appliance it stands for.
@@ -357,7 +430,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts a proxy for appliance `index` of `cluster` (which must be running).
-    pub fn start(cluster: &Cluster, index: u8, modulus: BigUint) -> Self {
+    pub fn start(cluster: &Cluster, index: u8, behaviour: Behaviour) -> Self {
         let server = cluster
             .identity(&format!("appliance-{index}"))
             .server_config()
@@ -368,21 +441,17 @@ impl Proxy {
         let address = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
-        let modulus = Arc::new(modulus);
         let accept = std::thread::spawn(move || {
             for tcp in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(tcp) = tcp else { continue };
-                let (server, client, modulus) = (
-                    Arc::clone(&server),
-                    Arc::clone(&client),
-                    Arc::clone(&modulus),
-                );
+                let (server, client, behaviour) =
+                    (Arc::clone(&server), Arc::clone(&client), behaviour.clone());
                 // Each connection lives until the module closes it or the process ends.
                 std::thread::spawn(move || {
-                    let _ = relay(tcp, server, client, upstream, index, &modulus);
+                    let _ = relay(tcp, server, client, upstream, index, &behaviour);
                 });
             }
         });
@@ -411,7 +480,7 @@ fn relay(
     client: Arc<rustls::ClientConfig>,
     upstream: SocketAddr,
     index: u8,
-    modulus: &BigUint,
+    behaviour: &Behaviour,
 ) -> Result<(), ittc_wire::Error> {
     let timeouts = Timeouts {
         connect: Duration::from_secs(2),
@@ -426,14 +495,19 @@ fn relay(
         let request: Request = read_frame_blocking(&mut tls)?;
         let response = match request {
             Request::Hello { .. } => Response::HelloInfo(real.hello().clone()),
-            other => match real.request(&other)? {
-                Response::PartialResult(mut p) => {
-                    let wrong = (BigUint::from_bytes_be(&p.value) + 1u32) % modulus;
-                    p.value = wrong.to_bytes_be();
-                    Response::PartialResult(p)
+            other => {
+                if let (Request::Partial { .. }, Behaviour::Rendezvous(r)) = (&other, behaviour) {
+                    r.arrive();
                 }
-                answer => answer,
-            },
+                match (real.request(&other)?, behaviour) {
+                    (Response::PartialResult(mut p), Behaviour::Corrupt(modulus)) => {
+                        let wrong = (BigUint::from_bytes_be(&p.value) + 1u32) % modulus;
+                        p.value = wrong.to_bytes_be();
+                        Response::PartialResult(p)
+                    }
+                    (answer, _) => answer,
+                }
+            }
         };
         write_frame_blocking(&mut tls, &response)?;
     }
