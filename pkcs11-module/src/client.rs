@@ -1,8 +1,9 @@
 //! The appliance client: pooled mutually authenticated connections, per-appliance back-off,
 //! parallel fan-out, and login replay.
 //!
-//! Each appliance has a small pool of idle [`Connection`]s. A request checks one out (or
-//! connects), brings its login state in line with the module's (the PIN is replayed on a
+//! Each appliance has a small pool of idle [`Connection`]s. A request checks one out
+//! (dropping any the appliance has closed meanwhile, see [`Connection::is_stale`]) or
+//! connects, brings its login state in line with the module's (the PIN is replayed on a
 //! connection that has not seen it), sends the request and checks the connection back in
 //! unless the transport failed. A transport failure (connect, handshake, timeout, reset)
 //! puts the appliance in back-off for `retry_after_ms`: until then it is not asked at all,
@@ -196,7 +197,7 @@ impl ApplianceClient {
         if lock(&a.down_until).is_some_and(|until| Instant::now() < until) {
             return Err(ExchangeError::BackedOff);
         }
-        let pooled = lock(&a.idle).pop();
+        let pooled = self.pop_live(a, |_| true);
         let mut pooled = match pooled {
             Some(p) => p,
             None => match self.connect(a) {
@@ -260,9 +261,25 @@ impl ApplianceClient {
             return None;
         }
         let wanted = lock(&self.credentials).as_ref().map(|c| c.user);
+        self.pop_live(a, |p| p.login == wanted)
+    }
+
+    /// The most recently pooled connection to `a` that `fits`, dropping on the way every
+    /// connection the appliance has closed meanwhile (its idle timeout): those are not a
+    /// failure of the appliance.
+    fn pop_live(&self, a: &ApplianceState, fits: impl Fn(&Pooled) -> bool) -> Option<Pooled> {
         let mut idle = lock(&a.idle);
-        let position = idle.iter().rposition(|p| p.login == wanted)?;
-        Some(idle.swap_remove(position))
+        while let Some(position) = idle.iter().rposition(&fits) {
+            let pooled = idle.swap_remove(position);
+            if !pooled.conn.is_stale() {
+                return Some(pooled);
+            }
+            tracing::debug!(
+                appliance = a.index,
+                "pooled connection closed by the appliance"
+            );
+        }
+        None
     }
 
     fn check_in(&self, a: &ApplianceState, pooled: Pooled) {

@@ -674,6 +674,37 @@ fn without_threads_the_appliances_are_still_asked_at_once() {
     );
 }
 
+/// Connections the appliances closed for idling are not a failure: a long-running
+/// application (a web server overnight) signs again as if nothing happened, and no
+/// appliance is put in back-off for it.
+#[test]
+fn connections_the_appliances_closed_for_idling_are_replaced() {
+    isolated(
+        "connections_the_appliances_closed_for_idling_are_replaced",
+        || {
+            let mut setup = Setup::new(2, 3);
+            setup.options.idle_timeout_ms = 300;
+            let fx = Fixture::new(&setup);
+            let session = fx.user_session();
+            let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+            for round in 0..3 {
+                // Every pooled connection is closed by its appliance meanwhile.
+                std::thread::sleep(Duration::from_millis(800));
+                let msg = format!("after idling, round {round}");
+                let sig = session
+                    .sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes())
+                    .unwrap();
+                verify_pkcs1(&fx.public(), MessageDigest::sha256(), msg.as_bytes(), &sig);
+            }
+            let log = std::fs::read_to_string(log_path()).unwrap();
+            assert!(
+                !log.contains("leaving it alone"),
+                "an appliance was put in back-off:\n{log}"
+            );
+        },
+    );
+}
+
 /// How many objects appliance `index` stores.
 fn stored_objects(fx: &Fixture, index: u8) -> usize {
     let mut c = fx.cluster.user_session(index, PIN.as_bytes());

@@ -176,6 +176,27 @@ impl Connection {
         self.channel.broken || self.channel.awaiting
     }
 
+    /// Whether a connection that has been idle can no longer carry a request: broken, or
+    /// the appliance has closed it (its idle timeout) or sent something unasked. A
+    /// non-blocking look at the socket that reads nothing; for a connection taken from a
+    /// pool, which would otherwise fail its next request.
+    pub fn is_stale(&self) -> bool {
+        if self.is_broken() {
+            return true;
+        }
+        let tcp = &self.channel.stream.sock.tcp;
+        if tcp.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let stale = match tcp.peek(&mut byte) {
+            // Closed (0), or an alert or other bytes nobody asked for.
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        tcp.set_nonblocking(false).is_err() || stale
+    }
+
     /// Sends one request and reads its response, within the `io` timeout.
     ///
     /// A [`Response::Error`] is a successful exchange and comes back as
