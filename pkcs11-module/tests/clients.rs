@@ -366,3 +366,220 @@ fn pkcs11_spy_wraps_the_module_to_list_slots_and_sign() {
     }
     assert!(!log.contains("Returned:  5 CKR_GENERAL_ERROR"), "{log}");
 }
+
+/// A child process in its own process group, killed with its group when dropped.
+struct Background(std::process::Child);
+
+impl Background {
+    fn spawn(command: &mut std::process::Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        Self(command.process_group(0).spawn().unwrap())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        support::wait_or_kill_group(&mut self.0, Duration::ZERO);
+    }
+}
+
+/// Waits until `file`, which `process` writes, contains `text`, `process` has ended or
+/// [`CLIENT_TIMEOUT`] has passed; returns what the file holds then.
+fn wait_for(file: &std::path::Path, text: &str, process: &mut Background) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let ended = !matches!(process.0.try_wait(), Ok(None));
+        let contents = std::fs::read_to_string(file).unwrap_or_default();
+        if contents.contains(text) || ended || start.elapsed() > CLIENT_TIMEOUT {
+            return contents;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// NSS, as Firefox uses it for a client certificate: the module added to an NSS database
+/// with `modutil`, then NSS's `tstclnt` authenticates to an OpenSSL TLS 1.3 server with
+/// the certificate stored on the token, found by its nickname `ittc:LABEL`, and a
+/// CertificateVerify signature made by the token (NSS has no copy of the key). The server
+/// checks that signature and echoes the client certificate it accepted.
+#[test]
+fn nss_authenticates_a_tls_client_with_the_token_key() {
+    use openssl::asn1::Asn1Time;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    let c = Client::new(&Setup::new(2, 3));
+    // A certificate for the token's key, stored on the token next to it.
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "ittc nss client").unwrap();
+    let name = name.build();
+    let mut builder = X509::builder().unwrap();
+    builder.set_version(2).unwrap();
+    builder.set_subject_name(&name).unwrap();
+    builder.set_issuer_name(&name).unwrap();
+    builder.set_pubkey(&c.fx.public()).unwrap();
+    builder
+        .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    builder
+        .set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
+    builder
+        .sign(&c.fx.openssl, MessageDigest::sha256())
+        .unwrap();
+    let certificate = builder.build();
+    let cert_der = c.file("nss-client.der");
+    let cert_pem = c.file("nss-client.pem");
+    std::fs::write(&cert_der, certificate.to_der().unwrap()).unwrap();
+    std::fs::write(&cert_pem, certificate.to_pem().unwrap()).unwrap();
+    let cert_arg = cert_der.to_str().unwrap();
+    c.tool_ok(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--write-object",
+        cert_arg,
+        "--type",
+        "cert",
+        "--id",
+        "01",
+        "--label",
+        "nss client",
+    ]);
+
+    // An NSS database that knows the module.
+    let db = c.file("nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db_arg: OsString = format!("sql:{}", db.display()).into();
+    let pin_file = c.file("pin.txt");
+    std::fs::write(&pin_file, PIN).unwrap();
+    let nss = |program: &str, args: &[&OsStr]| {
+        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        let (status, out) = run(program, &args, &c.env(), CLIENT_TIMEOUT);
+        assert!(status.success(), "{program} {args:?}: {status}\n{out}");
+        out
+    };
+    nss(
+        "certutil",
+        &[
+            "-N".as_ref(),
+            "-d".as_ref(),
+            &db_arg,
+            "--empty-password".as_ref(),
+        ],
+    );
+    nss(
+        "modutil",
+        &[
+            "-dbdir".as_ref(),
+            &db_arg,
+            "-add".as_ref(),
+            "ittc".as_ref(),
+            "-libfile".as_ref(),
+            module_path().as_os_str(),
+            "-force".as_ref(),
+        ],
+    );
+    let keys = nss(
+        "certutil",
+        &[
+            "-K".as_ref(),
+            "-d".as_ref(),
+            &db_arg,
+            "-h".as_ref(),
+            "ittc".as_ref(),
+            "-f".as_ref(),
+            pin_file.as_os_str(),
+        ],
+    );
+    assert!(keys.contains("rsa") && keys.contains(KEY_LABEL), "{keys}");
+
+    // The server, on loopback only; it requires a client certificate signed by itself.
+    let (server_cert, server_key) = (c.file("nss-server.pem"), c.file("nss-server.key"));
+    openssl(&[
+        "req".as_ref(),
+        "-x509".as_ref(),
+        "-newkey".as_ref(),
+        "rsa:2048".as_ref(),
+        "-nodes".as_ref(),
+        "-subj".as_ref(),
+        "/CN=localhost".as_ref(),
+        "-days".as_ref(),
+        "2".as_ref(),
+        "-keyout".as_ref(),
+        server_key.as_os_str(),
+        "-out".as_ref(),
+        server_cert.as_os_str(),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server_out = c.file("s_server.out");
+    let mut server = Background::spawn(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(&server_cert)
+            .arg("-key")
+            .arg(&server_key)
+            .arg("-CAfile")
+            .arg(&cert_pem)
+            .args([
+                "-Verify",
+                "1",
+                "-verify_return_error",
+                "-www",
+                "-naccept",
+                "1",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&server_out).unwrap())
+            .stderr(std::process::Stdio::null()),
+    );
+    let listening = wait_for(&server_out, "ACCEPT", &mut server);
+    assert!(listening.contains("ACCEPT"), "{listening}");
+
+    // NSS's client asks for a page; the answer describes the accepted client certificate.
+    let client_out = c.file("tstclnt.out");
+    let mut client = Background::spawn(
+        std::process::Command::new("tstclnt")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o"])
+            .args(["-V", "tls1.3:tls1.3", "-n", "ittc:nss client"])
+            .arg("-d")
+            .arg(&db_arg)
+            .arg("-W")
+            .arg(&pin_file)
+            .envs(c.env())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::fs::File::create(&client_out).unwrap())
+            .stderr(std::fs::File::create(c.file("tstclnt.err")).unwrap()),
+    );
+    {
+        use std::io::Write;
+        let mut stdin = client.0.stdin.take().unwrap();
+        stdin.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    }
+    let page = wait_for(&client_out, "Subject Public Key Info", &mut client);
+    let diagnostics = || {
+        format!(
+            "{page}\ntstclnt: {}\ns_server: {}\nmodule log:\n{}",
+            std::fs::read_to_string(c.file("tstclnt.err")).unwrap_or_default(),
+            std::fs::read_to_string(&server_out).unwrap_or_default(),
+            c.log()
+        )
+    };
+    assert!(page.contains("HTTP/1.0 200 ok"), "{}", diagnostics());
+    assert!(page.contains("Client certificate"), "{}", diagnostics());
+    assert!(
+        page.contains("Subject: CN=ittc nss client"),
+        "{}",
+        diagnostics()
+    );
+    // TLS 1.3 signs with RSA-PSS: the token's PSS, checked by OpenSSL.
+    assert!(
+        page.contains("Peer signature type: RSA-PSS"),
+        "{}",
+        diagnostics()
+    );
+}
