@@ -99,6 +99,17 @@ impl ApplianceClient {
                 tracing::error!(%err, "client TLS identity unusable");
                 Error::General(format!("TLS identity: {err}"))
             })?;
+        Ok(Self::with_tls(config, parallel, tls))
+    }
+
+    /// A client like this one, with its TLS identity (already loaded) but nothing else: no
+    /// connection, no login. For a forked child that initialises again, possibly after
+    /// giving up the privileges needed to read the key files.
+    pub fn fresh(&self, config: &ClusterConfig, parallel: bool) -> Self {
+        Self::with_tls(config, parallel, Arc::clone(&self.tls))
+    }
+
+    fn with_tls(config: &ClusterConfig, parallel: bool, tls: Arc<ClientConfig>) -> Self {
         let appliances = config
             .appliances
             .iter()
@@ -109,7 +120,7 @@ impl ApplianceClient {
                 down_until: Mutex::new(None),
             })
             .collect();
-        Ok(Self {
+        Self {
             tls,
             timeouts: config.timeouts.timeouts(),
             retry_after: config.timeouts.retry_after(),
@@ -119,7 +130,7 @@ impl ApplianceClient {
             appliances,
             credentials: Mutex::new(None),
             rotate: AtomicUsize::new(0),
-        })
+        }
     }
 
     /// k, from the configuration.

@@ -92,7 +92,11 @@ impl Module {
     /// [`Error::General`] if the TLS files are unusable.
     pub fn new(config: ClusterConfig, options: InitOptions) -> Result<Self> {
         let client = ApplianceClient::new(&config, options.threads)?;
-        Ok(Self {
+        Ok(Self::with_client(config, client))
+    }
+
+    fn with_client(config: ClusterConfig, client: ApplianceClient) -> Self {
+        Self {
             config,
             client,
             state: Mutex::new(State {
@@ -100,7 +104,15 @@ impl Module {
                 ..State::default()
             }),
             view: Mutex::new(None),
-        })
+        }
+    }
+
+    /// A new module, as `C_Initialize` makes it, for a forked child of the process that
+    /// runs this one: the same configuration and TLS identity (which the child may no
+    /// longer be allowed to read, as nginx workers may not), no session, no login.
+    pub fn fresh_after_fork(&self, options: InitOptions) -> Self {
+        let client = self.client.fresh(&self.config, options.threads);
+        Self::with_client(self.config.clone(), client)
     }
 
     /// A module for the configuration found the usual way (`$ITTC_PKCS11_CONFIG`, …).

@@ -73,6 +73,48 @@ impl Client {
     fn log(&self) -> String {
         std::fs::read_to_string(self.file("pkcs11.log")).unwrap_or_default()
     }
+
+    /// A self-signed certificate for the cluster key, `CN=cn`, written as `NAME.der` and
+    /// `NAME.pem`; returns both paths.
+    fn certificate(&self, cn: &str, name: &str) -> (PathBuf, PathBuf) {
+        use openssl::asn1::Asn1Time;
+        use openssl::x509::{X509, X509NameBuilder};
+
+        let mut subject = X509NameBuilder::new().unwrap();
+        subject.append_entry_by_text("CN", cn).unwrap();
+        let subject = subject.build();
+        let mut builder = X509::builder().unwrap();
+        builder.set_version(2).unwrap();
+        builder.set_subject_name(&subject).unwrap();
+        builder.set_issuer_name(&subject).unwrap();
+        builder.set_pubkey(&self.fx.public()).unwrap();
+        builder
+            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        builder
+            .sign(&self.fx.openssl, MessageDigest::sha256())
+            .unwrap();
+        let certificate = builder.build();
+        let (der, pem) = (
+            self.file(&format!("{name}.der")),
+            self.file(&format!("{name}.pem")),
+        );
+        std::fs::write(&der, certificate.to_der().unwrap()).unwrap();
+        std::fs::write(&pem, certificate.to_pem().unwrap()).unwrap();
+        (der, pem)
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `openssl ARGS`, which must succeed.
@@ -373,7 +415,13 @@ struct Background(std::process::Child);
 impl Background {
     fn spawn(command: &mut std::process::Command) -> Self {
         use std::os::unix::process::CommandExt;
-        Self(command.process_group(0).spawn().unwrap())
+        let program = command.get_program().to_owned();
+        Self(
+            command
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program:?} (./scripts/test provides it): {e}")),
+        )
     }
 }
 
@@ -404,33 +452,8 @@ fn wait_for(file: &std::path::Path, text: &str, process: &mut Background) -> Str
 /// checks that signature and echoes the client certificate it accepted.
 #[test]
 fn nss_authenticates_a_tls_client_with_the_token_key() {
-    use openssl::asn1::Asn1Time;
-    use openssl::x509::{X509, X509NameBuilder};
-
     let c = Client::new(&Setup::new(2, 3));
-    // A certificate for the token's key, stored on the token next to it.
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "ittc nss client").unwrap();
-    let name = name.build();
-    let mut builder = X509::builder().unwrap();
-    builder.set_version(2).unwrap();
-    builder.set_subject_name(&name).unwrap();
-    builder.set_issuer_name(&name).unwrap();
-    builder.set_pubkey(&c.fx.public()).unwrap();
-    builder
-        .set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    builder
-        .set_not_after(&Asn1Time::days_from_now(2).unwrap())
-        .unwrap();
-    builder
-        .sign(&c.fx.openssl, MessageDigest::sha256())
-        .unwrap();
-    let certificate = builder.build();
-    let cert_der = c.file("nss-client.der");
-    let cert_pem = c.file("nss-client.pem");
-    std::fs::write(&cert_der, certificate.to_der().unwrap()).unwrap();
-    std::fs::write(&cert_pem, certificate.to_pem().unwrap()).unwrap();
+    let (cert_der, cert_pem) = c.certificate("ittc nss client", "nss-client");
     let cert_arg = cert_der.to_str().unwrap();
     c.tool_ok(&[
         "--login",
@@ -510,11 +533,7 @@ fn nss_authenticates_a_tls_client_with_the_token_key() {
         "-out".as_ref(),
         server_cert.as_os_str(),
     ]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let server_out = c.file("s_server.out");
     let mut server = Background::spawn(
         std::process::Command::new("openssl")
@@ -582,4 +601,120 @@ fn nss_authenticates_a_tls_client_with_the_token_key() {
         "{}",
         diagnostics()
     );
+}
+
+/// nginx serving HTTPS with the cluster key through OpenSSL's PKCS#11 engine (Debian's
+/// `libengine-pkcs11-openssl`), the way a web server is meant to use ittc: the master
+/// loads the key as root, forks workers that run as `nobody` and can no longer read the
+/// module's TLS files, and every handshake a worker makes is signed by the token. OpenSSL's
+/// client checks each handshake's signature against the certificate of the cluster key.
+#[test]
+fn nginx_serves_tls_with_the_token_key_from_unprivileged_workers() {
+    let c = Client::new(&Setup::new(2, 3));
+    // As deployed: the module's TLS key readable by root only, so not by the workers.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = c.file("client.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (_, cert_pem) = c.certificate("localhost", "nginx");
+    let root = c.file("nginx");
+    std::fs::create_dir_all(&root).unwrap();
+    let port = free_port();
+    let config = format!(
+        "daemon off;\n\
+         master_process on;\n\
+         worker_processes 2;\n\
+         pid {root}/nginx.pid;\n\
+         error_log {root}/error.log info;\n\
+         env ITTC_PKCS11_CONFIG;\n\
+         env ITTC_PKCS11_LOG;\n\
+         env PKCS11_MODULE_PATH;\n\
+         ssl_engine pkcs11;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {root}/body;\n\
+           proxy_temp_path {root}/proxy;\n\
+           fastcgi_temp_path {root}/fastcgi;\n\
+           uwsgi_temp_path {root}/uwsgi;\n\
+           scgi_temp_path {root}/scgi;\n\
+           server {{\n\
+             listen 127.0.0.1:{port} ssl;\n\
+             ssl_protocols TLSv1.2 TLSv1.3;\n\
+             ssl_certificate {cert};\n\
+             ssl_certificate_key \"engine:pkcs11:pkcs11:token=ittc;id=%01;type=private;pin-value={PIN}\";\n\
+             location / {{ return 200 \"signed by the cluster\\n\"; }}\n\
+           }}\n\
+         }}\n",
+        root = root.display(),
+        cert = cert_pem.display(),
+    );
+    let config_file = root.join("nginx.conf");
+    std::fs::write(&config_file, config).unwrap();
+    let mut env = c.env();
+    env.push(("PKCS11_MODULE_PATH", module_path().into()));
+    // scripts/test unpacks Debian's nginx and names its binary here.
+    let program = std::env::var_os("ITTC_TEST_NGINX").unwrap_or_else(|| "nginx".into());
+    let mut nginx = Background::spawn(
+        std::process::Command::new(&program)
+            .arg("-c")
+            .arg(&config_file)
+            .arg("-p")
+            .arg(&root)
+            .arg("-e")
+            .arg(root.join("error.log"))
+            .envs(env.clone())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let error_log = root.join("error.log");
+    let started = wait_for(&error_log, "start worker process", &mut nginx);
+    let up = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            up.elapsed() < CLIENT_TIMEOUT && matches!(nginx.0.try_wait(), Ok(None)),
+            "nginx is not listening:\n{started}\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Several handshakes, so that both workers are likely to sign.
+    for _ in 0..4 {
+        let args: Vec<OsString> = [
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-tls1_3",
+            "-CAfile",
+            cert_pem.to_str().unwrap(),
+            "-verify_return_error",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let (status, out) = run("openssl", &args, &[], CLIENT_TIMEOUT);
+        let diagnostics = || {
+            format!(
+                "{out}\nnginx:\n{}\nmodule log:\n{}",
+                std::fs::read_to_string(&error_log).unwrap_or_default(),
+                c.log()
+            )
+        };
+        assert!(status.success(), "{}", diagnostics());
+        assert!(
+            out.contains("Verify return code: 0 (ok)"),
+            "{}",
+            diagnostics()
+        );
+        assert!(
+            out.contains("Peer signature type: RSA-PSS"),
+            "{}",
+            diagnostics()
+        );
+    }
+    let log = std::fs::read_to_string(&error_log).unwrap_or_default();
+    assert!(!log.contains("[crit]") && !log.contains("[emerg]"), "{log}");
 }

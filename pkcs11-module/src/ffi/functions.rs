@@ -40,7 +40,11 @@ entry! {
             }
             threads = args.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS == 0;
         }
-        install(|| Module::from_environment(InitOptions { threads }))
+        let options = InitOptions { threads };
+        install(|parent| match parent {
+            Some(parent) => Ok(parent.fresh_after_fork(options)),
+            None => Module::from_environment(options),
+        })
     }
 }
 

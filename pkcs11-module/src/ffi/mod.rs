@@ -11,7 +11,9 @@
 //! into the core. The slot remembers the pid that filled it: in a forked child every call
 //! reports `CKR_CRYPTOKI_NOT_INITIALIZED` until the child calls `C_Initialize`, and the
 //! parent's module (its connections, which the child shares with the parent) is leaked in
-//! the child rather than dropped, so no TLS stream is ever used by two processes.
+//! the child rather than dropped, so no TLS stream is ever used by two processes. The
+//! child's new module keeps the TLS identity the parent loaded: servers such as nginx
+//! fork workers that run as a user who may no longer read the key files.
 
 #![allow(unsafe_code)]
 
@@ -77,25 +79,31 @@ fn module() -> Result<Arc<Module>> {
     }
 }
 
-/// Fills the slot; refuses if this process filled it already. A slot filled by the parent
-/// of a fork is leaked, not dropped.
-fn install(make: impl FnOnce() -> Result<Module>) -> Result<()> {
+/// Fills the slot with `make(None)`; refuses if this process filled it already. In a
+/// forked child the module is made with `make(Some(parent's module))`, and the parent's
+/// module is leaked, not dropped.
+fn install(make: impl FnOnce(Option<&Module>) -> Result<Module>) -> Result<()> {
     let mut slot = lock(&SLOT);
     let pid = std::process::id();
-    if let Some(old) = slot.take() {
-        if old.pid == pid {
+    let module = match slot.take() {
+        Some(old) if old.pid == pid => {
             *slot = Some(old);
             return Err(Error::AlreadyInitialized);
         }
-        tracing::info!(
-            parent = old.pid,
-            child = pid,
-            "initialising again after fork"
-        );
-        std::mem::forget(old);
-    }
+        Some(old) => {
+            tracing::info!(
+                parent = old.pid,
+                child = pid,
+                "initialising again after fork"
+            );
+            let made = make(Some(&old.module));
+            std::mem::forget(old);
+            made?
+        }
+        None => make(None)?,
+    };
     *slot = Some(Slot {
-        module: Arc::new(make()?),
+        module: Arc::new(module),
         pid,
     });
     Ok(())
