@@ -718,3 +718,98 @@ fn nginx_serves_tls_with_the_token_key_from_unprivileged_workers() {
     let log = std::fs::read_to_string(&error_log).unwrap_or_default();
     assert!(!log.contains("[crit]") && !log.contains("[emerg]"), "{log}");
 }
+
+/// Java's SunPKCS11 provider, for code signing: `keytool` lists the token's key (with the
+/// certificate stored next to it) as a private-key entry, `jarsigner` signs a jar through
+/// the token, and `jarsigner -verify` (Java's own RSA) accepts the signature and names
+/// the certificate of the cluster key.
+#[test]
+fn java_signs_a_jar_through_the_token() {
+    let c = Client::new(&Setup::new(2, 3));
+    let (cert_der, _) = c.certificate("ittc java signer", "java-signer");
+    c.tool_ok(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--write-object",
+        cert_der.to_str().unwrap(),
+        "--type",
+        "cert",
+        "--id",
+        "01",
+        "--label",
+        "java signer",
+    ]);
+    let provider_config = c.file("sunpkcs11.cfg");
+    std::fs::write(
+        &provider_config,
+        format!(
+            "name = ittc\nlibrary = {}\nslot = 1\n",
+            module_path().display()
+        ),
+    )
+    .unwrap();
+    let java = |program: &str, args: &[&OsStr]| -> String {
+        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        let (status, out) = run(program, &args, &c.env(), CLIENT_TIMEOUT);
+        assert!(
+            status.success(),
+            "{program} {args:?}: {status}\n{out}\nmodule log:\n{}",
+            c.log()
+        );
+        out
+    };
+    let keystore: Vec<&OsStr> = vec![
+        "-keystore".as_ref(),
+        "NONE".as_ref(),
+        "-storetype".as_ref(),
+        "PKCS11".as_ref(),
+        "-providerClass".as_ref(),
+        "sun.security.pkcs11.SunPKCS11".as_ref(),
+        "-providerArg".as_ref(),
+        provider_config.as_os_str(),
+        "-storepass".as_ref(),
+        PIN.as_ref(),
+    ];
+    let mut list: Vec<&OsStr> = vec!["-list".as_ref()];
+    list.extend(&keystore);
+    let listed = java("keytool", &list);
+    assert!(listed.contains("java signer, PrivateKeyEntry"), "{listed}");
+
+    let content = c.file("jar-content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), b"signed by a threshold key\n").unwrap();
+    let jar = c.file("app.jar");
+    java(
+        "jar",
+        &[
+            "cf".as_ref(),
+            jar.as_os_str(),
+            "-C".as_ref(),
+            content.as_os_str(),
+            ".".as_ref(),
+        ],
+    );
+    let mut sign = keystore.clone();
+    sign.extend::<[&OsStr; 4]>([
+        "-sigalg".as_ref(),
+        "SHA256withRSA".as_ref(),
+        jar.as_os_str(),
+        "java signer".as_ref(),
+    ]);
+    java("jarsigner", &sign);
+    let verified = java(
+        "jarsigner",
+        &[
+            "-verify".as_ref(),
+            "-verbose".as_ref(),
+            "-certs".as_ref(),
+            jar.as_os_str(),
+        ],
+    );
+    assert!(verified.contains("jar verified."), "{verified}");
+    assert!(
+        verified.contains("Signed by \"CN=ittc java signer\""),
+        "{verified}"
+    );
+}
