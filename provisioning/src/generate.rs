@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use ittc_threshold::{RsaPublicKey, SharingParams};
 use ittc_wire::client::{Connection, Timeouts};
-use ittc_wire::{
-    ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, Participant, Request, Response,
-};
+use ittc_wire::{ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, Request, Response};
 use rand::RngExt;
 
 use crate::cluster::Cluster;
@@ -148,15 +146,7 @@ pub fn generate_with_progress(
         bits: spec.bits,
         public_exponent: spec.public_exponent,
         threshold,
-        participants: cluster
-            .config
-            .appliances
-            .iter()
-            .map(|a| Participant {
-                index: a.index,
-                address: a.address.clone(),
-            })
-            .collect(),
+        participants: cluster.config.participants(),
     });
     progress.step("generating: the appliances search for a modulus together");
     let base = cluster.config.timeouts.timeouts();

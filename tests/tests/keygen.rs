@@ -19,8 +19,8 @@ use ittc_tests::cli::{InitCluster, ittc, ok};
 use ittc_wire::attributes::{CKA_MODULUS, CKA_PUBLIC_EXPONENT};
 use ittc_wire::client::{Connection, Timeouts};
 use ittc_wire::{
-    ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, ObjectId, Participant, Request,
-    Response, SecretBytes, UserKind,
+    ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, ObjectId, Request, Response,
+    SecretBytes, UserKind,
 };
 use openssl::bn::BigNum;
 use openssl::pkey::PKey;
@@ -171,15 +171,7 @@ fn progress_is_reported_while_a_generation_runs_and_not_after() {
         bits: 1024,
         public_exponent: 65537,
         threshold: 2,
-        participants: cli
-            .config
-            .appliances
-            .iter()
-            .map(|a| Participant {
-                index: a.index,
-                address: a.address.clone(),
-            })
-            .collect(),
+        participants: cli.config.participants(),
     };
     let long = Timeouts {
         connect: Duration::from_secs(5),

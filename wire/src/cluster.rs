@@ -141,6 +141,17 @@ impl Default for TokenConfig {
 }
 
 impl ClusterConfig {
+    /// Every appliance as a participant of a key generation ([`crate::KeygenSpec`]).
+    pub fn participants(&self) -> Vec<crate::Participant> {
+        self.appliances
+            .iter()
+            .map(|a| crate::Participant {
+                index: a.index,
+                address: a.address.clone(),
+            })
+            .collect()
+    }
+
     /// Reads and checks a file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::File {

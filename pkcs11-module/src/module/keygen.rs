@@ -25,8 +25,8 @@ use ittc_threshold::padding::HashAlg;
 use ittc_threshold::{Combiner, Partial, RsaPublicKey, SharingParams};
 use ittc_wire::limits::MAX_LABEL_LEN;
 use ittc_wire::{
-    ErrorCode, KEYGEN_EPOCH, KeyId, KeygenResult, KeygenSpec, ObjectClass, ObjectId, Participant,
-    Request, Response, TokenObject,
+    ErrorCode, KEYGEN_EPOCH, KeyId, KeygenResult, KeygenSpec, ObjectClass, ObjectId, Request,
+    Response, TokenObject,
 };
 use num_bigint::BigUint;
 
@@ -453,15 +453,7 @@ impl Module {
             bits: template.bits,
             public_exponent: template.public_exponent,
             threshold: self.config.threshold,
-            participants: self
-                .config
-                .appliances
-                .iter()
-                .map(|a| Participant {
-                    index: a.index,
-                    address: a.address.clone(),
-                })
-                .collect(),
+            participants: self.config.participants(),
         });
         let answers = self
             .client
