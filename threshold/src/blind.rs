@@ -49,10 +49,8 @@ impl Blinding {
     /// Removes the blinding from `y = (m·r^e)^d = m^d·r`. `y` must be below `N`.
     pub fn unblind(self, public: &RsaPublicKey, y: &BigUint) -> Result<BigUint, Error> {
         let y = public.to_monty(y, "result to unblind")?;
-        let r_inv = self
-            .r
-            .invert()
-            .into_option()
+        let r_inv = public
+            .invert(&self.r)
             .ok_or(Error::OutOfRange("blinding factor"))?;
         Ok(public.retrieve(&y.mul(&r_inv)))
     }

@@ -3,15 +3,17 @@
 //! For a set `S` of k indices, `λ_i = Δ·Π_{j∈S, j≠i} j/(j−i)` is an integer and
 //! `w = Π x_i^(λ_i) = c^(Δ²·d)`. With `a·Δ² + b·e = 1` (extended Euclid; `gcd(Δ², e) = 1`
 //! because `e` is a prime larger than `n`), `y = w^a·c^b` satisfies `y^e = c`, which is
-//! checked before anything is returned. Everything here is public (partials of a blinded
-//! input, the public key), so it uses variable-time num-bigint arithmetic.
+//! checked before anything is returned. The values are public (partials of a blinded input,
+//! the public key) but for the blinding factor, which enters the final division: the
+//! arithmetic is crypto-bigint's constant-time Montgomery form, and only the exponents (the
+//! public `λ_i·a`, `b` and `e`) steer the control flow.
 
-use crypto_bigint::BoxedUint;
 use crypto_bigint::modular::BoxedMontyForm;
 use num_bigint::{BigInt, BigUint, Sign};
 use num_integer::Integer;
 use num_traits::{One, Zero};
 
+use crate::key::pow_public;
 use crate::{Blinding, Error, RsaPublicKey, SharingParams};
 
 /// One appliance's partial result `x_i = c^(s_i) mod N`.
@@ -87,8 +89,9 @@ pub fn combine_robust(
 /// `(a, b)` with `a·Δ² + b·e = 1`.
 ///
 /// A combine multiplies the terms with positive exponents and those with negative
-/// exponents separately and inverts once, so it costs k+1 short exponentiations (exponents
-/// of about 64 + 17 bits), one inversion and the check with `e`.
+/// exponents separately, each side as one simultaneous exponentiation (one chain of
+/// squarings as long as the longest exponent, about 17 bits plus those of Δ and λ), checks
+/// with two exponentiations by `e` and inverts once.
 #[derive(Clone, Debug)]
 pub struct Combiner {
     public: RsaPublicKey,
@@ -229,17 +232,7 @@ impl Combiner {
         partials: impl Iterator<Item = &'p Partial> + Clone,
     ) -> Result<Fraction, Error> {
         let set: Vec<usize> = partials.clone().map(|p| p.index).collect();
-        let one = BoxedMontyForm::one(self.public.monty());
-        let (mut positive, mut negative) = (one.clone(), one);
-        let mut multiply = |base: &BoxedMontyForm, exp: &BigInt| {
-            let power = pow_vartime(base, &exponent(exp.magnitude()));
-            let side = if exp.sign() == Sign::Minus {
-                &mut negative
-            } else {
-                &mut positive
-            };
-            *side = side.mul(&power);
-        };
+        let mut bases = Vec::with_capacity(set.len() + 1);
         for p in partials {
             if p.value.is_zero() {
                 return Err(Error::Verification);
@@ -247,9 +240,18 @@ impl Combiner {
             let x = self
                 .monty_form(&p.value, "partial")
                 .map_err(|_| Error::Verification)?;
-            multiply(&x, &(lambda(self.params.delta(), &set, p.index)? * &self.a));
+            bases.push((x, lambda(self.params.delta(), &set, p.index)? * &self.a));
         }
-        multiply(input, &self.b);
+        bases.push((input.clone(), self.b.clone()));
+        let side = |sign: Sign| {
+            let terms: Vec<(&BoxedMontyForm, &BigUint)> = bases
+                .iter()
+                .filter(|(_, exp)| exp.sign() == sign)
+                .map(|(x, exp)| (x, exp.magnitude()))
+                .collect();
+            pow_public(&terms, self.public.monty())
+        };
+        let (positive, negative) = (side(Sign::Plus), side(Sign::Minus));
         if self.public.pow_e(&positive) != input.mul(&self.public.pow_e(&negative)) {
             return Err(Error::Verification);
         }
@@ -263,9 +265,9 @@ impl Combiner {
             Some(b) => f.negative.mul(b.factor()),
             None => f.negative.clone(),
         };
-        let inverse = denominator
-            .invert()
-            .into_option()
+        let inverse = self
+            .public
+            .invert(&denominator)
             .ok_or(Error::Verification)?;
         Ok(self.public.retrieve(&f.positive.mul(&inverse)))
     }
@@ -275,17 +277,6 @@ impl Combiner {
 struct Fraction {
     positive: BoxedMontyForm,
     negative: BoxedMontyForm,
-}
-
-/// `x^e` over the significant bits of a public exponent only.
-fn pow_vartime(x: &BoxedMontyForm, e: &BoxedUint) -> BoxedMontyForm {
-    x.pow_bounded_exp(e, e.bit_width())
-}
-
-/// A public exponent as a big integer of just its own length, so that the exponentiation
-/// runs over its bits only.
-fn exponent(x: &BigUint) -> BoxedUint {
-    BoxedUint::from_be_slice_vartime(&x.to_bytes_be())
 }
 
 /// Advances `c` (strictly increasing positions below `m`) to the next k-combination in

@@ -5,8 +5,8 @@
 //! zeroizing DER buffer. Checking that the three fit together is left to the dealer's trial
 //! operation ([`crate::dealer::split_key`]), which exercises the shares it made.
 
-use crypto_bigint::BoxedUint;
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
+use crypto_bigint::{BoxedUint, Odd, U2048, U3072, U4096, Uint};
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
 use pkcs1::der::{Decode, pem};
@@ -22,6 +22,45 @@ pub const MAX_MODULUS_BITS: usize = 8192;
 const RSA_ENCRYPTION_OID: pkcs8::ObjectIdentifier =
     pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
+/// `x^(−1) mod n` (constant time in `x`) on `L`-limb integers; `x` and `n` must have `L`
+/// limbs.
+fn invert_fixed<const L: usize>(x: &BoxedUint, n: &Odd<BoxedUint>) -> Option<BoxedUint> {
+    let fixed = |v: &BoxedUint| -> Option<Uint<L>> {
+        Some(Uint::from_words(v.as_words().try_into().ok()?))
+    };
+    let n = Odd::new(fixed(n.as_ref())?).into_option()?;
+    let inverse = fixed(x)?.invert_odd_mod(&n).into_option()?;
+    Some(BoxedUint::from_words(inverse.to_words()))
+}
+
+/// `Π x_j^(e_j)` for public exponents, by square-and-multiply over the bits of all the
+/// exponents at once (one chain of squarings, Straus): variable time in the exponents only.
+/// Montgomery multiplication is constant time, so a secret base (a blinding factor) is
+/// safe. For the short or sparse exponents here (`e`, Lagrange coefficients) it costs about
+/// a third of a fixed-window exponentiation per term, which spends 15 multiplications on
+/// its table and scans the table in constant time at every window.
+pub(crate) fn pow_public(
+    terms: &[(&BoxedMontyForm, &BigUint)],
+    params: &BoxedMontyParams,
+) -> BoxedMontyForm {
+    let bits = terms.iter().map(|(_, e)| e.bits()).max().unwrap_or(0);
+    let mut acc: Option<BoxedMontyForm> = None;
+    for i in (0..bits).rev() {
+        if let Some(a) = acc.as_mut() {
+            *a = a.square();
+        }
+        for (x, e) in terms {
+            if e.bit(i) {
+                acc = Some(match acc {
+                    Some(a) => a.mul(x),
+                    None => (*x).clone(),
+                });
+            }
+        }
+    }
+    acc.unwrap_or_else(|| BoxedMontyForm::one(params))
+}
+
 /// An RSA public key. Everything about it is public, so its arithmetic may be variable time.
 ///
 /// It carries the Montgomery parameters of `N`, computed once, for the arithmetic modulo `N`
@@ -31,7 +70,6 @@ pub struct RsaPublicKey {
     n: BigUint,
     e: BigUint,
     monty: BoxedMontyParams,
-    e_boxed: BoxedUint,
 }
 
 impl PartialEq for RsaPublicKey {
@@ -63,13 +101,7 @@ impl RsaPublicKey {
             .and_then(|m| m.to_odd().into_option())
             .ok_or(Error::KeyInvalid("the modulus is even"))?;
         let monty = BoxedMontyParams::new_vartime(odd);
-        let e_boxed = BoxedUint::from_be_slice_vartime(&e.to_bytes_be());
-        Ok(Self {
-            n,
-            e,
-            monty,
-            e_boxed,
-        })
+        Ok(Self { n, e, monty })
     }
 
     /// Builds a public key from big-endian encodings of `N` and `e`.
@@ -137,9 +169,23 @@ impl RsaPublicKey {
         &self.monty
     }
 
-    /// `x^e` in Montgomery form (`e` is public: only its significant bits are processed).
+    /// `x^(−1)` in Montgomery form, constant time in `x`; `None` if `x` shares a factor
+    /// with `N`. For 2048-, 3072- and 4096-bit moduli it runs on fixed-size integers, which
+    /// crypto-bigint inverts about a third faster than boxed ones.
+    pub(crate) fn invert(&self, x: &BoxedMontyForm) -> Option<BoxedMontyForm> {
+        let n = self.monty.modulus();
+        let inverse = match self.monty.bits_precision() {
+            2048 => invert_fixed::<{ U2048::LIMBS }>(&x.retrieve(), n),
+            3072 => invert_fixed::<{ U3072::LIMBS }>(&x.retrieve(), n),
+            4096 => invert_fixed::<{ U4096::LIMBS }>(&x.retrieve(), n),
+            _ => return x.invert().into_option(),
+        }?;
+        Some(BoxedMontyForm::new(inverse, &self.monty))
+    }
+
+    /// `x^e` in Montgomery form.
     pub(crate) fn pow_e(&self, x: &BoxedMontyForm) -> BoxedMontyForm {
-        x.pow_bounded_exp(&self.e_boxed, self.e_boxed.bit_width())
+        pow_public(&[(x, &self.e)], &self.monty)
     }
 
     /// A uniformly random integer in `[1, N)`: a trial input, a blinding factor.
@@ -390,6 +436,64 @@ mod tests {
             RsaPublicKey::new(BigUint::from(65539u32), BigUint::from(3u32)),
             Err(Error::ModulusSize { bits: 17 })
         ));
+    }
+
+    /// `N = 3·m` for an odd `m` of `bits − 2` bits or so, so that 3 has no inverse.
+    fn modulus_with_factor_3(bits: u32) -> BigUint {
+        let m = (BigUint::one() << (bits - 2)) + 0x1234_5677u32;
+        BigUint::from(3u8) * m
+    }
+
+    #[test]
+    fn inversion_on_fixed_and_boxed_sizes() {
+        // 2048, 3072 and 4096 bits take the fixed-size path, the others the boxed one.
+        for bits in [1024u32, 1536, 2047, 2048, 3072, 4096, 4160] {
+            let n = modulus_with_factor_3(bits);
+            let key = RsaPublicKey::new(n.clone(), BigUint::from(65537u32)).unwrap();
+            for x in [
+                BigUint::from(2u8),
+                &n - 1u8,
+                (BigUint::one() << (bits - 7)) + 12_345u32,
+            ] {
+                let xm = key.to_monty(&x, "x").unwrap();
+                let inverse = key.retrieve(&key.invert(&xm).unwrap());
+                assert_eq!((&x * &inverse) % &n, BigUint::one(), "{bits} bits");
+            }
+            let three = key.to_monty(&BigUint::from(3u8), "3").unwrap();
+            assert!(key.invert(&three).is_none(), "{bits} bits");
+        }
+    }
+
+    #[test]
+    fn public_powers_match_plain_arithmetic() {
+        let n = modulus_with_factor_3(2048);
+        let key = RsaPublicKey::new(n.clone(), BigUint::from(65537u32)).unwrap();
+        let bases = [
+            BigUint::from(7u8),
+            &n - 2u8,
+            (BigUint::one() << 2000u32) + 99u8,
+        ];
+        let exps = [
+            BigUint::from(0u8),
+            BigUint::from(1u8),
+            BigUint::from(65537u32),
+            BigUint::from(0xdead_beef_u64),
+        ];
+        let monty: Vec<_> = bases
+            .iter()
+            .map(|b| key.to_monty(b, "b").unwrap())
+            .collect();
+        let terms: Vec<_> = monty.iter().zip(&exps).collect();
+        let expected = bases
+            .iter()
+            .zip(&exps)
+            .fold(BigUint::one(), |acc, (b, e)| acc * b.modpow(e, &n) % &n);
+        assert_eq!(key.retrieve(&pow_public(&terms, key.monty())), expected);
+        assert_eq!(key.retrieve(&pow_public(&[], key.monty())), BigUint::one());
+        assert_eq!(
+            key.retrieve(&key.pow_e(&monty[1])),
+            bases[1].modpow(&BigUint::from(65537u32), &n)
+        );
     }
 
     #[test]
