@@ -396,26 +396,30 @@ impl Storage {
         slot_wanted: EpochSlot,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
         let slot = share_key(key_id, epoch);
-        // Read the key record and the share together, so a concurrent delete or refresh
-        // cannot pair one with the other's absence.
-        let sealed = (&self.inner.keys, &self.inner.shares)
-            .transaction(|(keys, shares)| {
-                let Some(bytes) = keys.get(key_id.as_bytes())? else {
-                    return Ok(None);
-                };
-                let key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
-                if !key.holds(epoch, slot_wanted) {
-                    return Ok(None);
+        // Plain reads, no transaction: a read-only sled transaction still writes a batch
+        // marker to the log and wakes sled's I/O threads, on every partial operation. The
+        // answer holds as of the first read of the key record. Writers change a share and
+        // the record that names it in one transaction, so a share found after the record
+        // named its epoch is that epoch's share; a share missing while the record still
+        // names its epoch is corruption, and one erased by a commit or delete in between
+        // is no longer named by the record.
+        let holds = || -> Result<bool, StorageError> {
+            match self.inner.keys.get(key_id.as_bytes()).db()? {
+                Some(bytes) => {
+                    Ok(codec::decode::<StoredKey>(&bytes, "key record")?.holds(epoch, slot_wanted))
                 }
-                match shares.get(slot.as_slice())? {
-                    Some(sealed) => Ok(Some(sealed)),
-                    None => Err(abort(StorageError::Corrupt(format!(
-                        "the share of key {key_id} for epoch {epoch} is missing"
-                    )))),
-                }
-            })
-            .db()?;
-        let Some(sealed) = sealed else {
+                None => Ok(false),
+            }
+        };
+        if !holds()? {
+            return Ok(None);
+        }
+        let Some(sealed) = self.inner.shares.get(slot.as_slice()).db()? else {
+            if holds()? {
+                return Err(StorageError::Corrupt(format!(
+                    "the share of key {key_id} for epoch {epoch} is missing"
+                )));
+            }
             return Ok(None);
         };
         let sealed: Sealed = codec::decode(&sealed, "sealed share")?;
@@ -926,6 +930,44 @@ mod tests {
             second.share(&id(b"k"), 1),
             Err(StorageError::Unseal)
         ));
+    }
+
+    #[test]
+    fn reads_during_commits_never_see_a_missing_share() {
+        // A reader asks for the active epoch it last saw while a writer keeps refreshing:
+        // it gets that epoch's share or nothing, never a spurious corruption.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        store_committed(&storage, b"k", 1, 1);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let (mut found, mut gone) = (0u32, 0u32);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (Some(epoch), _) = epochs(&storage, b"k") else {
+                        continue;
+                    };
+                    match storage
+                        .share_in(&id(b"k"), epoch, EpochSlot::Active)
+                        .unwrap()
+                    {
+                        Some(share) => {
+                            assert_eq!(share, share_input(b"k", epoch, 1).share);
+                            found += 1;
+                        }
+                        None => gone += 1,
+                    }
+                }
+                (found, gone)
+            });
+            for epoch in 2..200 {
+                storage.store_share(share_input(b"k", epoch, 1)).unwrap();
+                storage.commit_epoch(&id(b"k"), epoch).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (found, _) = reader.join().unwrap();
+            assert!(found > 0);
+        });
     }
 
     #[test]

@@ -207,7 +207,7 @@ impl Storage {
             audit_head: Mutex::new(AuditHead::GENESIS),
         };
         inner.initialize_or_check()?;
-        let head = audit::load_head(&inner.meta)?;
+        let head = audit::recover_head(&inner.audit, &inner.meta)?;
         let storage = Self {
             inner: Arc::new(inner),
         };
