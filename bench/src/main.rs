@@ -114,7 +114,7 @@ fn run(cli: &Cli) -> Result<Report, String> {
     let plan = if cli.quick {
         Plan {
             configs: vec![(2048, 2, 3)],
-            samples: 100,
+            samples: 200,
             seconds: 1.5,
             floor_budget: Duration::from_millis(700),
             threads: vec![1, 2, 4, 16],
@@ -122,7 +122,7 @@ fn run(cli: &Cli) -> Result<Report, String> {
     } else {
         Plan {
             configs: vec![(2048, 2, 3), (3072, 2, 3), (4096, 2, 3), (2048, 3, 5)],
-            samples: 400,
+            samples: 1000,
             seconds: 4.0,
             floor_budget: Duration::from_secs(2),
             threads: vec![1, 2, 4, 16],

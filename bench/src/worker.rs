@@ -1,7 +1,7 @@
 //! The measuring side: runs in a child process that loads one PKCS#11 module (the parent
 //! sets the module's environment: `ITTC_PKCS11_CONFIG` or `SOFTHSM2_CONF`) and times the
-//! same calls on any module: C_Sign latency for two mechanisms, C_Sign throughput on
-//! several threads, C_Decrypt latency. Prints one JSON object.
+//! same calls on any module: C_Sign latency for two mechanisms and C_Decrypt latency (taken
+//! in turn), C_Sign throughput on several threads. Prints one JSON object.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,27 +92,41 @@ fn oaep(sha256: bool) -> Mechanism<'static> {
     Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
 }
 
-fn latency(samples: usize, mut op: impl FnMut() -> Result<(), String>) -> Result<Latency, String> {
-    op()?; // warm-up: connections, caches
-    let mut times = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = Instant::now();
-        op()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+/// Times `samples` calls of each operation, taken in turn (a, b, c, a, b, c, …) so that all
+/// of them see the same stretch of the machine's life: on a machine that the appliances
+/// share, how the kernel happens to place their threads changes over seconds, and timing
+/// one operation after the other would give each a different stretch.
+fn latencies<const N: usize>(
+    samples: usize,
+    ops: [&mut dyn FnMut() -> Result<(), String>; N],
+) -> Result<[Latency; N], String> {
+    let mut ops = ops;
+    for op in ops.iter_mut() {
+        op()?; // warm-up: connections, caches
     }
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        times
-            .get(((times.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    Ok(Latency {
-        p50_ms: at(0.5),
-        p90_ms: at(0.9),
-        p99_ms: at(0.99),
-        samples,
-    })
+    let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(samples));
+    for _ in 0..samples {
+        for (op, times) in ops.iter_mut().zip(times.iter_mut()) {
+            let t = Instant::now();
+            op()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            times
+                .get(((times.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Latency {
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            samples,
+        }
+    }))
 }
 
 fn find(session: &Session, class: ObjectClass, id: &[u8]) -> Result<ObjectHandle, String> {
@@ -166,16 +180,6 @@ pub fn run(args: &WorkerArgs) -> Result<ModuleFigures, String> {
     let public_key = find(&main, ObjectClass::PUBLIC_KEY, &id)?;
     let message = vec![0x5a_u8; 1024];
 
-    let sign_pkcs1 = latency(args.samples, || {
-        main.sign(&Mechanism::Sha256RsaPkcs, key, &message)
-            .map(|_| ())
-            .map_err(fail("C_Sign"))
-    })?;
-    let sign_pss = latency(args.samples, || {
-        main.sign(&Mechanism::Sha256RsaPkcsPss(pss()), key, &message)
-            .map(|_| ())
-            .map_err(fail("C_Sign PSS"))
-    })?;
     let secret = b"a 32-byte session key, or so....";
     let (sha256, ciphertext) = match main.encrypt(&oaep(true), public_key, secret) {
         Ok(c) => (true, c),
@@ -185,11 +189,26 @@ pub fn run(args: &WorkerArgs) -> Result<ModuleFigures, String> {
                 .map_err(fail("C_Encrypt"))?,
         ),
     };
-    let decrypt_oaep = latency(args.samples, || {
-        main.decrypt(&oaep(sha256), key, &ciphertext)
-            .map(|_| ())
-            .map_err(fail("C_Decrypt"))
-    })?;
+    let [sign_pkcs1, sign_pss, decrypt_oaep] = latencies(
+        args.samples,
+        [
+            &mut || {
+                main.sign(&Mechanism::Sha256RsaPkcs, key, &message)
+                    .map(|_| ())
+                    .map_err(fail("C_Sign"))
+            },
+            &mut || {
+                main.sign(&Mechanism::Sha256RsaPkcsPss(pss()), key, &message)
+                    .map(|_| ())
+                    .map_err(fail("C_Sign PSS"))
+            },
+            &mut || {
+                main.decrypt(&oaep(sha256), key, &ciphertext)
+                    .map(|_| ())
+                    .map_err(fail("C_Decrypt"))
+            },
+        ],
+    )?;
     let oaep_hash = if sha256 { "SHA-256" } else { "SHA-1" }.to_owned();
     let _ = main.get_attributes(key, &[AttributeType::Label]);
 
