@@ -14,10 +14,12 @@ use rand::CryptoRng;
 use crate::dealer::random_below_vartime;
 use crate::{Error, RsaPublicKey};
 
-/// The unblinding half of one blinded operation (the factor `r`). Use once.
+/// The unblinding half of one blinded operation (the factor `r`, and the message `m` to
+/// check the result against). Use once.
 #[derive(Clone)]
 pub struct Blinding {
     r: BoxedMontyForm,
+    m: BoxedMontyForm,
 }
 
 impl core::fmt::Debug for Blinding {
@@ -38,12 +40,17 @@ impl Blinding {
         // inversion at unblinding time then fails with an error.
         let r = public.to_monty(&random_below_vartime(public.n(), rng), "blinding factor")?;
         let blinded = m.mul(&public.pow_e(&r));
-        Ok((Self { r }, public.retrieve(&blinded)))
+        Ok((Self { r, m }, public.retrieve(&blinded)))
     }
 
     /// The factor `r`, for combining with the unblinding folded in.
     pub(crate) fn factor(&self) -> &BoxedMontyForm {
         &self.r
+    }
+
+    /// The message `m`, to check a result against.
+    pub(crate) fn message(&self) -> &BoxedMontyForm {
+        &self.m
     }
 
     /// Removes the blinding from `y = (m·r^e)^d = m^d·r`. `y` must be below `N`.

@@ -90,8 +90,10 @@ pub fn combine_robust(
 ///
 /// A combine multiplies the terms with positive exponents and those with negative
 /// exponents separately, each side as one simultaneous exponentiation (one chain of
-/// squarings as long as the longest exponent, about 17 bits plus those of Δ and λ), checks
-/// with two exponentiations by `e` and inverts once.
+/// squarings as long as the longest exponent, about 17 bits plus those of Δ and λ), and
+/// inverts once. With exactly k partials it divides first and checks `y^e` (one
+/// exponentiation by `e`); when sets of partials must be tried, each is checked before any
+/// division, as `P^e = c·Q^e` (two).
 #[derive(Clone, Debug)]
 pub struct Combiner {
     public: RsaPublicKey,
@@ -132,8 +134,12 @@ impl Combiner {
         }
         check_indices(&self.params, partials)?;
         let input = self.monty_form(input, "input")?;
-        let fraction = self.fraction(&input, partials.iter())?;
-        self.quotient(&fraction, None)
+        let fraction = self.fraction_unchecked(&input, partials.iter())?;
+        let y = self.divide(&fraction, None)?;
+        if self.public.pow_e(&y) != input {
+            return Err(Error::Verification);
+        }
+        Ok(self.public.retrieve(&y))
     }
 
     /// Combines any number ≥ k of partials of `input^d`: finds k that give a verifying
@@ -178,6 +184,24 @@ impl Combiner {
         };
         if partials.len() < k {
             return Err(not_enough);
+        }
+        if partials.len() == k {
+            // The common case: k partials, all right. Divide, then check `y^e` against the
+            // message: one exponentiation by `e` instead of the two of an inversion-free
+            // check, which only pays when sets of partials must be tried.
+            let y = self
+                .fraction_unchecked(&input, partials.iter())
+                .and_then(|fraction| self.divide(&fraction, blinding.as_ref()))
+                .ok();
+            let expected = blinding.as_ref().map_or(&input, Blinding::message);
+            if let Some(y) = y.filter(|y| self.public.pow_e(y) == *expected) {
+                return Ok(CombineOutcome {
+                    result: self.public.retrieve(&y),
+                    used: partials.iter().map(|p| p.index).collect(),
+                    faulty: Vec::new(),
+                });
+            }
+            // A wrong or unusable partial: the search below names it.
         }
         let try_set = |positions: &[usize]| -> Option<Fraction> {
             self.fraction(&input, positions.iter().filter_map(|&i| partials.get(i)))
@@ -225,8 +249,24 @@ impl Combiner {
     }
 
     /// `y = Π x_i^(λ_i·a) · c^b` as a fraction `P/Q` (the terms with positive and with
-    /// negative exponents), checked with `P^e = c·Q^e`: a check without an inversion.
+    /// negative exponents), checked with `P^e = c·Q^e`: a check without an inversion, for
+    /// trying sets of partials.
     fn fraction<'p>(
+        &self,
+        input: &BoxedMontyForm,
+        partials: impl Iterator<Item = &'p Partial> + Clone,
+    ) -> Result<Fraction, Error> {
+        let fraction = self.fraction_unchecked(input, partials)?;
+        if self.public.pow_e(&fraction.positive)
+            != input.mul(&self.public.pow_e(&fraction.negative))
+        {
+            return Err(Error::Verification);
+        }
+        Ok(fraction)
+    }
+
+    /// [`Self::fraction`] without its check.
+    fn fraction_unchecked<'p>(
         &self,
         input: &BoxedMontyForm,
         partials: impl Iterator<Item = &'p Partial> + Clone,
@@ -252,15 +292,17 @@ impl Combiner {
             pow_public(&terms, self.public.monty())
         };
         let (positive, negative) = (side(Sign::Plus), side(Sign::Minus));
-        if self.public.pow_e(&positive) != input.mul(&self.public.pow_e(&negative)) {
-            return Err(Error::Verification);
-        }
         Ok(Fraction { positive, negative })
     }
 
     /// `P/Q`, or with a blinding factor `r`, `P/(Q·r)`: one constant-time inversion either
     /// way (the result may be a plaintext).
     fn quotient(&self, f: &Fraction, blinding: Option<&Blinding>) -> Result<BigUint, Error> {
+        Ok(self.public.retrieve(&self.divide(f, blinding)?))
+    }
+
+    /// [`Self::quotient`] in Montgomery form.
+    fn divide(&self, f: &Fraction, blinding: Option<&Blinding>) -> Result<BoxedMontyForm, Error> {
         let denominator = match blinding {
             Some(b) => f.negative.mul(b.factor()),
             None => f.negative.clone(),
@@ -269,7 +311,7 @@ impl Combiner {
             .public
             .invert(&denominator)
             .ok_or(Error::Verification)?;
-        Ok(self.public.retrieve(&f.positive.mul(&inverse)))
+        Ok(f.positive.mul(&inverse))
     }
 }
 

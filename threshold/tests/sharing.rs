@@ -170,6 +170,56 @@ fn blinded_operation_unblinds_to_the_plain_signature() {
 }
 
 #[test]
+fn exactly_k_partials_combine_or_ask_for_more() {
+    // The module's common case: k partials of a blinded input, with the unblinding and the
+    // check folded into one division. Right ones give the Wycheproof signature; one wrong
+    // or zero gives NotEnoughGoodPartials (so the module asks the other appliances),
+    // never a result.
+    let vectors = sig_gen_vectors(2048);
+    let key = &vectors.key;
+    let public = key.public_key();
+    let case = &vectors.valid[1];
+    let em = pkcs1v15_sign(vectors.hash, &vectors.hash.digest(&case.msg), public.size()).unwrap();
+    let m = BigUint::from_bytes_be(&em);
+    for (k, n) in [(2, 3), (3, 5), (4, 7)] {
+        let params = SharingParams::new(k, n).unwrap();
+        let combiner = ittc_threshold::Combiner::new(public, &params).unwrap();
+        let shares = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+        let (blinding, blinded) = Blinding::new(public, &m, &mut rand::rng()).unwrap();
+        let chosen: Vec<&KeyShare> = shares.iter().skip(n - k).collect();
+        let parts = partials(key, &chosen, &blinded, Backend::default().get());
+        let outcome = combiner
+            .combine_robust_blinded(&blinded, &parts, blinding.clone())
+            .unwrap();
+        assert_eq!(
+            public.integer_to_be(&outcome.result),
+            case.sig,
+            "{k}-of-{n}"
+        );
+        assert_eq!(
+            outcome.used,
+            parts.iter().map(|p| p.index).collect::<Vec<_>>()
+        );
+        assert!(outcome.faulty.is_empty());
+
+        for wrong in [(&parts[1].value + 1u8) % public.n(), BigUint::from(0u8)] {
+            let mut bad = parts.clone();
+            bad[1].value = wrong;
+            for result in [
+                combiner.combine_robust_blinded(&blinded, &bad, blinding.clone()),
+                combiner.combine_robust(&blinded, &bad),
+            ] {
+                assert!(
+                    matches!(result, Err(Error::NotEnoughGoodPartials { .. })),
+                    "{k}-of-{n}: {result:?}"
+                );
+            }
+            assert!(combine(public, &params, &blinded, &bad).is_err());
+        }
+    }
+}
+
+#[test]
 fn every_k_subset_gives_the_same_result_3_of_5() {
     let key = key_2048();
     let params = SharingParams::new(3, 5).unwrap();
