@@ -446,7 +446,8 @@ mod tests {
 
     #[test]
     fn inversion_on_fixed_and_boxed_sizes() {
-        // 2048, 3072 and 4096 bits take the fixed-size path, the others the boxed one.
+        // Moduli of 32, 48 and 64 limbs (2047 bits rounds up to 32) take the fixed-size path,
+        // the others the boxed one.
         for bits in [1024u32, 1536, 2047, 2048, 3072, 4096, 4160] {
             let n = modulus_with_factor_3(bits);
             let key = RsaPublicKey::new(n.clone(), BigUint::from(65537u32)).unwrap();
