@@ -895,20 +895,26 @@ impl Module {
         mechanism: Mechanism,
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
+        self.begin_sign_op(session, mechanism, key, KeyUse::Private, |s| &mut s.sign)
+    }
+
+    /// A signing or verifying operation (they read their input alike).
+    fn begin_sign_op(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: Mechanism,
+        key: CK_OBJECT_HANDLE,
+        use_: KeyUse,
+        slot: fn(&mut Session) -> &mut Option<SignOp>,
+    ) -> Result<()> {
         if !mechanism.can_sign() {
             return Err(Error::MechanismInvalid);
         }
-        self.begin(
-            session,
+        self.begin(session, key, use_, slot, |key| SignOp {
+            input: Input::for_mechanism(&mechanism),
+            mechanism,
             key,
-            KeyUse::Private,
-            |s| &mut s.sign,
-            |key| SignOp {
-                input: Input::for_mechanism(&mechanism),
-                mechanism,
-                key,
-            },
-        )
+        })
     }
 
     /// The signature length of the active signing operation (no network).
@@ -947,20 +953,7 @@ impl Module {
         mechanism: Mechanism,
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
-        if !mechanism.can_sign() {
-            return Err(Error::MechanismInvalid);
-        }
-        self.begin(
-            session,
-            key,
-            KeyUse::Public,
-            |s| &mut s.verify,
-            |key| SignOp {
-                input: Input::for_mechanism(&mechanism),
-                mechanism,
-                key,
-            },
-        )
+        self.begin_sign_op(session, mechanism, key, KeyUse::Public, |s| &mut s.verify)
     }
 
     /// `C_Verify`.
