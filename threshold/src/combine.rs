@@ -134,11 +134,9 @@ impl Combiner {
         }
         check_indices(&self.params, partials)?;
         let input = self.monty_form(input, "input")?;
-        let fraction = self.fraction_unchecked(&input, partials.iter())?;
-        let y = self.divide(&fraction, None)?;
-        if self.public.pow_e(&y) != input {
-            return Err(Error::Verification);
-        }
+        let y = self
+            .divide_and_check(&input, partials, None)
+            .ok_or(Error::Verification)?;
         Ok(self.public.retrieve(&y))
     }
 
@@ -186,15 +184,8 @@ impl Combiner {
             return Err(not_enough);
         }
         if partials.len() == k {
-            // The common case: k partials, all right. Divide, then check `y^e` against the
-            // message: one exponentiation by `e` instead of the two of an inversion-free
-            // check, which only pays when sets of partials must be tried.
-            let y = self
-                .fraction_unchecked(&input, partials.iter())
-                .and_then(|fraction| self.divide(&fraction, blinding.as_ref()))
-                .ok();
-            let expected = blinding.as_ref().map_or(&input, Blinding::message);
-            if let Some(y) = y.filter(|y| self.public.pow_e(y) == *expected) {
+            // The common case: k partials, all right.
+            if let Some(y) = self.divide_and_check(&input, partials, blinding.as_ref()) {
                 return Ok(CombineOutcome {
                     result: self.public.retrieve(&y),
                     used: partials.iter().map(|p| p.index).collect(),
@@ -263,6 +254,22 @@ impl Combiner {
             return Err(Error::Verification);
         }
         Ok(fraction)
+    }
+
+    /// `y` from exactly these partials, divided (by `Q·r` with a blinding) and then checked:
+    /// `y^e` against the message `m` with a blinding, else against the input. One
+    /// exponentiation by `e`, against the two of the inversion-free check, which only pays
+    /// when sets of partials must be tried. `None` if a partial is wrong or unusable.
+    fn divide_and_check(
+        &self,
+        input: &BoxedMontyForm,
+        partials: &[Partial],
+        blinding: Option<&Blinding>,
+    ) -> Option<BoxedMontyForm> {
+        let fraction = self.fraction_unchecked(input, partials.iter()).ok()?;
+        let y = self.divide(&fraction, blinding).ok()?;
+        let expected = blinding.map_or(input, Blinding::message);
+        (self.public.pow_e(&y) == *expected).then_some(y)
     }
 
     /// [`Self::fraction`] without its check.
