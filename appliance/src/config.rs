@@ -90,7 +90,8 @@ pub struct Limits {
     /// Partial operations admitted at once (running or waiting for a core); more get
     /// `Busy`.
     pub max_inflight_partials: usize,
-    /// Threads that run partial operations; 0: one per core.
+    /// Partial operations that run at once, each on a runtime worker thread (the runtime
+    /// has one more); 0: one per core.
     pub partial_workers: usize,
     /// Time for the TLS handshake, ms.
     pub handshake_timeout_ms: u64,
@@ -141,7 +142,7 @@ impl Limits {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
-    /// Worker threads for partial operations.
+    /// How many partial operations may run at once.
     pub fn workers(&self) -> usize {
         if self.partial_workers == 0 {
             std::thread::available_parallelism()

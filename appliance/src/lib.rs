@@ -77,7 +77,10 @@ pub fn run(path: &Path) -> Result<(), StartError> {
     let identity = TlsIdentity::from_pem_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let acceptor = TlsAcceptor::from(identity.server_config()?);
     let peer_client = identity.client_config()?;
+    // Partial operations run on the runtime's workers (see `server::handle`): one worker
+    // more than may run at once keeps the network served while they all exponentiate.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.limits.workers().saturating_add(1))
         .enable_all()
         .build()?;
     runtime.block_on(async move {

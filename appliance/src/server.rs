@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -239,8 +240,10 @@ fn too_large(len: usize, max: usize) -> WireError {
     )
 }
 
-/// Runs a request on the blocking pool (partial operations first admitted: at most
-/// `max_inflight_partials` at once, else `Busy`, and at most one per worker running).
+/// Runs a request: a partial operation on this runtime worker, anything else on the
+/// blocking pool. A partial is admitted first: at most `max_inflight_partials` at once,
+/// else `Busy`, and at most `partial_workers` running; the runtime has one worker more than
+/// that, so handshakes, reads, writes and timers always have a thread (see `lib::run`).
 /// The third value says whether to close the connection.
 async fn handle(
     state: &Arc<State>,
@@ -248,35 +251,36 @@ async fn handle(
     request: Request,
 ) -> (Response, Session, bool) {
     let kind = request.kind();
-    let mut _admitted = None;
-    let mut _worker = None;
-    if matches!(request, Request::Partial { .. }) {
-        match state.inflight.try_acquire() {
-            Ok(permit) => _admitted = Some(permit),
+    let fallback = session.clone();
+    let outcome = if matches!(request, Request::Partial { .. }) {
+        let _admitted = match state.inflight.try_acquire() {
+            Ok(permit) => permit,
             Err(_) => {
                 let err = ApplianceError::Busy(state.config.limits.max_inflight_partials);
                 warn!(error = %err, "refused");
                 return (Response::Error(err.to_wire()), session, false);
             }
-        }
-        match state.workers.acquire().await {
-            Ok(permit) => _worker = Some(permit),
-            Err(_) => {
-                let err = ApplianceError::Internal("worker pool closed".into());
-                return (Response::Error(err.to_wire()), session, true);
-            }
-        }
-    }
-    let fallback = session.clone();
-    let task_state = state.clone();
-    let span = tracing::Span::current();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _in_request = span.enter();
-        let mut session = session;
-        let result = dispatch(&task_state, &mut session, request);
-        (result, session)
-    })
-    .await;
+        };
+        let Ok(_worker) = state.workers.acquire().await else {
+            let err = ApplianceError::Internal("worker pool closed".into());
+            return (Response::Error(err.to_wire()), session, true);
+        };
+        // The exponentiation runs on the thread the request woke. Handing it to the
+        // blocking pool costs two more thread wake-ups per partial, and on a busy machine
+        // each may wait behind another exponentiation while a core idles (measured in
+        // docs/performance.md). It blocks this worker for one exponentiation, which the
+        // extra worker covers.
+        run_handler(state, session, request)
+    } else {
+        let state = state.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _in_request = span.enter();
+            run_handler(&state, session, request)
+        })
+        .await
+        .unwrap_or_else(|join| Err(join.to_string()))
+    };
     match outcome {
         Ok((Ok(response), session)) => {
             debug!("ok");
@@ -293,11 +297,28 @@ async fn handle(
             }
             (Response::Error(err.to_wire()), session, false)
         }
-        Err(join) => {
+        Err(panic) => {
             // A handler panicked (a bug): answer, then close the connection.
-            warn!(error = %join, kind, "handler failed");
+            warn!(error = %panic, kind, "handler failed");
             let wire = ApplianceError::Internal("handler failed".into()).to_wire();
             (Response::Error(wire), fallback, true)
         }
     }
+}
+
+/// [`dispatch`] with the session it may change, or what a panic in it said.
+type HandlerOutcome = Result<(Result<Response, ApplianceError>, Session), String>;
+
+fn run_handler(state: &State, mut session: Session, request: Request) -> HandlerOutcome {
+    std::panic::catch_unwind(AssertUnwindSafe(move || {
+        let result = dispatch(state, &mut session, request);
+        (result, session)
+    }))
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a handler panicked".to_owned())
+    })
 }

@@ -2,8 +2,9 @@
 //! appends the audit entry.
 //!
 //! Handlers are plain blocking functions `fn handle_x(&State, &mut Session, ..) ->
-//! Result<Response, ApplianceError>`: the server runs them on tokio's blocking pool (they
-//! hash PINs, flush the store and exponentiate), never on the reactor.
+//! Result<Response, ApplianceError>`. The server runs a partial operation on the runtime
+//! worker that read it (one exponentiation and a flush, with a worker to spare for the
+//! network) and every other request on tokio's blocking pool (PIN hashes, key generation).
 
 mod admin;
 mod hello;
