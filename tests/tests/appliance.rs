@@ -659,41 +659,66 @@ fn object(handle: u64) -> TokenObject {
     }
 }
 
-#[test]
-fn sigkill_under_load_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::new(1, &Options::default());
-    cluster.start(1);
+/// One client's loop: the next request, and what its answer acknowledged (`None` ends it).
+type LoadClient<T> = Box<dyn FnMut() -> Option<T> + Send>;
+
+/// Runs each client on a thread of its own until `at_least` requests in all are
+/// acknowledged (a minute at most), then pulls the plug on appliance `index` in the middle
+/// of their work (SIGKILL). Returns what was acknowledged, at least `at_least` of them.
+fn kill_under_load<T: Send + 'static>(
+    cluster: &mut Cluster,
+    index: u8,
+    clients: Vec<LoadClient<T>>,
+    at_least: usize,
+) -> Vec<T> {
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..4u64)
-        .map(|w| {
-            let mut c = cluster.connect_as(1, "admin").unwrap();
+    let threads: Vec<_> = clients
+        .into_iter()
+        .map(|mut next| {
             let acknowledged = acknowledged.clone();
             std::thread::spawn(move || {
-                for i in 0..10_000u64 {
-                    let handle = w * 1_000_000 + i;
-                    match c.request(&Request::PutObject(object(handle))) {
-                        Ok(Response::Ok) => acknowledged.lock().unwrap().push(handle),
-                        _ => break,
-                    }
+                while let Some(ack) = next() {
+                    acknowledged.lock().unwrap().push(ack);
                 }
             })
         })
         .collect();
-    // Let the writers run, then pull the plug in the middle of their work.
     let start = std::time::Instant::now();
-    while acknowledged.lock().unwrap().len() < 200 && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(10));
+    while acknowledged.lock().unwrap().len() < at_least && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(5));
     }
-    cluster.kill(1);
-    for w in writers {
-        w.join().unwrap();
+    cluster.kill(index);
+    for t in threads {
+        t.join().unwrap();
     }
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     assert!(
-        acknowledged.len() >= 200,
-        "only {} writes before the kill",
+        acknowledged.len() >= at_least,
+        "only {} acknowledged before the kill",
         acknowledged.len()
     );
+    acknowledged
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::new(1, &Options::default());
+    cluster.start(1);
+    let writers: Vec<LoadClient<u64>> = (0..4u64)
+        .map(|w| {
+            let mut c = cluster.connect_as(1, "admin").unwrap();
+            let mut handles = (0..10_000u64).map(move |i| w * 1_000_000 + i);
+            Box::new(move || {
+                let handle = handles.next()?;
+                match c.request(&Request::PutObject(object(handle))) {
+                    Ok(Response::Ok) => Some(handle),
+                    _ => None,
+                }
+            }) as LoadClient<u64>
+        })
+        .collect();
+    let acknowledged = kill_under_load(&mut cluster, 1, writers, 200);
 
     cluster.start(1);
     let mut c = cluster.connect_as(1, "admin").unwrap();
@@ -813,6 +838,26 @@ fn check_config_names_the_field_and_exits_2() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+/// `ittc-appliance audit verify` on stopped appliance `index`: the number of entries of an
+/// intact chain.
+fn audited_entries(cluster: &Cluster, index: u8) -> u64 {
+    let out = std::process::Command::new(ittc_tests::appliance_binary())
+        .args(["audit", "verify", "--config"])
+        .arg(&cluster.appliances[usize::from(index) - 1].config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap()
+}
+
 #[test]
 fn audit_log_records_key_and_pin_requests_and_verifies() {
     let mut cluster = Cluster::new(2, &Options::default());
@@ -829,25 +874,61 @@ fn audit_log_records_key_and_pin_requests_and_verifies() {
         .unwrap();
     drop(c);
     assert!(cluster.stop(1).success());
-    let out = std::process::Command::new(ittc_tests::appliance_binary())
-        .args(["audit", "verify", "--config"])
-        .arg(&cluster.appliances[0].config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // store_share, set_pin, login, partial, failed login: at least 5 entries.
-    let entries: u64 = stdout
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap();
-    assert!(entries >= 5, "{stdout}");
+    let entries = audited_entries(&cluster, 1);
+    assert!(entries >= 5, "{entries} entries");
     // No PIN in the log.
     assert!(!cluster.log(1).contains("123456") && !cluster.log(1).contains("wrong!"));
+}
+
+/// A partial's entry is flushed while the share is applied, and the result must not leave
+/// before the entry is on disk: after a SIGKILL in the middle of a run, every partial a
+/// client received is in the chain, and the chain is intact.
+#[test]
+fn sigkill_during_partials_loses_no_audit_entry_of_an_answered_one() {
+    let mut cluster = Cluster::new(2, &Options::default());
+    cluster.start_all();
+    let key = import_key(&cluster, 2, b"audit-kill");
+    cluster.set_user_pin(PIN);
+    assert!(cluster.stop(1).success());
+    let before = audited_entries(&cluster, 1);
+    cluster.start(1);
+
+    let x = BigUint::from(0x1234_5678_9abc_u64);
+    let request = Request::Partial {
+        key_id: key.id.clone(),
+        epoch: 1,
+        input: key.public.integer_to_be(&x),
+    };
+    let clients = 4;
+    let partials: Vec<LoadClient<Vec<u8>>> = (0..clients)
+        .map(|_| {
+            // Each session's login is an audited, acknowledged request too.
+            let mut c = cluster.user_session(1, PIN);
+            let request = request.clone();
+            Box::new(move || match c.request(&request) {
+                Ok(Response::PartialResult(p)) => Some(p.value),
+                _ => None,
+            }) as LoadClient<Vec<u8>>
+        })
+        .collect();
+    let answered = kill_under_load(&mut cluster, 1, partials, 100);
+    // The answers are real partials: x^(s_1) mod N.
+    let share = BigUint::from_bytes_be(&key.shares[0]);
+    let expected = x.modpow(&share, key.public.n());
+    assert!(
+        answered
+            .iter()
+            .all(|v| BigUint::from_bytes_be(v) == expected)
+    );
+
+    let after = audited_entries(&cluster, 1);
+    let acknowledged = answered.len() as u64 + clients;
+    assert!(
+        after - before >= acknowledged,
+        "{} entries for {acknowledged} acknowledged requests",
+        after - before
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ mod login;
 mod objects;
 mod partial;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ittc_wire::identity::Role;
 use ittc_wire::{Request, Response, UserKind};
@@ -24,6 +24,10 @@ use crate::storage::AuditEntry;
 
 /// Handles one request: order, role, the handler, the audit entry. Never panics; every
 /// failure is an `Err` that the server turns into a wire error.
+///
+/// An audited request's entry is flushed before the response leaves. A partial operation
+/// writes its entry once its checks have passed and applies its share while the entry goes
+/// to disk ([`apply_audited`]).
 pub fn dispatch(
     state: &State,
     session: &mut Session,
@@ -32,31 +36,85 @@ pub fn dispatch(
     let kind = request.kind();
     let audit_key = audited(&request);
     let started = Instant::now();
-    let result = route(state, session, request);
+    let result = match route(state, session, request) {
+        Ok(Routed::Partial(prepared)) => {
+            return apply_audited(state, session, kind, audit_key.flatten(), prepared, started);
+        }
+        Ok(Routed::Response(response)) => Ok(response),
+        Err(err) => Err(err),
+    };
     let handled = started.elapsed();
     if let Some(key) = audit_key {
-        let entry = AuditEntry {
-            time_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            client: session.identity.to_string(),
-            request: kind.to_owned(),
-            key_id: key,
-            result: match &result {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => e.to_wire().code.as_str().to_owned(),
-            },
-        };
         // An operation whose audit entry cannot be written is not acknowledged.
-        state.storage.audit_append(&entry)?;
+        state
+            .storage
+            .audit_append(&audit_entry(session, kind, key, outcome(&result)))?;
     }
-    // Where a request's time goes (performance work: `log.level = "debug"`).
+    log_timing(started, handled);
+    result
+}
+
+/// Where a request's time went (performance work: `log.level = "debug"`): the handler,
+/// then the wait for its audit entry.
+fn log_timing(started: Instant, handled: Duration) {
     tracing::debug!(
         handler_ms = handled.as_secs_f64() * 1e3,
         audit_ms = (started.elapsed() - handled).as_secs_f64() * 1e3,
         "handled"
     );
+}
+
+/// Applies the share of a checked partial operation while its audit entry goes to disk:
+/// the entry ("ok": the share is applied to this client's input) is written first, its
+/// flush runs on the store's I/O threads during the exponentiation, and the result leaves
+/// only once the entry is durable. Should applying the share fail, a second entry records
+/// the failure.
+fn apply_audited(
+    state: &State,
+    session: &Session,
+    kind: &'static str,
+    key: Option<String>,
+    prepared: partial::Prepared,
+    started: Instant,
+) -> Result<Response, ApplianceError> {
+    let entry = audit_entry(session, kind, key.clone(), "ok".to_owned());
+    let (_, flush) = state.storage.audit_append_start(&entry)?;
+    let result = prepared.compute(state);
+    let computed = started.elapsed();
+    flush.wait()?;
+    if let Err(err) = &result {
+        state
+            .storage
+            .audit_append(&audit_entry(session, kind, key, error_code(err)))?;
+    }
+    log_timing(started, computed);
     result
+}
+
+fn audit_entry(
+    session: &Session,
+    kind: &'static str,
+    key_id: Option<String>,
+    result: String,
+) -> AuditEntry {
+    AuditEntry {
+        time_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        client: session.identity.to_string(),
+        request: kind.to_owned(),
+        key_id,
+        result,
+    }
+}
+
+/// `ok`, or the wire error code, as the audit log records an outcome.
+fn outcome(result: &Result<Response, ApplianceError>) -> String {
+    result.as_ref().map_or_else(error_code, |_| "ok".to_owned())
+}
+
+fn error_code(err: &ApplianceError) -> String {
+    err.to_wire().code.as_str().to_owned()
 }
 
 /// Whether a request is audited, and the key id (hex) or object handle it names.
@@ -84,15 +142,51 @@ fn audited(request: &Request) -> Option<Option<String>> {
     }
 }
 
-fn route(
+/// What [`route`] made of a request: a response, or a partial operation that has passed
+/// its checks and still has its share to apply.
+enum Routed {
+    Response(Response),
+    Partial(partial::Prepared),
+}
+
+fn route(state: &State, session: &mut Session, request: Request) -> Result<Routed, ApplianceError> {
+    let kind = request.kind();
+    if !session.hello && !matches!(request, Request::Hello { .. }) {
+        return Err(ApplianceError::BadRequest(format!("{kind} before hello")));
+    }
+    match request {
+        Request::Partial {
+            key_id,
+            epoch,
+            input,
+        } => {
+            let caller = match session.identity.role {
+                Role::Client => {
+                    require_login(session, UserKind::User)?;
+                    partial::Caller::User
+                }
+                // The dealer's trial operation on a pending epoch, before the commit.
+                Role::Admin => partial::Caller::Admin,
+                role => {
+                    return Err(ApplianceError::Forbidden {
+                        role: role.to_string(),
+                        request: kind,
+                    });
+                }
+            };
+            partial::prepare(state, caller, &key_id, epoch, &input).map(Routed::Partial)
+        }
+        request => respond(state, session, request).map(Routed::Response),
+    }
+}
+
+/// Every request but a partial operation (see [`route`]), after the hello.
+fn respond(
     state: &State,
     session: &mut Session,
     request: Request,
 ) -> Result<Response, ApplianceError> {
     let kind = request.kind();
-    if !session.hello && !matches!(request, Request::Hello { .. }) {
-        return Err(ApplianceError::BadRequest(format!("{kind} before hello")));
-    }
     let role = session.identity.role;
     let forbidden = || ApplianceError::Forbidden {
         role: role.to_string(),
@@ -110,22 +204,6 @@ fn route(
             login::handle_login(state, session, user, pin.expose_secret())
         }
         Request::Logout if client => login::handle_logout(session),
-        Request::Partial {
-            key_id,
-            epoch,
-            input,
-        } if client => {
-            require_login(session, UserKind::User)?;
-            partial::handle_partial(state, partial::Caller::User, &key_id, epoch, &input)
-        }
-        // The dealer's trial operation on a pending epoch, before the commit.
-        Request::Partial {
-            key_id,
-            epoch,
-            input,
-        } if admin => {
-            partial::handle_partial(state, partial::Caller::Admin, &key_id, epoch, &input)
-        }
         Request::ListObjects if client || admin => objects::handle_list(state),
         Request::GetObject { handle } if client || admin => objects::handle_get(state, handle),
         Request::PutObject(object) if client || admin => {

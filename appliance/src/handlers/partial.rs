@@ -1,8 +1,11 @@
-//! The partial operation: the blinded input raised to this appliance's share.
+//! The partial operation: the blinded input raised to this appliance's share, in two steps
+//! so that its audit entry can go to disk while the share is applied (see
+//! `handlers::dispatch`).
 
 use ittc_threshold::{KeyShare, RsaPublicKey, SecretInt, SharingParams};
 use ittc_wire::identity::Role;
 use ittc_wire::{KeyId, PartialResult, Response};
+use num_bigint::BigUint;
 
 use crate::error::ApplianceError;
 use crate::state::State;
@@ -19,18 +22,32 @@ pub enum Caller {
     Admin,
 }
 
-/// `input^(s_i) mod N` for the share of `key_id` at `epoch`: the active epoch for a
-/// [`Caller::User`], the pending one for [`Caller::Admin`].
-///
-/// Runs on a worker thread that the server has admitted (see `server.rs`); the share is
-/// unsealed for this call only and zeroized when it returns.
-pub fn handle_partial(
+/// A partial operation that has passed every check, with its share unsealed (and zeroized
+/// when this is dropped): what is left is to apply the share, [`Prepared::compute`].
+pub struct Prepared {
+    public: RsaPublicKey,
+    share: KeyShare,
+    input: BigUint,
+    epoch: u64,
+}
+
+impl core::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a partial operation on the share of `key_id` at `epoch` (the active epoch for a
+/// [`Caller::User`], the pending one for a [`Caller::Admin`]) and unseals the share.
+pub fn prepare(
     state: &State,
     caller: Caller,
     key_id: &KeyId,
     epoch: u64,
     input: &[u8],
-) -> Result<Response, ApplianceError> {
+) -> Result<Prepared, ApplianceError> {
     let key = state
         .storage
         .key(key_id)?
@@ -60,7 +77,7 @@ pub fn handle_partial(
     };
     let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
     let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
-    let x = public.integer_from_be(input, "partial-operation input")?;
+    let input = public.integer_from_be(input, "partial-operation input")?;
     // Read in the slot checked above: a commit in between gives WrongEpoch, never the
     // share of an epoch that has changed roles.
     let sealed_share = state
@@ -73,15 +90,31 @@ pub fn handle_partial(
         usize::from(state.config.index),
         SecretInt::from_be_bytes(sealed_share.to_vec()),
     )?;
-    let started = std::time::Instant::now();
-    let y = state.backend.partial(&public, &share, &x)?;
-    tracing::debug!(
-        exponentiation_ms = started.elapsed().as_secs_f64() * 1e3,
-        "partial computed"
-    );
-    Ok(Response::PartialResult(PartialResult {
-        index: state.config.index,
+    Ok(Prepared {
+        public,
+        share,
+        input,
         epoch,
-        value: public.integer_to_be(&y),
-    }))
+    })
+}
+
+impl Prepared {
+    /// `input^(s_i) mod N`, constant time in the share.
+    ///
+    /// Runs on a runtime worker that the server has admitted (see `server.rs`).
+    pub fn compute(self, state: &State) -> Result<Response, ApplianceError> {
+        let started = std::time::Instant::now();
+        let y = state
+            .backend
+            .partial(&self.public, &self.share, &self.input)?;
+        tracing::debug!(
+            exponentiation_ms = started.elapsed().as_secs_f64() * 1e3,
+            "partial computed"
+        );
+        Ok(Response::PartialResult(PartialResult {
+            index: state.config.index,
+            epoch: self.epoch,
+            value: self.public.integer_to_be(&y),
+        }))
+    }
 }

@@ -23,7 +23,7 @@ use bincode::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
 use super::error::SledResultExt;
-use super::{Storage, StorageError, codec};
+use super::{PendingFlush, Storage, StorageError, codec};
 
 const META_AUDIT_HEAD: &[u8] = b"audit_head";
 
@@ -160,6 +160,23 @@ impl Storage {
     /// [`StorageError::Corrupt`] if the entry's slot is already taken (the database was
     /// modified behind this process); [`StorageError::Db`].
     pub fn audit_append(&self, entry: &AuditEntry) -> Result<AuditHead, StorageError> {
+        let (head, flush) = self.audit_append_start(entry)?;
+        flush.wait()?;
+        Ok(head)
+    }
+
+    /// [`Storage::audit_append`] that returns once the entry is written, with its flush
+    /// under way on sled's I/O threads: the entry is durable once the [`PendingFlush`] is
+    /// waited for, and nothing that depends on it may be acknowledged before that.
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::audit_append`], but for the flush's own failure, which
+    /// [`PendingFlush::wait`] reports.
+    pub fn audit_append_start(
+        &self,
+        entry: &AuditEntry,
+    ) -> Result<(AuditHead, PendingFlush), StorageError> {
         check_entry(entry)?;
         let new_head = {
             let mut head = self.audit_lock();
@@ -201,8 +218,7 @@ impl Storage {
             next
         };
         // Outside the lock: concurrent appends share the flush.
-        self.flush()?;
-        Ok(new_head)
+        Ok((new_head, self.flush_start()))
     }
 
     /// The stored head of the audit chain.
@@ -565,6 +581,52 @@ mod tests {
         assert_eq!(
             storage.audit_verify().unwrap(),
             AuditReport::Intact { entries: 40, head }
+        );
+    }
+
+    #[test]
+    fn appends_whose_flushes_overlap_form_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        append(&storage, 0..2);
+        // Each thread holds its flush while the others append, as partials do while they
+        // exponentiate.
+        let heads: Vec<AuditHead> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let storage = storage.clone();
+                    scope.spawn(move || {
+                        (0..5)
+                            .map(|i| {
+                                let (head, flush) =
+                                    storage.audit_append_start(&entry(100 * t + i)).unwrap();
+                                std::thread::yield_now();
+                                flush.wait().unwrap();
+                                head
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let mut seqs: Vec<u64> = heads.iter().map(|h| h.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (3..=22).collect::<Vec<_>>(),
+            "one new head per append"
+        );
+        let head = storage.audit_head().unwrap();
+        assert_eq!(head.seq, 22);
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        assert_eq!(
+            storage.audit_verify().unwrap(),
+            AuditReport::Intact { entries: 22, head }
         );
     }
 

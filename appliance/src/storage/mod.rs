@@ -39,7 +39,10 @@
 //! # What is flushed when
 //!
 //! Every mutating call flushes the database (`fsync`) before it returns `Ok`: a change is
-//! durable before it is acknowledged. Multi-record changes (a share with its key record, a
+//! durable before it is acknowledged. The one exception is
+//! [`Storage::audit_append_start`], which starts the flush on sled's I/O threads and hands
+//! back a [`PendingFlush`]; the caller waits for it before it acknowledges anything, and may
+//! work in the meantime (a partial operation exponentiates while its entry goes to disk). Multi-record changes (a share with its key record, a
 //! commit with the erasure of the previous share, an audit entry with the head, a PIN
 //! failure count with its lock) are sled transactions, so a crash leaves all or none of
 //! them. [`Storage::check_pin`] counts an attempt as a failure
@@ -82,10 +85,14 @@ mod seal;
 mod test_support;
 
 use core::fmt;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
+
 pub use error::StorageError;
 pub use keys::{EpochSlot, KeyInfo, ShareInput};
 pub use pin::{PinCheck, PinStatus};
@@ -224,6 +231,54 @@ impl Storage {
     pub fn flush(&self) -> Result<(), StorageError> {
         self.inner.db.flush().db()?;
         Ok(())
+    }
+
+    /// Starts flushing every change so far on sled's I/O threads and returns at once; the
+    /// changes are durable when [`PendingFlush::wait`] returns `Ok`.
+    fn flush_start(&self) -> PendingFlush {
+        let db = self.inner.db.clone();
+        let mut flush: FlushFuture = Box::pin(async move { db.flush_async().await });
+        // The first poll hands the flush to sled's threads; it goes on without more polls.
+        match flush
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            Poll::Ready(result) => PendingFlush(Flush::Done(result)),
+            Poll::Pending => PendingFlush(Flush::Running(flush)),
+        }
+    }
+}
+
+type FlushFuture = Pin<Box<dyn Future<Output = sled::Result<usize>> + Send>>;
+
+/// A flush under way on sled's I/O threads (see [`Storage::audit_append_start`]).
+#[must_use = "the change is durable only once the flush has been waited for"]
+pub struct PendingFlush(Flush);
+
+enum Flush {
+    Running(FlushFuture),
+    Done(sled::Result<usize>),
+}
+
+impl PendingFlush {
+    /// Blocks until the flush is done.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Db`] if sled could not write or sync its log.
+    pub fn wait(self) -> Result<(), StorageError> {
+        match self.0 {
+            Flush::Running(flush) => pollster::block_on(flush),
+            Flush::Done(result) => result,
+        }
+        .db()?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PendingFlush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingFlush")
     }
 }
 
