@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::report::{ConfigFigures, Report};
+use crate::report::{ConfigFigures, Report, Round};
 use crate::worker::{ModuleFigures, WorkerArgs};
 
 /// Benchmark ittc through PKCS#11 against SoftHSM2 and the arithmetic floor.
@@ -57,10 +57,18 @@ enum Worker {
     },
 }
 
+/// What one run measures. Each configuration is measured in `rounds` rounds, each with the
+/// floor, ittc and SoftHSM2 one after the other (a share of the samples and seconds each),
+/// so that all three see the same stretches of the machine's life: on a shared or
+/// virtual machine its speed drifts by a fifth from one second to the next.
 struct Plan {
     configs: Vec<(usize, u8, u8)>,
+    rounds: usize,
+    /// Latency samples per operation and round.
     samples: usize,
+    /// Seconds per throughput figure and round.
     seconds: f64,
+    /// The floor's time per round.
     floor_budget: Duration,
     threads: Vec<usize>,
 }
@@ -114,17 +122,19 @@ fn run(cli: &Cli) -> Result<Report, String> {
     let plan = if cli.quick {
         Plan {
             configs: vec![(2048, 2, 3)],
-            samples: 200,
-            seconds: 1.5,
-            floor_budget: Duration::from_millis(700),
+            rounds: 3,
+            samples: 70,
+            seconds: 0.6,
+            floor_budget: Duration::from_millis(300),
             threads: vec![1, 2, 4, 16],
         }
     } else {
         Plan {
             configs: vec![(2048, 2, 3), (3072, 2, 3), (4096, 2, 3), (2048, 3, 5)],
-            samples: 1000,
-            seconds: 4.0,
-            floor_budget: Duration::from_secs(2),
+            rounds: 5,
+            samples: 200,
+            seconds: 1.0,
+            floor_budget: Duration::from_millis(500),
             threads: vec![1, 2, 4, 16],
         }
     };
@@ -137,42 +147,43 @@ fn run(cli: &Cli) -> Result<Report, String> {
             bins.display()
         ));
     }
-    let mut softhsm_by_bits: Vec<(usize, ModuleFigures)> = Vec::new();
     let mut configs = Vec::new();
     for &(bits, k, n) in &plan.configs {
-        eprintln!("==> RSA-{bits} {k}-of-{n}: cluster, key import");
+        eprintln!("==> RSA-{bits} {k}-of-{n}: cluster, key import; SoftHSM2 token");
         let cluster = setup::ittc_cluster(bits, k, n, &bins)?;
-        eprintln!("==> RSA-{bits} {k}-of-{n}: floor");
-        let floor = floor::measure(
-            &cluster.key,
-            usize::from(k),
-            usize::from(n),
-            plan.floor_budget,
-        )?;
-        eprintln!("==> RSA-{bits} {k}-of-{n}: ittc through PKCS#11");
-        let ittc = measure_module(
-            &module,
-            ("ITTC_PKCS11_CONFIG", &cluster.appliances.config()),
-            None,
-            &plan,
-        )?;
-        drop(cluster);
-        let softhsm = match softhsm_by_bits.iter().find(|(b, _)| *b == bits) {
-            Some((_, f)) => f.clone(),
-            None => {
-                eprintln!("==> RSA-{bits}: SoftHSM2");
-                let hsm = setup::softhsm()?;
-                let f = measure_module(
-                    Path::new(setup::SOFTHSM_MODULE),
-                    ("SOFTHSM2_CONF", &hsm.config()),
-                    Some(bits),
-                    &plan,
-                )?;
-                softhsm_by_bits.push((bits, f.clone()));
-                f
-            }
-        };
-        configs.push(ConfigFigures::new(bits, k, n, ittc, softhsm, floor));
+        let hsm = setup::softhsm()?;
+        let mut rounds = Vec::with_capacity(plan.rounds);
+        for round in 1..=plan.rounds {
+            eprintln!(
+                "==> RSA-{bits} {k}-of-{n}, round {round} of {}: floor, ittc, SoftHSM2",
+                plan.rounds
+            );
+            let floor = floor::measure(
+                &cluster.key,
+                usize::from(k),
+                usize::from(n),
+                plan.floor_budget,
+            )?;
+            let ittc = measure_module(
+                &module,
+                ("ITTC_PKCS11_CONFIG", &cluster.appliances.config()),
+                None,
+                &plan,
+            )?;
+            // The SoftHSM2 key is made in the first round and used in the others.
+            let softhsm = measure_module(
+                Path::new(setup::SOFTHSM_MODULE),
+                ("SOFTHSM2_CONF", &hsm.config()),
+                (round == 1).then_some(bits),
+                &plan,
+            )?;
+            rounds.push(Round {
+                ittc,
+                softhsm,
+                floor,
+            });
+        }
+        configs.push(ConfigFigures::new(bits, k, n, rounds));
     }
     Ok(Report::new(cli.quick, configs))
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::floor::Floor;
-use crate::worker::ModuleFigures;
+use crate::worker::{Latency, ModuleFigures};
 
 /// The three headline ratios.
 #[derive(Clone, Debug, Serialize)]
@@ -16,7 +16,79 @@ pub struct Ratios {
     pub throughput_vs_bound: f64,
 }
 
-/// One key size and threshold.
+/// One round of one configuration: the floor, then ittc, then SoftHSM2.
+#[derive(Clone, Debug, Serialize)]
+pub struct Round {
+    /// ittc through its PKCS#11 module.
+    pub ittc: ModuleFigures,
+    /// SoftHSM2 through its PKCS#11 module.
+    pub softhsm: ModuleFigures,
+    /// The arithmetic floor.
+    pub floor: Floor,
+}
+
+impl Round {
+    /// cores ÷ (k × one partial), signatures per second.
+    fn bound(&self, k: u8) -> f64 {
+        cores() as f64 / (f64::from(k) * self.floor.partial_ms / 1e3)
+    }
+
+    fn ratios(&self, k: u8) -> Ratios {
+        Ratios {
+            latency_vs_softhsm: self.ittc.sign_pkcs1.p50_ms / self.softhsm.sign_pkcs1.p50_ms,
+            latency_vs_floor: self.ittc.sign_pkcs1.p50_ms / self.floor.total_ms,
+            throughput_vs_bound: throughput_at(&self.ittc, 2) / self.bound(k),
+        }
+    }
+}
+
+fn throughput_at(figures: &ModuleFigures, threads: usize) -> f64 {
+    figures
+        .throughput
+        .iter()
+        .find(|(t, _)| *t == threads)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+/// The median of some values (the upper one of the middle two); 0 for none.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn median_latency(all: &[&Latency]) -> Latency {
+    Latency {
+        p50_ms: median(all.iter().map(|l| l.p50_ms)),
+        p90_ms: median(all.iter().map(|l| l.p90_ms)),
+        p99_ms: median(all.iter().map(|l| l.p99_ms)),
+        samples: all.iter().map(|l| l.samples).sum(),
+    }
+}
+
+/// Each figure's median over the rounds.
+fn median_figures(all: &[&ModuleFigures]) -> ModuleFigures {
+    let pick = |f: fn(&ModuleFigures) -> &Latency| {
+        median_latency(&all.iter().map(|m| f(m)).collect::<Vec<_>>())
+    };
+    let threads: Vec<usize> = all
+        .first()
+        .map(|m| m.throughput.iter().map(|(t, _)| *t).collect())
+        .unwrap_or_default();
+    ModuleFigures {
+        sign_pkcs1: pick(|m| &m.sign_pkcs1),
+        sign_pss: pick(|m| &m.sign_pss),
+        decrypt_oaep: pick(|m| &m.decrypt_oaep),
+        oaep_hash: all.first().map(|m| m.oaep_hash.clone()).unwrap_or_default(),
+        throughput: threads
+            .into_iter()
+            .map(|t| (t, median(all.iter().map(|m| throughput_at(m, t)))))
+            .collect(),
+    }
+}
+
+/// One key size and threshold: each figure is the median over the rounds, and each ratio
+/// the median of the rounds' ratios (each round's ittc against that round's references).
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigFigures {
     /// Modulus bits.
@@ -35,6 +107,8 @@ pub struct ConfigFigures {
     pub throughput_bound: f64,
     /// The ratios for this configuration.
     pub ratios: Ratios,
+    /// Every round as measured.
+    pub rounds: Vec<Round>,
 }
 
 fn cores() -> usize {
@@ -44,36 +118,37 @@ fn cores() -> usize {
 }
 
 impl ConfigFigures {
-    /// Puts one configuration's figures together.
-    pub fn new(
-        bits: usize,
-        threshold: u8,
-        parties: u8,
-        ittc: ModuleFigures,
-        softhsm: ModuleFigures,
-        floor: Floor,
-    ) -> Self {
-        let throughput_bound = cores() as f64 / (f64::from(threshold) * floor.partial_ms / 1e3);
-        let at_two = ittc
-            .throughput
-            .iter()
-            .find(|(t, _)| *t == 2)
-            .map_or(0.0, |(_, v)| *v);
-        let ratios = Ratios {
-            latency_vs_softhsm: ittc.sign_pkcs1.p50_ms / softhsm.sign_pkcs1.p50_ms,
-            latency_vs_floor: ittc.sign_pkcs1.p50_ms / floor.total_ms,
-            throughput_vs_bound: at_two / throughput_bound,
+    /// Puts one configuration's rounds together.
+    pub fn new(bits: usize, threshold: u8, parties: u8, rounds: Vec<Round>) -> Self {
+        let ittc = median_figures(&rounds.iter().map(|r| &r.ittc).collect::<Vec<_>>());
+        let softhsm = median_figures(&rounds.iter().map(|r| &r.softhsm).collect::<Vec<_>>());
+        let floor = Floor {
+            partial_ms: median(rounds.iter().map(|r| r.floor.partial_ms)),
+            combine_ms: median(rounds.iter().map(|r| r.floor.combine_ms)),
+            total_ms: median(rounds.iter().map(|r| r.floor.total_ms)),
+            exponent_bits: rounds.first().map_or(0, |r| r.floor.exponent_bits),
         };
+        let ratios: Vec<Ratios> = rounds.iter().map(|r| r.ratios(threshold)).collect();
         Self {
             bits,
             threshold,
             parties,
             ittc,
             softhsm,
+            throughput_bound: median(rounds.iter().map(|r| r.bound(threshold))),
             floor,
-            throughput_bound,
-            ratios,
+            ratios: Ratios {
+                latency_vs_softhsm: median(ratios.iter().map(|r| r.latency_vs_softhsm)),
+                latency_vs_floor: median(ratios.iter().map(|r| r.latency_vs_floor)),
+                throughput_vs_bound: median(ratios.iter().map(|r| r.throughput_vs_bound)),
+            },
+            rounds,
         }
+    }
+
+    /// The median over the rounds of one per-round ratio.
+    fn ratio(&self, f: impl Fn(&Round) -> f64) -> f64 {
+        median(self.rounds.iter().map(f))
     }
 }
 
@@ -84,6 +159,8 @@ pub struct Report {
     pub ratios: Option<Ratios>,
     /// `quick` or `full`.
     pub mode: &'static str,
+    /// Rounds per configuration.
+    pub rounds: usize,
     /// CPU model and cores.
     pub machine: String,
     /// Cores visible.
@@ -125,6 +202,7 @@ impl Report {
         Self {
             ratios,
             mode: if quick { "quick" } else { "full" },
+            rounds: configs.first().map_or(0, |c| c.rounds.len()),
             machine: cpu_model(),
             cores: cores(),
             date: today(),
@@ -135,69 +213,60 @@ impl Report {
     /// The table, markdown.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "ittc-bench ({}), {}, {} cores, {}\n\n",
-            self.mode, self.machine, self.cores, self.date
+            "ittc-bench ({}), {}, {} cores, {}\n\n\
+             Each figure is the median over {} rounds (the floor, ittc and SoftHSM2 in turn in \
+             each); each ratio is the median of the rounds' own ratios.\n\n",
+            self.mode, self.machine, self.cores, self.date, self.rounds
         );
         out += "| key | what | ittc | SoftHSM2 | floor | ittc/SoftHSM2 | ittc/floor |\n|---|---|---|---|---|---|---|\n";
         for c in &self.configs {
             let key = format!("RSA-{} {}-of-{}", c.bits, c.threshold, c.parties);
-            let row = |what: &str, i: f64, s: f64, floor: Option<f64>| {
-                let (f, rf) = floor.map_or(("".to_owned(), "".to_owned()), |f| {
-                    (format!("{f:.2} ms"), format!("{:.2}", i / f))
-                });
+            let row = |what: &str, pick: fn(&ModuleFigures) -> f64, against_floor: bool| {
+                let (i, s) = (pick(&c.ittc), pick(&c.softhsm));
+                let vs_softhsm = c.ratio(|r| pick(&r.ittc) / pick(&r.softhsm));
+                let (f, vs_floor) = if against_floor {
+                    (
+                        format!("{:.2} ms", c.floor.total_ms),
+                        format!("{:.2}", c.ratio(|r| pick(&r.ittc) / r.floor.total_ms)),
+                    )
+                } else {
+                    (String::new(), String::new())
+                };
                 format!(
-                    "| {key} | {what} | {i:.2} ms | {s:.2} ms | {f} | {:.2} | {rf} |\n",
-                    i / s
+                    "| {key} | {what} | {i:.2} ms | {s:.2} ms | {f} | {vs_softhsm:.2} | {vs_floor} |\n"
                 )
             };
-            out += &row(
-                "C_Sign SHA256-RSA-PKCS p50",
-                c.ittc.sign_pkcs1.p50_ms,
-                c.softhsm.sign_pkcs1.p50_ms,
-                Some(c.floor.total_ms),
-            );
-            out += &row(
-                "C_Sign SHA256-RSA-PKCS p90",
-                c.ittc.sign_pkcs1.p90_ms,
-                c.softhsm.sign_pkcs1.p90_ms,
-                None,
-            );
-            out += &row(
-                "C_Sign SHA256-RSA-PKCS p99",
-                c.ittc.sign_pkcs1.p99_ms,
-                c.softhsm.sign_pkcs1.p99_ms,
-                None,
-            );
+            out += &row("C_Sign SHA256-RSA-PKCS p50", |m| m.sign_pkcs1.p50_ms, true);
+            out += &row("C_Sign SHA256-RSA-PKCS p90", |m| m.sign_pkcs1.p90_ms, false);
+            out += &row("C_Sign SHA256-RSA-PKCS p99", |m| m.sign_pkcs1.p99_ms, false);
             out += &row(
                 "C_Sign SHA256-RSA-PKCS-PSS p50",
-                c.ittc.sign_pss.p50_ms,
-                c.softhsm.sign_pss.p50_ms,
-                Some(c.floor.total_ms),
+                |m| m.sign_pss.p50_ms,
+                true,
             );
             let what = format!(
                 "C_Decrypt OAEP p50 (ittc {}, SoftHSM2 {})",
                 c.ittc.oaep_hash, c.softhsm.oaep_hash
             );
-            out += &row(
-                &what,
-                c.ittc.decrypt_oaep.p50_ms,
-                c.softhsm.decrypt_oaep.p50_ms,
-                Some(c.floor.total_ms),
-            );
-            for ((threads, i), (_, s)) in c.ittc.throughput.iter().zip(&c.softhsm.throughput) {
-                let bound = if *threads >= 2 {
-                    format!("{:.0}/s bound", c.throughput_bound)
+            out += &row(&what, |m| m.decrypt_oaep.p50_ms, true);
+            for (threads, i) in &c.ittc.throughput {
+                let s = throughput_at(&c.softhsm, *threads);
+                let vs_softhsm = c.ratio(|r| {
+                    throughput_at(&r.ittc, *threads) / throughput_at(&r.softhsm, *threads)
+                });
+                let (bound, vs_bound) = if *threads >= 2 {
+                    (
+                        format!("{:.0}/s bound", c.throughput_bound),
+                        format!(
+                            "{:.2}",
+                            c.ratio(|r| throughput_at(&r.ittc, *threads) / r.bound(c.threshold))
+                        ),
+                    )
                 } else {
-                    String::new()
-                };
-                let vs = if *threads >= 2 {
-                    format!("{:.2}", i / c.throughput_bound)
-                } else {
-                    String::new()
+                    (String::new(), String::new())
                 };
                 out += &format!(
-                    "| {key} | C_Sign/s, {threads} thread(s) | {i:.0}/s | {s:.0}/s | {bound} | {:.2} | {vs} |\n",
-                    i / s
+                    "| {key} | C_Sign/s, {threads} thread(s) | {i:.0}/s | {s:.0}/s | {bound} | {vs_softhsm:.2} | {vs_bound} |\n"
                 );
             }
             out += &format!(
@@ -215,5 +284,74 @@ impl Report {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency(p50_ms: f64) -> Latency {
+        Latency {
+            p50_ms,
+            p90_ms: 2.0 * p50_ms,
+            p99_ms: 3.0 * p50_ms,
+            samples: 10,
+        }
+    }
+
+    fn module(p50_ms: f64, at_two: f64) -> ModuleFigures {
+        ModuleFigures {
+            sign_pkcs1: latency(p50_ms),
+            sign_pss: latency(p50_ms),
+            decrypt_oaep: latency(p50_ms),
+            oaep_hash: "SHA-256".into(),
+            throughput: vec![(1, at_two / 2.0), (2, at_two)],
+        }
+    }
+
+    fn round(ittc_ms: f64, softhsm_ms: f64, partial_ms: f64, at_two: f64) -> Round {
+        Round {
+            ittc: module(ittc_ms, at_two),
+            softhsm: module(softhsm_ms, 10.0 * at_two),
+            floor: Floor {
+                partial_ms,
+                combine_ms: 0.0,
+                total_ms: partial_ms,
+                exponent_bits: 2183,
+            },
+        }
+    }
+
+    #[test]
+    fn figures_are_medians_and_ratios_are_medians_of_each_rounds_ratio() {
+        // The machine runs at another speed in each round; each round's ratio pairs ittc
+        // with the references measured next to it.
+        let c = ConfigFigures::new(
+            2048,
+            2,
+            3,
+            vec![
+                round(4.0, 1.0, 2.0, 100.0),
+                round(6.0, 2.0, 2.5, 90.0),
+                round(3.0, 0.5, 3.0, 80.0),
+            ],
+        );
+        assert_eq!(c.rounds.len(), 3);
+        assert_eq!(c.ittc.sign_pkcs1.p50_ms, 4.0);
+        assert_eq!(c.ittc.sign_pkcs1.samples, 30);
+        assert_eq!(c.softhsm.sign_pkcs1.p50_ms, 1.0);
+        assert_eq!(c.floor.partial_ms, 2.5);
+        assert_eq!(throughput_at(&c.ittc, 2), 90.0);
+        // Per round: 4/1, 6/2, 3/0.5 → median 4 (the medians' ratio would be 4/1 too);
+        // 4/2, 6/2.5, 3/3 → median 2 (the medians' ratio would be 1.6).
+        assert_eq!(c.ratios.latency_vs_softhsm, 4.0);
+        assert_eq!(c.ratios.latency_vs_floor, 2.0);
+        // Bound per round: cores / (2 × partial); the ratio is taken in each round.
+        let cores = cores() as f64;
+        let per_round = [100.0 * 4.0 / cores, 90.0 * 5.0 / cores, 80.0 * 6.0 / cores];
+        let mut sorted = per_round;
+        sorted.sort_by(f64::total_cmp);
+        assert!((c.ratios.throughput_vs_bound - sorted[1] / 1e3).abs() < 1e-12);
     }
 }

@@ -217,6 +217,9 @@ pub fn run(args: &WorkerArgs) -> Result<ModuleFigures, String> {
         let done = AtomicU64::new(0);
         let stop = AtomicBool::new(false);
         let errors = AtomicU64::new(0);
+        // Threads that have finished their first two operations (a new session, and for
+        // ittc new pooled connections, each logged in once).
+        let settled = AtomicU64::new(0);
         let measured = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
@@ -225,18 +228,30 @@ pub fn run(args: &WorkerArgs) -> Result<ModuleFigures, String> {
                             errors.fetch_add(1, Ordering::Relaxed);
                             return;
                         };
+                        let mut mine = 0u64;
                         while !stop.load(Ordering::Relaxed) {
                             match session.sign(&Mechanism::Sha256RsaPkcs, key, &message) {
                                 Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                                 Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                             };
+                            mine += 1;
+                            if mine == 2 {
+                                settled.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     })
                 })
                 .collect();
             // Warm-up, not counted: new sessions and, for ittc, new pooled connections
             // (each logs in once) settle first; the figure is the steady state.
-            std::thread::sleep(Duration::from_secs_f64(args.seconds / 3.0));
+            let warm_up = Instant::now();
+            while (settled.load(Ordering::Relaxed) < threads as u64
+                || warm_up.elapsed().as_secs_f64() < args.seconds / 3.0)
+                && errors.load(Ordering::Relaxed) == 0
+                && warm_up.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let counted_from = done.load(Ordering::Relaxed);
             let start = Instant::now();
             std::thread::sleep(Duration::from_secs_f64(args.seconds));
