@@ -42,7 +42,7 @@ pub struct KeygenReport {
 /// Runs `runs` generations of `bits` on a fresh 2-of-3 cluster.
 pub fn measure(bits: u16, runs: usize, bin_dir: &Path) -> Result<KeygenReport, String> {
     let extra = format!("\n[keygen]\nmin_bits = {}\n", bits.min(2048));
-    let appliances = crate::setup::start_cluster(2, 3, bin_dir, &extra)?;
+    let appliances = crate::setup::start_cluster(2, 3, &bin_dir.join("ittc-appliance"), &extra)?;
     let cluster = appliances.cluster()?;
     let mut results = Vec::new();
     for run in 0..runs {

@@ -11,6 +11,7 @@
 //! (the benchmark runs the appliance and loads the module from its own folder), and
 //! install SoftHSM2 (`apt-get install softhsm2`). `scripts/bench` does both.
 
+mod compare;
 mod floor;
 mod keygen;
 mod report;
@@ -34,17 +35,21 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Also write the figures as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     json: Option<PathBuf>,
     #[command(subcommand)]
-    worker: Option<Worker>,
+    command: Option<Run>,
 }
 
 #[derive(Subcommand)]
-enum Worker {
+enum Run {
     /// (internal) measure one module; run by the benchmark itself.
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Compare two builds instead: two local 2-of-3 clusters with the same RSA-2048 key,
+    /// one per appliance build (and module), measured in turn round after round; prints
+    /// the change of 2-thread throughput and 1-thread median with its standard error.
+    Compare(compare::CompareArgs),
     /// Time dealerless key generation on a local 3-appliance cluster instead: median and
     /// spread over several runs, with candidates tried, biprimality tests and rounds.
     Keygen {
@@ -216,8 +221,8 @@ fn finish<R: serde::Serialize>(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.worker {
-        Some(Worker::Worker(args)) => {
+    match &cli.command {
+        Some(Run::Worker(args)) => {
             match worker::run(args)
                 .and_then(|f| serde_json::to_string(&f).map_err(|e| e.to_string()))
             {
@@ -231,7 +236,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Worker::Keygen { bits, runs }) => {
+        Some(Run::Compare(args)) => {
+            let report = bin_dir().and_then(|bins| compare::run(args, &bins));
+            finish(&cli, report, compare::CompareReport::table)
+        }
+        Some(Run::Keygen { bits, runs }) => {
             let report = bin_dir().and_then(|bins| keygen::measure(*bits, *runs, &bins));
             finish(&cli, report, keygen::KeygenReport::table)
         }

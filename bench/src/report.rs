@@ -192,6 +192,11 @@ fn today() -> String {
         .unwrap_or_default()
 }
 
+/// The CPU, its cores and today's date, as every table states them.
+pub fn machine_line() -> String {
+    format!("{}, {} cores, {}", cpu_model(), cores(), today())
+}
+
 impl Report {
     /// Assembles the report.
     pub fn new(quick: bool, configs: Vec<ConfigFigures>) -> Self {

@@ -65,11 +65,12 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// `ittc init` for a k-of-n cluster on free loopback ports (`appliance_extra` appended to
-/// each appliance config), its appliances started, and the user PIN set.
+/// each appliance config), its appliances (the binary `program`) started, and the user PIN
+/// set.
 pub fn start_cluster(
     k: u8,
     n: u8,
-    bin_dir: &Path,
+    program: &Path,
     appliance_extra: &str,
 ) -> Result<Appliances, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -85,7 +86,6 @@ pub fn start_cluster(
         hosts,
     })
     .map_err(|e| e.to_string())?;
-    let program = bin_dir.join("ittc-appliance");
     let mut appliances = Appliances {
         dir,
         children: Vec::new(),
@@ -96,7 +96,7 @@ pub fn start_cluster(
         text.push_str(appliance_extra);
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = cluster_dir.join(format!("appliance-{index}.log"));
-        let (child, _) = spawn_appliance(&program, &config, &log, false, Duration::from_secs(30))
+        let (child, _) = spawn_appliance(program, &config, &log, false, Duration::from_secs(30))
             .map_err(|e| e.to_string())?;
         appliances.children.push(child);
     }
@@ -105,13 +105,27 @@ pub fn start_cluster(
     Ok(appliances)
 }
 
-/// Generates an RSA key of `bits` (a dealer's key), starts a k-of-n cluster on loopback and
-/// imports the key.
-pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcCluster, String> {
-    let appliances = start_cluster(k, n, bin_dir, "")?;
+/// A fresh RSA key of `bits`, as a dealer imports it.
+pub fn dealer_key(bits: usize) -> Result<RsaPrivateKey, String> {
     let generated = rsa::PrivateKey::new(&mut rand::rng(), bits).map_err(|e| e.to_string())?;
     let der = generated.to_pkcs8_der().map_err(|e| e.to_string())?;
-    let key = RsaPrivateKey::from_der(der.as_bytes(), None).map_err(|e| e.to_string())?;
+    RsaPrivateKey::from_der(der.as_bytes(), None).map_err(|e| e.to_string())
+}
+
+/// Generates an RSA key of `bits` (a dealer's key), starts a k-of-n cluster of the
+/// appliance beside the benchmark on loopback and imports the key.
+pub fn ittc_cluster(bits: usize, k: u8, n: u8, bin_dir: &Path) -> Result<IttcCluster, String> {
+    ittc_cluster_with(dealer_key(bits)?, k, n, &bin_dir.join("ittc-appliance"))
+}
+
+/// Starts a k-of-n cluster of the appliance binary `program` on loopback and imports `key`.
+pub fn ittc_cluster_with(
+    key: RsaPrivateKey,
+    k: u8,
+    n: u8,
+    program: &Path,
+) -> Result<IttcCluster, String> {
+    let appliances = start_cluster(k, n, program, "")?;
     let id = hex::decode(KEY_ID).map_err(|e| e.to_string())?;
     ittc_provisioning::import::import(&appliances.cluster()?, &key, &id, "bench", None, &|_| {})
         .map_err(|e| e.to_string())?;
