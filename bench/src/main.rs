@@ -3,9 +3,12 @@
 //! In one run on one machine it sets up a local ittc cluster on loopback and a SoftHSM2
 //! token, drives both through the same PKCS#11 calls (the `cryptoki` crate, in a child
 //! process per module so each module gets its own environment), measures the arithmetic
-//! floor on the same modulus, and prints one table with the ratios. `--json FILE` writes
-//! the same figures. `--quick` covers RSA-2048 2-of-3 only and finishes in under a minute;
-//! the full run adds 3072 and 4096 bits and 3-of-5.
+//! floor on the same modulus, and prints one table with the ratios. It measures in rounds,
+//! each with the floor, ittc and SoftHSM2 in turn, and pairs each ratio within its round.
+//! `--json FILE` writes the same figures. `--quick` covers RSA-2048 2-of-3 only and
+//! finishes in under a minute; the full run adds 3072 and 4096 bits and 3-of-5.
+//! `compare` measures two appliance builds in turn instead, and `keygen` times key
+//! generation.
 //!
 //! Build first: `cargo build --release -p ittc-bench -p ittc-appliance -p ittc-pkcs11`
 //! (the benchmark runs the appliance and loads the module from its own folder), and
