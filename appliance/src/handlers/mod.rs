@@ -3,8 +3,8 @@
 //!
 //! Handlers are plain blocking functions `fn handle_x(&State, &mut Session, ..) ->
 //! Result<Response, ApplianceError>`. The server runs a partial operation on the runtime
-//! worker that read it (one exponentiation and a flush, with a worker to spare for the
-//! network) and every other request on tokio's blocking pool (PIN hashes, key generation).
+//! worker that read it (an exponentiation, with a worker to spare for the network) and
+//! every other request on tokio's blocking pool (PIN hashes, key generation, flushes).
 
 mod admin;
 mod hello;
@@ -27,7 +27,7 @@ use crate::storage::AuditEntry;
 ///
 /// An audited request's entry is flushed before the response leaves. A partial operation
 /// writes its entry once its checks have passed and applies its share while the entry goes
-/// to disk ([`apply_audited`]).
+/// to disk (`apply_audited`).
 pub fn dispatch(
     state: &State,
     session: &mut Session,

@@ -41,14 +41,16 @@
 //! Every mutating call flushes the database (`fsync`) before it returns `Ok`: a change is
 //! durable before it is acknowledged. The one exception is
 //! [`Storage::audit_append_start`], which starts the flush on sled's I/O threads and hands
-//! back a [`PendingFlush`]; the caller waits for it before it acknowledges anything, and may
-//! work in the meantime (a partial operation exponentiates while its entry goes to disk). Multi-record changes (a share with its key record, a
-//! commit with the erasure of the previous share, an audit entry with the head, a PIN
-//! failure count with its lock) are sled transactions, so a crash leaves all or none of
-//! them. [`Storage::check_pin`] counts an attempt as a failure
-//! and flushes that *before* it computes the hash, and clears it again when the PIN is
-//! right: an attempt interrupted by a crash (or a power cut timed by an attacker) counts as
-//! a failure, and parallel attempts cannot compute more hashes than the limit allows.
+//! back a [`PendingFlush`]; the caller waits for it before it acknowledges anything, and
+//! may work in the meantime (a partial operation exponentiates while its entry goes to
+//! disk). Multi-record changes (a share with its key record, a commit with the erasure of
+//! the previous share, a PIN failure count with its lock) are sled transactions, so a
+//! crash leaves all or none of them; an audit entry and the head after it are two writes,
+//! and an entry whose head a crash lost is adopted at the next start (see `audit.rs`).
+//! [`Storage::check_pin`] counts an attempt as a failure and flushes that *before* it
+//! computes the hash, and clears it again when the PIN is right: an attempt interrupted by
+//! a crash (or a power cut timed by an attacker) counts as a failure, and parallel attempts
+//! cannot compute more hashes than the limit allows.
 //!
 //! # Concurrency
 //!
