@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::report::throughput_at;
 use crate::setup::{self, IttcCluster};
 use crate::{Plan, measure_module};
 
@@ -116,11 +117,7 @@ fn measure(
         plan,
     )?;
     Ok(Side {
-        throughput: f
-            .throughput
-            .iter()
-            .find(|(t, _)| *t == threads)
-            .map_or(0.0, |(_, v)| *v),
+        throughput: throughput_at(&f, threads),
         p50_ms: f.sign_pkcs1.p50_ms,
     })
 }

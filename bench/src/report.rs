@@ -42,7 +42,8 @@ impl Round {
     }
 }
 
-fn throughput_at(figures: &ModuleFigures, threads: usize) -> f64 {
+/// C_Sign per second on `threads` threads; 0 if that was not measured.
+pub fn throughput_at(figures: &ModuleFigures, threads: usize) -> f64 {
     figures
         .throughput
         .iter()

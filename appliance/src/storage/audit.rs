@@ -160,8 +160,9 @@ impl Storage {
     /// [`StorageError::Corrupt`] if the entry's slot is already taken (the database was
     /// modified behind this process); [`StorageError::Db`].
     pub fn audit_append(&self, entry: &AuditEntry) -> Result<AuditHead, StorageError> {
-        let (head, flush) = self.audit_append_start(entry)?;
-        flush.wait()?;
+        let head = self.audit_write(entry)?;
+        // Outside the lock: concurrent appends share the flush.
+        self.flush()?;
         Ok(head)
     }
 
@@ -177,48 +178,50 @@ impl Storage {
         &self,
         entry: &AuditEntry,
     ) -> Result<(AuditHead, PendingFlush), StorageError> {
+        let head = self.audit_write(entry)?;
+        Ok((head, self.flush_start()))
+    }
+
+    /// Writes an entry and the head after it, without flushing; returns the new head.
+    fn audit_write(&self, entry: &AuditEntry) -> Result<AuditHead, StorageError> {
         check_entry(entry)?;
-        let new_head = {
-            let mut head = self.audit_lock();
-            let seq = head.seq;
-            let hash = chain_hash(&head.hash, seq, entry)?;
-            let next = AuditHead {
-                seq: seq
-                    .checked_add(1)
-                    .ok_or_else(|| StorageError::Corrupt("audit sequence exhausted".into()))?,
-                hash,
-            };
-            let record = codec::encode(&StoredEntry {
-                seq,
-                prev: head.hash,
-                hash,
-                entry: entry.clone(),
-            })?;
-            let head_bytes = codec::encode(&next)?;
-            // Two single-key writes, not a transaction: a sled transaction (or batch)
-            // writes a batch marker, which costs a second log write and sync per append
-            // (140-150 us against 80 us on an idle appliance). The entry goes first and
-            // the head second, and sled recovers a prefix of its log, so a crash leaves
-            // both, or neither, or the entry alone, which `recover_head` adopts at the
-            // next start.
-            let slot = self
-                .inner
-                .audit
-                .compare_and_swap(seq.to_be_bytes(), None::<&[u8]>, Some(record))
-                .db()?;
-            if slot.is_err() {
-                return Err(StorageError::Corrupt(format!(
-                    "audit entry {seq} exists already"
-                )));
-            }
-            // The entry is in the log from here on: the cached head follows it even if
-            // the head's own write fails, so the chain goes on from the right place.
-            *head = next;
-            self.inner.meta.insert(META_AUDIT_HEAD, head_bytes).db()?;
-            next
+        let mut head = self.audit_lock();
+        let seq = head.seq;
+        let hash = chain_hash(&head.hash, seq, entry)?;
+        let next = AuditHead {
+            seq: seq
+                .checked_add(1)
+                .ok_or_else(|| StorageError::Corrupt("audit sequence exhausted".into()))?,
+            hash,
         };
-        // Outside the lock: concurrent appends share the flush.
-        Ok((new_head, self.flush_start()))
+        let record = codec::encode(&StoredEntry {
+            seq,
+            prev: head.hash,
+            hash,
+            entry: entry.clone(),
+        })?;
+        let head_bytes = codec::encode(&next)?;
+        // Two single-key writes, not a transaction: a sled transaction (or batch)
+        // writes a batch marker, which costs a second log write and sync per append
+        // (140-150 us against 80 us on an idle appliance). The entry goes first and
+        // the head second, and sled recovers a prefix of its log, so a crash leaves
+        // both, or neither, or the entry alone, which `recover_head` adopts at the
+        // next start.
+        let slot = self
+            .inner
+            .audit
+            .compare_and_swap(seq.to_be_bytes(), None::<&[u8]>, Some(record))
+            .db()?;
+        if slot.is_err() {
+            return Err(StorageError::Corrupt(format!(
+                "audit entry {seq} exists already"
+            )));
+        }
+        // The entry is in the log from here on: the cached head follows it even if
+        // the head's own write fails, so the chain goes on from the right place.
+        *head = next;
+        self.inner.meta.insert(META_AUDIT_HEAD, head_bytes).db()?;
+        Ok(next)
     }
 
     /// The stored head of the audit chain.

@@ -94,7 +94,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
-
 pub use error::StorageError;
 pub use keys::{EpochSlot, KeyInfo, ShareInput};
 pub use pin::{PinCheck, PinStatus};
