@@ -59,6 +59,7 @@ pub fn measure(key: &RsaPrivateKey, k: usize, n: usize, budget: Duration) -> Res
         .map_err(|e| e.to_string())?;
     let partials = shares
         .iter()
+        .map(ittc_threshold::HolderShare::share)
         .take(k)
         .map(|s| {
             Backend::default()

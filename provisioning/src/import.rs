@@ -64,6 +64,7 @@ pub fn import(
         on_all(&mut connections, |index, c| {
             let share = shares
                 .iter()
+                .map(ittc_threshold::HolderShare::share)
                 .find(|s| s.index() == usize::from(index))
                 .ok_or_else(|| CliError::appliance(index, "no share for this index"))?;
             let record = ShareRecord {

@@ -396,7 +396,12 @@ impl Cluster {
     ) -> (SharingParams, Vec<KeyShare>) {
         let n = self.appliances.len();
         let params = SharingParams::new(k, n).unwrap();
-        let shares = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+        let shares: Vec<KeyShare> =
+            split_key(key, params, Backend::default().get(), &mut rand::rng())
+                .unwrap()
+                .iter()
+                .map(|h| h.share().clone())
+                .collect();
         let key_id = KeyId::new(id.to_vec()).unwrap();
         let public = key.public_key();
         for a in self.running() {

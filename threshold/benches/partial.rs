@@ -78,7 +78,12 @@ fn main() {
     for bits in [2048usize, 3072, 4096] {
         let (key, ossl) = load_key(bits);
         let params = SharingParams::new(2, 3).unwrap();
-        let shares = split_key(&key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+        let shares: Vec<KeyShare> =
+            split_key(&key, params, Backend::default().get(), &mut rand::rng())
+                .unwrap()
+                .iter()
+                .map(|h| h.share().clone())
+                .collect();
         let share_bits = params.share_bits(key.public_key());
         let input = random_input(&key);
 
@@ -150,7 +155,11 @@ fn main() {
         let n = 2 * k - 1;
         let params = SharingParams::new(k, n).unwrap();
         let shares: Vec<KeyShare> =
-            split_key(&key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+            split_key(&key, params, Backend::default().get(), &mut rand::rng())
+                .unwrap()
+                .iter()
+                .map(|h| h.share().clone())
+                .collect();
         let input = random_input(&key);
         let partials: Vec<Partial> = shares
             .iter()

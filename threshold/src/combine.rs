@@ -38,7 +38,7 @@ pub struct CombineOutcome {
 }
 
 /// The Δ-scaled Lagrange coefficient at 0 of `i` over the index set `set`.
-fn lambda(delta: u64, set: &[usize], i: usize) -> Result<BigInt, Error> {
+pub(crate) fn lambda(delta: u64, set: &[usize], i: usize) -> Result<BigInt, Error> {
     let mut num = BigInt::from(delta);
     let mut den = BigInt::one();
     for &j in set.iter().filter(|&&j| j != i) {

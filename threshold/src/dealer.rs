@@ -1,12 +1,13 @@
 //! The dealer: splitting an existing private exponent into k-of-n integer shares.
 //!
-//! `f(X) = Δ·d + a_1·X + … + a_(k−1)·X^(k−1)` with each `a_j` uniform in `[0, Δ²·N·2^128)`
-//! and `Δ = n!`; appliance `i` gets `s_i = f(i)`, a plain integer (design.md §2). The
-//! arithmetic on `d` and the coefficients runs on constant-time, zeroizing big integers of
-//! one fixed precision, and every share is encoded in the same number of bytes, so neither
-//! the time taken nor the share lengths depend on the secret.
+//! Appliance `i` gets `s_i = f(i)` for an integer polynomial with `f(0) = Δ·d` (`Δ = n!`),
+//! a plain integer (design.md §2), and an additive share of `d` for later refreshes: the
+//! dealer splits `d` as a refresh re-splits an additive layer and deals each part with its
+//! own polynomial (coefficients below `Δ²·N·2^128 / n`), so `f` is their sum
+//! ([`crate::refresh`]). The arithmetic on `d` and the coefficients runs on constant-time,
+//! zeroizing big integers of one fixed precision, and every share is encoded in the same
+//! number of bytes, so neither the time taken nor the share lengths depend on the secret.
 
-use crypto_bigint::{BoxedUint, NonZero, RandomMod};
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
 use rand::CryptoRng;
@@ -15,6 +16,7 @@ use zeroize::Zeroizing;
 use crate::backend::PartialExp;
 use crate::combine::{Partial, combine};
 use crate::key::is_prime_vartime;
+use crate::refresh::{Bounds, HolderShare, Signed, deal_values};
 use crate::{Error, RsaPrivateKey, RsaPublicKey, SecretInt};
 
 /// Largest number of appliances.
@@ -72,13 +74,14 @@ impl SharingParams {
         Ok(())
     }
 
-    /// Bound `Δ²·N·2^128` on the random coefficients.
+    /// Bound `Δ²·N·2^128` on the sum of the holders' random coefficients.
     fn coefficient_bound(&self, public: &RsaPublicKey) -> BigUint {
         let delta = BigUint::from(self.delta());
         (&delta * &delta * public.n()) << HIDING_BITS
     }
 
-    /// Bit length every share of a key with this modulus fits in: the bound
+    /// Bit length every share of a key with this modulus fits in (in the form of `d`
+    /// itself; [`Bounds::share_bits`] for any form): the bound
     /// `Δ·N + B·(n + n² + … + n^(k−1))` on `f(i)`. Public; it sizes the exponent.
     pub fn share_bits(&self, public: &RsaPublicKey) -> u32 {
         let bound = self.coefficient_bound(public);
@@ -127,6 +130,19 @@ impl KeyShare {
         Ok(Self { index, value })
     }
 
+    /// Like [`KeyShare::new`] for a key of any form: the value must have the length of
+    /// `bounds`.
+    pub fn with_bounds(bounds: &Bounds, index: usize, value: SecretInt) -> Result<Self, Error> {
+        let n = bounds.params().parties();
+        if index == 0 || index > n {
+            return Err(Error::Index { index, n });
+        }
+        if value.len() != bounds.share_len() {
+            return Err(Error::OutOfRange("share length"));
+        }
+        Ok(Self { index, value })
+    }
+
     /// The appliance index, 1..=n.
     pub fn index(&self) -> usize {
         self.index
@@ -138,51 +154,63 @@ impl KeyShare {
     }
 }
 
-/// Splits `key` into `params.parties()` shares, any `params.threshold()` of which produce
-/// `c^d mod N`, and checks the sharing with a trial operation through `backend` before
-/// returning it: shares of an inconsistent key file never leave the dealer.
+/// Splits `key` into `params.parties()` holder shares in the refreshable form, any
+/// `params.threshold()` of whose shares produce `c^d mod N`, and checks the sharing with a
+/// trial operation through `backend` before returning it: shares of an inconsistent key
+/// file never leave the dealer.
+///
+/// The dealer plays every holder of an epoch 0: it splits `d` into additive shares (`a_j`
+/// uniform in `[0, R)` for `j ≠ 1`, `a_1 = d − Σ a_j`) and deals each as a refresh does
+/// (`crate::refresh`), so an imported key has exactly the form of a refreshed one.
 pub fn split_key<R: CryptoRng + ?Sized>(
     key: &RsaPrivateKey,
     params: SharingParams,
     backend: &dyn PartialExp,
     rng: &mut R,
-) -> Result<Vec<KeyShare>, Error> {
+) -> Result<Vec<HolderShare>, Error> {
     let public = key.public_key();
     params.check_public_exponent(public)?;
-    let len = params.share_len(public);
-    let precision = u32::try_from(len * 8).map_err(|_| Error::OutOfRange("share length"))?;
-
-    let bound =
-        BoxedUint::from_be_slice(&params.coefficient_bound(public).to_bytes_be(), precision)
-            .ok()
-            .and_then(|b| NonZero::new(b).into_option())
-            .ok_or(Error::OutOfRange("coefficient bound"))?;
+    let bounds = Bounds::new(public, &params, 0)?;
+    let precision = bounds.precision();
+    let len = bounds.additive_len();
     let d = key
         .d()
         .to_boxed(precision)
+        .and_then(|d| SecretInt::from_boxed(&d, len))
+        .and_then(|d| Signed::from_bytes(d.as_be_bytes(), precision))
         .ok_or(Error::OutOfRange("private exponent"))?;
-    let delta = BoxedUint::from_words_with_precision([params.delta()], precision);
-    let constant = Zeroizing::new(d.wrapping_mul(&delta));
-    let coefficients: Vec<Zeroizing<BoxedUint>> = (1..params.k)
-        .map(|_| Zeroizing::new(BoxedUint::random_mod_vartime(rng, &bound)))
-        .collect();
-
-    let mut shares = Vec::with_capacity(params.n);
-    for index in 1..=params.n {
-        let x = BoxedUint::from_words_with_precision([index as u64], precision);
-        // Horner: ((a_(k−1)·x + a_(k−2))·x + … + a_1)·x + Δ·d. No step overflows: the
-        // precision holds the bound of share_bits().
-        let mut acc = Zeroizing::new(BoxedUint::zero_with_precision(precision));
-        for a in coefficients.iter().rev() {
-            acc.wrapping_add_assign(&**a);
-            *acc = acc.wrapping_mul(&x);
-        }
-        acc.wrapping_add_assign(&*constant);
-        let value = SecretInt::from_boxed(&acc, len).ok_or(Error::OutOfRange("share"))?;
-        shares.push(KeyShare { index, value });
+    let mut additive = Vec::with_capacity(params.n);
+    let mut remainder = d;
+    for _ in 2..=params.n {
+        let a = Signed::random_below(bounds.piece_range(), precision, rng)
+            .ok_or(Error::OutOfRange("piece range"))?;
+        remainder = remainder.sub(&a);
+        additive.push(a);
     }
+    additive.insert(0, remainder);
+
+    let mut sums: Vec<Signed> = (0..params.n).map(|_| Signed::zero(precision)).collect();
+    for a in &additive {
+        let dealt = deal_values(a, &bounds, &params, precision, rng)?;
+        for (sum, value) in sums.iter_mut().zip(&dealt) {
+            *sum = sum.add(value);
+        }
+    }
+    let holders = sums
+        .iter()
+        .zip(&additive)
+        .enumerate()
+        .map(|(position, (share, a))| {
+            let share = share
+                .to_unsigned(bounds.share_len())
+                .ok_or(Error::OutOfRange("share"))?;
+            let share = KeyShare::with_bounds(&bounds, position + 1, share)?;
+            Ok(HolderShare::from_parts(0, a.to_secret(), share))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let shares: Vec<KeyShare> = holders.iter().map(|h| h.share().clone()).collect();
     trial_operation(public, &params, &shares, backend, rng)?;
-    Ok(shares)
+    Ok(holders)
 }
 
 /// Raises a random input to `d` through the first k shares and combines: `combine` checks

@@ -67,6 +67,15 @@ pub enum Error {
     /// The exponentiation backend failed (out of memory, library error).
     #[error("exponentiation backend failed: {0}")]
     Backend(String),
+    /// A refresh message (a piece or a dealt value) from holder `from` is malformed or out of
+    /// range, or the values received do not add up: the refresh must be abandoned.
+    #[error("refresh: holder {from}: {reason}")]
+    RefreshMessage {
+        /// The holder whose value was wrong (this holder itself when the sum is wrong).
+        from: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// An error from a padding encoding or decoding.
     #[error(transparent)]
     Padding(#[from] PaddingError),

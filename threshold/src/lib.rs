@@ -8,8 +8,11 @@
 //! than `k` partials, names the ones that were wrong. [`padding`] holds the encodings that
 //! turn a digest or a ciphertext into the input of that raw operation and back.
 //!
-//! What this crate does not do: talk to anything, store anything, or generate keys
-//! without a dealer (that arrives with the key-generation protocol).
+//! Keys are refreshable: every holder also keeps an additive share of the private exponent,
+//! which [`refresh`] re-splits and re-deals into a new sharing of the same key with shares of
+//! the same size. [`keygen`] generates keys without a dealer, in the same form.
+//!
+//! What this crate does not do: talk to anything or store anything.
 //!
 //! Secret values (`d`, shares, polynomial coefficients) live in [`SecretInt`], which is
 //! zeroized on drop and prints as `[redacted]`. The partial exponentiation is constant time
@@ -23,6 +26,7 @@ mod error;
 pub mod key;
 pub mod keygen;
 pub mod padding;
+pub mod refresh;
 mod secret;
 
 pub use backend::{Backend, PartialExp};
@@ -31,4 +35,5 @@ pub use combine::{CombineOutcome, Combiner, Partial, combine, combine_robust};
 pub use dealer::{KeyShare, SharingParams, split_key};
 pub use error::Error;
 pub use key::{RsaPrivateKey, RsaPublicKey};
+pub use refresh::{Bounds, HolderShare, RefreshParty, refresh_all};
 pub use secret::SecretInt;

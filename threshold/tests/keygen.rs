@@ -3,7 +3,8 @@
 //! messages of the accepted batch it reconstructs every party's `p_i`, `q_i` and checks that
 //! `p = Σ p_i` and `q = Σ q_i` are primes (OpenSSL's test, independent of ours) with
 //! `N = p·q`; from the shares it reconstructs `d` and checks `e·d ≡ 1 (mod φ)`; then any k
-//! shares sign through the normal partial/combine path and k − 1 do not.
+//! shares sign through the normal partial/combine path and k − 1 do not; the additive shares
+//! sum to `d`, and the key still signs after three refreshes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +15,10 @@ use ittc_threshold::keygen::{
     Body, KeygenError, KeygenOutput, KeygenParams, Message, Outgoing, Party, Recipient, Shares,
     Step,
 };
-use ittc_threshold::{Backend, Error, KeyShare, Partial, SharingParams, combine, combine_robust};
+use ittc_threshold::{
+    Backend, Bounds, Error, HolderShare, KeyShare, Partial, SharingParams, combine, combine_robust,
+    refresh_all,
+};
 use num_bigint::{BigInt, BigUint};
 use num_integer::Integer;
 use num_traits::{One, Zero};
@@ -256,6 +260,38 @@ fn check(params: &KeygenParams, seed: u64) -> KeygenOutput {
         let y = w * pow(&input, &g.y) % &modulus;
         assert_ne!(first.public.raw_public_vartime(&y).unwrap(), input);
     }
+    // The additive shares sum to the same d, and the key refreshes like an imported one.
+    let bounds = Bounds::new(&first.public, &first.sharing, 0).unwrap();
+    let additive_sum: BigInt = run
+        .outputs
+        .iter()
+        .map(|o| {
+            assert_eq!(o.holder.share(), &o.share);
+            let bytes = o.holder.additive().unwrap().as_be_bytes();
+            let value = BigInt::from(BigUint::from_bytes_be(bytes));
+            if bytes[0] & 0x80 != 0 {
+                value - (BigInt::one() << bounds.precision())
+            } else {
+                value
+            }
+        })
+        .sum();
+    assert_eq!(additive_sum, d, "the additive shares sum to d");
+    let mut holders: Vec<HolderShare> = run.outputs.iter().map(|o| o.holder.clone()).collect();
+    for _ in 0..3 {
+        holders = refresh_all(&first.public, &first.sharing, &holders, 1, &mut rng).unwrap();
+    }
+    let backend = Backend::default().get();
+    let refreshed: Vec<Partial> = holders[n - k..]
+        .iter()
+        .map(|h| Partial {
+            index: h.index(),
+            value: backend.partial(&first.public, h.share(), &input).unwrap(),
+        })
+        .collect();
+    let y = combine(&first.public, &first.sharing, &input, &refreshed).unwrap();
+    assert_eq!(first.public.raw_public_vartime(&y).unwrap(), input);
+
     println!(
         "{} bits, {k}-of-{n}: {:.1} s, {:?}\n  time in step by phase (s): {:.2?}",
         params.bits,

@@ -50,6 +50,17 @@ use ittc_threshold::{
     Backend, Blinding, Error, KeyShare, Partial, PartialExp, RsaPrivateKey, SharingParams, combine,
     combine_robust, split_key,
 };
+
+/// The dealer's shares alone (what the partial operation uses).
+fn split_shares<R: rand::CryptoRng + ?Sized>(
+    key: &RsaPrivateKey,
+    params: SharingParams,
+    backend: &dyn PartialExp,
+    rng: &mut R,
+) -> Result<Vec<KeyShare>, Error> {
+    split_key(key, params, backend, rng)
+        .map(|holders| holders.iter().map(|h| h.share().clone()).collect())
+}
 use num_bigint::BigUint;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -82,7 +93,7 @@ fn key_2048() -> &'static RsaPrivateKey {
 /// Shares of the 2048-bit key, split once per (k, n) for the property tests.
 fn shares_2048(k: usize, n: usize) -> Vec<KeyShare> {
     let mut rng = StdRng::seed_from_u64((k * 100 + n) as u64);
-    split_key(
+    split_shares(
         key_2048(),
         SharingParams::new(k, n).unwrap(),
         Backend::default().get(),
@@ -102,7 +113,7 @@ fn threshold_signatures_match_wycheproof_byte_for_byte() {
         let vectors = sig_gen_vectors(bits);
         let key = &vectors.key;
         let params = SharingParams::new(k, n).unwrap();
-        let shares = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+        let shares = split_shares(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
         assert_eq!(shares.len(), n);
         for backend in backends() {
             for case in vectors.valid.iter().take(per_key) {
@@ -135,7 +146,7 @@ fn blinded_operation_unblinds_to_the_plain_signature() {
     let key = &vectors.key;
     let public = key.public_key();
     let params = SharingParams::new(2, 3).unwrap();
-    let shares = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+    let shares = split_shares(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
     let case = &vectors.valid[0];
     let em = pkcs1v15_sign(vectors.hash, &vectors.hash.digest(&case.msg), public.size()).unwrap();
     let m = BigUint::from_bytes_be(&em);
@@ -184,7 +195,7 @@ fn exactly_k_partials_combine_or_ask_for_more() {
     for (k, n) in [(2, 3), (3, 5), (4, 7)] {
         let params = SharingParams::new(k, n).unwrap();
         let combiner = ittc_threshold::Combiner::new(public, &params).unwrap();
-        let shares = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
+        let shares = split_shares(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
         let (blinding, blinded) = Blinding::new(public, &m, &mut rand::rng()).unwrap();
         let chosen: Vec<&KeyShare> = shares.iter().skip(n - k).collect();
         let parts = partials(key, &chosen, &blinded, Backend::default().get());
@@ -336,7 +347,7 @@ fn refuses_unusable_parameters() {
     let small = RsaPrivateKey::from_components(&public.n_be(), &[3], &d).unwrap();
     let params = SharingParams::new(2, 3).unwrap();
     for (key, e) in [(&composite, "65535"), (&small, "3")] {
-        match split_key(key, params, backend, &mut rand::rng()) {
+        match split_shares(key, params, backend, &mut rand::rng()) {
             Err(Error::PublicExponent { e: got, n: 3 }) => assert_eq!(got, e),
             other => panic!("expected PublicExponent, got {other:?}"),
         }
@@ -344,7 +355,7 @@ fn refuses_unusable_parameters() {
     // A d that does not belong to (N, e) fails the dealer's trial operation.
     let wrong_d = RsaPrivateKey::from_components(&public.n_be(), &public.e_be(), &d).unwrap();
     assert!(matches!(
-        split_key(&wrong_d, params, backend, &mut rand::rng()),
+        split_shares(&wrong_d, params, backend, &mut rand::rng()),
         Err(Error::KeyInvalid(_))
     ));
 }
@@ -392,8 +403,8 @@ proptest! {
         let params = SharingParams::new(k, n).unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
         let backend = Backend::default().get();
-        let first = split_key(key, params, backend, &mut rng).unwrap();
-        let second = split_key(key, params, backend, &mut rng).unwrap();
+        let first = split_shares(key, params, backend, &mut rng).unwrap();
+        let second = split_shares(key, params, backend, &mut rng).unwrap();
         let input = BigUint::from(rng.random::<u64>() | 2);
         let first_k: Vec<&KeyShare> = first.iter().take(k).collect();
         let expected =

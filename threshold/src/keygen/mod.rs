@@ -33,7 +33,8 @@
 //!  5 reveal    i → all z-product share; sum of φ-shares received. Everyone checks all
 //!                      rounds and gcd(z, N) = 1 (else the next batch), learns φ mod e
 //!  6 exponent  i → j   x^(d_i) mod N; F_i(j) where F_i deals Δ·d_i           [secret]
-//! done: everyone finds the rounding error r, sums s_j = Σ F_i(j) + Δ·r.
+//! done: everyone finds the rounding error r, sums s_j = Σ F_i(j) + Δ·r, and keeps d_j
+//!       (party 1: d_1 + r) as its additive share for refreshes (crate::refresh).
 //! ```
 //!
 //! A successful run therefore takes `3·batches + 3` rounds of messages (fewer when a batch
@@ -76,7 +77,7 @@ pub use self::error::KeygenError;
 pub use self::message::{Biprime, Body, Exponent, Fermat, Message, Products, Reveal, Shares};
 pub use self::party::Party;
 use crate::key::{MAX_MODULUS_BITS, MIN_MODULUS_BITS, is_prime_vartime};
-use crate::{KeyShare, RsaPublicKey, SharingParams};
+use crate::{HolderShare, KeyShare, RsaPublicKey, SharingParams};
 
 /// Default number of Boneh–Franklin rounds: error below 2^-80 with the 1/2 bound per round.
 pub const DEFAULT_BIPRIMALITY_ROUNDS: u32 = 80;
@@ -211,6 +212,8 @@ pub struct KeygenOutput {
     pub sharing: SharingParams,
     /// This party's integer share, to be stored like an imported key's.
     pub share: KeyShare,
+    /// The same share with this party's additive share of `d`: what a refresh needs.
+    pub holder: HolderShare,
     /// How the run went (public).
     pub stats: KeygenStats,
 }

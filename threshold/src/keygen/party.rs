@@ -101,6 +101,8 @@ enum State {
         x: BigUint,
         own_trial: BigUint,
         own_value: SignedSecret,
+        /// `d_i`: with the rounding error (party 1), this party's additive share.
+        d_i: SignedSecret,
     },
     Finished,
 }
@@ -220,7 +222,8 @@ impl Party {
                         x,
                         own_trial,
                         own_value,
-                    } => self.on_exponent(public, &x, own_trial, &own_value, &bodies)?,
+                        d_i,
+                    } => self.on_exponent(public, &x, own_trial, &own_value, &d_i, &bodies)?,
                     State::Start | State::Finished => return Err(KeygenError::Finished),
                 }
             }
@@ -760,7 +763,7 @@ impl Party {
         let own_trial = exponent::trial_value_vartime(&x, &d_i, &n)
             .ok_or(KeygenError::Inconsistent("trial input not invertible"))?;
         let dealt = sharing::deal(&d_i, &public, &self.sharing, rng);
-        drop(d_i);
+        let d_i = SignedSecret::new(&d_i);
         let mut trial = Vec::new();
         encode_fixed(&own_trial, self.modulus_len, &mut trial);
         let mut sends = Vec::with_capacity(self.params.parties - 1);
@@ -787,6 +790,7 @@ impl Party {
             x,
             own_trial,
             own_value,
+            d_i,
         };
         Ok((state, Step::Send(sends)))
     }
@@ -798,6 +802,7 @@ impl Party {
         x: &BigUint,
         own_trial: BigUint,
         own_value: &SignedSecret,
+        d_i: &SignedSecret,
         bodies: &[Option<&Body>],
     ) -> Result<(State, Step), KeygenError> {
         let n = public.n().clone();
@@ -830,11 +835,19 @@ impl Party {
             exponent::find_rounding_vartime(x, &y, &n, self.params.e, self.params.parties).ok_or(
                 KeygenError::Inconsistent("no rounding error makes the trial values a signature"),
             )?;
-        let share = sharing::assemble(&values, rounding, &public, &self.sharing, self.index)?;
+        let holder = sharing::assemble(
+            &values,
+            &d_i.open(),
+            rounding,
+            &public,
+            &self.sharing,
+            self.index,
+        )?;
         let output = KeygenOutput {
             public,
             sharing: self.sharing,
-            share,
+            share: holder.share().clone(),
+            holder,
             stats: self.stats,
         };
         Ok((State::Finished, Step::Done(Box::new(output))))

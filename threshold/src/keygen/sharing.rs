@@ -20,6 +20,7 @@ use rand::CryptoRng;
 use zeroize::Zeroizing;
 
 use super::KeygenError;
+use crate::refresh::{Bounds, HolderShare, Signed};
 use crate::{KeyShare, RsaPublicKey, SecretInt, SharingParams};
 
 /// Statistical hiding of the dealer's polynomials, in bits (as in `dealer.rs`).
@@ -85,14 +86,17 @@ pub(crate) fn decode_signed(
     ))
 }
 
-/// `s_j = Σ_i F_i(j) + Δ·r` as a stored share of party `index`.
+/// `s_j = Σ_i F_i(j) + Δ·r` as a stored share of party `index`, with its additive share
+/// `d_j` (plus `r` for party 1, so that the additive shares sum to `d`): the refreshable
+/// form of [`crate::refresh`], as if party 1 had dealt `Δ·(d_1 + r)`.
 pub(crate) fn assemble(
     values: &[BigInt],
+    d_i: &BigInt,
     rounding: u64,
     public: &RsaPublicKey,
     params: &SharingParams,
     index: usize,
-) -> Result<KeyShare, KeygenError> {
+) -> Result<HolderShare, KeygenError> {
     let sum: BigInt =
         values.iter().sum::<BigInt>() + BigInt::from(params.delta()) * BigInt::from(rounding);
     let Some(sum) = sum.to_biguint() else {
@@ -102,5 +106,15 @@ pub(crate) fn assemble(
     let value = SecretInt::from_be_slice_padded(&be, params.share_len(public)).ok_or(
         KeygenError::Inconsistent("a key share longer than its bound"),
     )?;
-    Ok(KeyShare::new(public, params, index, value)?)
+    let share = KeyShare::new(public, params, index, value)?;
+    let additive = if index == 1 {
+        d_i + BigInt::from(rounding)
+    } else {
+        d_i.clone()
+    };
+    let bounds = Bounds::new(public, params, 0)?;
+    let additive = Signed::from_bigint_vartime(&additive, bounds.precision())
+        .filter(|a| a.abs_below(bounds.additive_bound()))
+        .ok_or(KeygenError::Inconsistent("an additive share out of range"))?;
+    Ok(HolderShare::from_parts(0, additive.to_secret(), share))
 }
