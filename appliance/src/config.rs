@@ -43,6 +43,9 @@ pub struct Config {
     /// Key generation with the peers.
     #[serde(default)]
     pub keygen: KeygenConfig,
+    /// Proactive refresh of every key with the peers.
+    #[serde(default)]
+    pub refresh: RefreshConfig,
     /// Which exponentiation backend runs the partial operation: `openssl` or
     /// `crypto-bigint`. Default: OpenSSL where this build has it.
     #[serde(default)]
@@ -231,6 +234,59 @@ impl KeygenConfig {
     }
 }
 
+/// Proactive refresh: how often, and how long one may take.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    /// How often every key gets a new sharing, e.g. `"1h"`, `"15m"`, `"30s"` (or a
+    /// number of seconds); `"0"` turns scheduled refresh off. The appliance with index 1
+    /// starts them; the others take part.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Longest one refresh may take at this appliance, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+impl RefreshConfig {
+    /// The deadline of one refresh.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Whether scheduled refresh is on.
+    pub fn scheduled(&self) -> bool {
+        !self.interval.is_zero()
+    }
+}
+
+/// A duration written as `"1h"`, `"90s"`, `"2h 30m"` or a number of seconds.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Seconds(u64),
+        Text(String),
+    }
+    match Written::deserialize(d)? {
+        Written::Seconds(s) => Ok(Duration::from_secs(s)),
+        Written::Text(t) if t.trim() == "0" => Ok(Duration::ZERO),
+        Written::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{t:?} is not a duration like \"1h\" or \"30s\": {e}"
+            ))
+        }),
+    }
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -325,12 +381,16 @@ impl Config {
             ("pin.max_failures", u64::from(self.pin.max_failures)),
             ("keygen.timeout_ms", self.keygen.timeout_ms),
             ("keygen.max_sessions", self.keygen.max_sessions as u64),
+            ("refresh.timeout_ms", self.refresh.timeout_ms),
             ("pin.argon2_t_cost", u64::from(self.pin.argon2_t_cost)),
             ("pin.argon2_p_cost", u64::from(self.pin.argon2_p_cost)),
         ] {
             if value == 0 {
                 return Err((field, "must be at least 1".into()));
             }
+        }
+        if self.refresh.scheduled() && self.refresh.interval < Duration::from_secs(1) {
+            return Err(("refresh.interval", "must be 0 (off) or at least 1s".into()));
         }
         if ![1024, 2048, 3072, 4096].contains(&self.keygen.min_bits) {
             return Err(("keygen.min_bits", "must be 1024, 2048, 3072 or 4096".into()));

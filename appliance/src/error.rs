@@ -83,10 +83,16 @@ pub enum ApplianceError {
     /// A key generation failed or was refused; the message says why (never a secret).
     #[error("key generation failed: {0}")]
     Keygen(String),
-    /// A key-generation message or progress request for a session this appliance does not
-    /// run: not started here yet, or over.
-    #[error("no such key generation session here (not started yet, or over)")]
+    /// A message or progress request for a session (key generation, refresh) this
+    /// appliance does not run: not started here yet, or over.
+    #[error("no such session here (not started yet, or over)")]
     NoSession,
+    /// A run with the peers could not start or go on (a peer gave up, too many runs).
+    #[error("{0}")]
+    Peers(String),
+    /// A refresh failed or was refused; the message says why (never a secret).
+    #[error("refresh failed: {0}")]
+    Refresh(String),
     /// Anything else inside the appliance.
     #[error("internal: {0}")]
     Internal(String),
@@ -111,7 +117,7 @@ impl ApplianceError {
             Self::Busy(_) => (ErrorCode::Busy, true),
             Self::NoSession => (ErrorCode::NotFound, true),
             // Not an internal fault: the message names the peer and the step, no secret.
-            Self::Keygen(_) => (ErrorCode::Internal, true),
+            Self::Keygen(_) | Self::Peers(_) | Self::Refresh(_) => (ErrorCode::Internal, true),
             Self::Storage(e) => (
                 storage_code(e),
                 !matches!(storage_code(e), ErrorCode::Internal),
@@ -135,7 +141,10 @@ fn storage_code(e: &StorageError) -> ErrorCode {
         }
         StorageError::WrongEpoch { .. } => ErrorCode::WrongEpoch,
         StorageError::UnknownKey { .. } => ErrorCode::UnknownKey,
-        StorageError::PendingEpoch { .. } => ErrorCode::Busy,
+        StorageError::PendingEpoch { .. } | StorageError::RefreshUnfinished { .. } => {
+            ErrorCode::Busy
+        }
+        StorageError::OtherSession { .. } => ErrorCode::Forbidden,
         StorageError::WrongIndex { .. } | StorageError::Invalid(_) => ErrorCode::BadRequest,
         StorageError::Unseal
         | StorageError::WrongSealingKey

@@ -7,13 +7,17 @@
 //! timeouts, limits); [`handlers`] own what each request does; [`storage`] is the only code
 //! that touches the database.
 //!
-//! [`keygen`] runs dealerless key generation with the peers (`GenerateKey`). What the
-//! appliance does not do (yet): proactive refresh and share recovery.
+//! [`keygen`] runs dealerless key generation with the peers (`GenerateKey`); [`refresh`]
+//! gives every key a new sharing on a schedule, with the peers, and recovers an interrupted
+//! refresh by itself; both carry their messages through [`peers`]. What the appliance does
+//! not do (yet): rebuild a lost appliance's shares.
 
 pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod keygen;
+pub mod peers;
+pub mod refresh;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -28,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, LogFormat};
 pub use crate::error::{ApplianceError, ConfigError};
 use crate::state::State;
-use crate::storage::{AuditReport, SealingKey, Storage, StorageError};
+use crate::storage::{AuditEntry, AuditReport, SealingKey, Storage, StorageError};
 
 /// Why the appliance could not start (or a tool could not run).
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +92,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         let address = listener.local_addr()?;
         let state = Arc::new(State::open(config)?.with_peer_client(peer_client));
         tracing::info!(%address, index = state.config.index, variant = %state.build_variant, "appliance started");
+        refresh::schedule::start(state.clone());
         println!("listening on {address}");
         use std::io::Write as _;
         std::io::stdout().flush()?;
@@ -98,11 +103,20 @@ pub fn run(path: &Path) -> Result<(), StartError> {
 
 /// `ittc-appliance audit verify`: checks the audit chain of a stopped appliance.
 pub fn verify_audit(path: &Path) -> Result<AuditReport, StartError> {
+    Ok(open_stopped(path)?.audit_verify()?)
+}
+
+/// `ittc-appliance audit show`: the audit entries of a stopped appliance, oldest first.
+pub fn audit_entries(path: &Path) -> Result<Vec<(u64, AuditEntry)>, StartError> {
+    Ok(open_stopped(path)?.audit_entries(0, usize::MAX)?)
+}
+
+/// The store of a stopped appliance (its configuration's data folder and sealing key).
+fn open_stopped(path: &Path) -> Result<Storage, StartError> {
     let config = Config::load(path)?;
     let key = SealingKey::from_file(&config.sealing.key_file)?;
     let options = crate::storage::StorageOptions::default();
-    let storage = Storage::open(&config.data_dir, key, config.index, options)?;
-    Ok(storage.audit_verify()?)
+    Ok(Storage::open(&config.data_dir, key, config.index, options)?)
 }
 
 fn install_tracing(config: &Config) {

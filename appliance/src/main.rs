@@ -43,6 +43,13 @@ enum AuditAction {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the entries of a stopped appliance, oldest first, one per line (sequence
+    /// number, time, who, request, key, result), tab-separated.
+    Show {
+        /// The appliance's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +74,23 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
+        (
+            Some(Command::Audit {
+                action: AuditAction::Show { config },
+            }),
+            _,
+        ) => ittc_appliance::audit_entries(&config).map(|entries| {
+            for (seq, e) in entries {
+                println!(
+                    "{seq}\t{}\t{}\t{}\t{}\t{}",
+                    e.time_unix_ms,
+                    e.client,
+                    e.request,
+                    e.key_id.as_deref().unwrap_or("-"),
+                    e.result
+                );
+            }
+        }),
         (None, Some(config)) if cli.check_config => {
             ittc_appliance::check_config(&config).map(|_| {
                 println!("config {} is valid", config.display());

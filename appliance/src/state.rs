@@ -10,8 +10,13 @@ use ittc_wire::UserKind;
 use ittc_wire::identity::Identity;
 use tokio::sync::Semaphore;
 
+use ittc_wire::Participant;
+
 use crate::config::Config;
+use crate::error::ApplianceError;
 use crate::keygen::Keygens;
+use crate::peers::Peer;
+use crate::refresh::Refreshes;
 use crate::storage::{SealingKey, Storage, StorageOptions};
 
 /// The appliance's shared state.
@@ -35,6 +40,8 @@ pub struct State {
     pub peer_client: Option<Arc<rustls::ClientConfig>>,
     /// Key generations in progress.
     pub keygen: Keygens,
+    /// Refreshes in progress, and the schedule.
+    pub refresh: Refreshes,
 }
 
 impl State {
@@ -67,13 +74,43 @@ impl State {
             workers,
             peer_client: None,
             keygen: Keygens::default(),
+            refresh: Refreshes::default(),
         })
     }
 
-    /// Sets the TLS configuration used to reach the peers (key generation).
+    /// Sets the TLS configuration used to reach the peers (key generation, refresh).
     pub fn with_peer_client(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.peer_client = Some(config);
         self
+    }
+
+    /// The other participants of a run, each at the address of this appliance's `peers`
+    /// configuration if it has one, else at the address given.
+    pub fn peers_of(&self, participants: &[Participant]) -> Vec<Peer> {
+        participants
+            .iter()
+            .filter(|p| p.index != self.config.index)
+            .map(|p| {
+                let address = self
+                    .config
+                    .peers
+                    .iter()
+                    .find(|c| c.index == p.index)
+                    .map_or_else(|| p.address.clone(), |c| c.address.clone());
+                Peer::new(p.index, address)
+            })
+            .collect()
+    }
+
+    /// The client TLS configuration for the peers.
+    ///
+    /// # Errors
+    ///
+    /// `Internal` before [`State::with_peer_client`].
+    pub fn peer_config(&self) -> Result<Arc<rustls::ClientConfig>, ApplianceError> {
+        self.peer_client
+            .clone()
+            .ok_or_else(|| ApplianceError::Internal("no peer TLS configuration".into()))
     }
 }
 

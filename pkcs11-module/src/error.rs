@@ -146,6 +146,11 @@ pub enum Error {
     /// Fewer than k appliances answered, or they answered nonsense.
     #[error("device error: {0}")]
     Device(String),
+    /// The appliances no longer answer the key's epoch that this module knows: the key
+    /// was refreshed. The module reads the key again and retries once; if this escapes,
+    /// it is a device error.
+    #[error("the key was refreshed since it was read")]
+    StaleEpoch,
     /// Out of memory (a length that cannot be allocated).
     #[error("host memory")]
     HostMemory,
@@ -202,7 +207,7 @@ impl Error {
             Error::KeySizeRange => ck::CKR_KEY_SIZE_RANGE,
             Error::FunctionFailed(_) => ck::CKR_FUNCTION_FAILED,
             Error::RandomSeedNotSupported => ck::CKR_RANDOM_SEED_NOT_SUPPORTED,
-            Error::Device(_) => ck::CKR_DEVICE_ERROR,
+            Error::Device(_) | Error::StaleEpoch => ck::CKR_DEVICE_ERROR,
             Error::HostMemory => ck::CKR_HOST_MEMORY,
             Error::General(_) => ck::CKR_GENERAL_ERROR,
         }
@@ -282,6 +287,7 @@ mod tests {
             (Error::FunctionFailed("x".into()), 0x06),
             (Error::RandomSeedNotSupported, 0x120),
             (Error::Device("x".into()), 0x30),
+            (Error::StaleEpoch, 0x30),
             (Error::HostMemory, 0x02),
             (Error::General("x".into()), 0x05),
         ];

@@ -808,7 +808,26 @@ impl Module {
         if &m >= key.public.n() {
             return Err(Error::DataInvalid);
         }
-        let y = raw_private(&self.client, key, &m)?;
+        let y = match raw_private(&self.client, key, &m) {
+            // The cluster refreshed the key since the view was read: read it again and
+            // retry once on the epoch the appliances answer now.
+            Err(Error::StaleEpoch) => {
+                self.invalidate_view();
+                let view = self.view()?;
+                let fresh = view
+                    .keys
+                    .iter()
+                    .find(|k| k.key_id == key.key_id && k.public == key.public)
+                    .ok_or(Error::KeyHandleInvalid)?;
+                raw_private(&self.client, fresh, &m).map_err(|err| match err {
+                    Error::StaleEpoch => {
+                        Error::Device("the key's epoch changed twice during one operation".into())
+                    }
+                    other => other,
+                })?
+            }
+            other => other?,
+        };
         Ok(key.public.integer_to_be(&y))
     }
 

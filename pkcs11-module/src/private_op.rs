@@ -14,7 +14,9 @@ use crate::objects::KeyEntry;
 ///
 /// # Errors
 ///
-/// [`Error::Device`] when fewer than k appliances give correct partials.
+/// [`Error::StaleEpoch`] when fewer than k appliances give correct partials and at least
+/// one said the epoch is not (any longer) one it answers: the caller reads the key again.
+/// [`Error::Device`] when fewer than k appliances give correct partials otherwise.
 pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Result<BigUint> {
     let mut rng = crate::rng()?;
     let (blinding, blinded) = Blinding::new(&key.public, m, &mut rng)
@@ -39,7 +41,8 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
         epoch: key.epoch,
         input,
     };
-    let mut partials = collect(client.fan_out(first, &request), key);
+    let mut stale = false;
+    let mut partials = collect(client.fan_out(first, &request), key, &mut stale);
     let mut asked_rest = false;
     loop {
         if partials.len() >= k {
@@ -62,6 +65,14 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
             }
         }
         if asked_rest || rest.is_empty() {
+            if stale {
+                tracing::info!(
+                    key = %key.key_id,
+                    epoch = key.epoch,
+                    "the key was refreshed: reading it again"
+                );
+                return Err(Error::StaleEpoch);
+            }
             tracing::error!(
                 received = partials.len(),
                 needed = k,
@@ -71,7 +82,7 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
             return Err(Error::Device("not enough correct partial results".into()));
         }
         asked_rest = true;
-        partials.extend(collect(client.fan_out(rest, &request), key));
+        partials.extend(collect(client.fan_out(rest, &request), key, &mut stale));
     }
 }
 
@@ -81,10 +92,16 @@ fn collect(
         std::result::Result<Response, crate::client::ExchangeError>,
     )>,
     key: &KeyEntry,
+    stale: &mut bool,
 ) -> Vec<Partial> {
     answers
         .into_iter()
         .filter_map(|(index, answer)| match answer {
+            Ok(Response::Error(err)) if err.code == ittc_wire::ErrorCode::WrongEpoch => {
+                tracing::debug!(appliance = index, epoch = key.epoch, "epoch not answered");
+                *stale = true;
+                None
+            }
             Ok(Response::PartialResult(p)) if p.index == index && p.epoch == key.epoch => {
                 Some(Partial {
                     index: usize::from(index),

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use ittc_wire::client::{Connection, TlsIdentity};
+use ittc_wire::client::{Connection, Timeouts, TlsIdentity};
 use ittc_wire::cluster::{ClusterConfig, FILE_NAME};
-use ittc_wire::{Request, Response};
+use ittc_wire::{ErrorCode, Request, Response};
 
 use crate::error::CliError;
 
@@ -125,6 +126,73 @@ impl Cluster {
                 .filter_map(|(i, h)| h.join().ok().map(|r| (i, r)))
                 .collect()
         })
+    }
+}
+
+/// Longest wait for a connection to, or an answer from, an appliance asked how a long
+/// request goes ([`Poller`]): a slow answer only leaves the previous one on show.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks one appliance how a long request goes (`KeygenProgress`, `RefreshProgress`), on an
+/// admin connection of its own with short time limits, while another connection waits for
+/// the request's answer. Failures only skip a tick: the connection is opened again next
+/// time. An appliance that does not know the request (an older version) or refuses it is
+/// not asked again.
+pub struct Poller<'a> {
+    cluster: &'a Cluster,
+    index: u8,
+    request: Request,
+    connection: Option<Connection>,
+    gave_up: bool,
+}
+
+impl<'a> Poller<'a> {
+    /// Will ask appliance `index` `request` at each [`Poller::poll`].
+    pub fn new(cluster: &'a Cluster, index: u8, request: Request) -> Self {
+        Self {
+            cluster,
+            index,
+            request,
+            connection: None,
+            gave_up: false,
+        }
+    }
+
+    /// Asks once; `read` takes the answer apart. `None` when there is nothing to show this
+    /// time: no connection or answer in time, or `NotFound` (the run is not registered
+    /// there yet, or just over). Any other error, or an answer `read` does not take,
+    /// stops the asking.
+    pub fn poll<T>(&mut self, read: impl FnOnce(Response) -> Option<T>) -> Option<T> {
+        if self.gave_up {
+            return None;
+        }
+        if self.connection.as_ref().is_some_and(Connection::is_broken) {
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let base = self.cluster.config.timeouts.timeouts();
+            let timeouts = Timeouts {
+                connect: base.connect.min(POLL_TIMEOUT),
+                io: POLL_TIMEOUT,
+            };
+            self.connection = self.cluster.connect_with(self.index, timeouts).ok();
+        }
+        match self.connection.as_mut()?.request(&self.request) {
+            Ok(Response::Error(e)) if e.code == ErrorCode::NotFound => None,
+            Ok(Response::Error(_)) => {
+                self.gave_up = true;
+                None
+            }
+            Ok(answer) => {
+                let value = read(answer);
+                self.gave_up = value.is_none();
+                value
+            }
+            Err(_) => {
+                self.connection = None;
+                None
+            }
+        }
     }
 }
 

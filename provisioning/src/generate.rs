@@ -13,11 +13,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ittc_threshold::{RsaPublicKey, SharingParams};
-use ittc_wire::client::{Connection, Timeouts};
-use ittc_wire::{ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, Request, Response};
+use ittc_wire::client::Timeouts;
+use ittc_wire::{KeyId, KeygenProgress, KeygenResult, KeygenSpec, Request, Response};
 use rand::RngExt;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Poller};
 use crate::error::CliError;
 use crate::import::{NewKey, finish, rolled_back};
 
@@ -26,9 +26,6 @@ pub const OFFERED_BITS: [u16; 3] = [2048, 3072, 4096];
 
 /// How often the first appliance is asked for the counters while the key is generated.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// Longest wait for a connection to, or an answer from, the appliance asked for the
-/// counters: a slow answer only leaves the previous counters on show.
-const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where [`generate_with_progress`] reports how it goes. Any `Fn(&str)` takes the steps
 /// and ignores the counters.
@@ -176,9 +173,13 @@ pub fn generate_with_progress(
             })
         });
         let first = indices.first().copied().unwrap_or(1);
-        let mut poller = Poller::new(cluster, first, session);
+        let mut poller = Poller::new(cluster, first, Request::KeygenProgress { session });
         while finished.recv_timeout(POLL_INTERVAL) == Err(mpsc::RecvTimeoutError::Timeout) {
-            if let Some(counts) = poller.poll() {
+            let counts = poller.poll(|answer| match answer {
+                Response::KeygenProgress(counts) => Some(counts),
+                _ => None,
+            });
+            if let Some(counts) = counts {
                 progress.counts(&counts);
             }
         }
@@ -243,60 +244,6 @@ pub fn generate_with_progress(
         stats,
         elapsed: started.elapsed(),
     })
-}
-
-/// Asks one appliance about a generation, on an admin connection of its own with short
-/// time limits. Failures only skip a tick: the connection is opened again next time. An
-/// appliance that does not know the request (an older version) or refuses it is not asked
-/// again.
-struct Poller<'a> {
-    cluster: &'a Cluster,
-    index: u8,
-    request: Request,
-    connection: Option<Connection>,
-    gave_up: bool,
-}
-
-impl<'a> Poller<'a> {
-    fn new(cluster: &'a Cluster, index: u8, session: [u8; 16]) -> Self {
-        Self {
-            cluster,
-            index,
-            request: Request::KeygenProgress { session },
-            connection: None,
-            gave_up: false,
-        }
-    }
-
-    fn poll(&mut self) -> Option<KeygenProgress> {
-        if self.gave_up {
-            return None;
-        }
-        if self.connection.as_ref().is_some_and(Connection::is_broken) {
-            self.connection = None;
-        }
-        if self.connection.is_none() {
-            let base = self.cluster.config.timeouts.timeouts();
-            let timeouts = Timeouts {
-                connect: base.connect.min(POLL_TIMEOUT),
-                io: POLL_TIMEOUT,
-            };
-            self.connection = self.cluster.connect_with(self.index, timeouts).ok();
-        }
-        match self.connection.as_mut()?.request(&self.request) {
-            Ok(Response::KeygenProgress(counts)) => Some(counts),
-            // Not registered there yet, or just over: ask again next tick.
-            Ok(Response::Error(e)) if e.code == ErrorCode::NotFound => None,
-            Ok(_) => {
-                self.gave_up = true;
-                None
-            }
-            Err(_) => {
-                self.connection = None;
-                None
-            }
-        }
-    }
 }
 
 /// The public key every appliance reported, if all n answered and agree.

@@ -62,9 +62,8 @@ pub fn import(
     let mut store = || {
         progress("sending each appliance its share");
         on_all(&mut connections, |index, c| {
-            let share = shares
+            let holder = shares
                 .iter()
-                .map(ittc_threshold::HolderShare::share)
                 .find(|s| s.index() == usize::from(index))
                 .ok_or_else(|| CliError::appliance(index, "no share for this index"))?;
             let record = ShareRecord {
@@ -76,7 +75,13 @@ pub fn import(
                 parties: n as u8,
                 modulus: public.n_be(),
                 public_exponent: public.e_be(),
-                share: SecretBytes::new(share.value().as_be_bytes().to_vec()),
+                share: SecretBytes::new(holder.share().value().as_be_bytes().to_vec()),
+                additive: SecretBytes::new(
+                    holder
+                        .additive()
+                        .map(|a| a.as_be_bytes().to_vec())
+                        .unwrap_or_default(),
+                ),
             };
             expect_ok(index, c, &Request::StoreShare(record))?;
             if let Ok(mut s) = stored.lock() {

@@ -2,6 +2,7 @@
 //! share.
 //!
 //! One module per command: [`init`] (PKI, sealing keys, configs), [`import`] (the dealer),
+//! [`generate`] (a key without a dealer), [`refresh`] (a new sharing of a key now),
 //! [`pin`], [`status`], [`cert`], [`demo`] (a local cluster). [`cluster`] opens a cluster
 //! folder and talks to its appliances as admin; [`pki`] is the cluster's certificate
 //! authority; [`token`] signs through the PKCS#11 module as any application does (`ittc sign`, and the
@@ -18,6 +19,7 @@ pub mod pin;
 pub mod pki;
 pub mod process;
 pub mod prompt;
+pub mod refresh;
 pub mod status;
 pub mod token;
 

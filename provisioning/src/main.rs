@@ -1,11 +1,14 @@
 //! `ittc`: the operator's command line. Every subcommand has `--help`.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
-use ittc_provisioning::{CliError, cert, demo, generate, import, init, pin, prompt, status, token};
+use ittc_provisioning::{
+    CliError, cert, demo, generate, import, init, pin, prompt, refresh, status, token,
+};
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
 
@@ -48,8 +51,13 @@ enum Command {
         #[command(subcommand)]
         action: PinAction,
     },
-    /// Appliances and keys: reachable, versions, epochs, how many failures each key survives.
-    /// Exits 1 when a key is unusable.
+    /// Appliances and keys: reachable, versions, epochs, how many failures each key
+    /// survives, refreshes.
+    ///
+    /// Exit status: 0 when every key is usable and no key's last refresh failed; 1 when a
+    /// key is unusable, no appliance answers, or the command itself fails; 2 on wrong
+    /// arguments; 3 when every key is usable but a key's last refresh failed and none has
+    /// succeeded since.
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -133,6 +141,31 @@ enum KeyAction {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
+    /// Refresh keys now: a new sharing of each key (its epoch goes up by one), the old
+    /// shares erased; the key itself does not change.
+    ///
+    /// Appliance 1 also refreshes every key on its own schedule (refresh.interval, unless
+    /// 0). One appliance coordinates each refresh: the lowest-indexed reachable one that
+    /// has the key's current epoch. Exits 1 if any key was not refreshed.
+    Refresh {
+        #[command(flatten)]
+        keys: WhichKeys,
+        /// Seconds to wait for each key's refresh (the appliance gives up after its own
+        /// refresh.timeout_ms, 60 s by default).
+        #[arg(long, value_name = "SECONDS", default_value_t = refresh::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct WhichKeys {
+    /// The key's id (CKA_ID), hex.
+    #[arg(long, value_parser = parse_hex)]
+    id: Option<HexId>,
+    /// Every committed key, in id order.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Args)]
@@ -249,6 +282,61 @@ impl generate::Progress for GenerateBar<'_> {
     }
 }
 
+/// What `ittc key refresh` shows: on a terminal, a spinner with each key's stage and the
+/// result lines above it; otherwise only the result lines. Results go to standard output,
+/// failures to standard error.
+struct RefreshOutput(Option<indicatif::ProgressBar>);
+
+impl RefreshOutput {
+    fn new() -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self(Some(bar))
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl refresh::Progress for RefreshOutput {
+    fn started(&self, id: &str, coordinator: u8) {
+        if let Some(bar) = &self.0 {
+            bar.reset_elapsed();
+            bar.set_message(refresh::describe(id, coordinator, None));
+        }
+    }
+
+    fn stage(&self, id: &str, coordinator: u8, progress: &ittc_wire::RefreshProgress) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(refresh::describe(id, coordinator, Some(progress)));
+        }
+    }
+
+    fn finished(&self, result: &refresh::KeyRefresh) {
+        let print = || {
+            if result.result.is_ok() {
+                println!("{}", result.line());
+            } else {
+                eprintln!("{}", result.line());
+            }
+        };
+        match &self.0 {
+            Some(bar) => bar.suspend(print),
+            None => print(),
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let cluster_dir = locate(cli.cluster);
     match cli.command {
@@ -319,6 +407,33 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 "candidates tried: {}, biprimality tests: {}, batches: {}, rounds: {}",
                 stats.candidates, stats.biprimality_tests, stats.batches, stats.rounds
             );
+        }
+        Command::Key {
+            action: KeyAction::Refresh { keys, timeout },
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let which = match &keys.id {
+                Some(HexId(id)) => refresh::Which::Key(id),
+                None => refresh::Which::All,
+            };
+            let output = RefreshOutput::new();
+            let results = refresh::refresh(
+                &cluster,
+                which,
+                std::time::Duration::from_secs(timeout),
+                &output,
+            );
+            output.finish();
+            let results = results?;
+            let failed = results.iter().filter(|r| r.result.is_err()).count();
+            if results.is_empty() {
+                println!("no committed key to refresh.");
+            } else if failed > 0 {
+                if keys.all {
+                    eprintln!("ittc: {failed} of {} keys not refreshed", results.len());
+                }
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Key {
             action:
@@ -392,8 +507,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             } else {
                 print!("{}", report.render());
             }
-            if !report.healthy() {
-                return Ok(ExitCode::FAILURE);
+            let code = report.exit_code();
+            if code != 0 {
+                return Ok(ExitCode::from(code));
             }
         }
         Command::Cert {

@@ -30,6 +30,18 @@ pub fn spawn_appliance(
     own_group: bool,
     timeout: Duration,
 ) -> Result<(Child, SocketAddr), CliError> {
+    spawn_appliance_with_env(program, config, log, own_group, timeout, &[])
+}
+
+/// [`spawn_appliance`] with extra environment variables (the tests' hooks).
+pub fn spawn_appliance_with_env(
+    program: &Path,
+    config: &Path,
+    log: &Path,
+    own_group: bool,
+    timeout: Duration,
+    env: &[(&str, &str)],
+) -> Result<(Child, SocketAddr), CliError> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -41,7 +53,8 @@ pub fn spawn_appliance(
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file));
+        .stderr(Stdio::from(log_file))
+        .envs(env.iter().copied());
     if own_group {
         command.process_group(0);
     }

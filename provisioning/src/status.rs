@@ -1,10 +1,15 @@
 //! `ittc status`: which appliances answer, what they run, and for each key whether it is
-//! usable now and how many more appliance failures it survives.
+//! usable now, how many more appliance failures it survives, and how its refreshes go
+//! (when it was last refreshed, when the next is due, the last failure, epochs pending or
+//! still to erase, appliances behind).
+//!
+//! [`ask`] asks the appliances; [`report`] puts their answers together without I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use ittc_wire::{Request, Response, StatusInfo};
+use ittc_wire::{KeyStatus, RefreshFailure, Request, Response, StatusInfo};
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::cluster::Cluster;
 
@@ -40,14 +45,81 @@ pub struct KeyReport {
     pub threshold: u8,
     /// n.
     pub parties: u8,
-    /// The active epoch most reachable holders agree on.
+    /// The key's current epoch: the newest any reachable appliance has active (once one
+    /// has made a refresh's new epoch active, the others follow by themselves).
     pub epoch: Option<u64>,
-    /// Reachable appliances that hold the share of that epoch.
+    /// Reachable appliances that have that epoch active.
     pub holders: Vec<u8>,
-    /// Whether k holders answer now.
+    /// Reachable appliances (of `1..=parties`) that do not have it active.
+    pub behind: Vec<BehindReport>,
+    /// Whether k reachable appliances answer for that epoch (theirs active, retiring, or
+    /// pending and verified by a refresh's trial).
     pub usable: bool,
     /// How many more appliances may fail with the key still usable.
     pub tolerates: usize,
+    /// Epochs stored but not committed (an import, a generation or a refresh under way or
+    /// interrupted), with the appliances that hold them.
+    pub pending_epochs: Vec<PendingReport>,
+    /// Old epochs a refresh replaced that are not erased yet, with the appliances that
+    /// still hold them.
+    pub retiring_epochs: Vec<EpochReport>,
+    /// When the key was last refreshed (the latest time any reachable appliance made a new
+    /// epoch active), Unix milliseconds.
+    pub last_refresh_unix_ms: Option<u64>,
+    /// When the next scheduled refresh is due, Unix milliseconds: appliance 1 schedules
+    /// refreshes, so `None` while it does not answer or when refresh is off.
+    pub next_due_unix_ms: Option<u64>,
+    /// The most recent refresh failure any reachable appliance reports.
+    pub last_failure: Option<FailureReport>,
+    /// Whether `last_failure` is more recent than `last_refresh_unix_ms`: the key's last
+    /// refresh failed and none has succeeded since (`ittc status` exits 3).
+    pub refresh_failed: bool,
+    /// Whether a refresh of the key runs now on some reachable appliance.
+    pub refreshing: bool,
+}
+
+/// A reachable appliance that does not have the key's current epoch active.
+#[derive(Debug, Serialize)]
+pub struct BehindReport {
+    /// Its index.
+    pub index: u8,
+    /// The epoch it has active, if any.
+    pub active_epoch: Option<u64>,
+    /// The epoch it has pending, if any (it commits a refreshed epoch by itself).
+    pub pending_epoch: Option<u64>,
+    /// Whether it reports the key at all.
+    pub has_key: bool,
+}
+
+/// A pending epoch and the reachable appliances that hold it.
+#[derive(Debug, Serialize)]
+pub struct PendingReport {
+    /// The epoch.
+    pub epoch: u64,
+    /// The appliances that hold it pending.
+    pub appliances: Vec<u8>,
+    /// Those of them on which it passed a refresh's trial (it answers clients there).
+    pub ready: Vec<u8>,
+}
+
+/// An epoch and the reachable appliances that hold it.
+#[derive(Debug, Serialize)]
+pub struct EpochReport {
+    /// The epoch.
+    pub epoch: u64,
+    /// The appliances.
+    pub appliances: Vec<u8>,
+}
+
+/// A refresh failure as one appliance recorded it.
+#[derive(Debug, Serialize)]
+pub struct FailureReport {
+    /// When, Unix milliseconds.
+    pub time_unix_ms: u64,
+    /// Why, as the appliance put it.
+    pub reason: String,
+    /// The appliance that recorded it.
+    pub appliance: u8,
 }
 
 /// The whole report.
@@ -65,10 +137,29 @@ pub struct StatusReport {
     pub distinct_variants: usize,
 }
 
+/// `ittc status` exits with this when a key is unusable or no appliance answers.
+pub const EXIT_UNHEALTHY: u8 = 1;
+/// `ittc status` exits with this when every key is usable but a key's last refresh failed
+/// and none has succeeded since.
+pub const EXIT_REFRESH_FAILED: u8 = 3;
+
 impl StatusReport {
     /// Whether every key is usable (and there is at least one appliance answering).
     pub fn healthy(&self) -> bool {
         self.appliances.iter().any(|a| a.reachable) && self.keys.iter().all(|k| k.usable)
+    }
+
+    /// `ittc status`'s exit code: 0 when healthy and no key's last refresh failed,
+    /// [`EXIT_UNHEALTHY`] when not healthy, else [`EXIT_REFRESH_FAILED`] when a key's last
+    /// refresh failed.
+    pub fn exit_code(&self) -> u8 {
+        if !self.healthy() {
+            EXIT_UNHEALTHY
+        } else if self.keys.iter().any(|k| k.refresh_failed) {
+            EXIT_REFRESH_FAILED
+        } else {
+            0
+        }
     }
 
     /// The human-readable report.
@@ -129,45 +220,212 @@ impl StatusReport {
                 k.epoch.map_or("-".to_owned(), |e| e.to_string()),
                 k.holders
             );
+            for line in k.refresh_lines() {
+                out += &format!("    {line}\n");
+            }
         }
         out
     }
 }
 
-/// Per key: its status as the first appliance reported it, and each reporting appliance
-/// with its active epoch.
-type KeySightings = BTreeMap<Vec<u8>, (ittc_wire::KeyStatus, Vec<(u8, Option<u64>)>)>;
+impl KeyReport {
+    /// The lines under the key's line in the human report: refresh times, the last
+    /// failure, pending and retiring epochs, appliances behind. Times are UTC; a time on
+    /// the same day as the one before it shows without the date.
+    pub fn refresh_lines(&self) -> Vec<String> {
+        let mut clock = Clock::default();
+        let mut lines = Vec::new();
+        let mut refresh = Vec::new();
+        match self.last_refresh_unix_ms {
+            Some(t) => refresh.push(format!("refreshed {}", clock.show(t))),
+            None if self.next_due_unix_ms.is_some() => refresh.push("never refreshed".into()),
+            None => {}
+        }
+        if let Some(t) = self.next_due_unix_ms {
+            refresh.push(format!("next due {}", clock.show(t)));
+        }
+        if self.refreshing {
+            refresh.push("refreshing now".into());
+        }
+        if !refresh.is_empty() {
+            lines.push(refresh.join(", "));
+        }
+        if let Some(f) = &self.last_failure {
+            lines.push(format!(
+                "last refresh failure {} on appliance {}: {}{}",
+                clock.show(f.time_unix_ms),
+                f.appliance,
+                printable(&f.reason),
+                if self.refresh_failed {
+                    ""
+                } else {
+                    " (refreshed since)"
+                }
+            ));
+        }
+        for p in &self.pending_epochs {
+            let ready = if p.ready.is_empty() {
+                String::new()
+            } else if p.ready == p.appliances {
+                " (ready)".into()
+            } else {
+                format!(" (ready on {:?})", p.ready)
+            };
+            lines.push(format!(
+                "epoch {} pending on {:?}{ready}",
+                p.epoch, p.appliances
+            ));
+        }
+        for r in &self.retiring_epochs {
+            lines.push(format!(
+                "epoch {} still to erase on {:?}",
+                r.epoch, r.appliances
+            ));
+        }
+        if !self.behind.is_empty() {
+            let behind: Vec<String> = self.behind.iter().map(BehindReport::describe).collect();
+            lines.push(format!("behind: {}", behind.join(", ")));
+        }
+        lines
+    }
+}
+
+impl BehindReport {
+    /// `appliance 2 on epoch 3 (4 pending)`, `appliance 3 without the key`.
+    fn describe(&self) -> String {
+        let state = match (self.has_key, self.active_epoch, self.pending_epoch) {
+            (false, _, _) => "without the key".to_owned(),
+            (true, Some(a), Some(p)) => format!("on epoch {a} ({p} pending)"),
+            (true, Some(a), None) => format!("on epoch {a}"),
+            (true, None, Some(p)) => format!("with epoch {p} pending only"),
+            (true, None, None) => "with no epoch".to_owned(),
+        };
+        format!("appliance {} {state}", self.index)
+    }
+}
+
+/// An appliance's free text with control characters (newlines, escapes) made spaces.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Unix milliseconds as `2026-12-06 20:31:05 UTC`.
+pub fn utc(unix_ms: u64) -> String {
+    match datetime(unix_ms) {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        None => format!("{unix_ms} ms after 1970"),
+    }
+}
+
+fn datetime(unix_ms: u64) -> Option<OffsetDateTime> {
+    let secs = i64::try_from(unix_ms / 1000).ok()?;
+    OffsetDateTime::from_unix_timestamp(secs).ok()
+}
+
+/// Shows times in full, or as `21:31:05 UTC` when on the same UTC day as the time shown
+/// before.
+#[derive(Default)]
+struct Clock {
+    day: Option<time::Date>,
+}
+
+impl Clock {
+    fn show(&mut self, unix_ms: u64) -> String {
+        let Some(t) = datetime(unix_ms) else {
+            return utc(unix_ms);
+        };
+        let same_day = self.day == Some(t.date());
+        self.day = Some(t.date());
+        if same_day {
+            format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
+        } else {
+            utc(unix_ms)
+        }
+    }
+}
+
+/// One appliance's answer to `Status`, or why there is none.
+#[derive(Debug)]
+pub struct Answer {
+    /// The appliance.
+    pub index: u8,
+    /// Its address from the configuration.
+    pub address: String,
+    /// Its status, or why it did not answer.
+    pub status: Result<StatusInfo, String>,
+}
+
+/// Asks every appliance (in parallel) for its status; the answers are in index order.
+pub fn ask(cluster: &Cluster) -> Vec<Answer> {
+    cluster
+        .in_parallel(cluster.indices(), |index| -> Result<StatusInfo, String> {
+            let mut c = cluster.connect(index).map_err(|e| match e {
+                crate::CliError::Appliance { message, .. } => message,
+                other => other.to_string(),
+            })?;
+            match c.request(&Request::Status) {
+                Ok(Response::Status(s)) => Ok(s),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .into_iter()
+        .map(|(index, status)| Answer {
+            index,
+            address: cluster
+                .config
+                .appliance(index)
+                .map(|a| a.address.clone())
+                .unwrap_or_default(),
+            status,
+        })
+        .collect()
+}
 
 /// Asks every appliance (in parallel) and puts the answers together.
 pub fn status(cluster: &Cluster) -> StatusReport {
-    let answers = cluster.in_parallel(cluster.indices(), |index| -> Result<StatusInfo, String> {
-        let mut c = cluster.connect(index).map_err(|e| match e {
-            crate::CliError::Appliance { message, .. } => message,
-            other => other.to_string(),
-        })?;
-        match c.request(&Request::Status) {
-            Ok(Response::Status(s)) => Ok(s),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
-        }
-    });
+    report(
+        cluster.config.cluster_id.clone(),
+        cluster.config.threshold,
+        ask(cluster),
+    )
+}
+
+/// Puts the appliances' answers together (`answers` in index order).
+pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> StatusReport {
+    let answering: Vec<u8> = answers
+        .iter()
+        .filter(|a| a.status.is_ok())
+        .map(|a| a.index)
+        .collect();
     let mut appliances = Vec::new();
-    let mut keys: KeySightings = BTreeMap::new();
-    let mut variants = std::collections::BTreeSet::new();
-    for (index, answer) in answers {
-        let address = cluster
-            .config
-            .appliance(index)
-            .map(|a| a.address.clone())
-            .unwrap_or_default();
-        match answer {
+    // Per key id, each answering appliance's view of the key, in index order.
+    let mut sightings: BTreeMap<Vec<u8>, Vec<(u8, KeyStatus)>> = BTreeMap::new();
+    let mut variants = BTreeSet::new();
+    for Answer {
+        index,
+        address,
+        status,
+    } in answers
+    {
+        match status {
             Ok(s) => {
                 variants.insert(s.build_variant.clone());
-                for k in &s.keys {
-                    keys.entry(k.key_id.as_bytes().to_vec())
-                        .or_insert_with(|| (k.clone(), Vec::new()))
-                        .1
-                        .push((index, k.active_epoch));
+                for k in s.keys {
+                    sightings
+                        .entry(k.key_id.as_bytes().to_vec())
+                        .or_default()
+                        .push((index, k));
                 }
                 appliances.push(ApplianceReport {
                     index,
@@ -192,36 +450,407 @@ pub fn status(cluster: &Cluster) -> StatusReport {
             }),
         }
     }
-    let keys = keys
-        .into_values()
-        .map(|(k, holders)| {
-            // The epoch most holders report active.
-            let mut counts: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-            for (index, epoch) in &holders {
-                if let Some(e) = epoch {
-                    counts.entry(*e).or_default().push(*index);
-                }
-            }
-            let best = counts.into_iter().max_by_key(|(e, h)| (h.len(), *e));
-            let (epoch, holders) = best.map_or((None, Vec::new()), |(e, h)| (Some(e), h));
-            let usable = holders.len() >= usize::from(k.threshold);
-            KeyReport {
-                id: hex::encode(k.key_id.as_bytes()),
-                label: k.label,
-                threshold: k.threshold,
-                parties: k.parties,
-                epoch,
-                tolerates: holders.len().saturating_sub(usize::from(k.threshold)),
-                holders,
-                usable,
-            }
-        })
+    let keys = sightings
+        .into_iter()
+        .filter_map(|(id, seen)| key_report(&id, &seen, &answering))
         .collect();
     StatusReport {
-        cluster_id: cluster.config.cluster_id.clone(),
-        threshold: cluster.config.threshold,
+        cluster_id,
+        threshold,
         appliances,
         keys,
         distinct_variants: variants.len(),
+    }
+}
+
+/// One key from the answering appliances' views of it (`seen`, in index order, never
+/// empty); `answering` are the appliances that answered at all.
+fn key_report(id: &[u8], seen: &[(u8, KeyStatus)], answering: &[u8]) -> Option<KeyReport> {
+    let (_, first) = seen.first()?;
+    let epoch = seen.iter().filter_map(|(_, k)| k.active_epoch).max();
+    let holders: Vec<u8> = seen
+        .iter()
+        .filter(|(_, k)| epoch.is_some() && k.active_epoch == epoch)
+        .map(|(i, _)| *i)
+        .collect();
+    let serving = epoch.map_or(0, |e| {
+        seen.iter()
+            .filter(|(_, k)| k.serving_epochs().any(|s| s == e))
+            .count()
+    });
+    let behind = match epoch {
+        None => Vec::new(),
+        Some(_) => answering
+            .iter()
+            .filter(|i| (1..=first.parties).contains(*i) && !holders.contains(*i))
+            .map(|&index| {
+                let k = seen.iter().find(|(i, _)| *i == index).map(|(_, k)| k);
+                BehindReport {
+                    index,
+                    active_epoch: k.and_then(|k| k.active_epoch),
+                    pending_epoch: k.and_then(|k| k.pending_epoch),
+                    has_key: k.is_some(),
+                }
+            })
+            .collect(),
+    };
+    let mut pending: BTreeMap<u64, PendingReport> = BTreeMap::new();
+    let mut retiring: BTreeMap<u64, EpochReport> = BTreeMap::new();
+    for (index, k) in seen {
+        if let Some(epoch) = k.pending_epoch {
+            let p = pending.entry(epoch).or_insert_with(|| PendingReport {
+                epoch,
+                appliances: Vec::new(),
+                ready: Vec::new(),
+            });
+            p.appliances.push(*index);
+            if k.pending_ready {
+                p.ready.push(*index);
+            }
+        }
+        if let Some(epoch) = k.retiring_epoch {
+            retiring
+                .entry(epoch)
+                .or_insert_with(|| EpochReport {
+                    epoch,
+                    appliances: Vec::new(),
+                })
+                .appliances
+                .push(*index);
+        }
+    }
+    let last_refresh_unix_ms = seen
+        .iter()
+        .filter_map(|(_, k)| k.refresh.last_refresh_unix_ms)
+        .max();
+    let next_due_unix_ms = seen
+        .iter()
+        .filter_map(|(_, k)| k.refresh.next_due_unix_ms)
+        .min();
+    // The most recent; on a tie, the lowest index.
+    let last_failure = seen
+        .iter()
+        .filter_map(|(i, k)| k.refresh.last_failure.as_ref().map(|f| (*i, f)))
+        .fold(None::<(u8, &RefreshFailure)>, |best, (i, f)| match best {
+            Some((_, b)) if b.time_unix_ms >= f.time_unix_ms => best,
+            _ => Some((i, f)),
+        })
+        .map(|(appliance, f)| FailureReport {
+            time_unix_ms: f.time_unix_ms,
+            reason: f.reason.clone(),
+            appliance,
+        });
+    let refresh_failed = last_failure
+        .as_ref()
+        .is_some_and(|f| last_refresh_unix_ms.is_none_or(|refreshed| f.time_unix_ms > refreshed));
+    Some(KeyReport {
+        id: hex::encode(id),
+        label: first.label.clone(),
+        threshold: first.threshold,
+        parties: first.parties,
+        epoch,
+        usable: epoch.is_some() && serving >= usize::from(first.threshold),
+        tolerates: serving.saturating_sub(usize::from(first.threshold)),
+        holders,
+        behind,
+        pending_epochs: pending.into_values().collect(),
+        retiring_epochs: retiring.into_values().collect(),
+        last_refresh_unix_ms,
+        next_due_unix_ms,
+        last_failure,
+        refresh_failed,
+        refreshing: seen.iter().any(|(_, k)| k.refresh.running.is_some()),
+    })
+}
+
+/// Status answers made up for the tests of this crate.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use ittc_wire::{KeyId, KeyStatus, RefreshStatus, StatusInfo};
+
+    use super::Answer;
+
+    /// Key `id`, 2-of-3, with `active` as its active epoch and nothing else.
+    pub(crate) fn key_status(id: &[u8], active: Option<u64>) -> KeyStatus {
+        KeyStatus {
+            key_id: KeyId::new(id.to_vec()).unwrap(),
+            label: "www".into(),
+            active_epoch: active,
+            pending_epoch: None,
+            pending_ready: false,
+            retiring_epoch: None,
+            threshold: 2,
+            parties: 3,
+            refresh: RefreshStatus::default(),
+        }
+    }
+
+    /// Appliance `index` answering with `keys`.
+    pub(crate) fn up(index: u8, keys: Vec<KeyStatus>) -> Answer {
+        Answer {
+            index,
+            address: format!("127.0.0.1:{}", 7400 + u16::from(index)),
+            status: Ok(StatusInfo {
+                protocol_version: 1,
+                software_version: "0.1.0".into(),
+                build_variant: "v".into(),
+                appliance_index: index,
+                cluster_id: [0; 16],
+                keys,
+                audit_head: [0; 32],
+                uptime_secs: 1,
+            }),
+        }
+    }
+
+    /// Appliance `index` not answering.
+    pub(crate) fn down(index: u8) -> Answer {
+        Answer {
+            index,
+            address: format!("127.0.0.1:{}", 7400 + u16::from(index)),
+            status: Err("connection refused".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{down, key_status, up};
+    use super::*;
+
+    /// 2026-12-06 20:31:05 UTC.
+    const T: u64 = 1_796_589_065_000;
+    const HOUR: u64 = 3_600_000;
+
+    fn key(active: Option<u64>) -> KeyStatus {
+        key_status(&[1, 2], active)
+    }
+
+    /// The report of answers about one key.
+    fn one_key(answers: Vec<Answer>) -> StatusReport {
+        let report = report("c".into(), 2, answers);
+        assert_eq!(report.keys.len(), 1);
+        report
+    }
+
+    #[test]
+    fn times_are_utc_and_the_same_day_shows_only_the_time() {
+        assert_eq!(utc(T), "2026-12-06 20:31:05 UTC");
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(u64::MAX), "18446744073709551615 ms after 1970");
+        let mut clock = Clock::default();
+        assert_eq!(clock.show(T), "2026-12-06 20:31:05 UTC");
+        assert_eq!(clock.show(T + HOUR), "21:31:05 UTC");
+        assert_eq!(clock.show(T + 4 * HOUR), "2026-12-07 00:31:05 UTC");
+    }
+
+    #[test]
+    fn a_settled_key_reads_as_before_plus_its_refresh_times() {
+        let refreshed = |index: u8, last: u64| {
+            let mut k = key(Some(4));
+            k.refresh.last_refresh_unix_ms = Some(last);
+            if index == 1 {
+                k.refresh.next_due_unix_ms = Some(T + HOUR);
+            }
+            up(index, vec![k])
+        };
+        let report = one_key(vec![
+            refreshed(1, T - 20),
+            refreshed(2, T),
+            refreshed(3, T - 10),
+        ]);
+        let k = &report.keys[0];
+        assert_eq!(k.epoch, Some(4));
+        assert_eq!(k.holders, [1, 2, 3]);
+        assert!(k.behind.is_empty() && k.pending_epochs.is_empty());
+        assert!(k.usable && k.tolerates == 1);
+        assert_eq!(
+            k.last_refresh_unix_ms,
+            Some(T),
+            "the latest any holder reports"
+        );
+        assert_eq!(k.next_due_unix_ms, Some(T + HOUR));
+        assert!(!k.refresh_failed && !k.refreshing);
+        assert_eq!(report.exit_code(), 0);
+        let text = report.render();
+        assert!(
+            text.contains(
+                "  id 0102 \"www\" 2-of-3 epoch 4: holders [1, 2, 3]: usable, tolerates 1 more \
+                 appliance failure(s)\n    refreshed 2026-12-06 20:31:05 UTC, next due \
+                 21:31:05 UTC\n"
+            ),
+            "{text}"
+        );
+        // Never refreshed and no schedule (refresh off): no extra line at all.
+        let report = one_key(vec![up(1, vec![key(Some(1))]), up(2, vec![key(Some(1))])]);
+        let k = &report.keys[0];
+        assert!(k.refresh_lines().is_empty());
+    }
+
+    #[test]
+    fn mid_refresh_the_newest_active_epoch_is_current_and_the_rest_are_behind() {
+        // Appliance 1 coordinated and committed epoch 5; 2 has it pending and ready; 3 has
+        // not stored it; 4 answers but is none of the key's 3 parties.
+        let mut coordinator = key(Some(5));
+        coordinator.retiring_epoch = Some(4);
+        coordinator.refresh.running = Some([7; 16]);
+        coordinator.refresh.coordinator = Some(1);
+        let mut ready = key(Some(4));
+        ready.pending_epoch = Some(5);
+        ready.pending_ready = true;
+        let report = one_key(vec![
+            up(1, vec![coordinator]),
+            up(2, vec![ready]),
+            up(3, vec![key(Some(4))]),
+            up(4, Vec::new()),
+        ]);
+        let k = &report.keys[0];
+        assert_eq!(k.epoch, Some(5));
+        assert_eq!(k.holders, [1]);
+        let behind: Vec<_> = k
+            .behind
+            .iter()
+            .map(|b| (b.index, b.active_epoch, b.pending_epoch, b.has_key))
+            .collect();
+        assert_eq!(
+            behind,
+            [(2, Some(4), Some(5), true), (3, Some(4), None, true)]
+        );
+        // Epoch 5 answers on 1 (active) and 2 (pending, ready): usable, tolerates 0.
+        assert!(k.usable);
+        assert_eq!(k.tolerates, 0);
+        assert_eq!(k.pending_epochs.len(), 1);
+        assert_eq!(
+            (k.pending_epochs[0].epoch, &k.pending_epochs[0].appliances),
+            (5, &vec![2])
+        );
+        assert_eq!(k.pending_epochs[0].ready, [2]);
+        assert_eq!(k.retiring_epochs.len(), 1);
+        assert_eq!(
+            (k.retiring_epochs[0].epoch, &k.retiring_epochs[0].appliances),
+            (4, &vec![1])
+        );
+        assert!(k.refreshing);
+        assert_eq!(
+            k.refresh_lines(),
+            [
+                "refreshing now",
+                "epoch 5 pending on [2] (ready)",
+                "epoch 4 still to erase on [1]",
+                "behind: appliance 2 on epoch 4 (5 pending), appliance 3 on epoch 4",
+            ]
+        );
+        assert_eq!(report.exit_code(), 0);
+        let json = serde_json::to_value(k).unwrap();
+        assert_eq!(
+            json["behind"][0],
+            serde_json::json!({"index": 2, "active_epoch": 4, "pending_epoch": 5, "has_key": true})
+        );
+        assert_eq!(
+            json["pending_epochs"],
+            serde_json::json!([{"epoch": 5, "appliances": [2], "ready": [2]}])
+        );
+        assert_eq!(
+            json["retiring_epochs"],
+            serde_json::json!([{"epoch": 4, "appliances": [1]}])
+        );
+        assert_eq!(json["refreshing"], true);
+    }
+
+    #[test]
+    fn an_appliance_without_the_key_is_behind_and_a_partly_ready_epoch_says_where() {
+        let mut pending = key(Some(2));
+        pending.pending_epoch = Some(3);
+        let mut ready = pending.clone();
+        ready.pending_ready = true;
+        let report = one_key(vec![
+            up(1, vec![ready]),
+            up(2, vec![pending]),
+            up(3, Vec::new()),
+        ]);
+        let k = &report.keys[0];
+        assert_eq!(k.holders, [1, 2]);
+        assert_eq!(
+            k.refresh_lines(),
+            [
+                "epoch 3 pending on [1, 2] (ready on [1])",
+                "behind: appliance 3 without the key",
+            ]
+        );
+        // An import not committed yet: nothing is current, so nothing is behind.
+        let mut imported = key(None);
+        imported.pending_epoch = Some(1);
+        let report = one_key(vec![up(1, vec![imported.clone()]), up(2, vec![imported])]);
+        let k = &report.keys[0];
+        assert_eq!(k.epoch, None);
+        assert!(k.behind.is_empty() && !k.usable);
+        assert_eq!(k.refresh_lines(), ["epoch 1 pending on [1, 2]"]);
+        assert_eq!(report.exit_code(), EXIT_UNHEALTHY);
+    }
+
+    #[test]
+    fn a_failure_newer_than_the_last_refresh_fails_status_with_3() {
+        let with = |last: Option<u64>, failure: Option<(u64, &str)>| {
+            let mut k = key(Some(4));
+            k.refresh.last_refresh_unix_ms = last;
+            k.refresh.last_failure = failure.map(|(t, r)| RefreshFailure {
+                time_unix_ms: t,
+                reason: r.into(),
+            });
+            k
+        };
+        // Appliance 2's failure is the most recent.
+        let report = one_key(vec![
+            up(1, vec![with(Some(T - HOUR), Some((T - 60_000, "old")))]),
+            up(
+                2,
+                vec![with(Some(T - HOUR), Some((T, "appliance 3\nunreachable")))],
+            ),
+            down(3),
+        ]);
+        let k = &report.keys[0];
+        let failure = k.last_failure.as_ref().unwrap();
+        assert_eq!((failure.appliance, failure.time_unix_ms), (2, T));
+        assert!(k.refresh_failed);
+        assert!(k.usable, "a failed refresh leaves the key usable");
+        assert_eq!(report.exit_code(), EXIT_REFRESH_FAILED);
+        assert_eq!(
+            k.refresh_lines(),
+            [
+                "refreshed 2026-12-06 19:31:05 UTC",
+                "last refresh failure 20:31:05 UTC on appliance 2: appliance 3 unreachable",
+            ]
+        );
+        // A failure before any refresh counts too.
+        let report = one_key(vec![
+            up(1, vec![with(None, Some((T, "x")))]),
+            up(2, vec![with(None, None)]),
+        ]);
+        let k = &report.keys[0];
+        assert!(k.refresh_failed);
+        assert_eq!(report.exit_code(), EXIT_REFRESH_FAILED);
+        // Refreshed since: reported, but not a failure.
+        let report = one_key(vec![
+            up(1, vec![with(Some(T), None)]),
+            up(2, vec![with(Some(T - 5), Some((T - 10, "x")))]),
+        ]);
+        let k = &report.keys[0];
+        assert!(!k.refresh_failed);
+        assert_eq!(report.exit_code(), 0);
+        assert!(k.refresh_lines()[1].ends_with(": x (refreshed since)"));
+        // An unusable key wins over a failed refresh.
+        let report = one_key(vec![
+            up(1, vec![with(None, Some((T, "x")))]),
+            down(2),
+            down(3),
+        ]);
+        assert_eq!(report.exit_code(), EXIT_UNHEALTHY);
+        // No appliance answers: unhealthy.
+        let report = report_of(vec![down(1), down(2)]);
+        assert_eq!(report.exit_code(), EXIT_UNHEALTHY);
+    }
+
+    fn report_of(answers: Vec<Answer>) -> StatusReport {
+        report("c".into(), 2, answers)
     }
 }

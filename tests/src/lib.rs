@@ -53,6 +53,9 @@ pub struct Options {
     pub backend: Option<String>,
     /// `keygen.min_bits`, if set (1024 lets tests generate small keys).
     pub keygen_min_bits: Option<u16>,
+    /// `refresh.interval` (`"0"`: no scheduled refresh, the default of the tests; a
+    /// refresh then runs only when a test asks).
+    pub refresh_interval: &'static str,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             log_format: "human",
             backend: None,
             keygen_min_bits: None,
+            refresh_interval: "0",
         }
     }
 }
@@ -80,7 +84,8 @@ pub struct Appliance {
     /// Its data folder.
     pub data_dir: PathBuf,
     child: Option<Child>,
-    address: Option<SocketAddr>,
+    /// The address it listens on, picked free when the cluster was written.
+    listen: SocketAddr,
     log: PathBuf,
 }
 
@@ -132,6 +137,14 @@ impl Cluster {
         };
         save("client", &ca.issue(Role::Client, "test client").unwrap());
         save("admin", &ca.issue(Role::Admin, "test admin").unwrap());
+        // Free loopback ports, picked now so that every config can name its peers (key
+        // generation and refresh reach them there).
+        let listeners: Vec<std::net::TcpListener> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<SocketAddr> =
+            listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        drop(listeners);
         let mut appliances = Vec::new();
         for index in 1..=n {
             let name = format!("appliance-{index}");
@@ -151,14 +164,25 @@ impl Cluster {
                 .keygen_min_bits
                 .map(|bits| format!("\n[keygen]\nmin_bits = {bits}\n"))
                 .unwrap_or_default();
+            let listen = addresses[usize::from(index) - 1];
+            let peers: String = (1..=n)
+                .filter(|i| *i != index)
+                .map(|i| {
+                    format!(
+                        "\n[[peers]]\nindex = {i}\naddress = \"{}\"\n",
+                        addresses[usize::from(i) - 1]
+                    )
+                })
+                .collect();
             let config = format!(
-                "listen = \"127.0.0.1:0\"\nindex = {index}\ncluster_id = \"{}\"\ndata_dir = \"{name}-data\"\n{backend}\n\
+                "listen = \"{listen}\"\nindex = {index}\ncluster_id = \"{}\"\ndata_dir = \"{name}-data\"\n{backend}\n\
                  [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n\
                  [sealing]\nkey_file = \"{name}.sealing\"\n\n\
                  [limits]\nmax_frame = {}\nmax_inflight_partials = {}\npartial_workers = {}\nidle_timeout_ms = {}\n\
                  max_connections = {}\nhandshake_timeout_ms = 3000\nread_timeout_ms = 3000\nshutdown_grace_ms = 5000\n\n\
                  [pin]\nmax_failures = {}\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n\n\
-                 [log]\nformat = \"{}\"\nlevel = \"info,ittc_appliance=debug\"\n{keygen}",
+                 [log]\nformat = \"{}\"\nlevel = \"info,ittc_appliance=debug\"\n\n\
+                 [refresh]\ninterval = \"{}\"\n{keygen}{peers}",
                 hex::encode(cluster_id),
                 options.max_frame,
                 options.max_inflight_partials,
@@ -167,6 +191,7 @@ impl Cluster {
                 options.max_connections,
                 options.max_pin_failures,
                 options.log_format,
+                options.refresh_interval,
             );
             let config_path = root.join(format!("{name}.toml"));
             write(&config_path, config.as_bytes());
@@ -175,7 +200,7 @@ impl Cluster {
                 config: config_path,
                 data_dir,
                 child: None,
-                address: None,
+                listen,
                 log: root.join(format!("{name}.log")),
             });
         }
@@ -203,58 +228,45 @@ impl Cluster {
 
     /// Starts appliance `index` and waits until it listens; returns its address.
     pub fn start(&mut self, index: u8) -> SocketAddr {
-        self.spawn(index).unwrap_or_else(|msg| panic!("{msg}"))
+        self.spawn(index, &[]).unwrap_or_else(|msg| panic!("{msg}"))
     }
 
-    /// Starts a stopped or killed appliance again on the address it had, so that clients
-    /// configured with that address find it. The listener sets `SO_REUSEADDR` (tokio does
-    /// on Unix), so connections of the previous process in TIME_WAIT do not block the bind;
-    /// a bind that fails anyway is retried for a few seconds.
+    /// Starts a stopped or killed appliance again, on the address it had (every config
+    /// names a fixed one). The listener sets `SO_REUSEADDR` (tokio does on Unix), so
+    /// connections of the previous process in TIME_WAIT do not block the bind; a bind
+    /// that fails anyway is retried for a few seconds.
     pub fn restart(&mut self, index: u8) -> SocketAddr {
-        let old = self.appliances[usize::from(index) - 1]
-            .address
-            .unwrap_or_else(|| panic!("appliance {index} never started"));
-        let config = &self.appliances[usize::from(index) - 1].config;
-        let text = std::fs::read_to_string(config).unwrap();
-        let text: String = text
-            .lines()
-            .map(|line| {
-                if line.starts_with("listen = ") {
-                    format!("listen = \"{old}\"\n")
-                } else {
-                    format!("{line}\n")
-                }
-            })
-            .collect();
-        write(config, text.as_bytes());
+        self.restart_with_env(index, &[])
+    }
+
+    /// [`Cluster::restart`] with extra environment variables (the appliance's test hooks).
+    pub fn restart_with_env(&mut self, index: u8, env: &[(&str, &str)]) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.spawn(index) {
-                Ok(address) => {
-                    assert_eq!(address, old, "appliance {index} moved");
-                    return address;
-                }
+            match self.spawn(index, env) {
+                Ok(address) => return address,
                 Err(msg) if Instant::now() >= deadline => panic!("{msg}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
     }
 
-    /// Runs appliance `index` and waits for its `listening on` line.
-    fn spawn(&mut self, index: u8) -> Result<SocketAddr, String> {
+    /// Runs appliance `index` with `env` and waits for its `listening on` line.
+    fn spawn(&mut self, index: u8, env: &[(&str, &str)]) -> Result<SocketAddr, String> {
         let bin = appliance_binary();
         let a = self.appliance(index);
         assert!(a.child.is_none(), "appliance {index} is running already");
-        let (child, address) = ittc_provisioning::process::spawn_appliance(
+        let (child, address) = ittc_provisioning::process::spawn_appliance_with_env(
             &bin,
             &a.config,
             &a.log,
             false,
             PROCESS_TIMEOUT,
+            env,
         )
         .map_err(|e| format!("appliance {index}: {e}"))?;
+        assert_eq!(address, a.listen, "appliance {index} listens elsewhere");
         a.child = Some(child);
-        a.address = Some(address);
         Ok(address)
     }
 
@@ -265,11 +277,14 @@ impl Cluster {
         }
     }
 
-    /// The address of a running appliance.
+    /// The address of appliance `index` (running or not: every config names a fixed one).
     pub fn address(&self, index: u8) -> SocketAddr {
-        self.appliances[usize::from(index) - 1]
-            .address
-            .expect("appliance not started")
+        self.appliances[usize::from(index) - 1].listen
+    }
+
+    /// Whether appliance `index` runs.
+    pub fn is_running(&self, index: u8) -> bool {
+        self.appliances[usize::from(index) - 1].child.is_some()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
@@ -396,16 +411,11 @@ impl Cluster {
     ) -> (SharingParams, Vec<KeyShare>) {
         let n = self.appliances.len();
         let params = SharingParams::new(k, n).unwrap();
-        let shares: Vec<KeyShare> =
-            split_key(key, params, Backend::default().get(), &mut rand::rng())
-                .unwrap()
-                .iter()
-                .map(|h| h.share().clone())
-                .collect();
+        let holders = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
         let key_id = KeyId::new(id.to_vec()).unwrap();
         let public = key.public_key();
         for a in self.running() {
-            let share = shares
+            let holder = holders
                 .iter()
                 .find(|s| s.index() == usize::from(a.index))
                 .unwrap();
@@ -418,10 +428,12 @@ impl Cluster {
                 parties: u8::try_from(n).unwrap(),
                 modulus: public.n_be(),
                 public_exponent: public.e_be(),
-                share: SecretBytes::new(share.value().as_be_bytes().to_vec()),
+                share: SecretBytes::new(holder.share().value().as_be_bytes().to_vec()),
+                additive: SecretBytes::new(holder.additive().unwrap().as_be_bytes().to_vec()),
             };
             self.admin_ok(a.index, &Request::StoreShare(record));
         }
+        let shares = holders.iter().map(|h| h.share().clone()).collect();
         (params, shares)
     }
 

@@ -11,8 +11,9 @@ use crate::frame::{read_frame_blocking, write_frame_blocking};
 use crate::{
     Attribute, Error, ErrorCode, HelloInfo, KEYGEN_EPOCH, KeyId, KeyStatus, KeygenProgress,
     KeygenResult, KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PROTOCOL_VERSION,
-    PartialResult, Participant, Request, Response, SecretBytes, ShareRecord, StatusInfo,
-    TokenObject, UserKind, WireError,
+    PartialResult, Participant, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSpec,
+    RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Request, Response, SecretBytes,
+    ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
 };
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
@@ -128,6 +129,7 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
             modulus: vec![0xc7; 256],
             public_exponent: vec![1, 0, 1],
             share: SecretBytes::new(vec![0x5a; 300]),
+            additive: SecretBytes::new(vec![0x5b; 288]),
         }),
         Request::SetPin {
             user: UserKind::SecurityOfficer,
@@ -170,6 +172,43 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
         },
         Request::KeygenProgress {
             session: [0x5e; 16],
+        },
+        Request::RefreshKey {
+            key_id: key_id()?,
+            session: [0x7f; 16],
+        },
+        Request::RefreshRun(RefreshSpec {
+            session: [0x7f; 16],
+            key_id: key_id()?,
+            from_epoch: 7,
+            coordinator: 1,
+            absorber: 1,
+            participants: (1..=3)
+                .map(|index| Participant {
+                    index,
+                    address: format!("10.0.0.{index}:7301"),
+                })
+                .collect(),
+        }),
+        Request::RefreshRound {
+            session: [0x7f; 16],
+            from: 2,
+            round: 1,
+            message: SecretBytes::new(vec![0x66; 288]),
+        },
+        Request::RefreshAbort {
+            session: [0x7f; 16],
+            from: 3,
+            reason: "appliance 2 sent a piece out of range".into(),
+        },
+        Request::RefreshStep {
+            key_id: key_id()?,
+            session: [0x7f; 16],
+            epoch: 8,
+            step: RefreshStepKind::Commit,
+        },
+        Request::RefreshProgress {
+            session: [0x7f; 16],
         },
     ])
 }
@@ -220,8 +259,20 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
                 label: "signing".into(),
                 active_epoch: Some(7),
                 pending_epoch: Some(8),
+                pending_ready: true,
+                retiring_epoch: None,
                 threshold: 2,
                 parties: 3,
+                refresh: RefreshStatus {
+                    last_refresh_unix_ms: Some(1_765_000_000_000),
+                    next_due_unix_ms: Some(1_765_003_600_000),
+                    last_failure: Some(RefreshFailure {
+                        time_unix_ms: 1_764_999_000_000,
+                        reason: "appliance 3 unreachable".into(),
+                    }),
+                    running: Some([0x7f; 16]),
+                    coordinator: Some(1),
+                },
             }],
             audit_head: [0x11; 32],
             uptime_secs: 86_400,
@@ -242,6 +293,21 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             biprimality_tests: 21,
             rounds: 7,
             elapsed_ms: 12_500,
+        }),
+        Response::RefreshStored(RefreshStored {
+            index: 2,
+            epoch: 8,
+            trial: vec![0x42; 256],
+        }),
+        Response::Refreshed(RefreshOutcome {
+            from_epoch: 7,
+            to_epoch: 8,
+            erased: true,
+            elapsed_ms: 180,
+        }),
+        Response::RefreshProgress(RefreshProgress {
+            stage: RefreshStage::Commit,
+            elapsed_ms: 120,
         }),
     ])
 }

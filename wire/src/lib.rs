@@ -54,6 +54,7 @@ pub mod identity;
 mod key_id;
 pub mod limits;
 mod objects;
+pub mod refresh;
 mod request;
 mod response;
 mod secret;
@@ -70,6 +71,10 @@ pub use identity::{
 pub use key_id::KeyId;
 pub use limits::MAX_FRAME;
 pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
+pub use refresh::{
+    RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSpec, RefreshStage, RefreshStatus,
+    RefreshStepKind, RefreshStored,
+};
 pub use request::{KEYGEN_EPOCH, KeygenSpec, Participant, Request, ShareRecord, UserKind};
 pub use response::{
     HelloInfo, KeyStatus, KeygenProgress, KeygenResult, PartialResult, Response, StatusInfo,
@@ -79,5 +84,6 @@ pub use tls::TlsIdentity;
 pub use wire_error::{ErrorCode, WireError};
 
 /// The protocol version this crate speaks, sent in [`Request::Hello`] and answered in
-/// [`HelloInfo`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// [`HelloInfo`]. Version 2 added proactive refresh (the additive share in
+/// [`ShareRecord`], refresh state in [`KeyStatus`], the refresh requests).
+pub const PROTOCOL_VERSION: u16 = 2;

@@ -6,6 +6,7 @@ use crate::limits::{
     MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, MAX_KEYGEN_MESSAGE_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
     MAX_PIN_LEN, check_len, check_sharing,
 };
+use crate::refresh::{MAX_REFRESH_MESSAGE_LEN, RefreshSpec, RefreshStepKind};
 use crate::{Error, KeyId, MAX_APPLIANCES, ObjectId, SecretBytes, TokenObject};
 
 /// A request to an appliance. Each is answered by one [`crate::Response`]: the one named
@@ -157,6 +158,65 @@ pub enum Request {
         /// The session ([`KeygenSpec::session`]).
         session: [u8; 16],
     },
+
+    /// Admin: refresh `key_id` now, with this appliance as the coordinator (as the
+    /// appliance's own schedule does). Answered by [`crate::Response::Refreshed`] when the
+    /// refresh is over, or an error (the key keeps its epoch then).
+    RefreshKey {
+        /// The key.
+        key_id: KeyId,
+        /// A random session id, for [`Request::RefreshProgress`].
+        session: [u8; 16],
+    },
+
+    /// Coordinator appliance to holder: take part in a refresh, store the new epoch as
+    /// pending, and answer [`crate::Response::RefreshStored`] with the trial partial.
+    RefreshRun(RefreshSpec),
+
+    /// Appliance to appliance: one round message of a refresh (round 1: a piece of the
+    /// sender's additive share; round 2: its dealt value for the recipient). Answered by
+    /// `Ok` once queued. Only the appliance `from` may send it.
+    RefreshRound {
+        /// The session ([`RefreshSpec::session`]).
+        session: [u8; 16],
+        /// The sender's appliance index.
+        from: u8,
+        /// 1 or 2.
+        round: u8,
+        /// The value, at most [`MAX_REFRESH_MESSAGE_LEN`] bytes. Secret.
+        message: SecretBytes,
+    },
+
+    /// Appliance to appliance: the sender gave up on a refresh; the recipient stops too.
+    /// Answered by `Ok`.
+    RefreshAbort {
+        /// The session.
+        session: [u8; 16],
+        /// The sender's appliance index.
+        from: u8,
+        /// Why, at most [`MAX_ERROR_MESSAGE_LEN`] bytes; never holds secret values.
+        reason: String,
+    },
+
+    /// Coordinator appliance to holder: the next step of a refresh whose new epoch every
+    /// holder has stored. Answered by `Ok`. Only the refresh's coordinator may send it.
+    RefreshStep {
+        /// The key.
+        key_id: KeyId,
+        /// The refresh's session.
+        session: [u8; 16],
+        /// The new epoch (for `Erase`, the epoch whose predecessor is erased).
+        epoch: u64,
+        /// What to do.
+        step: RefreshStepKind,
+    },
+
+    /// Admin: how far the refresh `session` coordinated here has got. Answered by
+    /// [`crate::Response::RefreshProgress`], or `NotFound` if none runs.
+    RefreshProgress {
+        /// The session ([`Request::RefreshKey`]).
+        session: [u8; 16],
+    },
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -197,13 +257,7 @@ pub struct Participant {
 impl KeygenSpec {
     fn validate(&self) -> Result<(), Error> {
         check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
-        check_len(
-            self.participants.len(),
-            usize::from(MAX_APPLIANCES),
-            "too many participants",
-        )?;
-        let n = u8::try_from(self.participants.len())
-            .map_err(|_| Error::Invalid("too many participants"))?;
+        let n = check_participants(&self.participants)?;
         if n < 3 {
             return Err(Error::Invalid(
                 "key generation needs at least 3 participants",
@@ -212,19 +266,32 @@ impl KeygenSpec {
         if self.threshold < 2 {
             return Err(Error::Invalid("threshold must be at least 2"));
         }
-        check_sharing(None, self.threshold, n)?;
-        for (i, p) in self.participants.iter().enumerate() {
-            if usize::from(p.index) != i + 1 {
-                return Err(Error::Invalid("participants must be 1..=n in order"));
-            }
-            check_len(
-                p.address.len(),
-                MAX_NAME_LEN,
-                "participant address too long",
-            )?;
-        }
-        Ok(())
+        check_sharing(None, self.threshold, n)
     }
+}
+
+/// Checks the participants of a run among the appliances (a key generation, a refresh):
+/// at most [`MAX_APPLIANCES`], indices exactly `1..=n` in order, addresses of at most
+/// [`MAX_NAME_LEN`] bytes. Returns `n`.
+pub(crate) fn check_participants(participants: &[Participant]) -> Result<u8, Error> {
+    check_len(
+        participants.len(),
+        usize::from(MAX_APPLIANCES),
+        "too many participants",
+    )?;
+    let n =
+        u8::try_from(participants.len()).map_err(|_| Error::Invalid("too many participants"))?;
+    for (i, p) in participants.iter().enumerate() {
+        if usize::from(p.index) != i + 1 {
+            return Err(Error::Invalid("participants must be 1..=n in order"));
+        }
+        check_len(
+            p.address.len(),
+            MAX_NAME_LEN,
+            "participant address too long",
+        )?;
+    }
+    Ok(n)
 }
 
 impl Request {
@@ -250,6 +317,17 @@ impl Request {
             Request::KeygenRound { .. } => "keygen_round",
             Request::KeygenAbort { .. } => "keygen_abort",
             Request::KeygenProgress { .. } => "keygen_progress",
+            Request::RefreshKey { .. } => "refresh_key",
+            Request::RefreshRun(_) => "refresh_run",
+            Request::RefreshRound { .. } => "refresh_round",
+            Request::RefreshAbort { .. } => "refresh_abort",
+            Request::RefreshStep { step, .. } => match step {
+                RefreshStepKind::Ready => "refresh_ready",
+                RefreshStepKind::Commit => "refresh_commit",
+                RefreshStepKind::Erase => "refresh_erase",
+                RefreshStepKind::Discard => "refresh_discard",
+            },
+            Request::RefreshProgress { .. } => "refresh_progress",
         }
     }
 
@@ -276,9 +354,15 @@ impl Request {
                 MAX_KEYGEN_MESSAGE_LEN,
                 "key-generation message too long",
             ),
-            Request::KeygenAbort { reason, .. } => {
+            Request::KeygenAbort { reason, .. } | Request::RefreshAbort { reason, .. } => {
                 check_len(reason.len(), MAX_ERROR_MESSAGE_LEN, "abort reason too long")
             }
+            Request::RefreshRun(spec) => spec.validate(),
+            Request::RefreshRound { message, .. } => check_len(
+                message.len(),
+                MAX_REFRESH_MESSAGE_LEN,
+                "refresh message too long",
+            ),
             Request::Logout
             | Request::ListObjects
             | Request::GetObject { .. }
@@ -286,7 +370,10 @@ impl Request {
             | Request::Status
             | Request::DeleteKey { .. }
             | Request::CommitEpoch { .. }
-            | Request::KeygenProgress { .. } => Ok(()),
+            | Request::KeygenProgress { .. }
+            | Request::RefreshKey { .. }
+            | Request::RefreshStep { .. }
+            | Request::RefreshProgress { .. } => Ok(()),
         }
     }
 }
@@ -326,6 +413,10 @@ pub struct ShareRecord {
     pub public_exponent: Vec<u8>,
     /// The share, a big-endian integer, at most [`MAX_INTEGER_LEN`] bytes.
     pub share: SecretBytes,
+    /// The appliance's additive share of the private exponent, which refreshes re-split:
+    /// two's complement in the length `ittc_threshold::Bounds::additive_len` gives, at most
+    /// [`MAX_INTEGER_LEN`] bytes.
+    pub additive: SecretBytes,
 }
 
 impl ShareRecord {
@@ -339,7 +430,12 @@ impl ShareRecord {
             MAX_INTEGER_LEN,
             "public exponent too long",
         )?;
-        check_len(self.share.len(), MAX_INTEGER_LEN, "share too long")
+        check_len(self.share.len(), MAX_INTEGER_LEN, "share too long")?;
+        check_len(
+            self.additive.len(),
+            MAX_INTEGER_LEN,
+            "additive share too long",
+        )
     }
 }
 
@@ -362,6 +458,7 @@ mod tests {
             modulus: vec![0xc5; 256],
             public_exponent: vec![1, 0, 1],
             share: SecretBytes::new(vec![0x42; 260]),
+            additive: SecretBytes::new(vec![0x43; 280]),
         }
     }
 
@@ -373,7 +470,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            18,
+            24,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -394,11 +491,12 @@ mod tests {
         let samples = crate::fuzz::sample_requests().unwrap();
         assert_eq!(samples[13].kind(), "commit_epoch");
         assert_eq!(samples[16].kind(), "keygen_abort");
-        assert_eq!(samples.last().map(Request::kind), Some("keygen_progress"));
+        assert_eq!(samples[17].kind(), "keygen_progress");
+        assert_eq!(samples.last().map(Request::kind), Some("refresh_progress"));
     }
 
     #[test]
-    fn keygen_progress_is_the_last_variant_and_carries_only_the_session() {
+    fn keygen_progress_is_variant_17_and_carries_only_the_session() {
         let progress = Request::KeygenProgress { session: [7; 16] };
         let bytes = crate::encode(&progress).unwrap();
         let mut expected = 17u32.to_le_bytes().to_vec();

@@ -5,6 +5,7 @@ use bincode::{Decode, Encode};
 use crate::limits::{
     MAX_INTEGER_LEN, MAX_KEYS, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECTS, check_len, check_sharing,
 };
+use crate::refresh::{RefreshOutcome, RefreshProgress, RefreshStatus, RefreshStored};
 use crate::{Error, KeyId, ObjectSummary, TokenObject, WireError};
 
 /// An appliance's answer to one [`crate::Request`].
@@ -31,6 +32,12 @@ pub enum Response {
     KeyGenerated(KeygenResult),
     /// The answer to [`crate::Request::KeygenProgress`]: the counters so far.
     KeygenProgress(KeygenProgress),
+    /// The answer to [`crate::Request::RefreshRun`]: the new epoch is stored as pending.
+    RefreshStored(RefreshStored),
+    /// The answer to [`crate::Request::RefreshKey`]: the refresh is over.
+    Refreshed(RefreshOutcome),
+    /// The answer to [`crate::Request::RefreshProgress`].
+    RefreshProgress(RefreshProgress),
 }
 
 impl Response {
@@ -46,6 +53,9 @@ impl Response {
             Response::Status(_) => "status",
             Response::KeyGenerated(_) => "key_generated",
             Response::KeygenProgress(_) => "keygen_progress",
+            Response::RefreshStored(_) => "refresh_stored",
+            Response::Refreshed(_) => "refreshed",
+            Response::RefreshProgress(_) => "refresh_progress",
         }
     }
 
@@ -72,7 +82,14 @@ impl Response {
                     "public exponent too long",
                 )
             }
-            Response::KeygenProgress(_) => Ok(()),
+            Response::RefreshStored(stored) => check_len(
+                stored.trial.len(),
+                MAX_INTEGER_LEN,
+                "trial partial too long",
+            ),
+            Response::KeygenProgress(_) | Response::Refreshed(_) | Response::RefreshProgress(_) => {
+                Ok(())
+            }
         }
     }
 }
@@ -202,16 +219,33 @@ pub struct KeyStatus {
     pub active_epoch: Option<u64>,
     /// An epoch stored but not yet committed (an import or a refresh), if any.
     pub pending_epoch: Option<u64>,
+    /// Whether the pending epoch passed its refresh's trial: it then answers clients too.
+    pub pending_ready: bool,
+    /// The epoch before the active one, still answering clients until every holder has
+    /// committed the refresh and it is erased.
+    pub retiring_epoch: Option<u64>,
     /// How many partials combine (`k`), in `1..=parties`.
     pub threshold: u8,
     /// How many appliances hold a share (`n`).
     pub parties: u8,
+    /// Refresh history and schedule on this appliance.
+    pub refresh: RefreshStatus,
 }
 
 impl KeyStatus {
+    /// The epochs whose shares answer a client's partial operation here: the active one,
+    /// the retiring one, and a pending one that passed its trial.
+    pub fn serving_epochs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.active_epoch
+            .into_iter()
+            .chain(self.retiring_epoch)
+            .chain(self.pending_epoch.filter(|_| self.pending_ready))
+    }
+
     fn validate(&self) -> Result<(), Error> {
         check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
-        check_sharing(None, self.threshold, self.parties)
+        check_sharing(None, self.threshold, self.parties)?;
+        self.refresh.validate()
     }
 }
 
@@ -226,8 +260,11 @@ mod tests {
             label: "signing".into(),
             active_epoch: Some(3),
             pending_epoch: Some(4),
+            pending_ready: false,
+            retiring_epoch: None,
             threshold: 2,
             parties: 3,
+            refresh: RefreshStatus::default(),
         }
     }
 
@@ -255,13 +292,13 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            9,
+            12,
             "every variant has a sample and a distinct kind"
         );
     }
 
     #[test]
-    fn keygen_progress_is_appended_after_key_generated() {
+    fn keygen_progress_follows_key_generated() {
         let progress = Response::KeygenProgress(KeygenProgress {
             batches: 2,
             candidates: 4096,
@@ -277,7 +314,8 @@ mod tests {
         assert_eq!(progress.kind(), "keygen_progress");
         let samples = crate::fuzz::sample_responses().unwrap();
         assert_eq!(samples[7].kind(), "key_generated");
-        assert_eq!(samples.last().map(Response::kind), Some("keygen_progress"));
+        assert_eq!(samples[8].kind(), "keygen_progress");
+        assert_eq!(samples.last().map(Response::kind), Some("refresh_progress"));
     }
 
     #[test]

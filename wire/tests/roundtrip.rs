@@ -7,9 +7,10 @@
 use ittc_wire::fuzz::decode_any;
 use ittc_wire::{
     Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
-    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, Request,
-    Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError, decode,
-    encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
+    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, RefreshFailure,
+    RefreshOutcome, RefreshProgress, RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind,
+    RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
+    WireError, decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -70,6 +71,7 @@ fn share_record() -> impl Strategy<Value = ShareRecord> {
         bytes(600),
         bytes(8),
         secret(),
+        secret(),
     )
         .prop_map(
             |(
@@ -80,6 +82,7 @@ fn share_record() -> impl Strategy<Value = ShareRecord> {
                 modulus,
                 public_exponent,
                 share,
+                additive,
             )| {
                 ShareRecord {
                     key_id,
@@ -91,6 +94,7 @@ fn share_record() -> impl Strategy<Value = ShareRecord> {
                     modulus,
                     public_exponent,
                     share,
+                    additive,
                 }
             },
         )
@@ -149,6 +153,63 @@ fn keygen_request() -> impl Strategy<Value = Request> {
     ]
 }
 
+fn refresh_spec() -> impl Strategy<Value = RefreshSpec> {
+    let roles = (1u8..=16).prop_flat_map(|n| (Just(n), 1..=n, 1..=n));
+    (any::<[u8; 16]>(), key_id(), 0..u64::MAX, roles, name()).prop_map(
+        |(session, key_id, from_epoch, (n, coordinator, absorber), host)| RefreshSpec {
+            session,
+            key_id,
+            from_epoch,
+            coordinator,
+            absorber,
+            participants: (1..=n)
+                .map(|index| Participant {
+                    index,
+                    address: format!("{host}:{index}"),
+                })
+                .collect(),
+        },
+    )
+}
+
+fn refresh_request() -> impl Strategy<Value = Request> {
+    let step = select(vec![
+        RefreshStepKind::Ready,
+        RefreshStepKind::Commit,
+        RefreshStepKind::Erase,
+        RefreshStepKind::Discard,
+    ]);
+    prop_oneof![
+        (key_id(), any::<[u8; 16]>())
+            .prop_map(|(key_id, session)| Request::RefreshKey { key_id, session }),
+        refresh_spec().prop_map(Request::RefreshRun),
+        (any::<[u8; 16]>(), any::<u8>(), any::<u8>(), secret()).prop_map(
+            |(session, from, round, message)| Request::RefreshRound {
+                session,
+                from,
+                round,
+                message,
+            }
+        ),
+        (any::<[u8; 16]>(), any::<u8>(), name()).prop_map(|(session, from, reason)| {
+            Request::RefreshAbort {
+                session,
+                from,
+                reason,
+            }
+        }),
+        (key_id(), any::<[u8; 16]>(), any::<u64>(), step).prop_map(
+            |(key_id, session, epoch, step)| Request::RefreshStep {
+                key_id,
+                session,
+                epoch,
+                step,
+            }
+        ),
+        any::<[u8; 16]>().prop_map(|session| Request::RefreshProgress { session }),
+    ]
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (any::<u16>(), name()).prop_map(|(protocol_version, client_name)| Request::Hello {
@@ -183,27 +244,85 @@ fn request() -> impl Strategy<Value = Request> {
         key_id().prop_map(|key_id| Request::DeleteKey { key_id }),
         (key_id(), any::<u64>()).prop_map(|(key_id, epoch)| Request::CommitEpoch { key_id, epoch }),
         keygen_request(),
+        refresh_request(),
     ]
+}
+
+fn refresh_status() -> impl Strategy<Value = RefreshStatus> {
+    (
+        any::<[Option<u64>; 2]>(),
+        proptest::option::of((any::<u64>(), name())),
+        any::<Option<[u8; 16]>>(),
+        any::<Option<u8>>(),
+    )
+        .prop_map(
+            |([last, next], failure, running, coordinator)| RefreshStatus {
+                last_refresh_unix_ms: last,
+                next_due_unix_ms: next,
+                last_failure: failure.map(|(time_unix_ms, reason)| RefreshFailure {
+                    time_unix_ms,
+                    reason,
+                }),
+                running,
+                coordinator,
+            },
+        )
 }
 
 fn key_status() -> impl Strategy<Value = KeyStatus> {
     (
         key_id(),
         name(),
-        any::<Option<u64>>(),
-        any::<Option<u64>>(),
+        any::<[Option<u64>; 3]>(),
+        any::<bool>(),
         sharing(),
+        refresh_status(),
     )
         .prop_map(
-            |(key_id, label, active_epoch, pending_epoch, (parties, threshold, _))| KeyStatus {
+            |(
+                key_id,
+                label,
+                [active_epoch, pending_epoch, retiring_epoch],
+                pending_ready,
+                (parties, threshold, _),
+                refresh,
+            )| KeyStatus {
                 key_id,
                 label,
                 active_epoch,
                 pending_epoch,
+                pending_ready,
+                retiring_epoch,
                 threshold,
                 parties,
+                refresh,
             },
         )
+}
+
+fn refresh_response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        (any::<u8>(), any::<u64>(), bytes(600)).prop_map(|(index, epoch, trial)| {
+            Response::RefreshStored(RefreshStored {
+                index,
+                epoch,
+                trial,
+            })
+        }),
+        (any::<[u64; 3]>(), any::<bool>()).prop_map(
+            |([from_epoch, to_epoch, elapsed_ms], erased)| {
+                Response::Refreshed(RefreshOutcome {
+                    from_epoch,
+                    to_epoch,
+                    erased,
+                    elapsed_ms,
+                })
+            }
+        ),
+        (select(RefreshStage::ALL.to_vec()), any::<u64>()).prop_map(|(stage, elapsed_ms)| {
+            Response::RefreshProgress(RefreshProgress { stage, elapsed_ms })
+        }),
+    ]
 }
 
 fn status() -> impl Strategy<Value = StatusInfo> {
@@ -312,6 +431,7 @@ fn response() -> impl Strategy<Value = Response> {
         object().prop_map(Response::Object),
         status().prop_map(Response::Status),
         keygen_response(),
+        refresh_response(),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! Administration: storing shares, deleting keys, setting and changing PINs.
 
-use ittc_threshold::{KeyShare, RsaPublicKey, SecretInt, SharingParams};
+use ittc_threshold::{HolderShare, RsaPublicKey, SecretInt, SharingParams};
 use ittc_wire::limits::MAX_PIN_LEN;
 use ittc_wire::{KeyId, Response, ShareRecord, UserKind};
 
@@ -9,16 +9,24 @@ use crate::state::State;
 use crate::storage::{PinCheck, ShareInput};
 
 /// Stores this appliance's share of a key, after checking that it fits the key: a valid
-/// public key, a valid k-of-n, the share length of that key (the store checks that the
-/// index is this appliance's). The share is stored as the key's pending epoch; it serves
+/// public key, a valid k-of-n, the share length of that key, an additive share in range
+/// (the store checks that the index is this appliance's). The share is stored as the key's pending epoch; it serves
 /// clients once [`handle_commit_epoch`] makes it active.
 pub fn handle_store_share(state: &State, record: ShareRecord) -> Result<Response, ApplianceError> {
     let public = RsaPublicKey::from_be_bytes(&record.modulus, &record.public_exponent)?;
     let params = SharingParams::new(usize::from(record.threshold), usize::from(record.parties))?;
     params.check_public_exponent(&public)?;
-    let share = SecretInt::from_be_bytes(record.share.expose_secret().to_vec());
-    KeyShare::new(&public, &params, usize::from(record.index), share)
-        .map_err(|e| ApplianceError::BadRequest(format!("share does not fit the key: {e}")))?;
+    HolderShare::new(
+        &public,
+        &params,
+        usize::from(record.index),
+        0,
+        Some(SecretInt::from_be_bytes(
+            record.additive.expose_secret().to_vec(),
+        )),
+        SecretInt::from_be_bytes(record.share.expose_secret().to_vec()),
+    )
+    .map_err(|e| ApplianceError::BadRequest(format!("share does not fit the key: {e}")))?;
     let mut input = ShareInput::from(record);
     // One encoding of the public key, whatever leading zeros the sender used.
     input.modulus = public.n_be();
@@ -27,7 +35,8 @@ pub fn handle_store_share(state: &State, record: ShareRecord) -> Result<Response
     Ok(Response::Ok)
 }
 
-/// Makes the pending epoch of a key active and erases the previous active share.
+/// Makes the pending epoch of a key active (an import's: the previous share, if any, is
+/// erased).
 pub fn handle_commit_epoch(
     state: &State,
     key_id: &KeyId,

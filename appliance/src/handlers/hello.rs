@@ -1,6 +1,6 @@
 //! Hello (the version exchange) and status.
 
-use ittc_wire::{HelloInfo, KeyStatus, PROTOCOL_VERSION, Response, StatusInfo};
+use ittc_wire::{HelloInfo, PROTOCOL_VERSION, Response, StatusInfo};
 
 use crate::error::ApplianceError;
 use crate::state::{Session, State};
@@ -25,19 +25,17 @@ pub fn handle_hello(
     }))
 }
 
-/// Version, build variant, keys with epochs, audit head, uptime.
+/// Version, build variant, keys with epochs and refresh state, audit head, uptime.
 pub fn handle_status(state: &State) -> Result<Response, ApplianceError> {
     let keys = state
         .storage
         .keys()?
         .into_iter()
-        .map(|k| KeyStatus {
-            key_id: k.key_id,
-            label: k.label,
-            active_epoch: k.active_epoch,
-            pending_epoch: k.pending_epoch,
-            threshold: k.threshold,
-            parties: k.parties,
+        .map(|k| {
+            let mut status = k.status();
+            status.refresh.next_due_unix_ms = state.refresh.schedule.due_unix_ms(state, &k);
+            status.refresh.running = state.refresh.running(&k.key_id);
+            status
         })
         .collect();
     Ok(Response::Status(StatusInfo {

@@ -2,12 +2,11 @@
 //! round and abort messages.
 
 use ittc_wire::{KEYGEN_EPOCH, KeygenResult, KeygenSpec, Response, SecretBytes};
-use zeroize::Zeroizing;
 
 use crate::error::ApplianceError;
 use crate::keygen;
 use crate::state::State;
-use crate::storage::ShareInput;
+use crate::storage::{EpochSecret, ShareInput};
 
 /// Runs this appliance's part of the generation and stores its share as the key's pending
 /// epoch ([`KEYGEN_EPOCH`]); blocks until the protocol has finished or failed.
@@ -24,7 +23,12 @@ pub fn handle_generate(state: &State, spec: &KeygenSpec) -> Result<Response, App
             .map_err(|_| ApplianceError::Internal("party count".into()))?,
         modulus: public.n_be(),
         public_exponent: public.e_be(),
-        share: Zeroizing::new(output.share.value().as_be_bytes().to_vec()),
+        secret: EpochSecret {
+            extra_bits: output.holder.extra_bits(),
+            additive: output.holder.additive().map(|a| a.as_be_bytes().to_vec()),
+            share: output.holder.share().value().as_be_bytes().to_vec(),
+        },
+        refresh: None,
     };
     state.storage.store_share(input)?;
     state.keygen.mark_generated(&spec.key_id);

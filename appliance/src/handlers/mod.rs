@@ -12,6 +12,7 @@ mod keygen;
 mod login;
 mod objects;
 mod partial;
+mod refresh;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,6 +109,31 @@ fn audit_entry(
     }
 }
 
+/// Appends an audit entry for something this appliance does on its own (a refresh it
+/// coordinates or recovers, a step inside a refresh): `client` says who acted.
+///
+/// # Errors
+///
+/// The store's, if the entry cannot be written (the caller must not go on as if it was).
+pub fn audit_event(
+    state: &State,
+    client: &str,
+    request: &str,
+    key_id: &ittc_wire::KeyId,
+    result: &str,
+) -> Result<(), ApplianceError> {
+    state.storage.audit_append(&AuditEntry {
+        time_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        client: client.to_owned(),
+        request: request.to_owned(),
+        key_id: Some(key_id.to_string()),
+        result: result.to_owned(),
+    })?;
+    Ok(())
+}
+
 /// `ok`, or the wire error code, as the audit log records an outcome.
 fn outcome(result: &Result<Response, ApplianceError>) -> String {
     result.as_ref().map_or_else(error_code, |_| "ok".to_owned())
@@ -127,10 +153,18 @@ fn audited(request: &Request) -> Option<Option<String>> {
         Request::StoreShare(rec) => Some(Some(rec.key_id.to_string())),
         Request::GenerateKey(spec) => Some(Some(spec.key_id.to_string())),
         // Each generation has one audited GenerateKey; its many round messages and progress
-        // requests are not.
+        // requests are not. A refresh's steps are (its rounds' entries are written by the
+        // holder as each round completes).
         Request::KeygenRound { .. }
         | Request::KeygenAbort { .. }
-        | Request::KeygenProgress { .. } => None,
+        | Request::KeygenProgress { .. }
+        | Request::RefreshRound { .. }
+        | Request::RefreshAbort { .. }
+        | Request::RefreshProgress { .. } => None,
+        Request::RefreshKey { key_id, .. } | Request::RefreshStep { key_id, .. } => {
+            Some(Some(key_id.to_string()))
+        }
+        Request::RefreshRun(spec) => Some(Some(spec.key_id.to_string())),
         Request::GetObject { handle } | Request::DeleteObject { handle } => {
             Some(Some(format!("object {}", handle.0)))
         }
@@ -262,6 +296,39 @@ fn respond(
             from,
             reason,
         } if role == Role::Appliance(from) => keygen::handle_abort(state, &id, from, &reason),
+        Request::RefreshKey { key_id, session } if admin => {
+            refresh::handle_refresh_key(state, &key_id, session)
+        }
+        Request::RefreshProgress { session: id } if admin => refresh::handle_progress(state, &id),
+        // A refresh's coordinator (an appliance) runs it on every holder and sends its steps;
+        // only appliance `from` carries its own round messages.
+        Request::RefreshRun(spec) if role == Role::Appliance(spec.coordinator) => {
+            refresh::handle_run(state, &spec)
+        }
+        Request::RefreshStep {
+            key_id,
+            session: id,
+            epoch,
+            step,
+        } if matches!(role, Role::Appliance(_)) => {
+            let Role::Appliance(caller) = role else {
+                return Err(forbidden());
+            };
+            refresh::handle_step(state, caller, &key_id, &id, epoch, step)
+        }
+        Request::RefreshRound {
+            session: id,
+            from,
+            round,
+            message,
+        } if role == Role::Appliance(from) => {
+            refresh::handle_round(state, &id, from, round, message)
+        }
+        Request::RefreshAbort {
+            session: id,
+            from,
+            reason,
+        } if role == Role::Appliance(from) => refresh::handle_abort(state, &id, from, &reason),
         Request::SetPin { user, pin } if admin || client => {
             // A client sets the user PIN as the logged-in security officer (C_InitPIN).
             if client

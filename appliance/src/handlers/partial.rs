@@ -2,7 +2,7 @@
 //! so that its audit entry can go to disk while the share is applied (see
 //! `handlers::dispatch`).
 
-use ittc_threshold::{KeyShare, RsaPublicKey, SecretInt, SharingParams};
+use ittc_threshold::{Bounds, KeyShare, RsaPublicKey, SecretInt, SharingParams};
 use ittc_wire::identity::Role;
 use ittc_wire::{KeyId, PartialResult, Response};
 use num_bigint::BigUint;
@@ -14,11 +14,13 @@ use crate::storage::EpochSlot;
 /// Who asks for a partial operation, which decides the epoch it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
-    /// A client logged in as the user: the key's active epoch, or the pending epoch of a
-    /// key generated here and never committed (the trial of a key it has just generated).
+    /// A client logged in as the user: the key's active epoch (during a refresh also the
+    /// retiring one and a verified pending one), or the pending epoch of a key generated
+    /// here and never committed (the trial of a key it has just generated).
     User,
-    /// The admin (the dealer's trial operation before a commit): the key's pending epoch
-    /// only. The admin certificate is the authority; no PIN is involved.
+    /// The admin (the dealer's trial operation before a commit): the pending epoch of a
+    /// key never committed, only. The admin certificate is the authority; no PIN is
+    /// involved.
     Admin,
 }
 
@@ -56,8 +58,13 @@ pub fn prepare(
         key: key_id.to_string(),
         asked: epoch,
     };
+    let serving = key.active_epoch == Some(epoch)
+        || key.retiring_epoch == Some(epoch)
+        || (key.pending_ready && key.pending_epoch == Some(epoch));
     let slot = match caller {
-        Caller::User if key.active_epoch == Some(epoch) => EpochSlot::Active,
+        // The active epoch, and during a refresh the retiring one and the verified pending
+        // one: every holder answers one epoch that all answer, whatever step it is at.
+        Caller::User if serving => EpochSlot::Serving,
         Caller::User
             if key.active_epoch.is_none()
                 && key.pending_epoch == Some(epoch)
@@ -65,12 +72,16 @@ pub fn prepare(
         {
             EpochSlot::Pending
         }
-        Caller::Admin if key.pending_epoch == Some(epoch) => EpochSlot::Pending,
+        // The dealer's trial on a key that has never been committed. A refresh's pending
+        // epoch is tried by the holders themselves, on an input nobody chooses.
+        Caller::Admin if key.active_epoch.is_none() && key.pending_epoch == Some(epoch) => {
+            EpochSlot::Pending
+        }
         // A committed share serves clients only: the admin holds no PIN.
-        Caller::Admin if key.active_epoch == Some(epoch) => {
+        Caller::Admin if serving || key.pending_epoch == Some(epoch) => {
             return Err(ApplianceError::Forbidden {
                 role: Role::Admin.to_string(),
-                request: "partial on an active epoch",
+                request: "partial on an epoch of a committed key",
             });
         }
         Caller::User | Caller::Admin => return Err(wrong_epoch()),
@@ -78,17 +89,17 @@ pub fn prepare(
     let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
     let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
     let input = public.integer_from_be(input, "partial-operation input")?;
-    // Read in the slot checked above: a commit in between gives WrongEpoch, never the
-    // share of an epoch that has changed roles.
-    let sealed_share = state
+    // Read in the slot checked above: a commit or an erasure in between gives WrongEpoch,
+    // never the share of an epoch that has changed roles.
+    let secret = state
         .storage
         .share_in(key_id, epoch, slot)?
         .ok_or_else(wrong_epoch)?;
-    let share = KeyShare::new(
-        &public,
-        &params,
+    let bounds = Bounds::new(&public, &params, secret.extra_bits)?;
+    let share = KeyShare::with_bounds(
+        &bounds,
         usize::from(state.config.index),
-        SecretInt::from_be_bytes(sealed_share.to_vec()),
+        SecretInt::from_be_bytes(secret.share.clone()),
     )?;
     Ok(Prepared {
         public,

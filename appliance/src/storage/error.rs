@@ -57,6 +57,22 @@ pub enum StorageError {
         pending: u64,
     },
 
+    /// The previous refresh of the key has not erased its old epoch yet: no new refresh may
+    /// start until it has.
+    #[error("key {key_id}: the previous refresh has not erased its old epoch yet")]
+    RefreshUnfinished {
+        /// The key.
+        key_id: KeyId,
+    },
+
+    /// A refresh step names another refresh session than the one the key's pending or
+    /// retiring epoch comes from.
+    #[error("key {key_id}: the step belongs to another refresh")]
+    OtherSession {
+        /// The key.
+        key_id: KeyId,
+    },
+
     /// The share is for another appliance.
     #[error("share for appliance {got} offered to appliance {expected}")]
     WrongIndex {

@@ -1,26 +1,44 @@
-//! Keys and their sealed shares, one per epoch: the active epoch, which answers clients,
-//! and a pending one, stored by an import or a refresh and not yet committed.
+//! Keys and their sealed shares, one per epoch: the active epoch, which answers clients; a
+//! pending one, stored by an import or a refresh and not yet committed; and, after a
+//! refresh's commit, the retiring one, which still answers clients until the refresh
+//! erases it.
 //!
 //! A key's life: [`Storage::store_share`] of a new key stores its share as the pending
-//! epoch, with no active epoch; [`Storage::commit_epoch`] makes it active. A refresh later
-//! stores a newer epoch as pending next to the active one, and its commit makes it active
-//! and erases the share of the previous epoch. [`Storage::delete_key`] removes a key with
-//! every share (the rollback of an import that is not committed).
+//! epoch, with no active epoch; [`Storage::commit_epoch`] makes it active. A refresh
+//! stores the next epoch as pending ([`ShareInput::refresh`] names its session and
+//! coordinator), marks it ready once its trial verified ([`Storage::mark_ready`]), commits
+//! it (the old epoch retires) and erases the retiring epoch ([`Storage::erase_retiring`]);
+//! a refresh that fails before its commit discards the pending epoch
+//! ([`Storage::discard_pending`]). [`Storage::delete_key`] removes a key with every share
+//! (the rollback of an import that is not committed).
+//!
+//! Each epoch's secrets (its share, its additive share and its form) are sealed under that
+//! epoch's own key (`epoch_keys.rs`), which erasing the epoch destroys.
 
 use core::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bincode::{Decode, Encode};
-use ittc_wire::limits::{MAX_INTEGER_LEN, MAX_LABEL_LEN};
-use ittc_wire::{KeyId, KeyStatus, ShareRecord};
+use ittc_wire::limits::{MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, MAX_LABEL_LEN};
+use ittc_wire::{KeyId, KeyStatus, RefreshFailure, RefreshStatus, ShareRecord};
 use sled::Transactional;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::error::{SledResultExt, TxError, abort};
 use super::seal::{Sealed, share_aad};
 use super::{Storage, StorageError, codec};
 
-/// A share to store, with its key's public part (what the provisioning CLI or a refresh
-/// hands over). `Debug` omits the share.
+/// The refresh an epoch comes from: its session and coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RefreshOrigin {
+    /// The refresh's session id.
+    pub session: [u8; 16],
+    /// The appliance that coordinates it (and decides its commit).
+    pub coordinator: u8,
+}
+
+/// A share to store, with its key's public part (what the provisioning CLI, a key
+/// generation or a refresh hands over). `Debug` omits the secrets.
 #[derive(Clone)]
 pub struct ShareInput {
     /// The key.
@@ -39,14 +57,20 @@ pub struct ShareInput {
     pub modulus: Vec<u8>,
     /// The public exponent `e`, big-endian, 1 to [`MAX_INTEGER_LEN`] bytes.
     pub public_exponent: Vec<u8>,
-    /// The share, a big-endian integer, 1 to [`MAX_INTEGER_LEN`] bytes.
-    pub share: Zeroizing<Vec<u8>>,
+    /// The epoch's secrets.
+    pub secret: EpochSecret,
+    /// The refresh this epoch comes from; `None` for an import or a generation.
+    pub refresh: Option<RefreshOrigin>,
 }
 
 impl From<ShareRecord> for ShareInput {
     fn from(record: ShareRecord) -> Self {
         Self {
-            share: Zeroizing::new(record.share.expose_secret().to_vec()),
+            secret: EpochSecret {
+                extra_bits: 0,
+                additive: Some(record.additive.expose_secret().to_vec()),
+                share: record.share.expose_secret().to_vec(),
+            },
             key_id: record.key_id,
             label: record.label,
             epoch: record.epoch,
@@ -55,6 +79,7 @@ impl From<ShareRecord> for ShareInput {
             parties: record.parties,
             modulus: record.modulus,
             public_exponent: record.public_exponent,
+            refresh: None,
         }
     }
 }
@@ -68,15 +93,46 @@ impl fmt::Debug for ShareInput {
             .field("index", &self.index)
             .field("threshold", &self.threshold)
             .field("parties", &self.parties)
-            .field(
-                "share",
-                &format_args!("[redacted; {} bytes]", self.share.len()),
-            )
+            .field("secret", &self.secret)
+            .field("refresh", &self.refresh)
             .finish_non_exhaustive()
     }
 }
 
-/// A key's public part and epochs, as stored.
+/// One epoch's secrets as this appliance keeps them: the share the partial operation
+/// uses, the additive share a refresh re-splits (none for keys stored by older releases)
+/// and the form (`x` of `ittc_threshold::Bounds`). Zeroized on drop; `Debug` prints
+/// lengths only.
+#[derive(Clone, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
+pub struct EpochSecret {
+    /// The form's extra bits (0 for keys whose additive layer sums to `d`).
+    pub extra_bits: u32,
+    /// The additive share, two's complement; `None` for a key of the older form.
+    pub additive: Option<Vec<u8>>,
+    /// The share, big-endian.
+    pub share: Vec<u8>,
+}
+
+impl fmt::Debug for EpochSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochSecret")
+            .field("extra_bits", &self.extra_bits)
+            .field(
+                "additive",
+                &self
+                    .additive
+                    .as_ref()
+                    .map(|a| format!("[redacted; {} bytes]", a.len())),
+            )
+            .field(
+                "share",
+                &format_args!("[redacted; {} bytes]", self.share.len()),
+            )
+            .finish()
+    }
+}
+
+/// A key's public part, epochs and refresh record, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyInfo {
     /// The key.
@@ -96,33 +152,66 @@ pub struct KeyInfo {
     pub active_epoch: Option<u64>,
     /// An epoch stored (by an import or a refresh) and not yet committed, if any.
     pub pending_epoch: Option<u64>,
+    /// Whether the pending epoch passed its refresh's trial (it then answers clients).
+    pub pending_ready: bool,
+    /// The epoch a refresh's commit replaced, until the refresh erases it.
+    pub retiring_epoch: Option<u64>,
+    /// The refresh the pending or retiring epoch comes from.
+    pub refresh: Option<RefreshOrigin>,
+    /// When the active epoch became active here (Unix ms).
+    pub active_since_unix_ms: Option<u64>,
+    /// When a refresh last made an epoch active here (Unix ms).
+    pub last_refresh_unix_ms: Option<u64>,
+    /// The last refresh that failed here since the last one that succeeded.
+    pub last_failure: Option<(u64, String)>,
 }
 
 impl KeyInfo {
-    /// The key's entry in a status response.
+    /// The key's entry in a status response. The schedule (`next_due_unix_ms`) and the
+    /// running session are the refresh runner's to fill in.
     pub fn status(&self) -> KeyStatus {
         KeyStatus {
             key_id: self.key_id.clone(),
             label: self.label.clone(),
             active_epoch: self.active_epoch,
             pending_epoch: self.pending_epoch,
+            pending_ready: self.pending_ready,
+            retiring_epoch: self.retiring_epoch,
             threshold: self.threshold,
             parties: self.parties,
+            refresh: RefreshStatus {
+                last_refresh_unix_ms: self.last_refresh_unix_ms,
+                next_due_unix_ms: None,
+                last_failure: self.last_failure.as_ref().map(|(time_unix_ms, reason)| {
+                    RefreshFailure {
+                        time_unix_ms: *time_unix_ms,
+                        reason: reason.clone(),
+                    }
+                }),
+                running: None,
+                coordinator: self.refresh.map(|r| r.coordinator),
+            },
         }
     }
 }
 
 /// The record in the `keys` tree.
-#[derive(Encode, Decode)]
-struct StoredKey {
-    key_id: KeyId,
-    label: String,
-    modulus: Vec<u8>,
-    public_exponent: Vec<u8>,
-    threshold: u8,
-    parties: u8,
-    active_epoch: Option<u64>,
-    pending_epoch: Option<u64>,
+#[derive(Clone, Encode, Decode)]
+pub(super) struct StoredKey {
+    pub(super) key_id: KeyId,
+    pub(super) label: String,
+    pub(super) modulus: Vec<u8>,
+    pub(super) public_exponent: Vec<u8>,
+    pub(super) threshold: u8,
+    pub(super) parties: u8,
+    pub(super) active_epoch: Option<u64>,
+    pub(super) pending_epoch: Option<u64>,
+    pub(super) pending_ready: bool,
+    pub(super) retiring_epoch: Option<u64>,
+    pub(super) refresh: Option<RefreshOrigin>,
+    pub(super) active_since_unix_ms: Option<u64>,
+    pub(super) last_refresh_unix_ms: Option<u64>,
+    pub(super) last_failure: Option<(u64, String)>,
 }
 
 impl From<StoredKey> for KeyInfo {
@@ -136,6 +225,12 @@ impl From<StoredKey> for KeyInfo {
             parties: k.parties,
             active_epoch: k.active_epoch,
             pending_epoch: k.pending_epoch,
+            pending_ready: k.pending_ready,
+            retiring_epoch: k.retiring_epoch,
+            refresh: k.refresh,
+            active_since_unix_ms: k.active_since_unix_ms,
+            last_refresh_unix_ms: k.last_refresh_unix_ms,
+            last_failure: k.last_failure,
         }
     }
 }
@@ -163,16 +258,33 @@ impl StoredKey {
     }
 
     /// The epochs whose shares are stored.
-    fn epochs(&self) -> impl Iterator<Item = u64> + use<> {
-        self.active_epoch.into_iter().chain(self.pending_epoch)
+    pub(super) fn epochs(&self) -> impl Iterator<Item = u64> + use<> {
+        self.active_epoch
+            .into_iter()
+            .chain(self.pending_epoch)
+            .chain(self.retiring_epoch)
     }
 
     /// Whether `epoch` is stored in `slot`.
     fn holds(&self, epoch: u64, slot: EpochSlot) -> bool {
+        let active = self.active_epoch == Some(epoch);
+        let pending = self.pending_epoch == Some(epoch);
+        let retiring = self.retiring_epoch == Some(epoch);
         match slot {
-            EpochSlot::Active => self.active_epoch == Some(epoch),
-            EpochSlot::Pending => self.pending_epoch == Some(epoch),
-            EpochSlot::Any => self.epochs().any(|e| e == epoch),
+            EpochSlot::Active => active,
+            EpochSlot::Pending => pending,
+            EpochSlot::Retiring => retiring,
+            EpochSlot::Serving => active || retiring || (pending && self.pending_ready),
+            EpochSlot::Any => active || pending || retiring,
+        }
+    }
+
+    pub(super) fn wrong_epoch(&self, epoch: u64) -> StorageError {
+        StorageError::WrongEpoch {
+            key_id: self.key_id.clone(),
+            epoch,
+            active: self.active_epoch,
+            pending: self.pending_epoch,
         }
     }
 }
@@ -184,19 +296,45 @@ pub enum EpochSlot {
     Active,
     /// The pending epoch only.
     Pending,
-    /// The active or the pending epoch.
+    /// The retiring epoch only.
+    Retiring,
+    /// An epoch that answers clients: the active one, the retiring one, or a pending one
+    /// that passed its refresh's trial.
+    Serving,
+    /// Any stored epoch.
     Any,
+}
+
+/// The record in the `shares` tree: the tag of the epoch key the share is sealed under,
+/// and the sealed [`EpochSecret`].
+#[derive(Encode, Decode)]
+pub(super) struct StoredShare {
+    pub(super) tag: u64,
+    pub(super) sealed: Sealed,
+}
+
+impl StoredShare {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        codec::decode(bytes, "sealed share")
+    }
 }
 
 /// The key of a share in the `shares` tree: the key id's length, the key id, the epoch
 /// (big-endian), so one key's shares are contiguous and sorted by epoch.
-fn share_key(key_id: &KeyId, epoch: u64) -> Vec<u8> {
+pub(super) fn share_key(key_id: &KeyId, epoch: u64) -> Vec<u8> {
     let id = key_id.as_bytes();
     let mut key = Vec::with_capacity(1 + id.len() + 8);
     key.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
     key.extend_from_slice(id);
     key.extend_from_slice(&epoch.to_be_bytes());
     key
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Checks the sizes and the sharing parameters of a share to store.
@@ -220,14 +358,52 @@ fn validate(input: &ShareInput) -> Result<(), StorageError> {
             &input.public_exponent,
             "public exponent must be 1 to 4096 bytes",
         ),
-        (&*input.share, "share must be 1 to 4096 bytes"),
+        (&input.secret.share, "share must be 1 to 4096 bytes"),
     ] {
         check(!value.is_empty() && value.len() <= MAX_INTEGER_LEN, what)?;
+    }
+    if let Some(additive) = &input.secret.additive {
+        check(
+            !additive.is_empty() && additive.len() <= MAX_INTEGER_LEN,
+            "additive share must be 1 to 4096 bytes",
+        )?;
     }
     Ok(())
 }
 
 impl Storage {
+    /// Seals `secret` under a new key of its own for `(key_id, epoch)`; returns the
+    /// record to store and the key's tag.
+    pub(super) fn seal_epoch(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        secret: &EpochSecret,
+    ) -> Result<(Vec<u8>, u64), StorageError> {
+        let plain = Zeroizing::new(codec::encode(secret)?);
+        let (tag, epoch_key) =
+            self.inner
+                .epoch_keys
+                .create(&self.inner.sealing_key, key_id, epoch)?;
+        let aad = share_aad(self.inner.appliance_index, key_id, epoch);
+        let sealed = epoch_key.seal(&plain, &aad)?;
+        Ok((codec::encode(&StoredShare { tag, sealed })?, tag))
+    }
+
+    /// The tag of the epoch key `(key_id, epoch)`'s share is sealed under, if stored.
+    pub(super) fn share_tag(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        self.inner
+            .shares
+            .get(share_key(key_id, epoch))
+            .db()?
+            .map(|bytes| StoredShare::decode(&bytes).map(|s| s.tag))
+            .transpose()
+    }
+
     /// Stores this appliance's share of a key for one epoch, as the key's pending epoch.
     ///
     /// A new key gets the share as its pending epoch and no active epoch: it answers no
@@ -236,7 +412,8 @@ impl Storage {
     /// decides: a newer epoch than the active one is stored as the pending epoch; the
     /// active or pending epoch again is [`StorageError::AlreadyExists`]; an older one is
     /// [`StorageError::WrongEpoch`]; another one while an epoch is pending is
-    /// [`StorageError::PendingEpoch`].
+    /// [`StorageError::PendingEpoch`]. An epoch from a refresh must follow the active one
+    /// directly, with nothing pending or retiring.
     ///
     /// # Errors
     ///
@@ -253,10 +430,9 @@ impl Storage {
         }
         validate(&input)?;
         let id = input.key_id.as_bytes();
-        let aad = share_aad(me, &input.key_id, input.epoch);
-        let sealed = codec::encode(&self.inner.sealing_key.seal(&input.share, &aad)?)?;
+        let (sealed, tag) = self.seal_epoch(&input.key_id, input.epoch, &input.secret)?;
         let slot = share_key(&input.key_id, input.epoch);
-        let new_key = codec::encode(&StoredKey {
+        let new_key = StoredKey {
             key_id: input.key_id.clone(),
             label: input.label.clone(),
             modulus: input.modulus.clone(),
@@ -265,11 +441,21 @@ impl Storage {
             parties: input.parties,
             active_epoch: None,
             pending_epoch: Some(input.epoch),
-        })?;
-
-        (&self.inner.keys, &self.inner.shares)
+            pending_ready: false,
+            retiring_epoch: None,
+            refresh: input.refresh,
+            active_since_unix_ms: None,
+            last_refresh_unix_ms: None,
+            last_failure: None,
+        };
+        let stored = (&self.inner.keys, &self.inner.shares)
             .transaction(|(keys, shares)| {
                 let record = match keys.get(id)? {
+                    None if input.refresh.is_some() => {
+                        return Err(abort(StorageError::UnknownKey {
+                            key_id: input.key_id.clone(),
+                        }));
+                    }
                     None => new_key.clone(),
                     Some(bytes) => {
                         let mut key: StoredKey =
@@ -277,7 +463,9 @@ impl Storage {
                         key.check_same_key(&input).map_err(abort)?;
                         next_epoch(&key, &input).map_err(abort)?;
                         key.pending_epoch = Some(input.epoch);
-                        codec::encode(&key).map_err(abort)?
+                        key.pending_ready = false;
+                        key.refresh = input.refresh;
+                        key
                     }
                 };
                 if shares.get(slot.as_slice())?.is_some() {
@@ -286,56 +474,19 @@ impl Storage {
                         input.key_id, input.epoch
                     ))));
                 }
-                keys.insert(id, record)?;
+                keys.insert(id, codec::encode(&record).map_err(abort)?)?;
                 shares.insert(slot.as_slice(), sealed.as_slice())?;
                 Ok::<_, TxError>(())
             })
-            .db()?;
-        self.flush()
-    }
-
-    /// Makes the pending `epoch` of a key its active epoch and erases the share of the
-    /// previous active epoch, in one transaction, flushed before it returns.
-    ///
-    /// # Errors
-    ///
-    /// [`StorageError::UnknownKey`] if this appliance holds no share of the key;
-    /// [`StorageError::WrongEpoch`] if `epoch` is not the key's pending epoch (nothing
-    /// pending, another epoch pending, or `epoch` already committed);
-    /// [`StorageError::Corrupt`] or [`StorageError::Db`].
-    pub fn commit_epoch(&self, key_id: &KeyId, epoch: u64) -> Result<(), StorageError> {
-        let id = key_id.as_bytes();
-        let slot = share_key(key_id, epoch);
-        (&self.inner.keys, &self.inner.shares)
-            .transaction(|(keys, shares)| {
-                let Some(bytes) = keys.get(id)? else {
-                    return Err(abort(StorageError::UnknownKey {
-                        key_id: key_id.clone(),
-                    }));
-                };
-                let mut key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
-                if key.pending_epoch != Some(epoch) {
-                    return Err(abort(StorageError::WrongEpoch {
-                        key_id: key_id.clone(),
-                        epoch,
-                        active: key.active_epoch,
-                        pending: key.pending_epoch,
-                    }));
-                }
-                if shares.get(slot.as_slice())?.is_none() {
-                    return Err(abort(StorageError::Corrupt(format!(
-                        "the share of key {key_id} for epoch {epoch} is missing"
-                    ))));
-                }
-                let previous = key.active_epoch.replace(epoch);
-                key.pending_epoch = None;
-                keys.insert(id, codec::encode(&key).map_err(abort)?)?;
-                if let Some(previous) = previous {
-                    shares.remove(share_key(key_id, previous))?;
-                }
-                Ok::<_, TxError>(())
-            })
-            .db()?;
+            .db();
+        if let Err(err) = stored {
+            // The new epoch key opens nothing stored: destroy it again.
+            let _ = self
+                .inner
+                .epoch_keys
+                .destroy(&(input.key_id.clone(), input.epoch, tag));
+            return Err(err);
+        }
         self.flush()
     }
 
@@ -345,11 +496,15 @@ impl Storage {
     ///
     /// [`StorageError::Corrupt`] or [`StorageError::Db`].
     pub fn key(&self, key_id: &KeyId) -> Result<Option<KeyInfo>, StorageError> {
+        self.stored_key(key_id).map(|k| k.map(KeyInfo::from))
+    }
+
+    pub(super) fn stored_key(&self, key_id: &KeyId) -> Result<Option<StoredKey>, StorageError> {
         self.inner
             .keys
             .get(key_id.as_bytes())
             .db()?
-            .map(|bytes| Ok(codec::decode::<StoredKey>(&bytes, "key record")?.into()))
+            .map(|bytes| codec::decode::<StoredKey>(&bytes, "key record"))
             .transpose()
     }
 
@@ -367,24 +522,20 @@ impl Storage {
             .collect()
     }
 
-    /// Unseals this appliance's share of `key_id` for `epoch`, if `epoch` is the key's
-    /// active or pending epoch; `None` for an unknown key or another epoch.
+    /// Unseals this appliance's secrets of `key_id` for `epoch`, if `epoch` is one of the
+    /// key's stored epochs; `None` for an unknown key or another epoch.
     ///
     /// # Errors
     ///
     /// [`StorageError::Unseal`] if the sealed share does not belong to this key, epoch and
     /// appliance (or was modified); [`StorageError::Corrupt`] or [`StorageError::Db`].
-    pub fn share(
-        &self,
-        key_id: &KeyId,
-        epoch: u64,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
+    pub fn share(&self, key_id: &KeyId, epoch: u64) -> Result<Option<EpochSecret>, StorageError> {
         self.share_in(key_id, epoch, EpochSlot::Any)
     }
 
     /// Like [`Storage::share`], but only if `epoch` is in `slot` at the time of the read:
-    /// a commit between the caller's check of the key and this read cannot hand out the
-    /// share of an epoch that has changed roles since.
+    /// a commit or an erasure between the caller's check of the key and this read cannot
+    /// hand out the share of an epoch that has changed roles since.
     ///
     /// # Errors
     ///
@@ -394,15 +545,15 @@ impl Storage {
         key_id: &KeyId,
         epoch: u64,
         slot_wanted: EpochSlot,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
+    ) -> Result<Option<EpochSecret>, StorageError> {
         let slot = share_key(key_id, epoch);
         // Plain reads, no transaction: a read-only sled transaction still writes a batch
         // marker to the log and wakes sled's I/O threads, on every partial operation. The
         // answer holds as of the first read of the key record. Writers change a share and
-        // the record that names it in one transaction, so a share found after the record
-        // named its epoch is that epoch's share; a share missing while the record still
-        // names its epoch is corruption, and one erased by a commit or delete in between
-        // is no longer named by the record.
+        // the record that names it in one transaction (and destroy an epoch key only after
+        // the record stopped naming its epoch), so a share found after the record named its
+        // epoch is that epoch's share; a share or epoch key missing while the record still
+        // names its epoch is corruption, and one erased in between is no longer named.
         let holds = || -> Result<bool, StorageError> {
             match self.inner.keys.get(key_id.as_bytes()).db()? {
                 Some(bytes) => {
@@ -414,41 +565,117 @@ impl Storage {
         if !holds()? {
             return Ok(None);
         }
-        let Some(sealed) = self.inner.shares.get(slot.as_slice()).db()? else {
+        let missing = |what: &str| -> Result<Option<EpochSecret>, StorageError> {
             if holds()? {
                 return Err(StorageError::Corrupt(format!(
-                    "the share of key {key_id} for epoch {epoch} is missing"
+                    "the {what} of key {key_id} for epoch {epoch} is missing"
                 )));
             }
-            return Ok(None);
+            Ok(None)
         };
-        let sealed: Sealed = codec::decode(&sealed, "sealed share")?;
+        let Some(stored) = self.inner.shares.get(slot.as_slice()).db()? else {
+            return missing("share");
+        };
+        let stored = StoredShare::decode(&stored)?;
+        // An erasure may destroy the epoch key while this reads it (a zeroed file, then
+        // none): an epoch the record no longer names is simply gone.
+        let epoch_key = match self.inner.epoch_keys.get(
+            &self.inner.sealing_key,
+            &(key_id.clone(), epoch, stored.tag),
+        ) {
+            Ok(Some(key)) => key,
+            Ok(None) => return missing("epoch key"),
+            Err(e) => {
+                if holds()? {
+                    return Err(e);
+                }
+                return Ok(None);
+            }
+        };
         let aad = share_aad(self.inner.appliance_index, key_id, epoch);
-        self.inner.sealing_key.unseal(&sealed, &aad).map(Some)
+        let plain = epoch_key.unseal(&stored.sealed, &aad)?;
+        Ok(Some(codec::decode(&plain, "epoch secrets")?))
     }
 
-    /// Deletes a key with all its shares; returns whether it existed.
+    /// Deletes a key with all its shares and epoch keys; returns whether it existed.
     ///
     /// # Errors
     ///
     /// [`StorageError::Corrupt`] or [`StorageError::Db`].
     pub fn delete_key(&self, key_id: &KeyId) -> Result<bool, StorageError> {
-        let existed = (&self.inner.keys, &self.inner.shares)
+        let removed = (&self.inner.keys, &self.inner.shares)
             .transaction(|(keys, shares)| {
                 let Some(bytes) = keys.remove(key_id.as_bytes())? else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 let key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
+                let mut tags = Vec::new();
                 for epoch in key.epochs() {
-                    shares.remove(share_key(key_id, epoch))?;
+                    if let Some(share) = shares.remove(share_key(key_id, epoch))? {
+                        tags.push((epoch, StoredShare::decode(&share).map_err(abort)?.tag));
+                    }
                 }
-                Ok::<_, TxError>(true)
+                Ok::<_, TxError>(Some(tags))
             })
             .db()?;
-        if existed {
-            self.flush()?;
+        let Some(tags) = removed else {
+            return Ok(false);
+        };
+        self.flush()?;
+        for (epoch, tag) in tags {
+            self.inner
+                .epoch_keys
+                .destroy(&(key_id.clone(), epoch, tag))?;
         }
-        Ok(existed)
+        Ok(true)
+    }
+
+    /// Records that a refresh of `key_id` failed, with `reason` (cut to the wire's limit),
+    /// for status. Nothing if the key is unknown.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Corrupt`] or [`StorageError::Db`].
+    pub fn record_refresh_failure(&self, key_id: &KeyId, reason: &str) -> Result<(), StorageError> {
+        let mut cut = reason.len().min(MAX_ERROR_MESSAGE_LEN);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let failure = (now_unix_ms(), reason[..cut].to_owned());
+        self.update_key(key_id, |key| {
+            key.last_failure = Some(failure.clone());
+            Ok(())
+        })
+        .map(|_| ())
+        .or_else(|e| match e {
+            StorageError::UnknownKey { .. } => Ok(()),
+            other => Err(other),
+        })
+    }
+
+    /// Changes a key record in a transaction and flushes; returns the new record.
+    pub(super) fn update_key(
+        &self,
+        key_id: &KeyId,
+        change: impl Fn(&mut StoredKey) -> Result<(), StorageError>,
+    ) -> Result<StoredKey, StorageError> {
+        let updated = self
+            .inner
+            .keys
+            .transaction(|keys| {
+                let Some(bytes) = keys.get(key_id.as_bytes())? else {
+                    return Err(abort(StorageError::UnknownKey {
+                        key_id: key_id.clone(),
+                    }));
+                };
+                let mut key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
+                change(&mut key).map_err(abort)?;
+                keys.insert(key_id.as_bytes(), codec::encode(&key).map_err(abort)?)?;
+                Ok::<_, TxError>(key)
+            })
+            .db()?;
+        self.flush()?;
+        Ok(updated)
     }
 }
 
@@ -463,18 +690,21 @@ fn next_epoch(key: &StoredKey, input: &ShareInput) -> Result<(), StorageError> {
         });
     }
     if key.active_epoch.is_some_and(|active| epoch < active) {
-        return Err(StorageError::WrongEpoch {
-            key_id: key_id(),
-            epoch,
-            active: key.active_epoch,
-            pending: key.pending_epoch,
-        });
+        return Err(key.wrong_epoch(epoch));
     }
     if let Some(pending) = key.pending_epoch {
         return Err(StorageError::PendingEpoch {
             key_id: key_id(),
             pending,
         });
+    }
+    if input.refresh.is_some() {
+        if key.retiring_epoch.is_some() {
+            return Err(StorageError::RefreshUnfinished { key_id: key_id() });
+        }
+        if key.active_epoch.map(|a| a.saturating_add(1)) != Some(epoch) {
+            return Err(key.wrong_epoch(epoch));
+        }
     }
     Ok(())
 }
@@ -517,10 +747,23 @@ mod tests {
             parties: 3,
             active_epoch: Some(5),
             pending_epoch: None,
+            pending_ready: false,
+            retiring_epoch: None,
+            refresh: None,
+            active_since_unix_ms: storage
+                .key(&id(b"k1"))
+                .unwrap()
+                .unwrap()
+                .active_since_unix_ms,
+            last_refresh_unix_ms: None,
+            last_failure: None,
         };
         assert_eq!(storage.key(&id(b"k1")).unwrap(), Some(expected.clone()));
         assert_eq!(storage.key(&id(b"nope")).unwrap(), None);
-        assert_eq!(storage.share(&id(b"k1"), 5).unwrap().unwrap(), input.share);
+        assert_eq!(
+            storage.share(&id(b"k1"), 5).unwrap().unwrap().share,
+            input.secret.share
+        );
         assert_eq!(storage.share(&id(b"k1"), 4).unwrap(), None);
         assert_eq!(storage.share(&id(b"nope"), 5).unwrap(), None);
         drop(storage);
@@ -530,7 +773,10 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0].key_id, id(b"k0"));
         assert_eq!(keys[1], expected);
-        assert_eq!(storage.share(&id(b"k1"), 5).unwrap().unwrap(), input.share);
+        assert_eq!(
+            storage.share(&id(b"k1"), 5).unwrap().unwrap().share,
+            input.secret.share
+        );
         let status = keys[1].status();
         assert_eq!((status.active_epoch, status.pending_epoch), (Some(5), None));
     }
@@ -543,14 +789,15 @@ mod tests {
         assert_eq!(epochs(&storage, b"k"), (None, Some(1)));
         let status = storage.key(&id(b"k")).unwrap().unwrap().status();
         assert_eq!((status.active_epoch, status.pending_epoch), (None, Some(1)));
-        let share = share_input(b"k", 1, 1).share;
+        let share = share_input(b"k", 1, 1).secret.share.clone();
         // The pending share unseals, for the dealer's trial operation, but not as active.
-        assert_eq!(storage.share(&id(b"k"), 1).unwrap().unwrap(), share);
+        assert_eq!(storage.share(&id(b"k"), 1).unwrap().unwrap().share, share);
         assert_eq!(
             storage
                 .share_in(&id(b"k"), 1, EpochSlot::Pending)
                 .unwrap()
-                .unwrap(),
+                .unwrap()
+                .share,
             share
         );
         assert_eq!(
@@ -578,7 +825,8 @@ mod tests {
             storage
                 .share_in(&id(b"k"), 1, EpochSlot::Active)
                 .unwrap()
-                .unwrap(),
+                .unwrap()
+                .share,
             share
         );
         assert_eq!(
@@ -611,8 +859,8 @@ mod tests {
         );
         assert_eq!(storage.inner.shares.len(), 2);
         assert_eq!(
-            storage.share(&id(b"k"), 2).unwrap().unwrap(),
-            share_input(b"k", 2, 1).share
+            storage.share(&id(b"k"), 2).unwrap().unwrap().share,
+            share_input(b"k", 2, 1).secret.share
         );
         // The other key is untouched.
         assert_eq!(epochs(&storage, b"other"), (Some(1), None));
@@ -688,8 +936,8 @@ mod tests {
         assert_eq!(epochs(&storage, b"k"), (Some(2), None));
         assert_eq!(storage.share(&id(b"k"), 1).unwrap(), None);
         assert_eq!(
-            storage.share(&id(b"k"), 2).unwrap().unwrap(),
-            share_input(b"k", 2, 1).share
+            storage.share(&id(b"k"), 2).unwrap().unwrap().share,
+            share_input(b"k", 2, 1).secret.share
         );
         assert_eq!(storage.inner.shares.len(), 1);
     }
@@ -702,12 +950,12 @@ mod tests {
         storage.store_share(share_input(b"k", 2, 1)).unwrap();
         assert_eq!(epochs(&storage, b"k"), (Some(1), Some(2)));
         assert_eq!(
-            storage.share(&id(b"k"), 1).unwrap().unwrap(),
-            share_input(b"k", 1, 1).share
+            storage.share(&id(b"k"), 1).unwrap().unwrap().share,
+            share_input(b"k", 1, 1).secret.share
         );
         assert_eq!(
-            storage.share(&id(b"k"), 2).unwrap().unwrap(),
-            share_input(b"k", 2, 1).share
+            storage.share(&id(b"k"), 2).unwrap().unwrap().share,
+            share_input(b"k", 2, 1).secret.share
         );
         drop(storage);
         let storage = open(dir.path(), 1);
@@ -745,8 +993,8 @@ mod tests {
         // Refusals changed nothing.
         assert_eq!(epochs(&storage, b"k"), (Some(5), Some(7)));
         assert_eq!(
-            storage.share(&id(b"k"), 5).unwrap().unwrap(),
-            share_input(b"k", 5, 1).share
+            storage.share(&id(b"k"), 5).unwrap().unwrap().share,
+            share_input(b"k", 5, 1).secret.share
         );
     }
 
@@ -823,11 +1071,27 @@ mod tests {
         let base = || share_input(b"k", 1, 1);
         for input in [
             ShareInput {
-                share: Zeroizing::new(vec![]),
+                secret: EpochSecret {
+                    share: vec![],
+                    additive: None,
+                    extra_bits: 0,
+                },
                 ..base()
             },
             ShareInput {
-                share: Zeroizing::new(vec![1; MAX_INTEGER_LEN + 1]),
+                secret: EpochSecret {
+                    share: vec![1; MAX_INTEGER_LEN + 1],
+                    additive: None,
+                    extra_bits: 0,
+                },
+                ..base()
+            },
+            ShareInput {
+                secret: EpochSecret {
+                    share: vec![1; 300],
+                    additive: Some(vec![]),
+                    extra_bits: 0,
+                },
                 ..base()
             },
             ShareInput {
@@ -880,10 +1144,34 @@ mod tests {
 
     /// Overwrites the sealed share of (`to`, `to_epoch`) with that of (`from`,
     /// `from_epoch`), through sled.
+    /// Overwrites the sealed share of (`to`, `to_epoch`) with that of (`from`,
+    /// `from_epoch`), and copies its epoch key file to the name the target would use:
+    /// what is left to stop it is the additional data.
     fn move_share(storage: &Storage, from: (&[u8], u64), to: (&[u8], u64)) {
-        let shares = &storage.inner.shares;
-        let sealed = shares.get(share_key(&id(from.0), from.1)).unwrap().unwrap();
-        shares.insert(share_key(&id(to.0), to.1), sealed).unwrap();
+        copy_share(storage, storage, from, to);
+    }
+
+    fn copy_share(source: &Storage, target: &Storage, from: (&[u8], u64), to: (&[u8], u64)) {
+        let sealed = source
+            .inner
+            .shares
+            .get(share_key(&id(from.0), from.1))
+            .unwrap()
+            .unwrap();
+        let tag = StoredShare::decode(&sealed).unwrap().tag;
+        let name = |storage: &Storage, (key, epoch): (&[u8], u64)| {
+            storage
+                .inner
+                .epoch_keys
+                .dir()
+                .join(format!("{}-{epoch}-{tag:016x}", id(key)))
+        };
+        std::fs::copy(name(source, from), name(target, to)).unwrap();
+        target
+            .inner
+            .shares
+            .insert(share_key(&id(to.0), to.1), sealed)
+            .unwrap();
     }
 
     #[test]
@@ -915,17 +1203,7 @@ mod tests {
         let second = open(two.path(), 2);
         first.store_share(share_input(b"k", 1, 1)).unwrap();
         second.store_share(share_input(b"k", 1, 2)).unwrap();
-        let sealed = first
-            .inner
-            .shares
-            .get(share_key(&id(b"k"), 1))
-            .unwrap()
-            .unwrap();
-        second
-            .inner
-            .shares
-            .insert(share_key(&id(b"k"), 1), sealed)
-            .unwrap();
+        copy_share(&first, &second, (b"k", 1), (b"k", 1));
         assert!(matches!(
             second.share(&id(b"k"), 1),
             Err(StorageError::Unseal)
@@ -952,7 +1230,7 @@ mod tests {
                         .unwrap()
                     {
                         Some(share) => {
-                            assert_eq!(share, share_input(b"k", epoch, 1).share);
+                            assert_eq!(share, share_input(b"k", epoch, 1).secret);
                             found += 1;
                         }
                         None => gone += 1,
@@ -998,11 +1276,14 @@ mod tests {
             modulus: vec![0xc5; 8],
             public_exponent: vec![3],
             share: SecretBytes::new(vec![0x99; 20]),
+            additive: SecretBytes::new(vec![0x98; 24]),
         };
         let input = ShareInput::from(record);
-        assert_eq!(&input.share[..], &[0x99; 20][..]);
+        assert_eq!(&input.secret.share[..], &[0x99; 20][..]);
+        assert_eq!(input.secret.additive.as_deref(), Some(&[0x98; 24][..]));
         let printed = format!("{input:?}");
         assert!(printed.contains("[redacted; 20 bytes]"), "{printed}");
+        assert!(printed.contains("[redacted; 24 bytes]"), "{printed}");
         assert!(!printed.contains("153"), "{printed}"); // 0x99
     }
 }

@@ -78,8 +78,11 @@
 
 mod audit;
 mod codec;
+mod epoch_keys;
+mod epochs;
 mod error;
 mod keys;
+mod migrate;
 mod objects;
 mod pin;
 mod seal;
@@ -95,7 +98,9 @@ use std::task::{Context, Poll};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
 pub use error::StorageError;
-pub use keys::{EpochSlot, KeyInfo, ShareInput};
+pub use keys::{EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, ShareInput};
+#[doc(hidden)]
+pub use migrate::{SchemaTwoKey, write_schema_2};
 pub use pin::{PinCheck, PinStatus};
 pub use seal::{SEALING_KEY_LEN, SealingKey};
 
@@ -104,14 +109,20 @@ use error::{SledResultExt, TxError, abort};
 /// The schema version this build writes and accepts.
 ///
 /// 2: a key's active epoch is optional (a key is stored pending and committed later).
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: proactive refresh: a retiring epoch and refresh state per key; each epoch's secrets
+/// (share, additive share, form) sealed under an epoch key of its own. A version-2
+/// database is migrated when opened (`migrate.rs`).
+pub const SCHEMA_VERSION: u32 = 3;
 
-const META_SCHEMA: &[u8] = b"schema";
-const META_INDEX: &[u8] = b"appliance_index";
-const META_KEY_CHECK: &[u8] = b"key_check";
+/// The oldest schema version [`Storage::open`] migrates.
+const OLDEST_MIGRATED: u32 = 2;
+
+pub(super) const META_SCHEMA: &[u8] = b"schema";
+pub(super) const META_INDEX: &[u8] = b"appliance_index";
+pub(super) const META_KEY_CHECK: &[u8] = b"key_check";
 
 /// The plaintext of the key check value.
-const KEY_CHECK_PLAINTEXT: &[u8] = b"ittc sealing key check";
+pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"ittc sealing key check";
 
 /// Tunables of [`Storage`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +165,8 @@ struct Inner {
     objects: sled::Tree,
     audit: sled::Tree,
     sealing_key: SealingKey,
+    /// One key per share epoch, in files outside the database.
+    epoch_keys: epoch_keys::EpochKeys,
     appliance_index: u8,
     max_pin_failures: u32,
     pin_params: argon2::Params,
@@ -200,6 +213,7 @@ impl Storage {
 
         let db = sled::Config::new().path(dir).open().db()?;
         let tree = |name: &str| db.open_tree(name).db();
+        let epoch_keys = epoch_keys::EpochKeys::open(dir, appliance_index)?;
         let inner = Inner {
             meta: tree("meta")?,
             keys: tree("keys")?,
@@ -209,18 +223,44 @@ impl Storage {
             audit: tree("audit")?,
             db: db.clone(),
             sealing_key: key,
+            epoch_keys,
             appliance_index,
             max_pin_failures: opts.max_pin_failures,
             pin_params,
             audit_head: Mutex::new(AuditHead::GENESIS),
         };
-        inner.initialize_or_check()?;
+        let schema = inner.initialize_or_check()?;
         let head = audit::recover_head(&inner.audit, &inner.meta)?;
         let storage = Self {
             inner: Arc::new(inner),
         };
         *storage.audit_lock() = head;
+        if schema == OLDEST_MIGRATED {
+            migrate::from_v2(&storage)?;
+        }
+        storage.destroy_orphan_epoch_keys()?;
         Ok(storage)
+    }
+
+    /// Destroys the epoch keys that no key record names (left by a crash between an
+    /// erasure's commit and the key's destruction, or by a store that failed).
+    fn destroy_orphan_epoch_keys(&self) -> Result<(), StorageError> {
+        let mut named = std::collections::HashSet::new();
+        for bytes in self.inner.keys.iter().values() {
+            let key: keys::StoredKey = codec::decode(&bytes.db()?, "key record")?;
+            for epoch in key.epochs() {
+                if let Some(tag) = self.share_tag(&key.key_id, epoch)? {
+                    named.insert((key.key_id.clone(), epoch, tag));
+                }
+            }
+        }
+        for name in self.inner.epoch_keys.list()? {
+            if !named.contains(&name) {
+                tracing::info!(key = %name.0, epoch = name.1, "destroying an epoch key no record names");
+                self.inner.epoch_keys.destroy(&name)?;
+            }
+        }
+        Ok(())
     }
 
     /// This appliance's index, as recorded in the database.
@@ -284,8 +324,10 @@ impl fmt::Debug for PendingFlush {
 }
 
 impl Inner {
-    /// Writes the meta records of a new database, or checks those of an existing one.
-    fn initialize_or_check(&self) -> Result<(), StorageError> {
+    /// Writes the meta records of a new database, or checks those of an existing one;
+    /// returns its schema version ([`SCHEMA_VERSION`], or [`OLDEST_MIGRATED`] for a
+    /// database the caller migrates).
+    fn initialize_or_check(&self) -> Result<u32, StorageError> {
         if self.meta.get(META_SCHEMA).db()?.is_none() {
             self.initialize()?;
         }
@@ -295,7 +337,7 @@ impl Inner {
             .db()?
             .ok_or_else(|| missing("schema version"))?;
         let found: u32 = codec::decode(&schema, "schema version")?;
-        if found != SCHEMA_VERSION {
+        if found != SCHEMA_VERSION && found != OLDEST_MIGRATED {
             return Err(StorageError::Schema {
                 found,
                 expected: SCHEMA_VERSION,
@@ -323,7 +365,7 @@ impl Inner {
             .sealing_key
             .unseal(&check, &seal::check_aad(self.appliance_index))
         {
-            Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => Ok(()),
+            Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => Ok(found),
             Ok(_) | Err(StorageError::Unseal) => Err(StorageError::WrongSealingKey),
             Err(other) => Err(other),
         }
@@ -383,7 +425,6 @@ mod tests {
     use std::path::PathBuf;
 
     use ittc_wire::{KeyId, UserKind};
-    use zeroize::Zeroizing;
 
     use super::test_support::*;
     use super::*;
@@ -527,6 +568,7 @@ mod tests {
     fn no_plaintext_share_or_sealing_key_reaches_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let share: Vec<u8> = (0..300).map(|_| rand::random::<u8>()).collect();
+        let additive: Vec<u8> = (0..320).map(|_| rand::random::<u8>()).collect();
         // A control: the same kind of random bytes stored in clear must be found, so the
         // scan below is able to fail.
         let control: Vec<u8> = (0..300).map(|_| rand::random::<u8>()).collect();
@@ -541,7 +583,11 @@ mod tests {
             .unwrap();
             storage
                 .store_share(ShareInput {
-                    share: Zeroizing::new(share.clone()),
+                    secret: EpochSecret {
+                        share: share.clone(),
+                        additive: Some(additive.clone()),
+                        extra_bits: 0,
+                    },
                     ..share_input(b"key", 1, 1)
                 })
                 .unwrap();
@@ -564,12 +610,16 @@ mod tests {
         );
         assert!(!any_window_on_disk(dir.path(), &share), "share on disk");
         assert!(
+            !any_window_on_disk(dir.path(), &additive),
+            "additive share on disk"
+        );
+        assert!(
             !any_window_on_disk(dir.path(), &key_bytes),
             "sealing key on disk"
         );
         // And the share is still there, sealed.
         let storage = try_open(dir.path(), key_bytes, 1, test_options()).unwrap();
         let id = KeyId::new(b"key".to_vec()).unwrap();
-        assert_eq!(*storage.share(&id, 1).unwrap().unwrap(), share);
+        assert_eq!(storage.share(&id, 1).unwrap().unwrap().share, share);
     }
 }

@@ -113,6 +113,11 @@ impl SealingKey {
         hex
     }
 
+    /// The raw key, for sealing it under another key (an epoch key under the sealing key).
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0[..]
+    }
+
     fn zeroed() -> Self {
         Self(Box::new(Zeroizing::new([0u8; SEALING_KEY_LEN])))
     }

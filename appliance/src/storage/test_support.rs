@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use ittc_wire::KeyId;
-use zeroize::Zeroizing;
 
-use super::{SealingKey, ShareInput, Storage, StorageError, StorageOptions};
+use super::{EpochSecret, SealingKey, ShareInput, Storage, StorageError, StorageOptions};
 
 /// The bytes of the tests' sealing key.
 pub(super) const TEST_KEY: [u8; 32] = [0x42; 32];
@@ -64,6 +63,16 @@ pub(super) fn share_input(id: &[u8], epoch: u64, index: u8) -> ShareInput {
         parties: 3,
         modulus: vec![0xc5; 256],
         public_exponent: vec![1, 0, 1],
-        share: Zeroizing::new(vec![0x5a ^ epoch as u8; 300]),
+        secret: secret_for(epoch),
+        refresh: None,
+    }
+}
+
+/// The secrets [`share_input`] stores for `epoch`.
+pub(super) fn secret_for(epoch: u64) -> EpochSecret {
+    EpochSecret {
+        extra_bits: 0,
+        additive: Some(vec![0x3c ^ epoch as u8; 320]),
+        share: vec![0x5a ^ epoch as u8; 300],
     }
 }

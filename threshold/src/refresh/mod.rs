@@ -38,6 +38,8 @@ mod signed;
 
 use core::fmt;
 
+use num_bigint::BigUint;
+use num_traits::Zero;
 use rand::CryptoRng;
 
 pub use self::bounds::{Bounds, HIDING_BITS, MAX_EXTRA_BITS};
@@ -146,6 +148,27 @@ impl fmt::Debug for HolderShare {
             .field("legacy", &self.is_legacy())
             .finish_non_exhaustive()
     }
+}
+
+/// The public input of a refresh's trial operation: an integer in `[1, N)` drawn from
+/// SHA-256 of `context` (the session, key and epoch), the same at every holder. Holders
+/// raise it to their new shares; nobody gets a partial of a new epoch on an input of its
+/// own choosing.
+pub fn trial_input(public: &RsaPublicKey, context: &[u8]) -> BigUint {
+    use sha2::{Digest, Sha256};
+    let wanted = public.size() + 16;
+    let mut bytes = Vec::with_capacity(wanted + 32);
+    let mut counter = 0u32;
+    while bytes.len() < wanted {
+        let mut hash = Sha256::new();
+        hash.update(b"ittc refresh trial input\0");
+        hash.update(counter.to_be_bytes());
+        hash.update(context);
+        bytes.extend_from_slice(&hash.finalize());
+        counter += 1;
+    }
+    let x = BigUint::from_bytes_be(&bytes) % public.n();
+    if x.is_zero() { BigUint::from(1u8) } else { x }
 }
 
 /// Refreshes every holder of a key in this process: the holders' [`RefreshParty`]s

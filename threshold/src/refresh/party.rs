@@ -216,6 +216,10 @@ impl RefreshParty {
             from: self.index,
             reason: "the dealt values received do not add up to a share in range",
         };
+        let share_bound = BigUint::from(1u8) << self.new.share_bits();
+        if !share.in_range(&share_bound) {
+            return Err(out_of_range());
+        }
         let share = share
             .to_unsigned(self.new.share_len())
             .ok_or_else(out_of_range)?;

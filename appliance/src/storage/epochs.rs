@@ -1,0 +1,483 @@
+//! The steps that move a key from one epoch to the next: ready, commit, erase, discard.
+//!
+//! Each is one transaction over the key record (and the share it removes), flushed before
+//! it returns; an epoch key is destroyed only after the record stopped naming its epoch,
+//! so a crash in between leaves a key file that names nothing, which the next start
+//! destroys (`Storage::open`).
+
+use ittc_wire::KeyId;
+use sled::Transactional;
+
+use super::error::{SledResultExt, TxError, abort};
+use super::keys::{RefreshOrigin, StoredKey, StoredShare, now_unix_ms, share_key};
+use super::{Storage, StorageError, codec};
+
+/// A refresh step's check of the session it belongs to: the one recorded with the
+/// pending or retiring epoch.
+fn check_session(key: &StoredKey, session: Option<&[u8; 16]>) -> Result<(), StorageError> {
+    match (session, key.refresh) {
+        (None, _) => Ok(()),
+        (Some(asked), Some(RefreshOrigin { session, .. })) if *asked == session => Ok(()),
+        (Some(_), _) => Err(StorageError::OtherSession {
+            key_id: key.key_id.clone(),
+        }),
+    }
+}
+
+impl Storage {
+    /// Marks the pending `epoch` of a key (from the refresh `session`) as verified: it
+    /// answers clients from now on, next to the active epoch.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`]; [`StorageError::WrongEpoch`] if `epoch` is not
+    /// pending; [`StorageError::OtherSession`] if it comes from another refresh.
+    pub fn mark_ready(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        session: &[u8; 16],
+    ) -> Result<(), StorageError> {
+        self.update_key(key_id, |key| {
+            if key.pending_epoch != Some(epoch) {
+                return Err(key.wrong_epoch(epoch));
+            }
+            check_session(key, Some(session))?;
+            key.pending_ready = true;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// Makes the pending `epoch` of a key its active epoch, in one transaction, flushed
+    /// before it returns. An epoch from a refresh keeps the previous active epoch as the
+    /// retiring one (it answers clients until [`Storage::erase_retiring`]); an import's
+    /// commit erases the previous share at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`] if this appliance holds no share of the key;
+    /// [`StorageError::WrongEpoch`] if `epoch` is not the key's pending epoch (nothing
+    /// pending, another epoch pending, or `epoch` already committed);
+    /// [`StorageError::Corrupt`] or [`StorageError::Db`].
+    pub fn commit_epoch(&self, key_id: &KeyId, epoch: u64) -> Result<(), StorageError> {
+        let id = key_id.as_bytes();
+        let slot = share_key(key_id, epoch);
+        let now = now_unix_ms();
+        let erased = (&self.inner.keys, &self.inner.shares)
+            .transaction(|(keys, shares)| {
+                let Some(bytes) = keys.get(id)? else {
+                    return Err(abort(StorageError::UnknownKey {
+                        key_id: key_id.clone(),
+                    }));
+                };
+                let mut key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
+                if key.pending_epoch != Some(epoch) {
+                    return Err(abort(key.wrong_epoch(epoch)));
+                }
+                if shares.get(slot.as_slice())?.is_none() {
+                    return Err(abort(StorageError::Corrupt(format!(
+                        "the share of key {key_id} for epoch {epoch} is missing"
+                    ))));
+                }
+                let previous = key.active_epoch.replace(epoch);
+                key.pending_epoch = None;
+                key.pending_ready = false;
+                key.active_since_unix_ms = Some(now);
+                let mut erased = None;
+                if key.refresh.is_some() {
+                    key.retiring_epoch = previous;
+                    key.last_refresh_unix_ms = Some(now);
+                    key.last_failure = None;
+                } else if let Some(previous) = previous
+                    && let Some(share) = shares.remove(share_key(key_id, previous))?
+                {
+                    let tag = StoredShare::decode(&share).map_err(abort)?.tag;
+                    erased = Some((key_id.clone(), previous, tag));
+                }
+                keys.insert(id, codec::encode(&key).map_err(abort)?)?;
+                Ok::<_, TxError>(erased)
+            })
+            .db()?;
+        self.flush()?;
+        if let Some(name) = erased {
+            self.inner.epoch_keys.destroy(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Erases the retiring epoch of a key whose active epoch is `active` (the refresh that
+    /// made it, `session` if given, is over everywhere): its share leaves the database and
+    /// its epoch key is destroyed. Nothing to do if it is erased already.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`]; [`StorageError::WrongEpoch`] if `active` is not the
+    /// key's active epoch; [`StorageError::OtherSession`].
+    pub fn erase_retiring(
+        &self,
+        key_id: &KeyId,
+        active: u64,
+        session: Option<&[u8; 16]>,
+    ) -> Result<(), StorageError> {
+        let retired = self.end_epoch(key_id, |key| {
+            if key.active_epoch != Some(active) {
+                return Err(key.wrong_epoch(active));
+            }
+            let Some(retiring) = key.retiring_epoch else {
+                return Ok(None);
+            };
+            check_session(key, session)?;
+            key.retiring_epoch = None;
+            key.refresh = None;
+            Ok(Some(retiring))
+        })?;
+        if let Some(epoch) = retired {
+            tracing::info!(key = %key_id, epoch, "retiring epoch erased");
+        }
+        Ok(())
+    }
+
+    /// Deletes the pending `epoch` of a key that has an active epoch (a refresh that
+    /// failed before its commit; `session` if given must be the refresh's), with its epoch
+    /// key. Nothing to do if it is not pending any more and was never committed.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`]; [`StorageError::WrongEpoch`] if `epoch` is the active
+    /// epoch (committed: too late to discard) or the key has no active epoch (an import:
+    /// delete the key instead); [`StorageError::OtherSession`].
+    pub fn discard_pending(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        session: Option<&[u8; 16]>,
+    ) -> Result<(), StorageError> {
+        self.end_epoch(key_id, |key| {
+            if key.active_epoch.is_none_or(|a| a >= epoch) {
+                return Err(key.wrong_epoch(epoch));
+            }
+            if key.pending_epoch != Some(epoch) {
+                return Ok(None);
+            }
+            check_session(key, session)?;
+            key.pending_epoch = None;
+            key.pending_ready = false;
+            if key.retiring_epoch.is_none() {
+                key.refresh = None;
+            }
+            Ok(Some(epoch))
+        })
+        .map(|_| ())
+    }
+
+    /// Removes one epoch of a key: `choose` updates the record and returns the epoch to
+    /// remove (or `None` for nothing to do); the share goes in the same transaction, the
+    /// epoch key after the flush.
+    fn end_epoch(
+        &self,
+        key_id: &KeyId,
+        choose: impl Fn(&mut StoredKey) -> Result<Option<u64>, StorageError>,
+    ) -> Result<Option<u64>, StorageError> {
+        let id = key_id.as_bytes();
+        let ended = (&self.inner.keys, &self.inner.shares)
+            .transaction(|(keys, shares)| {
+                let Some(bytes) = keys.get(id)? else {
+                    return Err(abort(StorageError::UnknownKey {
+                        key_id: key_id.clone(),
+                    }));
+                };
+                let mut key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
+                let Some(epoch) = choose(&mut key).map_err(abort)? else {
+                    return Ok(None);
+                };
+                let tag = match shares.remove(share_key(key_id, epoch))? {
+                    Some(share) => Some(StoredShare::decode(&share).map_err(abort)?.tag),
+                    None => None,
+                };
+                keys.insert(id, codec::encode(&key).map_err(abort)?)?;
+                Ok::<_, TxError>(Some((epoch, tag)))
+            })
+            .db()?;
+        let Some((epoch, tag)) = ended else {
+            return Ok(None);
+        };
+        self.flush()?;
+        if let Some(tag) = tag {
+            self.inner
+                .epoch_keys
+                .destroy(&(key_id.clone(), epoch, tag))?;
+        }
+        Ok(Some(epoch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::EpochSlot;
+    use super::super::test_support::*;
+    use super::*;
+
+    fn id(bytes: &[u8]) -> KeyId {
+        KeyId::new(bytes.to_vec()).unwrap()
+    }
+
+    const SESSION: [u8; 16] = [9; 16];
+
+    fn origin() -> Option<RefreshOrigin> {
+        Some(RefreshOrigin {
+            session: SESSION,
+            coordinator: 1,
+        })
+    }
+
+    /// A committed key `k` at epoch 1 and its refresh to epoch 2 stored as pending.
+    fn refreshing(storage: &Storage) {
+        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        storage.commit_epoch(&id(b"k"), 1).unwrap();
+        let mut next = share_input(b"k", 2, 1);
+        next.refresh = origin();
+        storage.store_share(next).unwrap();
+    }
+
+    fn serving(storage: &Storage, epoch: u64) -> bool {
+        storage
+            .share_in(&id(b"k"), epoch, EpochSlot::Serving)
+            .unwrap()
+            .is_some()
+    }
+
+    #[test]
+    fn a_refresh_goes_pending_ready_committed_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        refreshing(&storage);
+        assert!(serving(&storage, 1) && !serving(&storage, 2));
+
+        storage.mark_ready(&id(b"k"), 2, &SESSION).unwrap();
+        assert!(serving(&storage, 1) && serving(&storage, 2));
+
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        assert_eq!(
+            (key.active_epoch, key.pending_epoch, key.retiring_epoch),
+            (Some(2), None, Some(1))
+        );
+        assert!(key.last_refresh_unix_ms.is_some());
+        assert!(serving(&storage, 1) && serving(&storage, 2));
+
+        // A restart in between keeps all of it.
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        assert!(serving(&storage, 1) && serving(&storage, 2));
+
+        storage
+            .erase_retiring(&id(b"k"), 2, Some(&SESSION))
+            .unwrap();
+        assert!(!serving(&storage, 1) && serving(&storage, 2));
+        assert_eq!(storage.share(&id(b"k"), 1).unwrap(), None);
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        assert_eq!(key.retiring_epoch, None);
+        assert_eq!(key.refresh, None);
+        // Again: nothing to do.
+        storage.erase_retiring(&id(b"k"), 2, None).unwrap();
+        assert_eq!(storage.inner.shares.len(), 1);
+        let tag = storage.share_tag(&id(b"k"), 2).unwrap().unwrap();
+        assert_eq!(
+            storage.inner.epoch_keys.list().unwrap(),
+            vec![(id(b"k"), 2, tag)]
+        );
+    }
+
+    #[test]
+    fn a_refresh_that_fails_before_its_commit_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        refreshing(&storage);
+        // Another session's discard, or of the active epoch, is refused.
+        assert!(matches!(
+            storage.discard_pending(&id(b"k"), 2, Some(&[1; 16])),
+            Err(StorageError::OtherSession { .. })
+        ));
+        assert!(matches!(
+            storage.discard_pending(&id(b"k"), 1, None),
+            Err(StorageError::WrongEpoch { .. })
+        ));
+        storage
+            .discard_pending(&id(b"k"), 2, Some(&SESSION))
+            .unwrap();
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        assert_eq!((key.active_epoch, key.pending_epoch), (Some(1), None));
+        assert_eq!(key.refresh, None);
+        assert_eq!(storage.share(&id(b"k"), 2).unwrap(), None);
+        let tag = storage.share_tag(&id(b"k"), 1).unwrap().unwrap();
+        assert_eq!(
+            storage.inner.epoch_keys.list().unwrap(),
+            vec![(id(b"k"), 1, tag)]
+        );
+        // Again: nothing to do.
+        storage.discard_pending(&id(b"k"), 2, None).unwrap();
+        // And a new refresh may start.
+        let mut next = share_input(b"k", 2, 1);
+        next.refresh = origin();
+        storage.store_share(next).unwrap();
+    }
+
+    #[test]
+    fn refresh_steps_check_epochs_and_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        refreshing(&storage);
+        assert!(matches!(
+            storage.mark_ready(&id(b"k"), 2, &[1; 16]),
+            Err(StorageError::OtherSession { .. })
+        ));
+        assert!(matches!(
+            storage.mark_ready(&id(b"k"), 3, &SESSION),
+            Err(StorageError::WrongEpoch { .. })
+        ));
+        assert!(matches!(
+            storage.erase_retiring(&id(b"k"), 2, None),
+            Err(StorageError::WrongEpoch { .. })
+        ));
+        assert!(matches!(
+            storage.mark_ready(&id(b"nope"), 2, &SESSION),
+            Err(StorageError::UnknownKey { .. })
+        ));
+        // No refresh may start while one is pending or retiring.
+        let mut again = share_input(b"k", 3, 1);
+        again.refresh = origin();
+        assert!(matches!(
+            storage.store_share(again.clone()),
+            Err(StorageError::PendingEpoch { .. })
+        ));
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        assert!(matches!(
+            storage.store_share(again.clone()),
+            Err(StorageError::RefreshUnfinished { .. })
+        ));
+        assert!(matches!(
+            storage.erase_retiring(&id(b"k"), 2, Some(&[1; 16])),
+            Err(StorageError::OtherSession { .. })
+        ));
+        storage.erase_retiring(&id(b"k"), 2, None).unwrap();
+        storage.store_share(again).unwrap();
+        // A refresh epoch must follow the active one.
+        storage.discard_pending(&id(b"k"), 3, None).unwrap();
+        let mut skip = share_input(b"k", 4, 1);
+        skip.refresh = origin();
+        assert!(matches!(
+            storage.store_share(skip),
+            Err(StorageError::WrongEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn failures_are_recorded_until_a_refresh_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        refreshing(&storage);
+        storage
+            .record_refresh_failure(&id(b"k"), &"x".repeat(5000))
+            .unwrap();
+        let failure = storage.key(&id(b"k")).unwrap().unwrap().last_failure;
+        assert_eq!(failure.map(|(_, r)| r.len()), Some(1024));
+        storage
+            .record_refresh_failure(&id(b"nope"), "gone")
+            .unwrap();
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        assert_eq!(storage.key(&id(b"k")).unwrap().unwrap().last_failure, None);
+    }
+
+    /// Every 16-byte window of `needle` found in any file under `dir`.
+    fn on_disk(dir: &std::path::Path, needle: &[u8]) -> bool {
+        fn files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else {
+                    out.push(std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut contents = Vec::new();
+        files(dir, &mut contents);
+        needle
+            .windows(16)
+            .any(|w| contents.iter().any(|f| f.windows(16).any(|x| x == w)))
+    }
+
+    #[test]
+    fn an_erased_epoch_cannot_be_opened_with_anything_left_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        refreshing(&storage);
+        let old = share_key(&id(b"k"), 1);
+        let record = storage.inner.shares.get(&old).unwrap().unwrap().to_vec();
+        let stored = StoredShare::decode(&record).unwrap();
+        let name = (id(b"k"), 1, stored.tag);
+        let epoch_key = storage
+            .inner
+            .epoch_keys
+            .get(&storage.inner.sealing_key, &name)
+            .unwrap()
+            .unwrap();
+        let raw_key = epoch_key.as_bytes().to_vec();
+        let key_file = std::fs::read(storage.inner.epoch_keys.dir().join(format!(
+            "{}-1-{:016x}",
+            id(b"k"),
+            stored.tag
+        )))
+        .unwrap();
+        drop(epoch_key);
+
+        storage.mark_ready(&id(b"k"), 2, &SESSION).unwrap();
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        storage
+            .erase_retiring(&id(b"k"), 2, Some(&SESSION))
+            .unwrap();
+        storage.flush().unwrap();
+        drop(storage);
+        let storage = open(dir.path(), 1);
+
+        // The epoch key and its sealed file are gone from every file; the sealed share
+        // itself may well linger in sled's log, which is why its key had to go.
+        assert!(
+            !on_disk(dir.path(), &raw_key),
+            "the old epoch key is on disk"
+        );
+        assert!(
+            !on_disk(dir.path(), &key_file),
+            "the old key file's bytes are on disk"
+        );
+        assert!(
+            storage
+                .inner
+                .epoch_keys
+                .get(&storage.inner.sealing_key, &name)
+                .unwrap()
+                .is_none()
+        );
+        let aad = super::super::seal::share_aad(1, &id(b"k"), 1);
+        assert!(matches!(
+            storage.inner.sealing_key.unseal(&stored.sealed, &aad),
+            Err(StorageError::Unseal)
+        ));
+        for other in storage.inner.epoch_keys.list().unwrap() {
+            let key = storage
+                .inner
+                .epoch_keys
+                .get(&storage.inner.sealing_key, &other)
+                .unwrap()
+                .unwrap();
+            assert!(matches!(
+                key.unseal(&stored.sealed, &aad),
+                Err(StorageError::Unseal)
+            ));
+        }
+        // The key itself still opens it: the check above can fail.
+        let key = crate::storage::SealingKey::from_bytes(raw_key.try_into().unwrap());
+        assert!(key.unseal(&stored.sealed, &aad).is_ok());
+    }
+}

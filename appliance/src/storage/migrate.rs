@@ -1,0 +1,222 @@
+//! Opening a database of an older schema: version 2 (before proactive refresh) becomes
+//! version 3 in one transaction.
+//!
+//! Version 2 kept a key's active and pending epochs only, and sealed each share under the
+//! sealing key itself. Version 3 adds the refresh state to every key record and seals each
+//! epoch's secrets under an epoch key of its own (`epoch_keys.rs`). The migration unseals
+//! every share, seals it again under a new epoch key (written to its file first), and
+//! rewrites every key record, every share and the schema version in one transaction: a
+//! crash leaves version 2, and epoch key files that no record names, which the next start
+//! destroys. The
+//! shares of such keys have no additive share; their first refresh converts them
+//! (`ittc_threshold::refresh::legacy`).
+//!
+//! The version-2 sealed shares may stay in sled's log segments until sled reuses them,
+//! readable with the sealing key: the erasure of refreshed epochs covers epochs sealed
+//! from version 3 on (docs/security.md).
+
+use bincode::{Decode, Encode};
+use ittc_wire::KeyId;
+use sled::Transactional;
+use zeroize::Zeroizing;
+
+use super::error::{SledResultExt, TxError};
+use super::keys::{EpochSecret, StoredKey, share_key};
+use super::seal::{Sealed, share_aad};
+use super::{Inner, META_SCHEMA, SCHEMA_VERSION, Storage, StorageError, codec};
+
+/// The key record of schema version 2.
+#[derive(Encode, Decode)]
+struct StoredKeyV2 {
+    key_id: KeyId,
+    label: String,
+    modulus: Vec<u8>,
+    public_exponent: Vec<u8>,
+    threshold: u8,
+    parties: u8,
+    active_epoch: Option<u64>,
+    pending_epoch: Option<u64>,
+}
+
+/// Rewrites a version-2 database as version 3 (see the module docs).
+pub(super) fn from_v2(storage: &Storage) -> Result<(), StorageError> {
+    let inner: &Inner = &storage.inner;
+    let mut records = Vec::new();
+    let mut shares = Vec::new();
+    for bytes in inner.keys.iter().values() {
+        let old: StoredKeyV2 = codec::decode(&bytes.db()?, "version 2 key record")?;
+        for epoch in old.active_epoch.into_iter().chain(old.pending_epoch) {
+            let slot = share_key(&old.key_id, epoch);
+            let sealed = inner.shares.get(&slot).db()?.ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "the share of key {} for epoch {epoch} is missing",
+                    old.key_id
+                ))
+            })?;
+            let sealed: Sealed = codec::decode(&sealed, "sealed share")?;
+            let aad = share_aad(inner.appliance_index, &old.key_id, epoch);
+            let share = inner.sealing_key.unseal(&sealed, &aad)?;
+            let secret = EpochSecret {
+                extra_bits: 0,
+                additive: None,
+                share: Zeroizing::new(share.to_vec()).to_vec(),
+            };
+            shares.push((slot, storage.seal_epoch(&old.key_id, epoch, &secret)?.0));
+        }
+        let new = StoredKey {
+            key_id: old.key_id,
+            label: old.label,
+            modulus: old.modulus,
+            public_exponent: old.public_exponent,
+            threshold: old.threshold,
+            parties: old.parties,
+            active_epoch: old.active_epoch,
+            pending_epoch: old.pending_epoch,
+            pending_ready: false,
+            retiring_epoch: None,
+            refresh: None,
+            active_since_unix_ms: None,
+            last_refresh_unix_ms: None,
+            last_failure: None,
+        };
+        records.push((new.key_id.as_bytes().to_vec(), codec::encode(&new)?));
+    }
+    let schema = codec::encode(&SCHEMA_VERSION)?;
+    (&inner.meta, &inner.keys, &inner.shares)
+        .transaction(|(meta, keys, share_tree)| {
+            for (id, record) in &records {
+                keys.insert(id.as_slice(), record.as_slice())?;
+            }
+            for (slot, sealed) in &shares {
+                share_tree.insert(slot.as_slice(), sealed.as_slice())?;
+            }
+            meta.insert(META_SCHEMA, schema.as_slice())?;
+            Ok::<_, TxError>(())
+        })
+        .db()?;
+    storage.flush()?;
+    tracing::info!(
+        keys = records.len(),
+        shares = shares.len(),
+        "database migrated to schema version {SCHEMA_VERSION}: shares sealed under epoch keys"
+    );
+    Ok(())
+}
+
+/// A key as a version-2 database held it (for [`write_schema_2`]).
+#[doc(hidden)]
+pub struct SchemaTwoKey<'a> {
+    /// The key.
+    pub key_id: &'a KeyId,
+    /// Its label.
+    pub label: &'a str,
+    /// `N`, big-endian.
+    pub modulus: &'a [u8],
+    /// `e`, big-endian.
+    pub public_exponent: &'a [u8],
+    /// k.
+    pub threshold: u8,
+    /// n.
+    pub parties: u8,
+    /// The active epoch.
+    pub epoch: u64,
+    /// This appliance's share, big-endian.
+    pub share: &'a [u8],
+}
+
+/// Writes the database an older release (schema version 2) left in `dir`, holding one
+/// committed key: for tests of the migration and of the conversion of such keys, which
+/// need a database this build no longer writes.
+///
+/// # Errors
+///
+/// The store's, if sled cannot write it.
+#[doc(hidden)]
+pub fn write_schema_2(
+    dir: &std::path::Path,
+    sealing_key: super::SealingKey,
+    appliance_index: u8,
+    key: &SchemaTwoKey<'_>,
+) -> Result<(), StorageError> {
+    use super::error::SledResultExt as _;
+    use super::{KEY_CHECK_PLAINTEXT, META_INDEX, META_KEY_CHECK, seal};
+    let db = sled::Config::new().path(dir).open().db()?;
+    let meta = db.open_tree("meta").db()?;
+    meta.insert(META_SCHEMA, codec::encode(&2u32)?).db()?;
+    meta.insert(META_INDEX, codec::encode(&appliance_index)?)
+        .db()?;
+    let check = sealing_key.seal(KEY_CHECK_PLAINTEXT, &seal::check_aad(appliance_index))?;
+    meta.insert(META_KEY_CHECK, codec::encode(&check)?).db()?;
+    let record = StoredKeyV2 {
+        key_id: key.key_id.clone(),
+        label: key.label.to_owned(),
+        modulus: key.modulus.to_vec(),
+        public_exponent: key.public_exponent.to_vec(),
+        threshold: key.threshold,
+        parties: key.parties,
+        active_epoch: Some(key.epoch),
+        pending_epoch: None,
+    };
+    db.open_tree("keys")
+        .db()?
+        .insert(key.key_id.as_bytes(), codec::encode(&record)?)
+        .db()?;
+    let sealed = sealing_key.seal(
+        key.share,
+        &share_aad(appliance_index, key.key_id, key.epoch),
+    )?;
+    db.open_tree("shares")
+        .db()?
+        .insert(share_key(key.key_id, key.epoch), codec::encode(&sealed)?)
+        .db()?;
+    db.flush().db()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn a_schema_2_database_is_migrated_and_its_share_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let share: Vec<u8> = (0..300).map(|i| (i * 7) as u8).collect();
+        let key_id = KeyId::new(b"old".to_vec()).unwrap();
+        write_schema_2(
+            dir.path(),
+            test_key(),
+            1,
+            &SchemaTwoKey {
+                key_id: &key_id,
+                label: "from before refresh",
+                modulus: &[0xc5; 256],
+                public_exponent: &[1, 0, 1],
+                threshold: 2,
+                parties: 3,
+                epoch: 4,
+                share: &share,
+            },
+        )
+        .unwrap();
+        let storage = open(dir.path(), 1);
+        let key = storage.key(&key_id).unwrap().unwrap();
+        assert_eq!((key.active_epoch, key.pending_epoch), (Some(4), None));
+        assert_eq!(key.label, "from before refresh");
+        let secret = storage.share(&key_id, 4).unwrap().unwrap();
+        assert_eq!(secret.share, share);
+        assert_eq!((secret.additive.is_none(), secret.extra_bits), (true, 0));
+        let schema: u32 = codec::decode(
+            &storage.inner.meta.get(META_SCHEMA).unwrap().unwrap(),
+            "schema",
+        )
+        .unwrap();
+        assert_eq!(schema, SCHEMA_VERSION);
+        assert_eq!(storage.inner.epoch_keys.list().unwrap().len(), 1);
+        // Opening again changes nothing.
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        assert_eq!(storage.share(&key_id, 4).unwrap().unwrap().share, share);
+        assert_eq!(storage.inner.epoch_keys.list().unwrap().len(), 1);
+    }
+}
