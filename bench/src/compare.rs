@@ -4,6 +4,10 @@
 //! after round (A first in odd rounds, B first in even ones), so that both see the same
 //! drift of the machine's speed: 2-thread C_Sign throughput and the 1-thread C_Sign median.
 //! The summary is the mean of the rounds' changes B/A − 1 with its standard error.
+//!
+//! With `--refreshes-b N`, B's key is refreshed N times before the rounds (both clusters
+//! may then run the same build): what a key costs after many proactive refreshes, against
+//! a freshly imported one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +45,9 @@ pub struct CompareArgs {
     /// Latency samples per round.
     #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// Refresh B's key this many times before measuring.
+    #[arg(long, default_value_t = 0)]
+    refreshes_b: u32,
 }
 
 /// One build's figures in one round.
@@ -94,6 +101,10 @@ pub struct CompareReport {
     pub a: (String, String),
     /// Build B: appliance and module.
     pub b: (String, String),
+    /// How many times B's key was refreshed before the rounds.
+    pub refreshes_b: u32,
+    /// Bits of the shares the partial operations exponentiate with, A and B.
+    pub share_bits: (u32, u32),
     /// Client threads of the throughput figures.
     pub threads: usize,
     /// Each round: A, then B.
@@ -156,8 +167,19 @@ pub fn run(args: &CompareArgs, bins: &Path) -> Result<CompareReport, String> {
         args.appliance_a.display(),
         appliance_b.display()
     );
+    let share_bits = ittc_threshold::Bounds::new(
+        key.public_key(),
+        &ittc_threshold::SharingParams::new(2, 3).map_err(|e| e.to_string())?,
+        0,
+    )
+    .map_err(|e| e.to_string())?
+    .share_bits();
     let a = setup::ittc_cluster_with(key.clone(), 2, 3, &args.appliance_a)?;
     let b = setup::ittc_cluster_with(key, 2, 3, &appliance_b)?;
+    if args.refreshes_b > 0 {
+        eprintln!("==> refreshing B's key {} times", args.refreshes_b);
+        setup::refresh(&b, args.refreshes_b)?;
+    }
     let mut rounds = Vec::with_capacity(args.rounds);
     for round in 1..=args.rounds {
         eprintln!("==> round {round} of {}", args.rounds);
@@ -182,6 +204,8 @@ pub fn run(args: &CompareArgs, bins: &Path) -> Result<CompareReport, String> {
             appliance_b.display().to_string(),
             module_b.display().to_string(),
         ),
+        refreshes_b: args.refreshes_b,
+        share_bits: (share_bits, share_bits),
         threads: args.threads,
         throughput: Change::new(&pairs(|s| s.throughput), true),
         latency: Change::new(&pairs(|s| s.p50_ms), false),
@@ -194,13 +218,17 @@ impl CompareReport {
     pub fn table(&self) -> String {
         let t = self.threads;
         let mut out = format!(
-            "ittc-bench compare, {}\n\nA: {} with {}\nB: {} with {}\n\n\
+            "ittc-bench compare, {}\n\nA: {} with {}, a freshly imported key (shares of {} bits)\n\
+             B: {} with {}, the same key refreshed {} times (shares of {} bits)\n\n\
              | round | A C_Sign/s ({t} threads) | B | A p50 (1 thread) | B |\n|---|---|---|---|---|\n",
             crate::report::machine_line(),
             self.a.0,
             self.a.1,
+            self.share_bits.0,
             self.b.0,
-            self.b.1
+            self.b.1,
+            self.refreshes_b,
+            self.share_bits.1,
         );
         for (i, (a, b)) in self.rounds.iter().enumerate() {
             out += &format!(

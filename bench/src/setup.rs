@@ -132,6 +132,28 @@ pub fn ittc_cluster_with(
     Ok(IttcCluster { appliances, key })
 }
 
+/// Refreshes the cluster's key `times` times (as `ittc key refresh` does, one after the
+/// other).
+pub fn refresh(cluster: &IttcCluster, times: u32) -> Result<(), String> {
+    let id = hex::decode(KEY_ID).map_err(|e| e.to_string())?;
+    let cli = cluster.appliances.cluster()?;
+    for _ in 0..times {
+        let results = ittc_provisioning::refresh::refresh(
+            &cli,
+            ittc_provisioning::refresh::Which::Key(&id),
+            ittc_provisioning::refresh::DEFAULT_TIMEOUT,
+            &|_: &ittc_provisioning::refresh::KeyRefresh| {},
+        )
+        .map_err(|e| e.to_string())?;
+        for r in results {
+            if r.result.is_err() {
+                return Err(r.line());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A SoftHSM2 token in a temporary folder.
 pub struct SoftHsm {
     /// Its folder.

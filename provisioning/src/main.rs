@@ -622,6 +622,9 @@ fn print_next_steps(dir: &Path, message: &Path, len: usize) {
         module.display()
     );
     println!("  openssl dgst -sha256 -verify {d}/demo-public.pem -signature {d}/pkcs11.sig {m}");
+    println!(
+        "  {ittc} --cluster {d} key refresh --id 01   # new shares of the same key (also hourly by itself)"
+    );
     println!("  {ittc} --cluster {d} status");
     println!("  {ittc} demo --stop --dir {d}");
 }

@@ -309,3 +309,72 @@ fn pin_change_and_cert_add_reach_every_appliance() {
         );
     }
 }
+
+#[test]
+fn key_refresh_and_status_show_new_epochs_and_failures() {
+    let mut running = InitCluster::new(3, 2, "");
+    let c = running.arg();
+    let pin = running.set_user_pin(b"112233\n");
+    let key = Rsa::generate(2048).unwrap();
+    let keyfile = write(
+        &running.scratch().join("key.pem"),
+        &key.private_key_to_pem().unwrap(),
+    );
+    ok(run_ittc(&[
+        "--cluster",
+        &c,
+        "key",
+        "import",
+        "--label",
+        "web",
+        "--id",
+        "b2",
+        &keyfile,
+    ]));
+    let public = PKey::from_rsa(key).unwrap();
+
+    let out = ok(run_ittc(&["--cluster", &c, "key", "refresh", "--id", "b2"]));
+    assert!(out.contains("key b2 refreshed: epoch 1 -> 2"), "{out}");
+    let out = ok(run_ittc(&["--cluster", &c, "key", "refresh", "--all"]));
+    assert!(out.contains("key b2 refreshed: epoch 2 -> 3"), "{out}");
+    running.sign_and_verify("b2", &pin, &public);
+    let (healthy, status) = running.status();
+    assert!(healthy);
+    let k = &status["keys"][0];
+    assert_eq!(k["epoch"], 3);
+    assert_eq!(k["holders"], serde_json::json!([1, 2, 3]));
+    assert!(k["last_refresh_unix_ms"].as_u64().is_some(), "{k}");
+    // Appliance 1 schedules the next one (an hour by default).
+    let next = k["next_due_unix_ms"].as_u64().unwrap();
+    let last = k["last_refresh_unix_ms"].as_u64().unwrap();
+    assert!(next > last + 3_500_000 && next <= last + 3_700_000, "{k}");
+    assert_eq!(k["refresh_failed"], false);
+
+    // An appliance away: the refresh fails, says why, and the key keeps its epoch.
+    running.kill(3);
+    let failed = run_ittc(&["--cluster", &c, "key", "refresh", "--id", "b2"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("appliance 3"), "{stderr}");
+    let out = run_ittc(&["--cluster", &c, "status", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the key is usable, but its last refresh failed"
+    );
+    let out = run_ittc(&["--cluster", &c, "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("last refresh failure"), "{text}");
+    running.start(3);
+    let (healthy, status) = running.status();
+    assert!(!healthy, "the last refresh failed and none succeeded since");
+    assert_eq!(status["keys"][0]["refresh_failed"], true);
+    assert_eq!(status["keys"][0]["epoch"], 3);
+    let out = run_ittc(&["--cluster", &c, "status", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = ok(run_ittc(&["--cluster", &c, "key", "refresh", "--id", "b2"]));
+    assert!(out.contains("epoch 3 -> 4"), "{out}");
+    let (healthy, status) = running.status();
+    assert!(healthy, "{status}");
+    running.sign_and_verify("b2", &pin, &public);
+}

@@ -329,6 +329,26 @@ fn a_holder_with_values_that_do_not_fit_fails_the_trial_and_nothing_changes() {
     );
 }
 
+#[test]
+fn a_piece_of_the_wrong_length_or_out_of_range_is_refused_naming_its_sender() {
+    let (mut cluster, key) = cluster(3, 2, Options::default());
+    for (mode, expected) in [
+        (
+            "short",
+            "appliance 3 sent a bad value (value of the wrong length)",
+        ),
+        ("range", "appliance 3 sent a bad value (piece out of range)"),
+    ] {
+        cluster.stop(3);
+        cluster.restart_with_env(3, &[("ITTC_TEST_REFRESH_CORRUPT", mode)]);
+        let err = refresh(&cluster, 1).unwrap_err();
+        assert!(err.message.contains(expected), "{mode}: {err}");
+        assert!(err.message.contains("rolled back everywhere"), "{err}");
+        assert_eq!(settled(&cluster, 3, Duration::from_secs(10)), 1);
+        every_k_set_signs(&cluster, &key, 2, 3, 1);
+    }
+}
+
 /// A connection to appliance `index` as `name`.
 fn ask(cluster: &Cluster, index: u8, name: &str, request: &Request) -> Response {
     cluster

@@ -303,16 +303,20 @@ fn store_everywhere(
                 }
             }
         }
-        if errors.is_empty() {
-            stored.sort_by_key(|s| s.index);
-            Ok(stored)
-        } else {
-            errors.sort_by_key(|(i, _)| *i);
-            Err(errors
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect::<Vec<_>>()
-                .join("; "))
+        // The first failure is the cause; the others stopped because of it.
+        match errors.split_first() {
+            None => {
+                stored.sort_by_key(|s| s.index);
+                Ok(stored)
+            }
+            Some(((_, cause), [])) => Err(cause.clone()),
+            Some(((_, cause), others)) => {
+                let mut stopped: Vec<u8> = others.iter().map(|(i, _)| *i).collect();
+                stopped.sort_unstable();
+                Err(format!(
+                    "{cause} (and so appliances {stopped:?} stopped too)"
+                ))
+            }
         }
     })
 }

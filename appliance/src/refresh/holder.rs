@@ -119,24 +119,25 @@ pub fn run(
         let mut rng = rand::rng();
 
         stage(RefreshStage::Split);
-        let pieces = party.split(&mut rng).map_err(|e| e.to_string())?;
+        let mut pieces = party.split(&mut rng).map_err(|e| e.to_string())?;
+        if let Some(corruption) = test_hooks::corrupt() {
+            corrupt_one(&mut pieces, me, spec.absorber, corruption, 1);
+        }
         let received = round(state, spec, &mut peers, &config, session, 1, pieces, until)?;
         audit("refresh_split")?;
         test_hooks::pause("holder", "split");
         let mut dealt = party
             .deal(&received, &mut rng)
-            .map_err(|e| format!("appliance {me}: {e}"))?;
-        if test_hooks::corrupt() {
-            corrupt_one(&mut dealt, me);
+            .map_err(|e| bad_value(me, &e))?;
+        if let Some(corruption) = test_hooks::corrupt() {
+            corrupt_one(&mut dealt, me, spec.absorber, corruption, 2);
         }
 
         stage(RefreshStage::Deal);
         let received = round(state, spec, &mut peers, &config, session, 2, dealt, until)?;
         audit("refresh_deal")?;
         test_hooks::pause("holder", "deal");
-        party
-            .finish(&received)
-            .map_err(|e| format!("appliance {me}: {e}"))
+        party.finish(&received).map_err(|e| bad_value(me, &e))
     })();
 
     let new = match outcome {
@@ -184,6 +185,19 @@ pub fn run(
         epoch: to,
         trial: public.integer_to_be(&trial),
     })
+}
+
+/// A refresh error as a reason that names the appliance at fault.
+fn bad_value(me: u8, err: &ittc_threshold::Error) -> String {
+    match err {
+        ittc_threshold::Error::RefreshMessage { from, reason } if *from != usize::from(me) => {
+            format!("appliance {from} sent a bad value ({reason})")
+        }
+        ittc_threshold::Error::RefreshMessage { reason, .. } => {
+            format!("appliance {me}: {reason}")
+        }
+        other => format!("appliance {me}: {other}"),
+    }
 }
 
 /// Sends `values` (position `l − 1` for holder `l`) to the other holders as round `round`
@@ -234,17 +248,40 @@ fn round(
         .collect())
 }
 
-/// The test hook's wrong value: the last bit of the value for the next holder flipped.
-fn corrupt_one(dealt: &mut [SecretInt], me: u8) {
-    let target = usize::from(me) % dealt.len();
-    if let Some(value) = dealt.get_mut(target) {
-        let mut bytes = value.as_be_bytes().to_vec();
-        if let Some(last) = bytes.last_mut() {
-            *last ^= 1;
+/// The test hook's bad value, for the first other holder that is not the absorber (whose
+/// pieces have a wider range): in round 2 a dealt value with its last bit flipped; in
+/// round 1 a piece one byte short or out of range.
+fn corrupt_one(
+    values: &mut [SecretInt],
+    me: u8,
+    absorber: u8,
+    corruption: test_hooks::Corruption,
+    round: u8,
+) {
+    use test_hooks::Corruption;
+    let Some(target) =
+        (1..=values.len()).find(|&i| i != usize::from(me) && i != usize::from(absorber))
+    else {
+        return;
+    };
+    let Some(value) = values.get_mut(target - 1) else {
+        return;
+    };
+    let mut bytes = value.as_be_bytes().to_vec();
+    match (corruption, round) {
+        (Corruption::WrongValue, 2) => {
+            if let Some(last) = bytes.last_mut() {
+                *last ^= 1;
+            }
         }
-        *value = SecretInt::from_be_bytes(bytes);
+        (Corruption::ShortPiece, 1) => {
+            bytes.pop();
+        }
+        (Corruption::PieceOutOfRange, 1) => bytes.iter_mut().for_each(|b| *b = 0xff),
+        _ => return,
     }
-    warn!("test hook: sending a wrong dealt value");
+    *value = SecretInt::from_be_bytes(bytes);
+    warn!(round, ?corruption, "test hook: sending a bad value");
 }
 
 /// One step of a refresh whose new epoch this holder stored, sent by `caller` (the

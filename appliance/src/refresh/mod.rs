@@ -203,8 +203,8 @@ pub fn trial_context(session: &[u8; 16], key_id: &KeyId, epoch: u64) -> Vec<u8> 
 /// Test hooks, in debug builds only: `ITTC_TEST_REFRESH_PAUSE=<role>:<stage>` (role
 /// `holder` or `coordinator`) makes the appliance stop for good right after that step
 /// (it prints `refresh paused at <role>:<stage>` on standard error first, so that a test
-/// can kill it there); `ITTC_TEST_REFRESH_CORRUPT=1` makes a holder send one wrong dealt
-/// value. Release builds read neither.
+/// can kill it there); `ITTC_TEST_REFRESH_CORRUPT` makes a holder send one bad value
+/// ([`test_hooks::corrupt`]). Release builds read neither.
 pub mod test_hooks {
     /// Stops here for good if the test environment asks for it.
     pub fn pause(role: &str, stage: &str) {
@@ -218,15 +218,34 @@ pub mod test_hooks {
         let _ = (role, stage);
     }
 
-    /// Whether this holder should send a wrong dealt value.
-    pub fn corrupt() -> bool {
+    /// How this holder should misbehave, if the test environment asks
+    /// (`ITTC_TEST_REFRESH_CORRUPT`): `1` a dealt value that is in range but wrong (the
+    /// trial catches it), `short` a piece one byte short, `range` a piece out of range
+    /// (the recipient refuses both and names the sender).
+    pub fn corrupt() -> Option<Corruption> {
         #[cfg(debug_assertions)]
         {
-            std::env::var("ITTC_TEST_REFRESH_CORRUPT").is_ok_and(|v| v == "1")
+            match std::env::var("ITTC_TEST_REFRESH_CORRUPT").ok()?.as_str() {
+                "1" => Some(Corruption::WrongValue),
+                "short" => Some(Corruption::ShortPiece),
+                "range" => Some(Corruption::PieceOutOfRange),
+                _ => None,
+            }
         }
         #[cfg(not(debug_assertions))]
         {
-            false
+            None
         }
+    }
+
+    /// The misbehaviours of [`corrupt`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Corruption {
+        /// A dealt value with its last bit flipped.
+        WrongValue,
+        /// A piece one byte short.
+        ShortPiece,
+        /// A piece of all ones (−1, outside `[0, R)`).
+        PieceOutOfRange,
     }
 }
