@@ -2,7 +2,7 @@
 //! size however many refreshes run.
 //!
 //! Every holder `j` keeps two secrets per epoch ([`HolderShare`]): its **share** `s_j`, the
-//! integer it raises inputs to ([`crate::combine`] needs nothing else), and an **additive
+//! integer it raises inputs to ([`combine`](mod@crate::combine) needs nothing else), and an **additive
 //! share** `a_j`, with `Σ_j a_j = D` for a private exponent `D` of the key (`d` itself, or
 //! for keys converted from the form of older releases an equivalent one, see [`legacy`]).
 //! The shares are the sums of the holders' dealings of the additive layer:
