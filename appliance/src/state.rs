@@ -14,6 +14,7 @@ use ittc_wire::Participant;
 
 use crate::config::Config;
 use crate::error::ApplianceError;
+use crate::handlers::KeyMathCache;
 use crate::keygen::Keygens;
 use crate::peers::Peer;
 use crate::refresh::Refreshes;
@@ -42,6 +43,8 @@ pub struct State {
     pub keygen: Keygens,
     /// Refreshes in progress, and the schedule.
     pub refresh: Refreshes,
+    /// The public set-up of the keys partial operations use.
+    pub key_math: KeyMathCache,
 }
 
 impl State {
@@ -75,6 +78,7 @@ impl State {
             peer_client: None,
             keygen: Keygens::default(),
             refresh: Refreshes::default(),
+            key_math: KeyMathCache::default(),
         })
     }
 

@@ -130,6 +130,12 @@ impl KeyShare {
         Ok(Self { index, value })
     }
 
+    /// A share whose length the caller has checked against its key's bounds (the
+    /// appliance caches them per key): no check here.
+    pub fn new_unchecked(index: usize, value: SecretInt) -> Self {
+        Self { index, value }
+    }
+
     /// Like [`KeyShare::new`] for a key of any form: the value must have the length of
     /// `bounds`.
     pub fn with_bounds(bounds: &Bounds, index: usize, value: SecretInt) -> Result<Self, Error> {

@@ -14,6 +14,8 @@ mod objects;
 mod partial;
 mod refresh;
 
+pub use partial::KeyMathCache;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ittc_wire::identity::Role;

@@ -2,6 +2,9 @@
 //! so that its audit entry can go to disk while the share is applied (see
 //! `handlers::dispatch`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use ittc_threshold::{Bounds, KeyShare, RsaPublicKey, SecretInt, SharingParams};
 use ittc_wire::identity::Role;
 use ittc_wire::{KeyId, PartialResult, Response};
@@ -9,7 +12,7 @@ use num_bigint::BigUint;
 
 use crate::error::ApplianceError;
 use crate::state::State;
-use crate::storage::EpochSlot;
+use crate::storage::{EpochSlot, KeyInfo};
 
 /// Who asks for a partial operation, which decides the epoch it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,10 +30,59 @@ pub enum Caller {
 /// A partial operation that has passed every check, with its share unsealed (and zeroized
 /// when this is dropped): what is left is to apply the share, [`Prepared::compute`].
 pub struct Prepared {
-    public: RsaPublicKey,
+    key: Arc<KeyMath>,
     share: KeyShare,
     input: BigUint,
     epoch: u64,
+}
+
+/// What a key's public values give, computed once: the public key with its Montgomery
+/// parameters, and the share length of its form.
+pub struct KeyMath {
+    public: RsaPublicKey,
+    share_len: usize,
+}
+
+/// The [`KeyMath`] of the keys in use, by their public values (modulus, exponent, k, n and
+/// form): a partial operation then does no big-integer set-up of its own. Bounded: it is
+/// emptied when it reaches [`KeyMathCache::MAX`] entries.
+#[derive(Default)]
+pub struct KeyMathCache {
+    entries: Mutex<HashMap<KeyMathId, Arc<KeyMath>>>,
+}
+
+/// What a [`KeyMath`] depends on: modulus, public exponent, k, n and the form's extra bits.
+type KeyMathId = (Vec<u8>, Vec<u8>, u8, u8, u32);
+
+impl KeyMathCache {
+    /// Most entries kept.
+    pub const MAX: usize = 256;
+
+    fn get(&self, key: &KeyInfo, extra_bits: u32) -> Result<Arc<KeyMath>, ApplianceError> {
+        let id = (
+            key.modulus.clone(),
+            key.public_exponent.clone(),
+            key.threshold,
+            key.parties,
+            extra_bits,
+        );
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(math) = entries.get(&id) {
+            return Ok(math.clone());
+        }
+        let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
+        let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
+        let share_len = Bounds::new(&public, &params, extra_bits)?.share_len();
+        let math = Arc::new(KeyMath { public, share_len });
+        if entries.len() >= Self::MAX {
+            entries.clear();
+        }
+        entries.insert(id, math.clone());
+        Ok(math)
+    }
 }
 
 impl core::fmt::Debug for Prepared {
@@ -86,23 +138,25 @@ pub fn prepare(
         }
         Caller::User | Caller::Admin => return Err(wrong_epoch()),
     };
-    let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
-    let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
-    let input = public.integer_from_be(input, "partial-operation input")?;
     // Read in the slot checked above: a commit or an erasure in between gives WrongEpoch,
     // never the share of an epoch that has changed roles.
     let secret = state
         .storage
         .share_in(key_id, epoch, slot)?
         .ok_or_else(wrong_epoch)?;
-    let bounds = Bounds::new(&public, &params, secret.extra_bits)?;
-    let share = KeyShare::with_bounds(
-        &bounds,
+    let math = state.key_math.get(&key, secret.extra_bits)?;
+    let input = math
+        .public
+        .integer_from_be(input, "partial-operation input")?;
+    if secret.share.len() != math.share_len {
+        return Err(ittc_threshold::Error::OutOfRange("share length").into());
+    }
+    let share = KeyShare::new_unchecked(
         usize::from(state.config.index),
         SecretInt::from_be_bytes(secret.share.clone()),
-    )?;
+    );
     Ok(Prepared {
-        public,
+        key: math,
         share,
         input,
         epoch,
@@ -115,9 +169,8 @@ impl Prepared {
     /// Runs on a runtime worker that the server has admitted (see `server.rs`).
     pub fn compute(self, state: &State) -> Result<Response, ApplianceError> {
         let started = std::time::Instant::now();
-        let y = state
-            .backend
-            .partial(&self.public, &self.share, &self.input)?;
+        let public = &self.key.public;
+        let y = state.backend.partial(public, &self.share, &self.input)?;
         tracing::debug!(
             exponentiation_ms = started.elapsed().as_secs_f64() * 1e3,
             "partial computed"
@@ -125,7 +178,7 @@ impl Prepared {
         Ok(Response::PartialResult(PartialResult {
             index: state.config.index,
             epoch: self.epoch,
-            value: self.public.integer_to_be(&y),
+            value: public.integer_to_be(&y),
         }))
     }
 }
