@@ -43,7 +43,7 @@ pub struct KeyMath {
     share_len: usize,
 }
 
-/// The [`KeyMath`] of the keys in use, by their public values (modulus, exponent, k, n and
+/// The `KeyMath` of the keys in use, by their public values (modulus, exponent, k, n and
 /// form): a partial operation then does no big-integer set-up of its own. Bounded: it is
 /// emptied when it reaches [`KeyMathCache::MAX`] entries.
 #[derive(Default)]
@@ -51,7 +51,7 @@ pub struct KeyMathCache {
     entries: Mutex<HashMap<KeyMathId, Arc<KeyMath>>>,
 }
 
-/// What a [`KeyMath`] depends on: modulus, public exponent, k, n and the form's extra bits.
+/// What a `KeyMath` depends on: modulus, public exponent, k, n and the form's extra bits.
 type KeyMathId = (Vec<u8>, Vec<u8>, u8, u8, u32);
 
 impl KeyMathCache {
