@@ -298,6 +298,7 @@ fn run(
             session,
             round,
             payloads,
+            &session.others(),
             |message| Request::KeygenRound {
                 session: session_id,
                 from: me,

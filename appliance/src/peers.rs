@@ -1,11 +1,13 @@
-//! Protocols run among the appliances themselves (key generation, refresh): the sessions
+//! Protocols run among the appliances themselves (key generation, refresh, recovery): the
+//! sessions
 //! that hold the round messages peers send, and the connections that carry this
 //! appliance's messages to its peers.
 //!
 //! Each protocol run has a session id. An appliance that takes part registers it
-//! ([`PeerSessions::register`]), sends its messages of a round to each other participant
-//! as `appliance-<i>` (its own certificate is a client certificate too) and waits until it
-//! has one message of the round from every other participant ([`exchange_round`]). A
+//! ([`PeerSessions::register`]), sends its messages of a round to the participants it has
+//! one for as `appliance-<i>` (its own certificate is a client certificate too) and waits
+//! until it has one message of the round from each participant that sends it one
+//! ([`exchange_round`]). A
 //! receiving appliance queues a message in the session's inbox ([`PeerSessions::deliver`])
 //! and answers at once; a message for a session it has not registered yet (its own request
 //! to take part is still on the way) is answered `NotFound` and sent again shortly.
@@ -22,9 +24,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ittc_wire::client::{Connection, Timeouts};
-use ittc_wire::{ErrorCode, Request, Response, SecretBytes};
+use ittc_wire::{
+    ErrorCode, KeyId, KeyStatus, Participant, Request, Response, SecretBytes, StatusInfo,
+};
 
 use crate::error::ApplianceError;
+use crate::state::State;
 
 /// How often a waiting party checks that the peers it waits for are still there.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -67,7 +72,8 @@ impl<P> Default for PeerSessions<P> {
 /// worth (the one being waited for and the next); and its progress.
 pub struct Session<P> {
     me: u8,
-    parties: u8,
+    /// Every participant's index, this one's included, ascending.
+    participants: Vec<u8>,
     inbox: Mutex<Inbox>,
     ready: Condvar,
     /// When the session was registered.
@@ -104,17 +110,33 @@ impl<P> Drop for Registration<'_, P> {
 }
 
 impl<P: Clone + Default> PeerSessions<P> {
-    /// Registers a new session for appliance `me` of `parties`; at most `max` at once.
+    /// Registers a new session for appliance `me` of `1..=parties`; at most `max` at once.
     ///
     /// # Errors
     ///
-    /// `Busy`-like errors when `max` sessions run; `BadRequest` for a session id in use;
-    /// an error when a peer already gave up on this session.
+    /// As [`PeerSessions::register_among`].
     pub fn register(
         &self,
         id: [u8; 16],
         me: u8,
         parties: u8,
+        max: usize,
+    ) -> Result<Registration<'_, P>, ApplianceError> {
+        self.register_among(id, me, (1..=parties).collect(), max)
+    }
+
+    /// Registers a new session for appliance `me` among `participants` (ascending, `me`
+    /// included); at most `max` at once.
+    ///
+    /// # Errors
+    ///
+    /// `Busy`-like errors when `max` sessions run; `BadRequest` for a session id in use;
+    /// an error when a peer already gave up on this session.
+    pub fn register_among(
+        &self,
+        id: [u8; 16],
+        me: u8,
+        participants: Vec<u8>,
         max: usize,
     ) -> Result<Registration<'_, P>, ApplianceError> {
         if self.aborted.lock().map_err(poisoned)?.contains(&id) {
@@ -135,7 +157,7 @@ impl<P: Clone + Default> PeerSessions<P> {
         }
         let session = Arc::new(Session {
             me,
-            parties,
+            participants,
             inbox: Mutex::new(Inbox::default()),
             ready: Condvar::new(),
             started: Instant::now(),
@@ -178,7 +200,7 @@ impl<P: Clone + Default> PeerSessions<P> {
         message: SecretBytes,
     ) -> Result<(), ApplianceError> {
         let session = self.find(id)?;
-        if from == 0 || from > session.parties || from == session.me {
+        if !session.is_other(from) {
             return Err(ApplianceError::BadRequest(format!(
                 "appliance {from} is not another participant of this run"
             )));
@@ -232,7 +254,7 @@ impl<P: Clone + Default> PeerSessions<P> {
                 return Err(e);
             }
         };
-        if from == 0 || from > session.parties || from == session.me {
+        if !session.is_other(from) {
             return Err(ApplianceError::BadRequest(format!(
                 "appliance {from} is not another participant of this run"
             )));
@@ -283,6 +305,20 @@ impl<P> Session<P> {
         self.lock().ok().and_then(|inbox| inbox.aborted.clone())
     }
 
+    /// Whether `index` is a participant other than this appliance.
+    fn is_other(&self, index: u8) -> bool {
+        index != self.me && self.participants.contains(&index)
+    }
+
+    /// Every participant but this appliance.
+    pub fn others(&self) -> Vec<u8> {
+        self.participants
+            .iter()
+            .copied()
+            .filter(|&i| i != self.me)
+            .collect()
+    }
+
     /// Records the run's progress.
     pub fn record(&self, progress: P) {
         if let Ok(mut p) = self.progress.lock() {
@@ -290,22 +326,23 @@ impl<P> Session<P> {
         }
     }
 
-    /// Waits until `until` for every other party's message of `round`.
-    pub fn take(&self, round: u32, until: Instant) -> Result<Taken, String> {
+    /// Waits until `until` for the message of `round` from each of `senders` (other
+    /// participants; none at all ends the round at once).
+    pub fn take(&self, round: u32, senders: &[u8], until: Instant) -> Result<Taken, String> {
         let mut inbox = self.lock()?;
         inbox.round = inbox.round.max(round);
         loop {
             if let Some(reason) = &inbox.aborted {
                 return Err(reason.clone());
             }
-            let have: Vec<u8> = inbox
-                .messages
-                .range((round, 0)..=(round, u8::MAX))
-                .map(|((_, from), _)| *from)
+            let missing: Vec<u8> = senders
+                .iter()
+                .copied()
+                .filter(|&from| !inbox.messages.contains_key(&(round, from)))
                 .collect();
-            if have.len() + 1 == usize::from(self.parties) {
-                let mut taken = Vec::with_capacity(have.len());
-                for from in have {
+            if missing.is_empty() {
+                let mut taken = Vec::with_capacity(senders.len());
+                for &from in senders {
                     if let Some(m) = inbox.messages.remove(&(round, from)) {
                         taken.push((from, m));
                     }
@@ -315,9 +352,6 @@ impl<P> Session<P> {
             }
             let now = Instant::now();
             if now >= until {
-                let missing = (1..=self.parties)
-                    .filter(|j| *j != self.me && !have.contains(j))
-                    .collect();
                 return Ok(Taken::Missing(missing));
             }
             inbox = self
@@ -353,6 +387,11 @@ impl Peer {
             timeouts,
             connection: None,
         }
+    }
+
+    /// Changes the time limits of the connections opened from now on.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
     }
 
     /// The open connection, or a new one.
@@ -465,37 +504,42 @@ impl Peer {
     }
 }
 
-/// One round: sends each peer its message (`payloads` by peer index, built into a request
-/// by `request`), in parallel, then waits for one message of `round` from every other
-/// participant, probing the missing ones every [`PROBE_INTERVAL`].
+/// One round: sends each peer that has one its message (`payloads` by peer index, built
+/// into a request by `request`), in parallel, then waits for one message of `round` from
+/// each of `senders`, probing the missing ones every [`PROBE_INTERVAL`].
 ///
 /// # Errors
 ///
 /// Why the round failed: a peer refused or is unreachable, a peer gave up, the deadline.
+#[allow(clippy::too_many_arguments)]
 pub fn exchange_round<P>(
     peers: &mut [Peer],
     config: &Arc<rustls::ClientConfig>,
     session: &Session<P>,
     round: u32,
     mut payloads: BTreeMap<u8, SecretBytes>,
+    senders: &[u8],
     request: impl Fn(SecretBytes) -> Request + Sync,
     until: Instant,
 ) -> Result<Vec<(u8, SecretBytes)>, String>
 where
     P: Send + Sync,
 {
+    if let Some(to) = payloads
+        .keys()
+        .find(|to| !peers.iter().any(|p| p.index == **to))
+    {
+        return Err(format!(
+            "a round {round} message for appliance {to}, not a peer of the run"
+        ));
+    }
     let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = peers
             .iter_mut()
-            .map(|peer| {
-                let message = payloads.remove(&peer.index);
+            .filter_map(|peer| payloads.remove(&peer.index).map(|m| (peer, m)))
+            .map(|(peer, message)| {
                 let request = &request;
-                scope.spawn(move || {
-                    let message = message.ok_or_else(|| {
-                        format!("no round {round} message for appliance {}", peer.index)
-                    })?;
-                    peer.send(config, &request(message), session, until)
-                })
+                scope.spawn(move || peer.send(config, &request(message), session, until))
             })
             .collect();
         handles
@@ -511,7 +555,7 @@ where
     }
     loop {
         let wait_until = (Instant::now() + PROBE_INTERVAL).min(until);
-        match session.take(round, wait_until)? {
+        match session.take(round, senders, wait_until)? {
             Taken::All(received) => return Ok(received),
             Taken::Missing(missing) => {
                 if Instant::now() >= until {
@@ -525,6 +569,72 @@ where
             }
         }
     }
+}
+
+/// Time limits of a status request to a peer: short, since an appliance that does not
+/// answer at once is treated as away.
+const STATUS_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    io: Duration::from_secs(5),
+};
+
+/// What each of `appliances` other than this one reports about `key_id` (`None`: it does
+/// not hold the key), or why it could not be asked; asked in parallel, in index order.
+pub fn key_statuses(
+    state: &State,
+    appliances: &[Participant],
+    key_id: &KeyId,
+) -> Vec<(u8, Result<Option<KeyStatus>, String>)> {
+    statuses(state, appliances)
+        .into_iter()
+        .map(|(index, status)| {
+            (
+                index,
+                status.map(|s| s.keys.into_iter().find(|k| &k.key_id == key_id)),
+            )
+        })
+        .collect()
+}
+
+/// The status of each of `appliances` other than this one, or why it could not be asked;
+/// asked in parallel (briefly: an appliance that does not answer at once is away), in
+/// index order.
+pub fn statuses(
+    state: &State,
+    appliances: &[Participant],
+) -> Vec<(u8, Result<StatusInfo, String>)> {
+    let Ok(config) = state.peer_config() else {
+        return Vec::new();
+    };
+    let mut peers = state.peers_of(appliances);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = peers
+            .iter_mut()
+            .map(|peer| {
+                let config = &config;
+                scope.spawn(move || {
+                    peer.set_timeouts(STATUS_TIMEOUTS);
+                    let index = peer.index;
+                    let answer = match peer.ask(config, &Request::Status) {
+                        Ok(Response::Status(status)) if status.appliance_index == index => {
+                            Ok(status)
+                        }
+                        Ok(Response::Status(status)) => Err(format!(
+                            "appliance {index}'s address answers as appliance {}",
+                            status.appliance_index
+                        )),
+                        Ok(other) => Err(format!(
+                            "appliance {index} answered a status request with {}",
+                            other.kind()
+                        )),
+                        Err(e) => Err(e),
+                    };
+                    (index, answer)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
 }
 
 /// Tells every peer that this appliance gave up (best effort, in parallel, briefly):
@@ -568,7 +678,7 @@ mod tests {
             let waiter = scope.spawn(|| {
                 registration
                     .session
-                    .take(0, Instant::now() + Duration::from_millis(300))
+                    .take(0, &[1, 3], Instant::now() + Duration::from_millis(300))
             });
             std::thread::sleep(Duration::from_millis(20));
             let asked = Instant::now();
@@ -613,10 +723,46 @@ mod tests {
         sessions.abort(&id, 3, "broken").unwrap();
         let taken = registration
             .session
-            .take(0, Instant::now() + Duration::from_secs(5));
+            .take(0, &[2, 3], Instant::now() + Duration::from_secs(5));
         assert!(matches!(taken, Err(reason) if reason.contains("appliance 3 gave up")));
         // An abort for a session not registered yet makes its registration fail.
         assert!(sessions.abort(&[7; 16], 2, "early").is_err());
         assert!(sessions.register([7; 16], 1, 3, 2).is_err());
+    }
+
+    #[test]
+    fn a_session_among_some_appliances_takes_only_their_messages() {
+        let sessions: PeerSessions<()> = PeerSessions::default();
+        let id = [8; 16];
+        let registration = sessions.register_among(id, 3, vec![1, 3, 4], 2).unwrap();
+        assert_eq!(registration.session.others(), vec![1, 4]);
+        // Appliance 2 is not in the run.
+        assert!(
+            sessions
+                .deliver(&id, 2, 0, SecretBytes::new(vec![1]))
+                .is_err()
+        );
+        // A round with no senders ends at once; the next waits for its sender only.
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert!(matches!(
+            registration.session.take(0, &[], soon),
+            Ok(Taken::All(m)) if m.is_empty()
+        ));
+        sessions
+            .deliver(&id, 4, 1, SecretBytes::new(vec![9]))
+            .unwrap();
+        match registration.session.take(1, &[4], soon) {
+            Ok(Taken::All(m)) => {
+                assert_eq!(m.len(), 1);
+                assert_eq!(m[0].0, 4);
+                assert_eq!(m[0].1.expose_secret(), &[9]);
+            }
+            _ => panic!("round 1 should hold appliance 4's message"),
+        }
+        let later = Instant::now() + Duration::from_millis(50);
+        assert!(matches!(
+            registration.session.take(2, &[1], later),
+            Ok(Taken::Missing(m)) if m == vec![1]
+        ));
     }
 }

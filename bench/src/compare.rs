@@ -170,7 +170,6 @@ pub fn run(args: &CompareArgs, bins: &Path) -> Result<CompareReport, String> {
     let share_bits = ittc_threshold::Bounds::new(
         key.public_key(),
         &ittc_threshold::SharingParams::new(2, 3).map_err(|e| e.to_string())?,
-        0,
     )
     .map_err(|e| e.to_string())?
     .share_bits();

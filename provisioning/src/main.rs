@@ -54,10 +54,11 @@ enum Command {
     /// Appliances and keys: reachable, versions, epochs, how many failures each key
     /// survives, refreshes.
     ///
-    /// Exit status: 0 when every key is usable and no key's last refresh failed; 1 when a
-    /// key is unusable, no appliance answers, or the command itself fails; 2 on wrong
-    /// arguments; 3 when every key is usable but a key's last refresh failed and none has
-    /// succeeded since.
+    /// Exit status: 0 when every key is usable, no key's last refresh failed and every
+    /// holder has each key's current epoch; 1 when a key is unusable, no appliance answers,
+    /// or the command itself fails; 2 on wrong arguments; 3 when every key is usable but a
+    /// key's last refresh failed and none has succeeded since; 4 when every key is usable
+    /// and refreshes succeed but a holder is behind or does not answer.
     Status {
         /// Machine-readable output.
         #[arg(long)]

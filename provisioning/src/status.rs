@@ -76,19 +76,31 @@ pub struct KeyReport {
     pub refresh_failed: bool,
     /// Whether a refresh of the key runs now on some reachable appliance.
     pub refreshing: bool,
+    /// Whether a holder is behind (other than committing) or does not answer: the key
+    /// signs, but with fewer holders of its current epoch than it has (`ittc status` exits
+    /// 4).
+    pub degraded: bool,
 }
 
-/// A reachable appliance that does not have the key's current epoch active.
+/// A holder of the key (one of `1..=parties`) that does not have the key's current epoch
+/// active, or does not answer.
 #[derive(Debug, Serialize)]
 pub struct BehindReport {
     /// Its index.
     pub index: u8,
+    /// Whether it answered.
+    pub reachable: bool,
     /// The epoch it has active, if any.
     pub active_epoch: Option<u64>,
     /// The epoch it has pending, if any (it commits a refreshed epoch by itself).
     pub pending_epoch: Option<u64>,
     /// Whether it reports the key at all.
     pub has_key: bool,
+    /// Whether it is only about to commit the current epoch (mid-refresh: normal).
+    pub committing: bool,
+    /// Why it is behind, as far as the answers tell: it does not answer (and the error),
+    /// it is committing, its last failure, or that it is catching up by itself.
+    pub reason: String,
 }
 
 /// A pending epoch and the reachable appliances that hold it.
@@ -142,6 +154,9 @@ pub const EXIT_UNHEALTHY: u8 = 1;
 /// `ittc status` exits with this when every key is usable but a key's last refresh failed
 /// and none has succeeded since.
 pub const EXIT_REFRESH_FAILED: u8 = 3;
+/// `ittc status` exits with this when every key is usable and refreshes succeed, but a
+/// holder of a key is behind or does not answer.
+pub const EXIT_DEGRADED: u8 = 4;
 
 impl StatusReport {
     /// Whether every key is usable (and there is at least one appliance answering).
@@ -149,14 +164,16 @@ impl StatusReport {
         self.appliances.iter().any(|a| a.reachable) && self.keys.iter().all(|k| k.usable)
     }
 
-    /// `ittc status`'s exit code: 0 when healthy and no key's last refresh failed,
-    /// [`EXIT_UNHEALTHY`] when not healthy, else [`EXIT_REFRESH_FAILED`] when a key's last
-    /// refresh failed.
+    /// `ittc status`'s exit code: 0 when healthy, no key's last refresh failed and no
+    /// holder is behind; [`EXIT_UNHEALTHY`] when not healthy, else [`EXIT_REFRESH_FAILED`]
+    /// when a key's last refresh failed, else [`EXIT_DEGRADED`] when a key is degraded.
     pub fn exit_code(&self) -> u8 {
         if !self.healthy() {
             EXIT_UNHEALTHY
         } else if self.keys.iter().any(|k| k.refresh_failed) {
             EXIT_REFRESH_FAILED
+        } else if self.keys.iter().any(|k| k.degraded) {
+            EXIT_DEGRADED
         } else {
             0
         }
@@ -291,8 +308,12 @@ impl KeyReport {
 }
 
 impl BehindReport {
-    /// `appliance 2 on epoch 3 (4 pending)`, `appliance 3 without the key`.
+    /// `appliance 2 on epoch 3 (4 pending)`, `appliance 3 without the key (catching up by
+    /// itself)`, `appliance 4 does not answer (connection refused)`.
     fn describe(&self) -> String {
+        if !self.reachable {
+            return format!("appliance {} {}", self.index, printable(&self.reason));
+        }
         let state = match (self.has_key, self.active_epoch, self.pending_epoch) {
             (false, _, _) => "without the key".to_owned(),
             (true, Some(a), Some(p)) => format!("on epoch {a} ({p} pending)"),
@@ -300,7 +321,15 @@ impl BehindReport {
             (true, None, Some(p)) => format!("with epoch {p} pending only"),
             (true, None, None) => "with no epoch".to_owned(),
         };
-        format!("appliance {} {state}", self.index)
+        if self.committing {
+            format!("appliance {} {state}", self.index)
+        } else {
+            format!(
+                "appliance {} {state} ({})",
+                self.index,
+                printable(&self.reason)
+            )
+        }
     }
 }
 
@@ -408,6 +437,10 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
         .filter(|a| a.status.is_ok())
         .map(|a| a.index)
         .collect();
+    let silent: Vec<(u8, String)> = answers
+        .iter()
+        .filter_map(|a| a.status.as_ref().err().map(|e| (a.index, e.clone())))
+        .collect();
     let mut appliances = Vec::new();
     // Per key id, each answering appliance's view of the key, in index order.
     let mut sightings: BTreeMap<Vec<u8>, Vec<(u8, KeyStatus)>> = BTreeMap::new();
@@ -452,7 +485,7 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
     }
     let keys = sightings
         .into_iter()
-        .filter_map(|(id, seen)| key_report(&id, &seen, &answering))
+        .filter_map(|(id, seen)| key_report(&id, &seen, &answering, &silent))
         .collect();
     StatusReport {
         cluster_id,
@@ -464,8 +497,14 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
 }
 
 /// One key from the answering appliances' views of it (`seen`, in index order, never
-/// empty); `answering` are the appliances that answered at all.
-fn key_report(id: &[u8], seen: &[(u8, KeyStatus)], answering: &[u8]) -> Option<KeyReport> {
+/// empty); `answering` are the appliances that answered at all, `silent` those that did
+/// not, with the error.
+fn key_report(
+    id: &[u8],
+    seen: &[(u8, KeyStatus)],
+    answering: &[u8],
+    silent: &[(u8, String)],
+) -> Option<KeyReport> {
     let (_, first) = seen.first()?;
     let epoch = seen.iter().filter_map(|(_, k)| k.active_epoch).max();
     let holders: Vec<u8> = seen
@@ -478,22 +517,48 @@ fn key_report(id: &[u8], seen: &[(u8, KeyStatus)], answering: &[u8]) -> Option<K
             .filter(|(_, k)| k.serving_epochs().any(|s| s == e))
             .count()
     });
-    let behind = match epoch {
+    let behind: Vec<BehindReport> = match epoch {
         None => Vec::new(),
-        Some(_) => answering
-            .iter()
-            .filter(|i| (1..=first.parties).contains(*i) && !holders.contains(*i))
-            .map(|&index| {
-                let k = seen.iter().find(|(i, _)| *i == index).map(|(_, k)| k);
-                BehindReport {
-                    index,
-                    active_epoch: k.and_then(|k| k.active_epoch),
-                    pending_epoch: k.and_then(|k| k.pending_epoch),
-                    has_key: k.is_some(),
-                }
-            })
-            .collect(),
+        Some(current) => {
+            let reachable = answering
+                .iter()
+                .filter(|i| (1..=first.parties).contains(*i) && !holders.contains(*i))
+                .map(|&index| {
+                    let k = seen.iter().find(|(i, _)| *i == index).map(|(_, k)| k);
+                    let committing = k.is_some_and(|k| k.pending_epoch == Some(current));
+                    let reason = match k.and_then(|k| k.refresh.last_failure.as_ref()) {
+                        _ if committing => "committing the current epoch".to_owned(),
+                        Some(f) => format!("last failure: {}", f.reason),
+                        None => "catching up by itself".to_owned(),
+                    };
+                    BehindReport {
+                        index,
+                        reachable: true,
+                        active_epoch: k.and_then(|k| k.active_epoch),
+                        pending_epoch: k.and_then(|k| k.pending_epoch),
+                        has_key: k.is_some(),
+                        committing,
+                        reason,
+                    }
+                });
+            let unreachable = silent
+                .iter()
+                .filter(|(i, _)| (1..=first.parties).contains(i))
+                .map(|(index, error)| BehindReport {
+                    index: *index,
+                    reachable: false,
+                    active_epoch: None,
+                    pending_epoch: None,
+                    has_key: false,
+                    committing: false,
+                    reason: format!("does not answer ({error})"),
+                });
+            let mut all: Vec<BehindReport> = reachable.chain(unreachable).collect();
+            all.sort_by_key(|b| b.index);
+            all
+        }
     };
+    let degraded = behind.iter().any(|b| !b.committing);
     let mut pending: BTreeMap<u64, PendingReport> = BTreeMap::new();
     let mut retiring: BTreeMap<u64, EpochReport> = BTreeMap::new();
     for (index, k) in seen {
@@ -560,6 +625,7 @@ fn key_report(id: &[u8], seen: &[(u8, KeyStatus)], answering: &[u8]) -> Option<K
         last_failure,
         refresh_failed,
         refreshing: seen.iter().any(|(_, k)| k.refresh.running.is_some()),
+        degraded,
     })
 }
 
@@ -737,15 +803,23 @@ mod tests {
                 "refreshing now",
                 "epoch 5 pending on [2] (ready)",
                 "epoch 4 still to erase on [1]",
-                "behind: appliance 2 on epoch 4 (5 pending), appliance 3 on epoch 4",
+                "behind: appliance 2 on epoch 4 (5 pending), appliance 3 on epoch 4 (catching \
+                 up by itself)",
             ]
         );
-        assert_eq!(report.exit_code(), 0);
+        // Appliance 2 only has to commit; appliance 3 was left out of the refresh.
+        assert!(k.degraded);
+        assert_eq!(report.exit_code(), EXIT_DEGRADED);
         let json = serde_json::to_value(k).unwrap();
         assert_eq!(
             json["behind"][0],
-            serde_json::json!({"index": 2, "active_epoch": 4, "pending_epoch": 5, "has_key": true})
+            serde_json::json!({
+                "index": 2, "reachable": true, "active_epoch": 4, "pending_epoch": 5,
+                "has_key": true, "committing": true, "reason": "committing the current epoch"
+            })
         );
+        assert_eq!(json["behind"][1]["committing"], false);
+        assert_eq!(json["degraded"], true);
         assert_eq!(
             json["pending_epochs"],
             serde_json::json!([{"epoch": 5, "appliances": [2], "ready": [2]}])
@@ -774,7 +848,7 @@ mod tests {
             k.refresh_lines(),
             [
                 "epoch 3 pending on [1, 2] (ready on [1])",
-                "behind: appliance 3 without the key",
+                "behind: appliance 3 without the key (catching up by itself)",
             ]
         );
         // An import not committed yet: nothing is current, so nothing is behind.
@@ -819,6 +893,7 @@ mod tests {
             [
                 "refreshed 2026-12-06 19:31:05 UTC",
                 "last refresh failure 20:31:05 UTC on appliance 2: appliance 3 unreachable",
+                "behind: appliance 3 does not answer (connection refused)",
             ]
         );
         // A failure before any refresh counts too.

@@ -132,8 +132,16 @@ fn import_with_an_appliance_down_fails_cleanly_and_status_counts_tolerance() {
         &keyfile,
     ]));
     running.kill(2);
-    let (healthy, status) = running.status();
-    assert!(healthy, "{status}");
+    let out = run_ittc(&["--cluster", &c, "status", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "usable, but a holder does not answer"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["keys"][0]["degraded"], true);
+    assert_eq!(status["keys"][0]["behind"][0]["index"], 2);
+    assert_eq!(status["keys"][0]["behind"][0]["reachable"], false);
     assert_eq!(status["keys"][0]["tolerates"], 1);
     assert_eq!(
         status["keys"][0]["holders"],
@@ -312,7 +320,8 @@ fn pin_change_and_cert_add_reach_every_appliance() {
 
 #[test]
 fn key_refresh_and_status_show_new_epochs_and_failures() {
-    let mut running = InitCluster::new(3, 2, "");
+    // 2-of-4: a refresh needs 3 holders (a majority), signing 2.
+    let mut running = InitCluster::new(4, 2, "");
     let c = running.arg();
     let pin = running.set_user_pin(b"112233\n");
     let key = Rsa::generate(2048).unwrap();
@@ -342,7 +351,7 @@ fn key_refresh_and_status_show_new_epochs_and_failures() {
     assert!(healthy);
     let k = &status["keys"][0];
     assert_eq!(k["epoch"], 3);
-    assert_eq!(k["holders"], serde_json::json!([1, 2, 3]));
+    assert_eq!(k["holders"], serde_json::json!([1, 2, 3, 4]));
     assert!(k["last_refresh_unix_ms"].as_u64().is_some(), "{k}");
     // Appliance 1 schedules the next one (an hour by default).
     let next = k["next_due_unix_ms"].as_u64().unwrap();
@@ -350,11 +359,22 @@ fn key_refresh_and_status_show_new_epochs_and_failures() {
     assert!(next > last + 3_500_000 && next <= last + 3_700_000, "{k}");
     assert_eq!(k["refresh_failed"], false);
 
-    // An appliance away: the refresh fails, says why, and the key keeps its epoch.
+    // One appliance away: the refresh goes on without it.
+    running.kill(4);
+    let out = ok(run_ittc(&["--cluster", &c, "key", "refresh", "--id", "b2"]));
+    assert!(out.contains("epoch 3 -> 4"), "{out}");
+    running.sign_and_verify("b2", &pin, &public);
+
+    // Two away: fewer than a majority of the holders; the refresh fails, says why, and
+    // the key keeps its epoch.
     running.kill(3);
     let failed = run_ittc(&["--cluster", &c, "key", "refresh", "--id", "b2"]);
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("2 of 4 holders can take part and a refresh needs 3"),
+        "{stderr}"
+    );
     assert!(stderr.contains("appliance 3"), "{stderr}");
     let out = run_ittc(&["--cluster", &c, "status", "--json"]);
     assert_eq!(
@@ -365,15 +385,29 @@ fn key_refresh_and_status_show_new_epochs_and_failures() {
     let out = run_ittc(&["--cluster", &c, "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("last refresh failure"), "{text}");
+    running.sign_and_verify("b2", &pin, &public);
+
+    // Back: 4 catches up to epoch 4 by itself; then a refresh succeeds again.
     running.start(3);
-    let (healthy, status) = running.status();
-    assert!(!healthy, "the last refresh failed and none succeeded since");
-    assert_eq!(status["keys"][0]["refresh_failed"], true);
-    assert_eq!(status["keys"][0]["epoch"], 3);
+    running.start(4);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, status) = running.status();
+        if status["keys"][0]["holders"] == serde_json::json!([1, 2, 3, 4]) {
+            assert_eq!(status["keys"][0]["epoch"], 4);
+            assert_eq!(status["keys"][0]["refresh_failed"], true);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "appliance 4 did not catch up: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
     let out = run_ittc(&["--cluster", &c, "status", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let out = ok(run_ittc(&["--cluster", &c, "key", "refresh", "--id", "b2"]));
-    assert!(out.contains("epoch 3 -> 4"), "{out}");
+    assert!(out.contains("epoch 4 -> 5"), "{out}");
     let (healthy, status) = running.status();
     assert!(healthy, "{status}");
     running.sign_and_verify("b2", &pin, &public);

@@ -14,8 +14,8 @@ use ittc_tests::{Cluster, Options, appliance_binary};
 use ittc_threshold::{Combiner, Partial, RsaPrivateKey, RsaPublicKey, SharingParams};
 use ittc_wire::client::Timeouts;
 use ittc_wire::{
-    ErrorCode, KeyId, KeyStatus, Participant, RefreshOutcome, RefreshSpec, RefreshStepKind,
-    Request, Response, SecretBytes, WireError,
+    ErrorCode, KeyId, KeyStatus, Participant, RefreshOutcome, RefreshSource, RefreshSpec,
+    RefreshStepKind, Request, Response, SecretBytes, WireError,
 };
 use num_bigint::BigUint;
 use openssl::rsa::Rsa;
@@ -377,9 +377,12 @@ fn refresh_messages_from_the_wrong_sender_or_out_of_place_are_refused() {
         participants: (1..=parties)
             .map(|index| Participant {
                 index,
-                address: cluster.address(index).to_string(),
+                address: format!("127.0.0.1:{}", 7300 + u16::from(index)),
             })
             .collect(),
+        source: RefreshSource::Additive {
+            holders: (1..=parties).collect(),
+        },
     };
     // Only the coordinator's own certificate may ask a holder to take part.
     for name in ["client", "admin", "appliance-2"] {
@@ -394,14 +397,17 @@ fn refresh_messages_from_the_wrong_sender_or_out_of_place_are_refused() {
         &Request::RefreshRun(spec(7, 1, 3)),
     );
     assert_eq!(code(r), ErrorCode::WrongEpoch);
-    let r = ask(
-        &cluster,
-        3,
-        "appliance-1",
-        &Request::RefreshRun(spec(1, 1, 2)),
-    );
-    assert_eq!(code(r), ErrorCode::BadRequest);
-    // Round messages: only from their sender, for a session that runs, rounds 1 and 2.
+    // A refresh without this holder, or with holders the key does not have.
+    for parties in [2, 4] {
+        let r = ask(
+            &cluster,
+            3,
+            "appliance-1",
+            &Request::RefreshRun(spec(1, 1, parties)),
+        );
+        assert_eq!(code(r), ErrorCode::BadRequest, "holders 1..={parties}");
+    }
+    // Round messages: only from their sender, for a session that runs, rounds 1 to 4.
     let round = |from: u8, round: u8| Request::RefreshRound {
         session: [8; 16],
         from,
@@ -421,7 +427,7 @@ fn refresh_messages_from_the_wrong_sender_or_out_of_place_are_refused() {
         ErrorCode::NotFound
     );
     assert_eq!(
-        code(ask(&cluster, 3, "appliance-2", &round(2, 3))),
+        code(ask(&cluster, 3, "appliance-2", &round(2, 5))),
         ErrorCode::BadRequest
     );
     // Steps: appliances only, and only for a refresh this holder stored.
@@ -476,7 +482,7 @@ fn refresh_messages_from_the_wrong_sender_or_out_of_place_are_refused() {
 }
 
 #[test]
-fn scheduled_refresh_runs_by_itself_waits_for_a_missing_holder_and_resumes() {
+fn scheduled_refresh_runs_by_itself_waits_for_a_quorum_and_resumes() {
     let options = Options {
         refresh_interval: "2s",
         ..Options::default()
@@ -502,8 +508,13 @@ fn scheduled_refresh_runs_by_itself_waits_for_a_missing_holder_and_resumes() {
     let epoch = settled(&cluster, 3, Duration::from_secs(10));
     every_k_set_signs(&cluster, &key, 2, 3, epoch);
 
-    // A holder away: the refresh is skipped, the reason shown, and the key still signs.
+    // One holder away: the refreshes go on with the other two.
     cluster.stop(3);
+    let away_from = status(&cluster, 1).unwrap().active_epoch.unwrap();
+    epoch_at_least(&cluster, away_from + 2, Duration::from_secs(30));
+
+    // Two away: fewer than a quorum; the refresh is skipped and the reason shown.
+    cluster.stop(2);
     let deadline = Instant::now() + Duration::from_secs(30);
     let failure = loop {
         if let Some(f) = status(&cluster, 1).and_then(|s| s.refresh.last_failure) {
@@ -512,17 +523,94 @@ fn scheduled_refresh_runs_by_itself_waits_for_a_missing_holder_and_resumes() {
         assert!(Instant::now() < deadline, "no failure reported");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(failure.reason.contains("appliance 3"), "{failure:?}");
-    let stuck = status(&cluster, 1).unwrap().active_epoch.unwrap();
-    let params = SharingParams::new(2, 3).unwrap();
-    sign_with(&cluster, key.public_key(), &params, &[1, 2], stuck).unwrap();
+    assert!(
+        failure
+            .reason
+            .contains("1 of 3 holders can take part and a refresh needs 2"),
+        "{failure:?}"
+    );
+    assert!(failure.reason.contains("appliance 2"), "{failure:?}");
 
-    // Back: refreshes resume, and the failure is cleared.
+    // Back: refreshes resume, the failure is cleared, and appliance 3 caught up.
+    cluster.restart(2);
     cluster.restart(3);
+    let stuck = status(&cluster, 1).unwrap().active_epoch.unwrap();
     let s = epoch_at_least(&cluster, stuck + 2, Duration::from_secs(60));
     assert_eq!(s.refresh.last_failure, None);
-    let epoch = settled(&cluster, 3, Duration::from_secs(10));
+    let epoch = settled(&cluster, 3, Duration::from_secs(30));
     every_k_set_signs(&cluster, &key, 2, 3, epoch);
+}
+
+#[test]
+fn a_holder_away_during_refreshes_catches_up_by_itself_when_it_returns() {
+    let (mut cluster, key) = cluster(3, 2, Options::default());
+    cluster.stop(3);
+    for epoch in 2..=4 {
+        let outcome = refresh(&cluster, 1).unwrap();
+        assert_eq!(outcome.to_epoch, epoch);
+        assert!(outcome.erased, "{outcome:?}");
+    }
+    let params = SharingParams::new(2, 3).unwrap();
+    sign_with(&cluster, key.public_key(), &params, &[1, 2], 4).unwrap();
+    for index in 1..=2 {
+        let s = status(&cluster, index).unwrap();
+        assert_eq!(s.active_epoch, Some(4));
+        // Appliance 3 has no additive share of epoch 4: the next refresh starts from
+        // shares unless all of 1 and 2 take part.
+        assert_eq!(s.refresh.additive_holders, vec![1, 2]);
+    }
+    assert_eq!(epoch_key_files(&cluster, 3).len(), 1);
+
+    // Started again, it rebuilds its share of epoch 4 from 1 and 2 within 30 s and erases
+    // epoch 1, with no operator.
+    let started = Instant::now();
+    cluster.restart(3);
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        if status(&cluster, 3).is_some_and(|s| s.active_epoch == Some(4)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "appliance 3 did not catch up in 30 s:\n{}",
+            cluster.log(3)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("appliance 3 caught up in {:?}", started.elapsed());
+    let s = status(&cluster, 3).unwrap();
+    assert_eq!((s.pending_epoch, s.retiring_epoch), (None, None));
+    assert!(!s.refresh.has_additive);
+    assert_eq!(s.refresh.additive_holders, vec![1, 2]);
+    let files = epoch_key_files(&cluster, 3);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].contains("-4-"), "{files:?}");
+    every_k_set_signs(&cluster, &key, 2, 3, 4);
+
+    // The next refresh, with everyone: 3 lacks an additive share, so it starts from
+    // shares, and gives every holder an additive share again.
+    assert_eq!(refresh(&cluster, 2).unwrap().to_epoch, 5);
+    assert_eq!(settled(&cluster, 3, Duration::from_secs(10)), 5);
+    every_k_set_signs(&cluster, &key, 2, 3, 5);
+    for index in 1..=3 {
+        let s = status(&cluster, index).unwrap();
+        assert!(s.refresh.has_additive, "appliance {index}");
+        assert_eq!(s.refresh.additive_holders, vec![1, 2, 3]);
+    }
+    assert_eq!(refresh(&cluster, 3).unwrap().to_epoch, 6);
+    every_k_set_signs(&cluster, &key, 2, 3, 6);
+
+    // Audited: the rebuild on 3, the help on 1 and 2.
+    for (index, what) in [(3, "recover"), (1, "recover_run"), (2, "recover_run")] {
+        cluster.stop(index);
+        let entries = audit(&cluster, index);
+        assert!(
+            entries
+                .iter()
+                .any(|(w, outcome)| w == what && outcome == "ok"),
+            "appliance {index}: {entries:?}"
+        );
+    }
 }
 
 #[test]
@@ -712,7 +800,9 @@ fn one_refresh_per_key_at_a_time() {
     // Another coordinator cannot start one: the holders have the first one's epoch.
     let second = refresh(&cluster, 2).unwrap_err();
     assert!(
-        second.message.contains("not finished") || second.message.contains("under way"),
+        second.message.contains("not finished")
+            || second.message.contains("under way")
+            || second.message.contains("has epoch 2 pending"),
         "{second}"
     );
     cluster.kill(1);

@@ -176,7 +176,7 @@ pub fn split_key<R: CryptoRng + ?Sized>(
 ) -> Result<Vec<HolderShare>, Error> {
     let public = key.public_key();
     params.check_public_exponent(public)?;
-    let bounds = Bounds::new(public, &params, 0)?;
+    let bounds = Bounds::new(public, &params)?;
     let precision = bounds.precision();
     let len = bounds.additive_len();
     let d = key
@@ -195,10 +195,11 @@ pub fn split_key<R: CryptoRng + ?Sized>(
     }
     additive.insert(0, remainder);
 
+    let holders: Vec<usize> = (1..=params.n).collect();
     let mut sums: Vec<Signed> = (0..params.n).map(|_| Signed::zero(precision)).collect();
     for a in &additive {
-        let dealt = deal_values(a, &bounds, &params, precision, rng)?;
-        for (sum, value) in sums.iter_mut().zip(&dealt) {
+        let dealt = deal_values(a, &bounds, &holders, precision, rng)?;
+        for (sum, (_, value)) in sums.iter_mut().zip(&dealt) {
             *sum = sum.add(value);
         }
     }
@@ -211,7 +212,7 @@ pub fn split_key<R: CryptoRng + ?Sized>(
                 .to_unsigned(bounds.share_len())
                 .ok_or(Error::OutOfRange("share"))?;
             let share = KeyShare::with_bounds(&bounds, position + 1, share)?;
-            Ok(HolderShare::from_parts(0, a.to_secret(), share))
+            Ok(HolderShare::from_parts(Some(a.to_secret()), share))
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let shares: Vec<KeyShare> = holders.iter().map(|h| h.share().clone()).collect();

@@ -35,5 +35,8 @@ pub use combine::{CombineOutcome, Combiner, Partial, combine, combine_robust};
 pub use dealer::{KeyShare, SharingParams, split_key};
 pub use error::Error;
 pub use key::{RsaPrivateKey, RsaPublicKey};
-pub use refresh::{Bounds, HolderShare, RefreshParty, refresh_all, trial_input};
+pub use refresh::{
+    Bounds, HolderShare, Plan, RecoveryHelper, RefreshParty, Source, recover, refresh_all,
+    run_plan, trial_input,
+};
 pub use secret::SecretInt;

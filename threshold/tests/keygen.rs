@@ -261,7 +261,7 @@ fn check(params: &KeygenParams, seed: u64) -> KeygenOutput {
         assert_ne!(first.public.raw_public_vartime(&y).unwrap(), input);
     }
     // The additive shares sum to the same d, and the key refreshes like an imported one.
-    let bounds = Bounds::new(&first.public, &first.sharing, 0).unwrap();
+    let bounds = Bounds::new(&first.public, &first.sharing).unwrap();
     let additive_sum: BigInt = run
         .outputs
         .iter()

@@ -11,9 +11,10 @@ use crate::frame::{read_frame_blocking, write_frame_blocking};
 use crate::{
     Attribute, Error, ErrorCode, HelloInfo, KEYGEN_EPOCH, KeyId, KeyStatus, KeygenProgress,
     KeygenResult, KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PROTOCOL_VERSION,
-    PartialResult, Participant, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSpec,
-    RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Request, Response, SecretBytes,
-    ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
+    PartialResult, Participant, RecoverPart, RecoverSpec, RefreshFailure, RefreshOutcome,
+    RefreshProgress, RefreshSource, RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind,
+    RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
+    WireError,
 };
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
@@ -189,6 +190,9 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
                     address: format!("10.0.0.{index}:7301"),
                 })
                 .collect(),
+            source: RefreshSource::Additive {
+                holders: vec![1, 2, 3],
+            },
         }),
         Request::RefreshRound {
             session: [0x7f; 16],
@@ -210,6 +214,18 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
         Request::RefreshProgress {
             session: [0x7f; 16],
         },
+        Request::RecoverRun(RecoverSpec {
+            session: [0x3c; 16],
+            key_id: key_id()?,
+            epoch: 9,
+            target: 3,
+            helpers: [1, 2]
+                .map(|index| Participant {
+                    index,
+                    address: format!("10.0.0.{index}:7301"),
+                })
+                .to_vec(),
+        }),
     ])
 }
 
@@ -272,6 +288,8 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
                     }),
                     running: Some([0x7f; 16]),
                     coordinator: Some(1),
+                    additive_holders: vec![1, 2, 3],
+                    has_additive: true,
                 },
             }],
             audit_head: [0x11; 32],
@@ -308,6 +326,18 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
         Response::RefreshProgress(RefreshProgress {
             stage: RefreshStage::Commit,
             elapsed_ms: 120,
+        }),
+        Response::RecoverPart(RecoverPart {
+            index: 1,
+            epoch: 9,
+            label: "signing".into(),
+            modulus: vec![0xc7; 256],
+            public_exponent: vec![1, 0, 1],
+            threshold: 2,
+            parties: 3,
+            additive_holders: vec![1, 2],
+            contribution: SecretBytes::new(vec![0x24; 300]),
+            trial: vec![0x42; 256],
         }),
     ])
 }

@@ -72,8 +72,8 @@ pub use key_id::KeyId;
 pub use limits::MAX_FRAME;
 pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
 pub use refresh::{
-    RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSpec, RefreshStage, RefreshStatus,
-    RefreshStepKind, RefreshStored,
+    RecoverPart, RecoverSpec, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSource,
+    RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored,
 };
 pub use request::{KEYGEN_EPOCH, KeygenSpec, Participant, Request, ShareRecord, UserKind};
 pub use response::{

@@ -1,24 +1,53 @@
 //! The types of proactive refresh: what the coordinator asks each holder, what holders send
 //! each other, and what status and progress report.
 //!
-//! A refresh of one key moves every holder from epoch `e` to `e + 1` in named steps
-//! ([`RefreshStage`]): each holder runs its part on a [`crate::Request::RefreshRun`]
-//! (two rounds of [`crate::Request::RefreshRound`] with the others, then it stores the new
+//! A refresh of one key moves the holders that take part from epoch `e` to `e + 1` in
+//! named steps ([`RefreshStage`]): each runs its part on a [`crate::Request::RefreshRun`]
+//! (rounds of [`crate::Request::RefreshRound`] with the others, then it stores the new
 //! epoch as pending and answers with a trial partial); the coordinator combines the trials,
 //! then sends [`crate::Request::RefreshStep`]s: ready, commit, erase (or discard, to roll
-//! back). docs/security.md describes the protocol and why each step is safe.
+//! back). A holder that was away catches up later by recovery: on a
+//! [`crate::Request::RecoverRun`] from it, `k` holders of the current epoch rebuild its
+//! share ([`RecoverSpec`]). docs/security.md describes the protocols and why each step is
+//! safe.
 
 use bincode::{Decode, Encode};
 
-use crate::limits::{MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, check_len};
-use crate::request::check_participants;
-use crate::{Error, KeyId, Participant};
+use crate::limits::{MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, MAX_LABEL_LEN, check_len};
+use crate::request::check_participant_set;
+use crate::{Error, KeyId, MAX_APPLIANCES, Participant, SecretBytes};
 
 /// Longest [`crate::Request::RefreshRound`] message: the values for one recipient, each a
 /// two's-complement integer a little longer than a share.
 pub const MAX_REFRESH_MESSAGE_LEN: usize = MAX_INTEGER_LEN;
 
-/// What a coordinator asks each holder of a key for: take part in refreshing it from
+/// Where the values a refresh re-splits come from ([`RefreshSpec::source`]).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum RefreshSource {
+    /// The additive shares of these holders, which sum to the key's secret.
+    Additive {
+        /// The holders, ascending.
+        holders: Vec<u8>,
+    },
+    /// The shares of these `k` holders (when a holder of an additive share is away, or
+    /// has none): two more rounds, masks and residues.
+    Shares {
+        /// The holders, ascending.
+        set: Vec<u8>,
+    },
+}
+
+impl RefreshSource {
+    /// The holders whose values are re-split.
+    pub fn senders(&self) -> &[u8] {
+        match self {
+            RefreshSource::Additive { holders } => holders,
+            RefreshSource::Shares { set } => set,
+        }
+    }
+}
+
+/// What a coordinator asks each holder that takes part for: refresh the key from
 /// `from_epoch` to `from_epoch + 1`.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct RefreshSpec {
@@ -26,15 +55,18 @@ pub struct RefreshSpec {
     pub session: [u8; 16],
     /// The key.
     pub key_id: KeyId,
-    /// The epoch every holder must have active (and nothing pending or retiring).
+    /// The epoch every participant must have active (and nothing pending or retiring).
     pub from_epoch: u64,
     /// The coordinator's index: it alone may send this run's steps.
     pub coordinator: u8,
     /// The holder that absorbs the remainders of the re-split.
     pub absorber: u8,
-    /// Every holder (this one included), indices exactly `1..=n`, in order, with the
-    /// address the others reach it at (an appliance prefers its own `peers` entry).
+    /// The holders that take part (this one included), ascending, with the address the
+    /// others reach each at (an appliance prefers its own `peers` entry). Each receives a
+    /// share of the new epoch; a holder not named here is away and catches up by recovery.
     pub participants: Vec<Participant>,
+    /// Where the re-split values come from; its holders are participants.
+    pub source: RefreshSource,
 }
 
 impl RefreshSpec {
@@ -43,19 +75,116 @@ impl RefreshSpec {
         self.from_epoch.saturating_add(1)
     }
 
+    /// The participants' indices, ascending.
+    pub fn indices(&self) -> Vec<u8> {
+        self.participants.iter().map(|p| p.index).collect()
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        let n = usize::from(check_participants(&self.participants)?);
-        for index in [self.coordinator, self.absorber] {
-            if index == 0 || usize::from(index) > n {
-                return Err(Error::Invalid(
-                    "coordinator and absorber must be participants",
-                ));
-            }
+        check_participant_set(&self.participants)?;
+        let indices = self.indices();
+        if ![self.coordinator, self.absorber]
+            .iter()
+            .all(|i| indices.contains(i))
+        {
+            return Err(Error::Invalid(
+                "coordinator and absorber must be participants",
+            ));
+        }
+        let senders = self.source.senders();
+        if senders.is_empty()
+            || !senders.windows(2).all(|w| w[0] < w[1])
+            || !senders.iter().all(|i| indices.contains(i))
+        {
+            return Err(Error::Invalid(
+                "the refresh's senders must be ascending participants",
+            ));
         }
         if self.from_epoch == u64::MAX {
             return Err(Error::Invalid("no epoch after the last one"));
         }
         Ok(())
+    }
+}
+
+/// What a holder behind asks each of `k` helpers holding `epoch` of a key: rebuild its
+/// share ([`crate::Request::RecoverRun`], sent by the target itself).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RecoverSpec {
+    /// A random session id, the same in the request to every helper.
+    pub session: [u8; 16],
+    /// The key.
+    pub key_id: KeyId,
+    /// The epoch to rebuild: every helper's active one.
+    pub epoch: u64,
+    /// The index whose share is rebuilt (the requester).
+    pub target: u8,
+    /// The `k` helpers, ascending, with their addresses; the target is not one of them.
+    pub helpers: Vec<Participant>,
+}
+
+impl RecoverSpec {
+    /// The helpers' indices, ascending.
+    pub fn indices(&self) -> Vec<u8> {
+        self.helpers.iter().map(|p| p.index).collect()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_participant_set(&self.helpers)?;
+        if self.target == 0 || self.target > MAX_APPLIANCES {
+            return Err(Error::Invalid("recovery target out of range"));
+        }
+        if self.helpers.iter().any(|h| h.index == self.target) {
+            return Err(Error::Invalid("the recovery target cannot help itself"));
+        }
+        Ok(())
+    }
+}
+
+/// A helper's answer to [`crate::Request::RecoverRun`]: its masked contribution to the
+/// target's share, with the key's public facts and a trial partial to check the result.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RecoverPart {
+    /// The helper's index.
+    pub index: u8,
+    /// The epoch (the helper's active one).
+    pub epoch: u64,
+    /// The key's label, at most [`MAX_LABEL_LEN`] bytes.
+    pub label: String,
+    /// The modulus, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
+    pub modulus: Vec<u8>,
+    /// The public exponent, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
+    pub public_exponent: Vec<u8>,
+    /// `k`.
+    pub threshold: u8,
+    /// `n`.
+    pub parties: u8,
+    /// The holders whose additive shares of the epoch sum to the key's secret.
+    pub additive_holders: Vec<u8>,
+    /// The masked contribution, two's complement, at most [`MAX_INTEGER_LEN`] bytes: alone
+    /// it is uniformly masked; the `k` of them add up to `Δ` times the target's share.
+    pub contribution: SecretBytes,
+    /// The helper's partial on the session's trial input, big-endian, at most
+    /// [`MAX_INTEGER_LEN`] bytes.
+    pub trial: Vec<u8>,
+}
+
+impl RecoverPart {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
+        for (len, what) in [
+            (self.modulus.len(), "modulus too long"),
+            (self.public_exponent.len(), "public exponent too long"),
+            (self.contribution.len(), "recovery contribution too long"),
+            (self.trial.len(), "trial partial too long"),
+        ] {
+            check_len(len, MAX_INTEGER_LEN, what)?;
+        }
+        check_len(
+            self.additive_holders.len(),
+            usize::from(MAX_APPLIANCES),
+            "too many additive holders",
+        )
     }
 }
 
@@ -102,6 +231,8 @@ pub struct RefreshStored {
 pub enum RefreshStage {
     /// The coordinator asks every holder to take part.
     Begin,
+    /// From shares only: the senders agree on masks and publish residues.
+    Start,
     /// Holders send each other the pieces of their additive shares.
     Split,
     /// Holders send each other their dealings.
@@ -129,8 +260,9 @@ impl Default for RefreshStage {
 
 impl RefreshStage {
     /// Every stage, in order.
-    pub const ALL: [RefreshStage; 9] = [
+    pub const ALL: [RefreshStage; 10] = [
         RefreshStage::Begin,
+        RefreshStage::Start,
         RefreshStage::Split,
         RefreshStage::Deal,
         RefreshStage::Store,
@@ -145,6 +277,7 @@ impl RefreshStage {
     pub fn as_str(self) -> &'static str {
         match self {
             RefreshStage::Begin => "begin",
+            RefreshStage::Start => "start",
             RefreshStage::Split => "split",
             RefreshStage::Deal => "deal",
             RefreshStage::Store => "store",
@@ -199,10 +332,20 @@ pub struct RefreshStatus {
     pub running: Option<[u8; 16]>,
     /// The coordinator of the pending or retiring epoch, if there is one.
     pub coordinator: Option<u8>,
+    /// The holders whose additive shares of the active epoch sum to the key's secret
+    /// (empty when none do: the next refresh starts from shares).
+    pub additive_holders: Vec<u8>,
+    /// Whether this appliance keeps an additive share of the active epoch.
+    pub has_additive: bool,
 }
 
 impl RefreshStatus {
     pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_len(
+            self.additive_holders.len(),
+            usize::from(MAX_APPLIANCES),
+            "too many additive holders",
+        )?;
         if let Some(failure) = &self.last_failure {
             check_len(
                 failure.reason.len(),
@@ -240,6 +383,9 @@ mod tests {
                     address: format!("127.0.0.1:{}", 7300 + u16::from(index)),
                 })
                 .collect(),
+            source: RefreshSource::Additive {
+                holders: vec![1, 2, 3],
+            },
         }
     }
 
@@ -259,6 +405,59 @@ mod tests {
         let mut s = spec();
         s.from_epoch = u64::MAX;
         assert!(s.validate().is_err());
+        // Holder 2 away: a refresh by 1 and 3 from their shares.
+        let mut s = spec();
+        s.participants.remove(1);
+        assert!(s.validate().is_err(), "2's additive share is needed");
+        s.source = RefreshSource::Shares { set: vec![1, 3] };
+        assert!(s.validate().is_ok());
+        s.source = RefreshSource::Shares { set: vec![3, 1] };
+        assert!(s.validate().is_err());
+        s.absorber = 2;
+        s.source = RefreshSource::Shares { set: vec![1, 3] };
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn recovery_specs_are_validated() {
+        let helpers = |indices: &[u8]| {
+            indices
+                .iter()
+                .map(|&index| Participant {
+                    index,
+                    address: "127.0.0.1:7301".into(),
+                })
+                .collect()
+        };
+        let spec = RecoverSpec {
+            session: [2; 16],
+            key_id: KeyId::new(b"k".to_vec()).unwrap(),
+            epoch: 7,
+            target: 3,
+            helpers: helpers(&[1, 2]),
+        };
+        assert!(spec.validate().is_ok());
+        assert_eq!(spec.indices(), vec![1, 2]);
+        for bad in [
+            RecoverSpec {
+                target: 2,
+                ..spec.clone()
+            },
+            RecoverSpec {
+                target: 0,
+                ..spec.clone()
+            },
+            RecoverSpec {
+                helpers: helpers(&[2, 1]),
+                ..spec.clone()
+            },
+            RecoverSpec {
+                helpers: helpers(&[1, 1]),
+                ..spec.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::limits::{
     MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, MAX_KEYGEN_MESSAGE_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
     MAX_PIN_LEN, check_len, check_sharing,
 };
-use crate::refresh::{MAX_REFRESH_MESSAGE_LEN, RefreshSpec, RefreshStepKind};
+use crate::refresh::{MAX_REFRESH_MESSAGE_LEN, RecoverSpec, RefreshSpec, RefreshStepKind};
 use crate::{Error, KeyId, MAX_APPLIANCES, ObjectId, SecretBytes, TokenObject};
 
 /// A request to an appliance. Each is answered by one [`crate::Response`]: the one named
@@ -173,15 +173,16 @@ pub enum Request {
     /// pending, and answer [`crate::Response::RefreshStored`] with the trial partial.
     RefreshRun(RefreshSpec),
 
-    /// Appliance to appliance: one round message of a refresh (round 1: a piece of the
-    /// sender's additive share; round 2: its dealt value for the recipient). Answered by
-    /// `Ok` once queued. Only the appliance `from` may send it.
+    /// Appliance to appliance: one round message of a refresh or a recovery, numbered
+    /// from 1 in the order the run has them (a refresh from additive shares: pieces, dealt
+    /// values; from shares: masks, residues, pieces, dealt values; a recovery: masks).
+    /// Answered by `Ok` once queued. Only the appliance `from` may send it.
     RefreshRound {
         /// The session ([`RefreshSpec::session`]).
         session: [u8; 16],
         /// The sender's appliance index.
         from: u8,
-        /// 1 or 2.
+        /// The round, from 1.
         round: u8,
         /// The value, at most [`MAX_REFRESH_MESSAGE_LEN`] bytes. Secret.
         message: SecretBytes,
@@ -217,6 +218,12 @@ pub enum Request {
         /// The session ([`Request::RefreshKey`]).
         session: [u8; 16],
     },
+
+    /// A holder that is behind (or new) to each of `k` holders of a key's current epoch:
+    /// help rebuild my share. The helpers agree on masks among themselves
+    /// ([`Request::RefreshRound`] under the same session) and each answers
+    /// [`crate::Response::RecoverPart`]. Only the appliance `target` may send it.
+    RecoverRun(RecoverSpec),
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -294,6 +301,34 @@ pub(crate) fn check_participants(participants: &[Participant]) -> Result<u8, Err
     Ok(n)
 }
 
+/// Checks a set of participants: at most [`MAX_APPLIANCES`], indices ascending in
+/// `1..=MAX_APPLIANCES` without repeats, addresses of bounded length.
+pub(crate) fn check_participant_set(participants: &[Participant]) -> Result<(), Error> {
+    check_len(
+        participants.len(),
+        usize::from(MAX_APPLIANCES),
+        "too many participants",
+    )?;
+    if participants.is_empty()
+        || !participants.windows(2).all(|w| w[0].index < w[1].index)
+        || participants
+            .iter()
+            .any(|p| p.index == 0 || p.index > MAX_APPLIANCES)
+    {
+        return Err(Error::Invalid(
+            "participants must be ascending indices in 1..=16",
+        ));
+    }
+    for p in participants {
+        check_len(
+            p.address.len(),
+            MAX_NAME_LEN,
+            "participant address too long",
+        )?;
+    }
+    Ok(())
+}
+
 impl Request {
     /// A short fixed name for logs and the audit log, e.g. `"partial"`. Never contains
     /// request data.
@@ -328,6 +363,7 @@ impl Request {
                 RefreshStepKind::Discard => "refresh_discard",
             },
             Request::RefreshProgress { .. } => "refresh_progress",
+            Request::RecoverRun(_) => "recover_run",
         }
     }
 
@@ -358,6 +394,7 @@ impl Request {
                 check_len(reason.len(), MAX_ERROR_MESSAGE_LEN, "abort reason too long")
             }
             Request::RefreshRun(spec) => spec.validate(),
+            Request::RecoverRun(spec) => spec.validate(),
             Request::RefreshRound { message, .. } => check_len(
                 message.len(),
                 MAX_REFRESH_MESSAGE_LEN,
@@ -470,7 +507,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            24,
+            25,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -492,7 +529,7 @@ mod tests {
         assert_eq!(samples[13].kind(), "commit_epoch");
         assert_eq!(samples[16].kind(), "keygen_abort");
         assert_eq!(samples[17].kind(), "keygen_progress");
-        assert_eq!(samples.last().map(Request::kind), Some("refresh_progress"));
+        assert_eq!(samples.last().map(Request::kind), Some("recover_run"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use bincode::{Decode, Encode};
 use crate::limits::{
     MAX_INTEGER_LEN, MAX_KEYS, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECTS, check_len, check_sharing,
 };
-use crate::refresh::{RefreshOutcome, RefreshProgress, RefreshStatus, RefreshStored};
+use crate::refresh::{RecoverPart, RefreshOutcome, RefreshProgress, RefreshStatus, RefreshStored};
 use crate::{Error, KeyId, ObjectSummary, TokenObject, WireError};
 
 /// An appliance's answer to one [`crate::Request`].
@@ -38,6 +38,8 @@ pub enum Response {
     Refreshed(RefreshOutcome),
     /// The answer to [`crate::Request::RefreshProgress`].
     RefreshProgress(RefreshProgress),
+    /// The answer to [`crate::Request::RecoverRun`]: one helper's part.
+    RecoverPart(RecoverPart),
 }
 
 impl Response {
@@ -56,6 +58,7 @@ impl Response {
             Response::RefreshStored(_) => "refresh_stored",
             Response::Refreshed(_) => "refreshed",
             Response::RefreshProgress(_) => "refresh_progress",
+            Response::RecoverPart(_) => "recover_part",
         }
     }
 
@@ -87,6 +90,7 @@ impl Response {
                 MAX_INTEGER_LEN,
                 "trial partial too long",
             ),
+            Response::RecoverPart(part) => part.validate(),
             Response::KeygenProgress(_) | Response::Refreshed(_) | Response::RefreshProgress(_) => {
                 Ok(())
             }
@@ -292,7 +296,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            12,
+            13,
             "every variant has a sample and a distinct kind"
         );
     }
@@ -315,7 +319,7 @@ mod tests {
         let samples = crate::fuzz::sample_responses().unwrap();
         assert_eq!(samples[7].kind(), "key_generated");
         assert_eq!(samples[8].kind(), "keygen_progress");
-        assert_eq!(samples.last().map(Response::kind), Some("refresh_progress"));
+        assert_eq!(samples.last().map(Response::kind), Some("recover_part"));
     }
 
     #[test]

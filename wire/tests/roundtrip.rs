@@ -8,9 +8,10 @@ use ittc_wire::fuzz::decode_any;
 use ittc_wire::{
     Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
     KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, RefreshFailure,
-    RefreshOutcome, RefreshProgress, RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind,
-    RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
-    WireError, decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
+    RefreshOutcome, RefreshProgress, RefreshSource, RefreshSpec, RefreshStage, RefreshStatus,
+    RefreshStepKind, RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo,
+    TokenObject, UserKind, WireError, decode, encode, read_frame, read_frame_blocking, write_frame,
+    write_frame_blocking,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -168,6 +169,9 @@ fn refresh_spec() -> impl Strategy<Value = RefreshSpec> {
                     address: format!("{host}:{index}"),
                 })
                 .collect(),
+            source: RefreshSource::Additive {
+                holders: (1..=n).collect(),
+            },
         },
     )
 }
@@ -254,9 +258,11 @@ fn refresh_status() -> impl Strategy<Value = RefreshStatus> {
         proptest::option::of((any::<u64>(), name())),
         any::<Option<[u8; 16]>>(),
         any::<Option<u8>>(),
+        proptest::collection::btree_set(1u8..=16, 0..=16),
+        any::<bool>(),
     )
         .prop_map(
-            |([last, next], failure, running, coordinator)| RefreshStatus {
+            |([last, next], failure, running, coordinator, holders, has_additive)| RefreshStatus {
                 last_refresh_unix_ms: last,
                 next_due_unix_ms: next,
                 last_failure: failure.map(|(time_unix_ms, reason)| RefreshFailure {
@@ -265,6 +271,8 @@ fn refresh_status() -> impl Strategy<Value = RefreshStatus> {
                 }),
                 running,
                 coordinator,
+                additive_holders: holders.into_iter().collect(),
+                has_additive,
             },
         )
 }

@@ -20,7 +20,6 @@ pub fn handle_store_share(state: &State, record: ShareRecord) -> Result<Response
         &public,
         &params,
         usize::from(record.index),
-        0,
         Some(SecretInt::from_be_bytes(
             record.additive.expose_secret().to_vec(),
         )),

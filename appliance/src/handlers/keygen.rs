@@ -24,10 +24,10 @@ pub fn handle_generate(state: &State, spec: &KeygenSpec) -> Result<Response, App
         modulus: public.n_be(),
         public_exponent: public.e_be(),
         secret: EpochSecret {
-            extra_bits: output.holder.extra_bits(),
             additive: output.holder.additive().map(|a| a.as_be_bytes().to_vec()),
             share: output.holder.share().value().as_be_bytes().to_vec(),
         },
+        additive_holders: spec.participants.iter().map(|p| p.index).collect(),
         refresh: None,
     };
     state.storage.store_share(input)?;

@@ -167,6 +167,7 @@ fn audited(request: &Request) -> Option<Option<String>> {
             Some(Some(key_id.to_string()))
         }
         Request::RefreshRun(spec) => Some(Some(spec.key_id.to_string())),
+        Request::RecoverRun(spec) => Some(Some(spec.key_id.to_string())),
         Request::GetObject { handle } | Request::DeleteObject { handle } => {
             Some(Some(format!("object {}", handle.0)))
         }
@@ -306,6 +307,10 @@ fn respond(
         // only appliance `from` carries its own round messages.
         Request::RefreshRun(spec) if role == Role::Appliance(spec.coordinator) => {
             refresh::handle_run(state, &spec)
+        }
+        // Only the appliance whose share is rebuilt asks for it.
+        Request::RecoverRun(spec) if role == Role::Appliance(spec.target) => {
+            refresh::handle_recover(state, &spec)
         }
         Request::RefreshStep {
             key_id,

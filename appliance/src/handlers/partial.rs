@@ -37,34 +37,33 @@ pub struct Prepared {
 }
 
 /// What a key's public values give, computed once: the public key with its Montgomery
-/// parameters, and the share length of its form.
+/// parameters, and the share length.
 pub struct KeyMath {
     public: RsaPublicKey,
     share_len: usize,
 }
 
-/// The `KeyMath` of the keys in use, by their public values (modulus, exponent, k, n and
-/// form): a partial operation then does no big-integer set-up of its own. Bounded: it is
+/// The `KeyMath` of the keys in use, by their public values (modulus, exponent, k and n):
+/// a partial operation then does no big-integer set-up of its own. Bounded: it is
 /// emptied when it reaches [`KeyMathCache::MAX`] entries.
 #[derive(Default)]
 pub struct KeyMathCache {
     entries: Mutex<HashMap<KeyMathId, Arc<KeyMath>>>,
 }
 
-/// What a `KeyMath` depends on: modulus, public exponent, k, n and the form's extra bits.
-type KeyMathId = (Vec<u8>, Vec<u8>, u8, u8, u32);
+/// What a `KeyMath` depends on: modulus, public exponent, k and n.
+type KeyMathId = (Vec<u8>, Vec<u8>, u8, u8);
 
 impl KeyMathCache {
     /// Most entries kept.
     pub const MAX: usize = 256;
 
-    fn get(&self, key: &KeyInfo, extra_bits: u32) -> Result<Arc<KeyMath>, ApplianceError> {
+    fn get(&self, key: &KeyInfo) -> Result<Arc<KeyMath>, ApplianceError> {
         let id = (
             key.modulus.clone(),
             key.public_exponent.clone(),
             key.threshold,
             key.parties,
-            extra_bits,
         );
         let mut entries = self
             .entries
@@ -75,7 +74,7 @@ impl KeyMathCache {
         }
         let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
         let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
-        let share_len = Bounds::new(&public, &params, extra_bits)?.share_len();
+        let share_len = Bounds::new(&public, &params)?.share_len();
         let math = Arc::new(KeyMath { public, share_len });
         if entries.len() >= Self::MAX {
             entries.clear();
@@ -144,7 +143,7 @@ pub fn prepare(
         .storage
         .share_in(key_id, epoch, slot)?
         .ok_or_else(wrong_epoch)?;
-    let math = state.key_math.get(&key, secret.extra_bits)?;
+    let math = state.key_math.get(&key)?;
     let input = math
         .public
         .integer_from_be(input, "partial-operation input")?;

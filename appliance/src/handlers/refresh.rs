@@ -1,10 +1,10 @@
 //! Proactive refresh: the admin's `RefreshKey` and `RefreshProgress`, and what the
 //! appliances send each other ([`crate::refresh`] does the work).
 
-use ittc_wire::{KeyId, RefreshSpec, RefreshStepKind, Response, SecretBytes};
+use ittc_wire::{KeyId, RecoverSpec, RefreshSpec, RefreshStepKind, Response, SecretBytes};
 
 use crate::error::ApplianceError;
-use crate::refresh::{coordinator, holder};
+use crate::refresh::{coordinator, holder, rebuild};
 use crate::state::State;
 
 /// Refreshes a key now, with this appliance as the coordinator; blocks until it is over.
@@ -28,6 +28,11 @@ pub fn handle_run(state: &State, spec: &RefreshSpec) -> Result<Response, Applian
     Ok(Response::RefreshStored(holder::run(state, spec, &|_| {})?))
 }
 
+/// Helps rebuild the requester's share: the mask round, then this helper's part.
+pub fn handle_recover(state: &State, spec: &RecoverSpec) -> Result<Response, ApplianceError> {
+    Ok(Response::RecoverPart(rebuild::help(state, spec)?))
+}
+
 /// A step of a refresh from its coordinator.
 pub fn handle_step(
     state: &State,
@@ -49,9 +54,9 @@ pub fn handle_round(
     round: u8,
     message: SecretBytes,
 ) -> Result<Response, ApplianceError> {
-    if !(1..=2).contains(&round) {
+    if !(1..=4).contains(&round) {
         return Err(ApplianceError::BadRequest(format!(
-            "a refresh has rounds 1 and 2, not {round}"
+            "a refresh or recovery has rounds 1 to 4, not {round}"
         )));
     }
     state

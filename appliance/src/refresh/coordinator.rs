@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use ittc_threshold::{Combiner, Partial, trial_input};
 use ittc_wire::client::Timeouts;
 use ittc_wire::{
-    KeyId, Participant, RefreshOutcome, RefreshSpec, RefreshStage, RefreshStepKind, RefreshStored,
-    Request, Response,
+    KeyId, KeyStatus, Participant, RefreshOutcome, RefreshSource, RefreshSpec, RefreshStage,
+    RefreshStepKind, RefreshStored, Request, Response,
 };
 use num_bigint::BigUint;
 use tracing::{info, warn};
@@ -19,6 +19,7 @@ use crate::error::ApplianceError;
 use crate::handlers::audit_event;
 use crate::peers::{PEER_TIMEOUTS, Peer};
 use crate::state::State;
+use crate::storage::KeyInfo;
 
 /// Attempts per holder for the steps after the decision (commit, erase) before they are
 /// left to the holder's own recovery.
@@ -91,15 +92,8 @@ fn run(
             "appliance {me} holds no share of key {key_id}"
         )));
     }
-    let spec = RefreshSpec {
-        session,
-        key_id: key_id.clone(),
-        from_epoch,
-        coordinator: me,
-        absorber: 1,
-        participants: participants(state, key.parties)?,
-    };
     let (public, params) = key_params(&key)?;
+    let spec = spec_for(state, &key, from_epoch, session)?;
     let _claim = state.refresh.claim(key_id, session)?;
     let progress = state.refresh.start_run(session)?;
     test_hooks::pause("coordinator", "begin");
@@ -205,8 +199,96 @@ fn outcome(spec: &RefreshSpec, erased: bool, started: Instant) -> RefreshOutcome
     }
 }
 
+/// The least number of holders a refresh goes ahead with: `k`, and more than half of the
+/// `n` holders, so that two groups that cannot reach each other never both make the next
+/// epoch (their sharings would not combine with each other).
+pub fn quorum(threshold: u8, parties: u8) -> usize {
+    usize::from(threshold).max(usize::from(parties) / 2 + 1)
+}
+
+/// Why a holder does not take part in a refresh now.
+fn not_ready(status: &KeyStatus, from_epoch: u64) -> Option<String> {
+    if let Some(pending) = status.pending_epoch {
+        Some(format!("has epoch {pending} pending"))
+    } else if let Some(retiring) = status.retiring_epoch {
+        Some(format!("still has epoch {retiring} to erase"))
+    } else if status.active_epoch != Some(from_epoch) {
+        Some(match status.active_epoch {
+            Some(e) if e < from_epoch => format!("is behind at epoch {e}"),
+            Some(e) => format!("is at epoch {e}"),
+            None => "has no active epoch".to_owned(),
+        })
+    } else {
+        None
+    }
+}
+
+/// The refresh to run: every holder that answers and holds `from_epoch` takes part (at
+/// least [`quorum`] of them); it starts from the additive shares when every holder of the
+/// epoch's additive layer takes part, else from the shares of `k` participants.
+fn spec_for(
+    state: &State,
+    key: &KeyInfo,
+    from_epoch: u64,
+    session: [u8; 16],
+) -> Result<RefreshSpec, ApplianceError> {
+    let me = state.config.index;
+    let addresses = addresses(state, key.parties)?;
+    let statuses = crate::peers::key_statuses(state, &addresses, &key.key_id);
+    let mut ready = vec![(me, key.layer(from_epoch).own)];
+    let mut away = Vec::new();
+    for (index, status) in statuses {
+        match status {
+            Ok(Some(status)) => match not_ready(&status, from_epoch) {
+                None => ready.push((index, status.refresh.has_additive)),
+                Some(why) => away.push(format!("appliance {index} {why}")),
+            },
+            Ok(None) => away.push(format!("appliance {index} does not hold the key")),
+            Err(e) => away.push(e),
+        }
+    }
+    ready.sort_unstable();
+    let needed = quorum(key.threshold, key.parties);
+    if ready.len() < needed {
+        return Err(ApplianceError::Refresh(format!(
+            "{} of {} holders can take part and a refresh needs {needed}: {}",
+            ready.len(),
+            key.parties,
+            away.join("; ")
+        )));
+    }
+    if !away.is_empty() {
+        warn!(key = %key.key_id, away = ?away, "refreshing without some holders: they catch up by recovery");
+    }
+    let layer = key.layer(from_epoch).holders;
+    let with_additive: Vec<u8> = ready.iter().filter(|r| r.1).map(|r| r.0).collect();
+    let source = if !layer.is_empty() && layer.iter().all(|h| with_additive.contains(h)) {
+        RefreshSource::Additive { holders: layer }
+    } else {
+        RefreshSource::Shares {
+            set: ready
+                .iter()
+                .map(|r| r.0)
+                .take(usize::from(key.threshold))
+                .collect(),
+        }
+    };
+    Ok(RefreshSpec {
+        session,
+        key_id: key.key_id.clone(),
+        from_epoch,
+        coordinator: me,
+        absorber: me,
+        participants: ready
+            .iter()
+            .filter_map(|(index, _)| addresses.iter().find(|p| p.index == *index).cloned())
+            .collect(),
+        source,
+    })
+}
+
 /// Every holder `1..=parties` with the address this appliance reaches it at.
-fn participants(state: &State, parties: u8) -> Result<Vec<Participant>, ApplianceError> {
+fn addresses(state: &State, parties: u8) -> Result<Vec<Participant>, ApplianceError> {
     (1..=parties)
         .map(|index| {
             let address = if index == state.config.index {

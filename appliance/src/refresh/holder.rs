@@ -2,18 +2,22 @@
 //! trial partial; and the steps the coordinator sends afterwards.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
-use ittc_threshold::{HolderShare, RefreshParty, SecretInt, trial_input};
+use ittc_threshold::{
+    HolderShare, Plan, RefreshParty, SecretInt, SharingParams, Source, trial_input,
+};
 use ittc_wire::{
-    KeyId, RefreshSpec, RefreshStage, RefreshStepKind, RefreshStored, Request, SecretBytes,
+    KeyId, Participant, RefreshSource, RefreshSpec, RefreshStage, RefreshStepKind, RefreshStored,
+    Request, SecretBytes,
 };
 use tracing::{info, warn};
 
 use super::{key_params, test_hooks, trial_context};
 use crate::error::ApplianceError;
 use crate::handlers::audit_event;
-use crate::peers::{abort_peers, exchange_round};
+use crate::peers::{Peer, Session, abort_peers, exchange_round};
 use crate::state::State;
 use crate::storage::{EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, ShareInput};
 
@@ -27,14 +31,11 @@ fn check(state: &State, spec: &RefreshSpec) -> Result<KeyInfo, ApplianceError> {
         .storage
         .key(&spec.key_id)?
         .ok_or_else(|| ApplianceError::UnknownKey(spec.key_id.to_string()))?;
-    if usize::from(key.parties) != spec.participants.len()
-        || usize::from(me) > spec.participants.len()
-    {
+    let indices = spec.indices();
+    if indices.last().is_some_and(|&last| last > key.parties) || !indices.contains(&me) {
         return Err(ApplianceError::BadRequest(format!(
-            "the refresh names {} holders; key {} has {} and this is appliance {me}",
-            spec.participants.len(),
-            spec.key_id,
-            key.parties
+            "the refresh names holders {indices:?}; key {} has 1..={} and this is appliance {me}",
+            spec.key_id, key.parties
         )));
     }
     if key.active_epoch != Some(spec.from_epoch) {
@@ -58,7 +59,27 @@ fn check(state: &State, spec: &RefreshSpec) -> Result<KeyInfo, ApplianceError> {
     Ok(key)
 }
 
-/// Takes part in the refresh `spec`: both rounds with the other holders, then the new
+/// The plan of `spec` for a key of sharing `params`: the same sharing, every participant
+/// a receiver.
+pub fn plan(spec: &RefreshSpec, params: SharingParams) -> Plan {
+    let indices: Vec<usize> = spec.indices().into_iter().map(usize::from).collect();
+    let senders = |set: &[u8]| set.iter().copied().map(usize::from).collect();
+    Plan {
+        old: params,
+        new: params,
+        source: match &spec.source {
+            RefreshSource::Additive { holders } => Source::Additive {
+                holders: senders(holders),
+            },
+            RefreshSource::Shares { set } => Source::Shares { set: senders(set) },
+        },
+        new_holders: (1..=params.parties()).collect(),
+        receivers: indices,
+        absorber: usize::from(spec.absorber),
+    }
+}
+
+/// Takes part in the refresh `spec`: the rounds with the other participants, then the new
 /// secrets stored as the pending epoch, and the trial partial. `on_stage` hears each
 /// stage reached (the coordinator's progress, when it is this appliance).
 ///
@@ -66,7 +87,7 @@ fn check(state: &State, spec: &RefreshSpec) -> Result<KeyInfo, ApplianceError> {
 ///
 /// `BadRequest`, `WrongEpoch` or `Refresh` for a refresh this appliance refuses; `Refresh`
 /// with the reason when the run fails (a peer's bad value, an unreachable peer, the
-/// deadline). Nothing is stored then, and the other holders have been told.
+/// deadline). Nothing is stored then, and the other participants have been told.
 pub fn run(
     state: &State,
     spec: &RefreshSpec,
@@ -74,18 +95,17 @@ pub fn run(
 ) -> Result<RefreshStored, ApplianceError> {
     let key = check(state, spec)?;
     let (public, params) = key_params(&key)?;
+    let plan = plan(spec, params);
+    plan.validate()
+        .map_err(|e| ApplianceError::BadRequest(format!("refresh plan: {e}")))?;
     let me = state.config.index;
     let _claim = state.refresh.claim(&spec.key_id, spec.session)?;
-    let n = u8::try_from(spec.participants.len())
-        .map_err(|_| ApplianceError::BadRequest("too many participants".into()))?;
-    let registration = state
-        .refresh
-        .sessions()
-        .register(spec.session, me, n, MAX_SESSIONS)?;
+    let registration =
+        state
+            .refresh
+            .sessions()
+            .register_among(spec.session, me, spec.indices(), MAX_SESSIONS)?;
     let session = &registration.session;
-    let config = state.peer_config()?;
-    let mut peers = state.peers_of(&spec.participants);
-    let until = Instant::now() + state.config.refresh.timeout();
     let stage = |s: RefreshStage| {
         session.record(s);
         on_stage(s);
@@ -97,8 +117,17 @@ pub fn run(
         audit_event(state, &who, step, &spec.key_id, "ok").map_err(|e| e.to_string())
     };
     audit("refresh_begin").map_err(ApplianceError::Refresh)?;
+    let context = trial_context(&spec.session, &spec.key_id, spec.to_epoch());
+    let as_u8 = |set: &[usize]| -> Vec<u8> {
+        set.iter()
+            .filter_map(|&i| u8::try_from(i).ok())
+            .filter(|&i| i != me)
+            .collect()
+    };
+    let senders = as_u8(plan.senders());
+    let receivers = as_u8(&plan.receivers);
 
-    let outcome = (|| -> Result<HolderShare, String> {
+    let outcome = run_rounds(state, spec.session, &spec.participants, session, |rounds| {
         let secret = state
             .storage
             .share_in(&spec.key_id, spec.from_epoch, EpochSlot::Active)
@@ -108,22 +137,47 @@ pub fn run(
             &public,
             &params,
             usize::from(me),
-            secret.extra_bits,
             secret.additive.clone().map(SecretInt::from_be_bytes),
             SecretInt::from_be_bytes(secret.share.clone()),
         )
         .map_err(|e| format!("this appliance's share does not fit the key: {e}"))?;
-        let mut party = RefreshParty::new(&public, &params, &holder, usize::from(spec.absorber))
+        let mut party = RefreshParty::new(&public, &plan, usize::from(me), Some(&holder))
             .map_err(|e| e.to_string())?;
         drop(holder);
         let mut rng = rand::rng();
+
+        if plan.from_shares() {
+            stage(RefreshStage::Start);
+            // Each sender draws the masks it shares with the senders above it.
+            let below: Vec<u8> = if plan.senders().contains(&usize::from(me)) {
+                senders.iter().copied().filter(|&i| i < me).collect()
+            } else {
+                Vec::new()
+            };
+            let masks = party.masks(&mut rng).map_err(|e| e.to_string())?;
+            let masks = rounds.secret(masks, &below)?;
+            // Each sender's residue, public, to every participant.
+            let residue = party.residue(&masks).map_err(|e| bad_value(me, &e))?;
+            let residues: Vec<(usize, Vec<u8>)> = residue
+                .map(|r| {
+                    plan.participants()
+                        .into_iter()
+                        .map(|l| (l, r.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let residues = rounds.public(residues, &senders)?;
+            party.rounding(&residues).map_err(|e| bad_value(me, &e))?;
+            audit("refresh_start")?;
+            test_hooks::pause("holder", "start");
+        }
 
         stage(RefreshStage::Split);
         let mut pieces = party.split(&mut rng).map_err(|e| e.to_string())?;
         if let Some(corruption) = test_hooks::corrupt() {
             corrupt_one(&mut pieces, me, spec.absorber, corruption, 1);
         }
-        let received = round(state, spec, &mut peers, &config, session, 1, pieces, until)?;
+        let received = rounds.secret(pieces, &senders)?;
         audit("refresh_split")?;
         test_hooks::pause("holder", "split");
         let mut dealt = party
@@ -134,26 +188,15 @@ pub fn run(
         }
 
         stage(RefreshStage::Deal);
-        let received = round(state, spec, &mut peers, &config, session, 2, dealt, until)?;
+        let received = rounds.secret(dealt, &receivers)?;
         audit("refresh_deal")?;
         test_hooks::pause("holder", "deal");
         party.finish(&received).map_err(|e| bad_value(me, &e))
-    })();
-
-    let new = match outcome {
-        Ok(new) => new,
-        Err(reason) => {
-            warn!(key = %spec.key_id, reason = %reason, "refresh failed: telling the other holders");
-            abort_peers(&mut peers, &config, &reason, |reason| {
-                Request::RefreshAbort {
-                    session: spec.session,
-                    from: me,
-                    reason,
-                }
-            });
-            return Err(ApplianceError::Refresh(reason));
-        }
-    };
+    });
+    let new = outcome.map_err(|reason| {
+        warn!(key = %spec.key_id, reason = %reason, "refresh failed: the other holders were told");
+        ApplianceError::Refresh(reason)
+    })?;
 
     stage(RefreshStage::Store);
     let to = spec.to_epoch();
@@ -167,16 +210,16 @@ pub fn run(
         modulus: key.modulus.clone(),
         public_exponent: key.public_exponent.clone(),
         secret: EpochSecret {
-            extra_bits: new.extra_bits(),
             additive: new.additive().map(|a| a.as_be_bytes().to_vec()),
             share: new.share().value().as_be_bytes().to_vec(),
         },
+        additive_holders: spec.indices(),
         refresh: Some(RefreshOrigin {
             session: spec.session,
             coordinator: spec.coordinator,
         }),
     })?;
-    let input = trial_input(&public, &trial_context(&spec.session, &spec.key_id, to));
+    let input = trial_input(&public, &context);
     let trial = state.backend.partial(&public, new.share(), &input)?;
     info!(key = %spec.key_id, epoch = to, "refresh: new epoch stored as pending");
     test_hooks::pause("holder", "store");
@@ -200,71 +243,150 @@ fn bad_value(me: u8, err: &ittc_threshold::Error) -> String {
     }
 }
 
-/// Sends `values` (position `l − 1` for holder `l`) to the other holders as round `round`
-/// and returns every holder's value for this one, in index order (this one's own kept).
-#[allow(clippy::too_many_arguments)]
-fn round(
-    state: &State,
-    spec: &RefreshSpec,
-    peers: &mut [crate::peers::Peer],
-    config: &std::sync::Arc<rustls::ClientConfig>,
-    session: &crate::peers::Session<RefreshStage>,
-    round: u8,
-    values: Vec<SecretInt>,
+/// The rounds of one run with the other participants, numbered from 1 in the order the
+/// run has them (every participant goes through each, some with nothing to send or wait
+/// for).
+pub(super) struct Rounds<'a> {
+    state: &'a State,
+    session_id: [u8; 16],
+    peers: &'a mut [Peer],
+    config: &'a Arc<rustls::ClientConfig>,
+    session: &'a Session<RefreshStage>,
+    next: u8,
     until: Instant,
-) -> Result<Vec<SecretInt>, String> {
+}
+
+/// Runs `body` with the rounds of the session `session_id` among `participants`, for at
+/// most `refresh.timeout_ms`; when it fails, tells the other participants
+/// (`RefreshAbort`) and returns the reason.
+pub(super) fn run_rounds<T>(
+    state: &State,
+    session_id: [u8; 16],
+    participants: &[Participant],
+    session: &Session<RefreshStage>,
+    body: impl FnOnce(&mut Rounds<'_>) -> Result<T, String>,
+) -> Result<T, String> {
     let me = state.config.index;
-    let mut own = None;
-    let mut payloads = BTreeMap::new();
-    for (position, value) in values.into_iter().enumerate() {
-        let to = u8::try_from(position + 1).map_err(|_| "too many holders")?;
-        let bytes = SecretBytes::new(value.as_be_bytes().to_vec());
-        if to == me {
-            own = Some(bytes);
-        } else {
-            payloads.insert(to, bytes);
-        }
-    }
-    // The inbox counts rounds from 0; the wire names them 1 and 2.
-    let received = exchange_round(
-        peers,
-        config,
+    let config = state.peer_config().map_err(|e| e.to_string())?;
+    let mut peers = state.peers_of(participants);
+    let result = body(&mut Rounds {
+        state,
+        session_id,
+        peers: &mut peers,
+        config: &config,
         session,
-        u32::from(round) - 1,
-        payloads,
-        |message| Request::RefreshRound {
-            session: spec.session,
-            from: me,
-            round,
-            message,
-        },
-        until,
-    )?;
-    let mut by_index: BTreeMap<u8, SecretBytes> = received.into_iter().collect();
-    by_index.insert(me, own.ok_or("no value for this appliance itself")?);
-    Ok(by_index
-        .into_values()
-        .map(|b| SecretInt::from_be_bytes(b.expose_secret().to_vec()))
-        .collect())
+        next: 1,
+        until: Instant::now() + state.config.refresh.timeout(),
+    });
+    if let Err(reason) = &result {
+        abort_peers(&mut peers, &config, reason, |reason| {
+            Request::RefreshAbort {
+                session: session_id,
+                from: me,
+                reason,
+            }
+        });
+    }
+    result
+}
+
+impl Rounds<'_> {
+    /// Sends `values` (by recipient; this appliance's own kept) and returns the value of
+    /// each of `senders` for this one, with this one's own, by sender.
+    pub(super) fn secret(
+        &mut self,
+        values: Vec<(usize, SecretInt)>,
+        senders: &[u8],
+    ) -> Result<Vec<(usize, SecretInt)>, String> {
+        let values = values
+            .into_iter()
+            .map(|(to, v)| (to, SecretBytes::new(v.as_be_bytes().to_vec())))
+            .collect();
+        Ok(self
+            .exchange(values, senders)?
+            .into_iter()
+            .map(|(from, b)| (from, SecretInt::from_be_bytes(b.expose_secret().to_vec())))
+            .collect())
+    }
+
+    /// As [`Rounds::secret`], for public values.
+    fn public(
+        &mut self,
+        values: Vec<(usize, Vec<u8>)>,
+        senders: &[u8],
+    ) -> Result<Vec<(usize, Vec<u8>)>, String> {
+        let values = values
+            .into_iter()
+            .map(|(to, v)| (to, SecretBytes::new(v)))
+            .collect();
+        Ok(self
+            .exchange(values, senders)?
+            .into_iter()
+            .map(|(from, b)| (from, b.expose_secret().to_vec()))
+            .collect())
+    }
+
+    fn exchange(
+        &mut self,
+        values: Vec<(usize, SecretBytes)>,
+        senders: &[u8],
+    ) -> Result<Vec<(usize, SecretBytes)>, String> {
+        let me = self.state.config.index;
+        let round = self.next;
+        self.next = self.next.saturating_add(1);
+        let mut own = None;
+        let mut payloads = BTreeMap::new();
+        for (to, bytes) in values {
+            let to = u8::try_from(to).map_err(|_| "recipient out of range")?;
+            if to == me {
+                own = Some(bytes);
+            } else {
+                payloads.insert(to, bytes);
+            }
+        }
+        let session_id = self.session_id;
+        // The inbox counts rounds from 0; the wire from 1.
+        let received = exchange_round(
+            self.peers,
+            self.config,
+            self.session,
+            u32::from(round) - 1,
+            payloads,
+            senders,
+            |message| Request::RefreshRound {
+                session: session_id,
+                from: me,
+                round,
+                message,
+            },
+            self.until,
+        )?;
+        let mut by_sender: Vec<(usize, SecretBytes)> = received
+            .into_iter()
+            .map(|(from, b)| (usize::from(from), b))
+            .collect();
+        if let Some(own) = own {
+            by_sender.push((usize::from(me), own));
+        }
+        Ok(by_sender)
+    }
 }
 
 /// The test hook's bad value, for the first other holder that is not the absorber (whose
 /// pieces have a wider range): in round 2 a dealt value with its last bit flipped; in
 /// round 1 a piece one byte short or out of range.
 fn corrupt_one(
-    values: &mut [SecretInt],
+    values: &mut [(usize, SecretInt)],
     me: u8,
     absorber: u8,
     corruption: test_hooks::Corruption,
     round: u8,
 ) {
     use test_hooks::Corruption;
-    let Some(target) =
-        (1..=values.len()).find(|&i| i != usize::from(me) && i != usize::from(absorber))
+    let Some((_, value)) = values
+        .iter_mut()
+        .find(|(i, _)| *i != usize::from(me) && *i != usize::from(absorber))
     else {
-        return;
-    };
-    let Some(value) = values.get_mut(target - 1) else {
         return;
     };
     let mut bytes = value.as_be_bytes().to_vec();

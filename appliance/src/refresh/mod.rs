@@ -28,6 +28,7 @@
 
 pub mod coordinator;
 pub mod holder;
+pub mod rebuild;
 pub mod recovery;
 pub mod schedule;
 
@@ -55,6 +56,9 @@ pub struct Refreshes {
     runs: Mutex<HashMap<[u8; 16], (RefreshStage, Instant)>>,
     /// The schedule of the runs this appliance starts.
     pub schedule: schedule::Schedule,
+    /// Rebuilds of this appliance's shares that failed: when each may be tried again, and
+    /// the failures in a row.
+    rebuilds: Mutex<HashMap<KeyId, (Instant, u32)>>,
 }
 
 /// A claim on a key for one session; dropping it releases the key.
@@ -179,7 +183,32 @@ impl Refreshes {
     pub fn sessions(&self) -> &PeerSessions<RefreshStage> {
         &self.sessions
     }
+
+    /// Whether a rebuild of `key_id` may be tried now (none failed lately).
+    pub fn rebuild_due(&self, key_id: &KeyId) -> bool {
+        self.rebuilds.lock().map_or(true, |r| {
+            r.get(key_id).is_none_or(|(at, _)| *at <= Instant::now())
+        })
+    }
+
+    /// Records the outcome of a rebuild of `key_id`: after a failure the next try waits
+    /// 2 s, 4 s, 8 s, … up to [`MAX_REBUILD_WAIT`].
+    pub fn rebuild_done(&self, key_id: &KeyId, ok: bool) {
+        if let Ok(mut rebuilds) = self.rebuilds.lock() {
+            if ok {
+                rebuilds.remove(key_id);
+            } else {
+                let failures = rebuilds.get(key_id).map_or(0, |r| r.1) + 1;
+                let wait =
+                    std::time::Duration::from_secs(1 << failures.min(6)).min(MAX_REBUILD_WAIT);
+                rebuilds.insert(key_id.clone(), (Instant::now() + wait, failures));
+            }
+        }
+    }
 }
+
+/// The longest wait between two rebuilds of a share that keep failing.
+pub const MAX_REBUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The public key and sharing of a stored key.
 ///

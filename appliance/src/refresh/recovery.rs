@@ -1,93 +1,117 @@
-//! Finishing or rolling back a refresh that a crash interrupted, by asking the peers.
-//!
-//! For each key with no refresh under way here:
+//! Finishing or rolling back a refresh that a crash interrupted, and catching up with the
+//! others, by asking the peers. Every pass asks each peer for its status once, then for
+//! each key with no refresh or rebuild under way here:
 //!
 //! * **A pending epoch from a refresh.** Its coordinator decided: if the coordinator has
 //!   the epoch active, commit it here too; if it has not and runs no refresh of the key,
 //!   it never will (it commits itself before anyone else), so discard it; if it cannot be
 //!   reached, wait (the key signs on the old epoch meanwhile). When this appliance is the
 //!   coordinator and runs nothing, it never committed: discard.
-//! * **A retiring epoch.** Once every other holder reports the new epoch active, erase it.
+//! * **A retiring epoch.** Once `k` holders (this one included) have the new epoch
+//!   active and no holder that answers still has it pending, erase it. A holder that is
+//!   away does not hold the erasure back: it catches up by a rebuild when it returns.
+//! * **Behind.** When `k` peers hold a newer epoch active than this appliance (or hold a
+//!   key this appliance does not have at all: it was replaced), rebuild this appliance's
+//!   share of that epoch from them ([`super::rebuild`]); a failed rebuild is retried with
+//!   back-off.
 //!
-//! Every decision taken here is audited (`self (refresh recovery)`) and logged.
+//! Every decision taken here is audited (`self (refresh recovery)`, `self (share
+//! recovery)`) and logged.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 
-use ittc_wire::{KeyStatus, RefreshStepKind, Request, Response};
+use ittc_wire::{KeyId, KeyStatus, Participant, RefreshStepKind, Request, StatusInfo};
 use tracing::{debug, info, warn};
 
-use super::holder;
+use super::{holder, rebuild};
 use crate::handlers::audit_event;
-use crate::peers::Peer;
+use crate::peers;
 use crate::state::State;
 use crate::storage::{KeyInfo, RefreshOrigin};
 
 /// Who the audit log names for what recovery does.
 const SELF: &str = "self (refresh recovery)";
 
-/// One pass over every key (see the module docs).
-pub fn reconcile(state: &State) {
+/// What the peers reported in one pass.
+struct View {
+    statuses: BTreeMap<u8, Result<StatusInfo, String>>,
+}
+
+impl View {
+    /// What peer `index` reports about `key_id` (`None`: it does not hold it).
+    fn key(&self, index: u8, key_id: &KeyId) -> Result<Option<&KeyStatus>, String> {
+        match self.statuses.get(&index) {
+            Some(Ok(status)) => Ok(status.keys.iter().find(|k| &k.key_id == key_id)),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("appliance {index} has no address in peers")),
+        }
+    }
+
+    /// Every key some peer holds.
+    fn key_ids(&self) -> BTreeSet<KeyId> {
+        self.statuses
+            .values()
+            .filter_map(|s| s.as_ref().ok())
+            .flat_map(|s| s.keys.iter().map(|k| k.key_id.clone()))
+            .collect()
+    }
+}
+
+/// One pass over every key (see the module docs). Returns the peers that answered.
+pub fn reconcile(state: &State) -> Vec<u8> {
     let keys = match state.storage.keys() {
         Ok(keys) => keys,
         Err(e) => {
             warn!(error = %e, "refresh recovery: keys not read");
-            return;
+            return Vec::new();
         }
     };
-    let Ok(config) = state.peer_config() else {
-        return;
+    let peers: Vec<Participant> = state
+        .config
+        .peers
+        .iter()
+        .map(|p| Participant {
+            index: p.index,
+            address: p.address.clone(),
+        })
+        .collect();
+    if peers.is_empty() || state.peer_config().is_err() {
+        return Vec::new();
+    }
+    let view = View {
+        statuses: peers::statuses(state, &peers).into_iter().collect(),
     };
-    for key in keys {
+    for key in &keys {
         if state.refresh.running(&key.key_id).is_some() {
             continue;
         }
         match (key.pending_epoch, key.active_epoch, key.refresh) {
             (Some(pending), Some(_), Some(origin)) => {
-                pending_epoch(state, &config, &key, pending, origin)
+                pending_epoch(state, &view, key, pending, origin);
             }
             (None, Some(active), _) if key.retiring_epoch.is_some() => {
-                retiring_epoch(state, &config, &key, active);
+                retiring_epoch(state, &view, key, active);
             }
             _ => {}
         }
     }
-}
-
-/// What the peer `index` reports about `key`, or why it could not be asked.
-fn peer_status(
-    state: &State,
-    config: &Arc<rustls::ClientConfig>,
-    index: u8,
-    key: &KeyInfo,
-) -> Result<Option<KeyStatus>, String> {
-    let address = state
-        .config
-        .peers
-        .iter()
-        .find(|p| p.index == index)
-        .map(|p| p.address.clone())
-        .ok_or_else(|| format!("appliance {index} has no address in peers"))?;
-    match Peer::new(index, address).ask(config, &Request::Status)? {
-        Response::Status(status) => Ok(status.keys.into_iter().find(|k| k.key_id == key.key_id)),
-        other => Err(format!(
-            "appliance {index} answered a status request with {}",
-            other.kind()
-        )),
+    for key_id in view.key_ids() {
+        let local = keys.iter().find(|k| k.key_id == key_id);
+        catch_up(state, &view, &peers, &key_id, local);
     }
+    view.statuses
+        .iter()
+        .filter(|(_, s)| s.is_ok())
+        .map(|(i, _)| *i)
+        .collect()
 }
 
-fn pending_epoch(
-    state: &State,
-    config: &Arc<rustls::ClientConfig>,
-    key: &KeyInfo,
-    pending: u64,
-    origin: RefreshOrigin,
-) {
+fn pending_epoch(state: &State, view: &View, key: &KeyInfo, pending: u64, origin: RefreshOrigin) {
     let decision = if origin.coordinator == state.config.index {
         // This appliance coordinated and runs nothing now: it never committed.
         Some(RefreshStepKind::Discard)
     } else {
-        match peer_status(state, config, origin.coordinator, key) {
+        match view.key(origin.coordinator, &key.key_id) {
             Ok(Some(status)) if status.active_epoch >= Some(pending) => {
                 Some(RefreshStepKind::Commit)
             }
@@ -106,23 +130,103 @@ fn pending_epoch(
     apply(state, key, pending, origin, step);
 }
 
-fn retiring_epoch(state: &State, config: &Arc<rustls::ClientConfig>, key: &KeyInfo, active: u64) {
+fn retiring_epoch(state: &State, view: &View, key: &KeyInfo, active: u64) {
     let me = state.config.index;
+    let mut holding = 1;
     for index in (1..=key.parties).filter(|i| *i != me) {
-        match peer_status(state, config, index, key) {
-            Ok(Some(status)) if status.active_epoch >= Some(active) => {}
-            Ok(_) => return,
-            Err(reason) => {
-                debug!(key = %key.key_id, reason = %reason, "refresh recovery: a holder not reachable; old epoch kept");
+        match view.key(index, &key.key_id) {
+            Ok(Some(status)) if status.active_epoch >= Some(active) => holding += 1,
+            Ok(Some(status)) if status.pending_epoch == Some(active) => {
+                debug!(key = %key.key_id, index, "refresh recovery: a holder has not committed yet; old epoch kept");
                 return;
             }
+            // Behind or away: it catches up by a rebuild.
+            Ok(_) | Err(_) => {}
         }
+    }
+    if holding < usize::from(key.threshold) {
+        debug!(key = %key.key_id, holding, "refresh recovery: too few holders of the new epoch answer; old epoch kept");
+        return;
     }
     let origin = key.refresh.unwrap_or(RefreshOrigin {
         session: [0; 16],
         coordinator: me,
     });
     apply(state, key, active, origin, RefreshStepKind::Erase);
+}
+
+/// Rebuilds this appliance's share of `key_id` if `k` peers hold a newer epoch active
+/// than it does (or it has none).
+fn catch_up(
+    state: &State,
+    view: &View,
+    peers: &[Participant],
+    key_id: &KeyId,
+    local: Option<&KeyInfo>,
+) {
+    let me = state.config.index;
+    if let Some(local) = local
+        && (local.pending_epoch.is_some() || local.retiring_epoch.is_some())
+    {
+        // A refresh to finish first (above).
+        return;
+    }
+    let mut holders: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut sharing = None;
+    for peer in peers {
+        if let Ok(Some(status)) = view.key(peer.index, key_id)
+            && let Some(epoch) = status.active_epoch
+        {
+            holders.entry(epoch).or_default().push(peer.index);
+            sharing = Some((status.threshold, status.parties));
+        }
+    }
+    let Some((threshold, parties)) = sharing else {
+        return;
+    };
+    if me > parties {
+        return;
+    }
+    let Some((&epoch, helpers)) = holders
+        .iter()
+        .rev()
+        .find(|(_, h)| h.len() >= usize::from(threshold))
+    else {
+        return;
+    };
+    let current = local.and_then(|l| l.active_epoch);
+    if current >= Some(epoch)
+        || state.refresh.running(key_id).is_some()
+        || !state.refresh.rebuild_due(key_id)
+    {
+        return;
+    }
+    let helpers: Vec<Participant> = helpers
+        .iter()
+        .take(usize::from(threshold))
+        .filter_map(|i| peers.iter().find(|p| p.index == *i).cloned())
+        .collect();
+    info!(
+        key = %key_id,
+        have = ?current,
+        epoch,
+        helpers = ?helpers.iter().map(|h| h.index).collect::<Vec<_>>(),
+        "behind the other holders: rebuilding this appliance's share"
+    );
+    match rebuild::rebuild(state, key_id, epoch, helpers) {
+        Ok(()) => state.refresh.rebuild_done(key_id, true),
+        Err(e) => {
+            warn!(key = %key_id, epoch, error = %e, "rebuilding the share failed; will retry");
+            state.refresh.rebuild_done(key_id, false);
+            if local.is_some()
+                && let Err(e) = state
+                    .storage
+                    .record_refresh_failure(key_id, &format!("catching up to epoch {epoch}: {e}"))
+            {
+                warn!(key = %key_id, error = %e, "rebuild failure not recorded");
+            }
+        }
+    }
 }
 
 fn apply(state: &State, key: &KeyInfo, epoch: u64, origin: RefreshOrigin, step: RefreshStepKind) {

@@ -1,21 +1,28 @@
-//! The refresh schedule: the leader (the appliance with index 1) refreshes every committed
-//! key once per `refresh.interval`, and after a failed refresh tries again with back-off;
-//! every appliance, leader or not, runs its recovery ([`super::recovery`]) on the same
-//! tick. One background thread does both; a refresh it starts runs on that thread, one
-//! key after the other.
+//! The refresh schedule: the leader refreshes every committed key once per
+//! `refresh.interval`, and after a failed refresh tries again with back-off; every
+//! appliance, leader or not, runs its recovery ([`super::recovery`]) on the same tick. One
+//! background thread does both; a refresh it starts runs on that thread, one key after the
+//! other.
+//!
+//! The leader is the appliance with the lowest index among those that answer: appliance 1
+//! while it is up, else the next one. Two appliances that both believe they lead (one
+//! cannot reach the other) cannot both refresh a key: a refresh needs a majority of the
+//! holders ([`super::coordinator::quorum`]), and a holder takes part in one refresh of a
+//! key at a time and none while an epoch is pending.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ittc_wire::KeyId;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{coordinator, recovery};
 use crate::state::State;
 use crate::storage::KeyInfo;
 
-/// The appliance that starts scheduled refreshes.
+/// The appliance that starts scheduled refreshes while it is up.
 pub const LEADER: u8 = 1;
 
 /// How often the background thread looks at the schedule and at interrupted refreshes.
@@ -31,6 +38,9 @@ const MAX_RETRY: Duration = Duration::from_secs(15 * 60);
 #[derive(Default)]
 pub struct Schedule {
     entries: Mutex<HashMap<KeyId, Entry>>,
+    /// Whether this appliance leads: no appliance with a lower index answered the last
+    /// pass.
+    leading: AtomicBool,
 }
 
 #[derive(Clone, Copy)]
@@ -68,7 +78,7 @@ impl Schedule {
     pub fn due(&self, state: &State, key: &KeyInfo) -> Option<SystemTime> {
         let interval = state.config.refresh.interval;
         if !state.config.refresh.scheduled()
-            || state.config.index != LEADER
+            || !(state.config.index == LEADER || self.leading.load(Ordering::Relaxed))
             || key.active_epoch.is_none()
         {
             return None;
@@ -122,7 +132,25 @@ pub fn start(state: Arc<State>) {
 
 /// One pass: recovery, then every key that is due.
 pub fn tick(state: &State) {
-    recovery::reconcile(state);
+    let answered = recovery::reconcile(state);
+    let me = state.config.index;
+    let leading = !answered.iter().any(|&i| i < me);
+    let was = state
+        .refresh
+        .schedule
+        .leading
+        .swap(leading, Ordering::Relaxed);
+    if leading != was && me != LEADER {
+        if leading {
+            warn!(
+                "no appliance with a lower index answers: this appliance starts the scheduled refreshes"
+            );
+        } else {
+            info!(
+                "an appliance with a lower index answers again: it starts the scheduled refreshes"
+            );
+        }
+    }
     let keys = match state.storage.keys() {
         Ok(keys) => keys,
         Err(e) => {

@@ -9,7 +9,9 @@ use ittc_wire::KeyId;
 use sled::Transactional;
 
 use super::error::{SledResultExt, TxError, abort};
-use super::keys::{RefreshOrigin, StoredKey, StoredShare, now_unix_ms, share_key};
+use super::keys::{
+    AdditiveLayer, RefreshOrigin, ShareInput, StoredKey, StoredShare, now_unix_ms, share_key,
+};
 use super::{Storage, StorageError, codec};
 
 /// A refresh step's check of the session it belongs to: the one recorded with the
@@ -171,6 +173,77 @@ impl Storage {
         .map(|_| ())
     }
 
+    /// Installs a share rebuilt by recovery as the key's active epoch, in one transaction:
+    /// the key record is created if this appliance has none, and every epoch stored
+    /// before (active, pending, retiring, all older than `input`'s) is erased with its
+    /// epoch key. A crash leaves either the old state or the new one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::store_share`] for the input; [`StorageError::WrongEpoch`] if the key
+    /// has an epoch as new as `input`'s already.
+    pub fn install_recovered(&self, input: ShareInput) -> Result<(), StorageError> {
+        let (sealed, tag) = self.seal_input(&input)?;
+        let id = input.key_id.as_bytes();
+        let epoch = input.epoch;
+        let slot = share_key(&input.key_id, epoch);
+        let layer = AdditiveLayer {
+            epoch,
+            holders: input.additive_holders.clone(),
+            own: input.secret.additive.is_some(),
+        };
+        let now = now_unix_ms();
+        let installed = (&self.inner.keys, &self.inner.shares)
+            .transaction(|(keys, shares)| {
+                let mut key = match keys.get(id)? {
+                    Some(bytes) => {
+                        let key: StoredKey = codec::decode(&bytes, "key record").map_err(abort)?;
+                        key.check_same_key(&input).map_err(abort)?;
+                        if key.epochs().any(|e| e >= epoch) {
+                            return Err(abort(key.wrong_epoch(epoch)));
+                        }
+                        key
+                    }
+                    None => StoredKey::new(&input),
+                };
+                let mut erased = Vec::new();
+                for old in key.epochs() {
+                    if let Some(share) = shares.remove(share_key(&input.key_id, old))? {
+                        let tag = StoredShare::decode(&share).map_err(abort)?.tag;
+                        erased.push((input.key_id.clone(), old, tag));
+                    }
+                }
+                key.active_epoch = Some(epoch);
+                key.pending_epoch = None;
+                key.pending_ready = false;
+                key.retiring_epoch = None;
+                key.refresh = None;
+                key.active_since_unix_ms = Some(now);
+                key.last_failure = None;
+                key.layers = vec![layer.clone()];
+                keys.insert(id, codec::encode(&key).map_err(abort)?)?;
+                shares.insert(slot.as_slice(), sealed.as_slice())?;
+                Ok::<_, TxError>(erased)
+            })
+            .db();
+        let erased = match installed {
+            Ok(erased) => erased,
+            Err(err) => {
+                let _ = self
+                    .inner
+                    .epoch_keys
+                    .destroy(&(input.key_id.clone(), epoch, tag));
+                return Err(err);
+            }
+        };
+        self.flush()?;
+        for name in erased {
+            tracing::info!(key = %name.0, epoch = name.1, "epoch erased: a newer one was recovered");
+            self.inner.epoch_keys.destroy(&name)?;
+        }
+        Ok(())
+    }
+
     /// Removes one epoch of a key: `choose` updates the record and returns the epoch to
     /// remove (or `None` for nothing to do); the share goes in the same transaction, the
     /// epoch key after the flush.
@@ -245,6 +318,49 @@ mod tests {
             .share_in(&id(b"k"), epoch, EpochSlot::Serving)
             .unwrap()
             .is_some()
+    }
+
+    #[test]
+    fn a_recovered_epoch_replaces_every_older_one_and_creates_a_missing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        refreshing(&storage);
+        let files_before = epoch_key_files(dir.path());
+        assert_eq!(files_before, 2);
+        let mut recovered = share_input(b"k", 5, 1);
+        recovered.secret.additive = None;
+        recovered.additive_holders = vec![2, 3];
+        // Not newer than what is stored: refused, nothing changes.
+        let mut old = recovered.clone();
+        old.epoch = 2;
+        assert!(matches!(
+            storage.install_recovered(old),
+            Err(StorageError::WrongEpoch { .. })
+        ));
+        storage.install_recovered(recovered.clone()).unwrap();
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        assert_eq!(
+            (key.active_epoch, key.pending_epoch, key.retiring_epoch),
+            (Some(5), None, None)
+        );
+        let layer = key.layer(5);
+        assert_eq!((layer.holders, layer.own), (vec![2, 3], false));
+        assert!(serving(&storage, 5) && !serving(&storage, 1));
+        assert_eq!(storage.share(&id(b"k"), 1).unwrap(), None);
+        assert_eq!(storage.share(&id(b"k"), 2).unwrap(), None);
+        assert_eq!(epoch_key_files(dir.path()), 1);
+        // A key this appliance never had (a replaced appliance).
+        let mut fresh = share_input(b"new", 3, 1);
+        fresh.secret.additive = None;
+        storage.install_recovered(fresh).unwrap();
+        assert_eq!(
+            storage.key(&id(b"new")).unwrap().unwrap().active_epoch,
+            Some(3)
+        );
+    }
+
+    fn epoch_key_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join("epoch-keys")).unwrap().count()
     }
 
     #[test]

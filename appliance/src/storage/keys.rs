@@ -37,6 +37,18 @@ pub struct RefreshOrigin {
     pub coordinator: u8,
 }
 
+/// The public facts of one epoch's additive layer on this appliance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct AdditiveLayer {
+    /// The epoch.
+    pub epoch: u64,
+    /// The holders whose additive shares of the epoch sum to the key's secret, ascending;
+    /// empty when there is no such set.
+    pub holders: Vec<u8>,
+    /// Whether this appliance keeps an additive share of the epoch.
+    pub own: bool,
+}
+
 /// A share to store, with its key's public part (what the provisioning CLI, a key
 /// generation or a refresh hands over). `Debug` omits the secrets.
 #[derive(Clone)]
@@ -59,6 +71,10 @@ pub struct ShareInput {
     pub public_exponent: Vec<u8>,
     /// The epoch's secrets.
     pub secret: EpochSecret,
+    /// The holders whose additive shares of this epoch sum to the key's secret, ascending
+    /// (every holder for an import or a generation, the refresh's receivers after a
+    /// refresh); empty for a key without an additive layer.
+    pub additive_holders: Vec<u8>,
     /// The refresh this epoch comes from; `None` for an import or a generation.
     pub refresh: Option<RefreshOrigin>,
 }
@@ -67,10 +83,10 @@ impl From<ShareRecord> for ShareInput {
     fn from(record: ShareRecord) -> Self {
         Self {
             secret: EpochSecret {
-                extra_bits: 0,
                 additive: Some(record.additive.expose_secret().to_vec()),
                 share: record.share.expose_secret().to_vec(),
             },
+            additive_holders: (1..=record.parties).collect(),
             key_id: record.key_id,
             label: record.label,
             epoch: record.epoch,
@@ -94,20 +110,19 @@ impl fmt::Debug for ShareInput {
             .field("threshold", &self.threshold)
             .field("parties", &self.parties)
             .field("secret", &self.secret)
+            .field("additive_holders", &self.additive_holders)
             .field("refresh", &self.refresh)
             .finish_non_exhaustive()
     }
 }
 
 /// One epoch's secrets as this appliance keeps them: the share the partial operation
-/// uses, the additive share a refresh re-splits (none for keys stored by older releases)
-/// and the form (`x` of `ittc_threshold::Bounds`). Zeroized on drop; `Debug` prints
-/// lengths only.
+/// uses, and the additive share a refresh re-splits (none for keys stored by older
+/// releases, or for a share rebuilt by recovery). Zeroized on drop; `Debug` prints lengths
+/// only.
 #[derive(Clone, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
 pub struct EpochSecret {
-    /// The form's extra bits (0 for keys whose additive layer sums to `d`).
-    pub extra_bits: u32,
-    /// The additive share, two's complement; `None` for a key of the older form.
+    /// The additive share, two's complement; `None` when this holder has none.
     pub additive: Option<Vec<u8>>,
     /// The share, big-endian.
     pub share: Vec<u8>,
@@ -116,7 +131,6 @@ pub struct EpochSecret {
 impl fmt::Debug for EpochSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EpochSecret")
-            .field("extra_bits", &self.extra_bits)
             .field(
                 "additive",
                 &self
@@ -164,12 +178,28 @@ pub struct KeyInfo {
     pub last_refresh_unix_ms: Option<u64>,
     /// The last refresh that failed here since the last one that succeeded.
     pub last_failure: Option<(u64, String)>,
+    /// The additive layers of the stored epochs.
+    pub layers: Vec<AdditiveLayer>,
 }
 
 impl KeyInfo {
+    /// The additive layer of `epoch`, if it is stored (an epoch without one has an empty
+    /// layer).
+    pub fn layer(&self, epoch: u64) -> AdditiveLayer {
+        self.layers
+            .iter()
+            .find(|l| l.epoch == epoch)
+            .cloned()
+            .unwrap_or(AdditiveLayer {
+                epoch,
+                ..AdditiveLayer::default()
+            })
+    }
+
     /// The key's entry in a status response. The schedule (`next_due_unix_ms`) and the
     /// running session are the refresh runner's to fill in.
     pub fn status(&self) -> KeyStatus {
+        let layer = self.active_epoch.map(|e| self.layer(e)).unwrap_or_default();
         KeyStatus {
             key_id: self.key_id.clone(),
             label: self.label.clone(),
@@ -190,6 +220,8 @@ impl KeyInfo {
                 }),
                 running: None,
                 coordinator: self.refresh.map(|r| r.coordinator),
+                additive_holders: layer.holders,
+                has_additive: layer.own,
             },
         }
     }
@@ -212,6 +244,7 @@ pub(super) struct StoredKey {
     pub(super) active_since_unix_ms: Option<u64>,
     pub(super) last_refresh_unix_ms: Option<u64>,
     pub(super) last_failure: Option<(u64, String)>,
+    pub(super) layers: Vec<AdditiveLayer>,
 }
 
 impl From<StoredKey> for KeyInfo {
@@ -231,13 +264,52 @@ impl From<StoredKey> for KeyInfo {
             active_since_unix_ms: k.active_since_unix_ms,
             last_refresh_unix_ms: k.last_refresh_unix_ms,
             last_failure: k.last_failure,
+            layers: k.layers,
         }
     }
 }
 
 impl StoredKey {
+    /// The record of a new key for `input`, with no epoch yet.
+    pub(super) fn new(input: &ShareInput) -> Self {
+        Self::empty(
+            input.key_id.clone(),
+            input.label.clone(),
+            input.modulus.clone(),
+            input.public_exponent.clone(),
+            (input.threshold, input.parties),
+        )
+    }
+
+    /// The record of a key with these public parts (`k`, `n`), with no epoch yet.
+    pub(super) fn empty(
+        key_id: KeyId,
+        label: String,
+        modulus: Vec<u8>,
+        public_exponent: Vec<u8>,
+        (threshold, parties): (u8, u8),
+    ) -> Self {
+        Self {
+            key_id,
+            label,
+            modulus,
+            public_exponent,
+            threshold,
+            parties,
+            active_epoch: None,
+            pending_epoch: None,
+            pending_ready: false,
+            retiring_epoch: None,
+            refresh: None,
+            active_since_unix_ms: None,
+            last_refresh_unix_ms: None,
+            last_failure: None,
+            layers: Vec::new(),
+        }
+    }
+
     /// Fails with [`StorageError::Conflict`] naming the first public field that differs.
-    fn check_same_key(&self, input: &ShareInput) -> Result<(), StorageError> {
+    pub(super) fn check_same_key(&self, input: &ShareInput) -> Result<(), StorageError> {
         let field = if self.modulus != input.modulus {
             "modulus"
         } else if self.public_exponent != input.public_exponent {
@@ -255,6 +327,15 @@ impl StoredKey {
             key_id: input.key_id.clone(),
             field,
         })
+    }
+
+    /// Records `layer` for its epoch, dropping the layers of epochs no longer stored.
+    fn set_layer(&mut self, layer: AdditiveLayer) {
+        let stored: Vec<u64> = self.epochs().collect();
+        self.layers
+            .retain(|l| l.epoch != layer.epoch && stored.contains(&l.epoch));
+        self.layers.push(layer);
+        self.layers.sort_by_key(|l| l.epoch);
     }
 
     /// The epochs whose shares are stored.
@@ -362,6 +443,14 @@ fn validate(input: &ShareInput) -> Result<(), StorageError> {
     ] {
         check(!value.is_empty() && value.len() <= MAX_INTEGER_LEN, what)?;
     }
+    check(
+        input.additive_holders.windows(2).all(|w| w[0] < w[1])
+            && input
+                .additive_holders
+                .iter()
+                .all(|&h| (1..=input.parties).contains(&h)),
+        "additive holders must be ascending indices in 1..=parties",
+    )?;
     if let Some(additive) = &input.secret.additive {
         check(
             !additive.is_empty() && additive.len() <= MAX_INTEGER_LEN,
@@ -388,6 +477,20 @@ impl Storage {
         let aad = share_aad(self.inner.appliance_index, key_id, epoch);
         let sealed = epoch_key.seal(&plain, &aad)?;
         Ok((codec::encode(&StoredShare { tag, sealed })?, tag))
+    }
+
+    /// Checks a share to store (this appliance's index, sizes, sharing) and seals its
+    /// secrets under a new epoch key; returns the record to store and the key's tag.
+    pub(super) fn seal_input(&self, input: &ShareInput) -> Result<(Vec<u8>, u64), StorageError> {
+        let me = self.inner.appliance_index;
+        if input.index != me {
+            return Err(StorageError::WrongIndex {
+                expected: me,
+                got: input.index,
+            });
+        }
+        validate(input)?;
+        self.seal_epoch(&input.key_id, input.epoch, &input.secret)
     }
 
     /// The tag of the epoch key `(key_id, epoch)`'s share is sealed under, if stored.
@@ -421,32 +524,18 @@ impl Storage {
     /// [`StorageError::Conflict`] for a different public part, [`StorageError::Invalid`]
     /// for sizes or sharing parameters out of range.
     pub fn store_share(&self, input: ShareInput) -> Result<(), StorageError> {
-        let me = self.inner.appliance_index;
-        if input.index != me {
-            return Err(StorageError::WrongIndex {
-                expected: me,
-                got: input.index,
-            });
-        }
-        validate(&input)?;
+        let (sealed, tag) = self.seal_input(&input)?;
         let id = input.key_id.as_bytes();
-        let (sealed, tag) = self.seal_epoch(&input.key_id, input.epoch, &input.secret)?;
         let slot = share_key(&input.key_id, input.epoch);
         let new_key = StoredKey {
-            key_id: input.key_id.clone(),
-            label: input.label.clone(),
-            modulus: input.modulus.clone(),
-            public_exponent: input.public_exponent.clone(),
-            threshold: input.threshold,
-            parties: input.parties,
-            active_epoch: None,
             pending_epoch: Some(input.epoch),
-            pending_ready: false,
-            retiring_epoch: None,
             refresh: input.refresh,
-            active_since_unix_ms: None,
-            last_refresh_unix_ms: None,
-            last_failure: None,
+            ..StoredKey::new(&input)
+        };
+        let layer = AdditiveLayer {
+            epoch: input.epoch,
+            holders: input.additive_holders.clone(),
+            own: input.secret.additive.is_some(),
         };
         let stored = (&self.inner.keys, &self.inner.shares)
             .transaction(|(keys, shares)| {
@@ -468,6 +557,8 @@ impl Storage {
                         key
                     }
                 };
+                let mut record = record;
+                record.set_layer(layer.clone());
                 if shares.get(slot.as_slice())?.is_some() {
                     return Err(abort(StorageError::Corrupt(format!(
                         "a share of key {} for epoch {} exists without its key record",
@@ -757,6 +848,11 @@ mod tests {
                 .active_since_unix_ms,
             last_refresh_unix_ms: None,
             last_failure: None,
+            layers: vec![AdditiveLayer {
+                epoch: 5,
+                holders: vec![1, 2, 3],
+                own: true,
+            }],
         };
         assert_eq!(storage.key(&id(b"k1")).unwrap(), Some(expected.clone()));
         assert_eq!(storage.key(&id(b"nope")).unwrap(), None);
@@ -779,6 +875,8 @@ mod tests {
         );
         let status = keys[1].status();
         assert_eq!((status.active_epoch, status.pending_epoch), (Some(5), None));
+        assert_eq!(status.refresh.additive_holders, vec![1, 2, 3]);
+        assert!(status.refresh.has_additive);
     }
 
     #[test]
@@ -1074,7 +1172,6 @@ mod tests {
                 secret: EpochSecret {
                     share: vec![],
                     additive: None,
-                    extra_bits: 0,
                 },
                 ..base()
             },
@@ -1082,7 +1179,6 @@ mod tests {
                 secret: EpochSecret {
                     share: vec![1; MAX_INTEGER_LEN + 1],
                     additive: None,
-                    extra_bits: 0,
                 },
                 ..base()
             },
@@ -1090,7 +1186,6 @@ mod tests {
                 secret: EpochSecret {
                     share: vec![1; 300],
                     additive: Some(vec![]),
-                    extra_bits: 0,
                 },
                 ..base()
             },
@@ -1108,6 +1203,14 @@ mod tests {
             },
             ShareInput {
                 label: "l".repeat(MAX_LABEL_LEN + 1),
+                ..base()
+            },
+            ShareInput {
+                additive_holders: vec![2, 1],
+                ..base()
+            },
+            ShareInput {
+                additive_holders: vec![1, 4],
                 ..base()
             },
         ] {

@@ -57,27 +57,21 @@ pub(super) fn from_v2(storage: &Storage) -> Result<(), StorageError> {
             let aad = share_aad(inner.appliance_index, &old.key_id, epoch);
             let share = inner.sealing_key.unseal(&sealed, &aad)?;
             let secret = EpochSecret {
-                extra_bits: 0,
                 additive: None,
                 share: Zeroizing::new(share.to_vec()).to_vec(),
             };
             shares.push((slot, storage.seal_epoch(&old.key_id, epoch, &secret)?.0));
         }
         let new = StoredKey {
-            key_id: old.key_id,
-            label: old.label,
-            modulus: old.modulus,
-            public_exponent: old.public_exponent,
-            threshold: old.threshold,
-            parties: old.parties,
             active_epoch: old.active_epoch,
             pending_epoch: old.pending_epoch,
-            pending_ready: false,
-            retiring_epoch: None,
-            refresh: None,
-            active_since_unix_ms: None,
-            last_refresh_unix_ms: None,
-            last_failure: None,
+            ..StoredKey::empty(
+                old.key_id,
+                old.label,
+                old.modulus,
+                old.public_exponent,
+                (old.threshold, old.parties),
+            )
         };
         records.push((new.key_id.as_bytes().to_vec(), codec::encode(&new)?));
     }
@@ -205,7 +199,7 @@ mod tests {
         assert_eq!(key.label, "from before refresh");
         let secret = storage.share(&key_id, 4).unwrap().unwrap();
         assert_eq!(secret.share, share);
-        assert_eq!((secret.additive.is_none(), secret.extra_bits), (true, 0));
+        assert!(secret.additive.is_none());
         let schema: u32 = codec::decode(
             &storage.inner.meta.get(META_SCHEMA).unwrap().unwrap(),
             "schema",

@@ -98,7 +98,7 @@ use std::task::{Context, Poll};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
 pub use error::StorageError;
-pub use keys::{EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, ShareInput};
+pub use keys::{AdditiveLayer, EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, ShareInput};
 #[doc(hidden)]
 pub use migrate::{SchemaTwoKey, write_schema_2};
 pub use pin::{PinCheck, PinStatus};
@@ -586,7 +586,6 @@ mod tests {
                     secret: EpochSecret {
                         share: share.clone(),
                         additive: Some(additive.clone()),
-                        extra_bits: 0,
                     },
                     ..share_input(b"key", 1, 1)
                 })

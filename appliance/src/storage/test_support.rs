@@ -64,6 +64,7 @@ pub(super) fn share_input(id: &[u8], epoch: u64, index: u8) -> ShareInput {
         modulus: vec![0xc5; 256],
         public_exponent: vec![1, 0, 1],
         secret: secret_for(epoch),
+        additive_holders: vec![1, 2, 3],
         refresh: None,
     }
 }
@@ -71,7 +72,6 @@ pub(super) fn share_input(id: &[u8], epoch: u64, index: u8) -> ShareInput {
 /// The secrets [`share_input`] stores for `epoch`.
 pub(super) fn secret_for(epoch: u64) -> EpochSecret {
     EpochSecret {
-        extra_bits: 0,
         additive: Some(vec![0x3c ^ epoch as u8; 320]),
         share: vec![0x5a ^ epoch as u8; 300],
     }

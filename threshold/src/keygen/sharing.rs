@@ -112,9 +112,9 @@ pub(crate) fn assemble(
     } else {
         d_i.clone()
     };
-    let bounds = Bounds::new(public, params, 0)?;
+    let bounds = Bounds::new(public, params)?;
     let additive = Signed::from_bigint_vartime(&additive, bounds.precision())
         .filter(|a| a.abs_below(bounds.additive_bound()))
         .ok_or(KeygenError::Inconsistent("an additive share out of range"))?;
-    Ok(HolderShare::from_parts(0, additive.to_secret(), share))
+    Ok(HolderShare::from_parts(Some(additive.to_secret()), share))
 }

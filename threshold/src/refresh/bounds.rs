@@ -1,23 +1,27 @@
 //! The public bounds of a refreshable sharing: how large every secret and every message of a
 //! key may be, computed from `N`, `k`, `n` and the key's form alone.
 //!
-//! With `Δ = n!`, `λ = 128` ([`HIDING_BITS`]) and the form's `x` (0 for keys whose additive
-//! layer sums to `d`; see [`super::legacy`] for the converted keys of older releases):
+//! With `Δ = n!` and `λ = 128` ([`HIDING_BITS`]):
 //!
 //! | name | value | what it bounds |
 //! |---|---|---|
-//! | `T` | `N·2^x` | the secret the additive layer sums to, `0 < D < T` |
-//! | `R` | `T·n^(2(k−1))·2^λ` | a piece of a re-split: uniform in `[0, R)` |
-//! | `A` | `n²·R` | an additive share: `|a_j| < A`, in every epoch |
+//! | `T` | `N` | the secret the additive layer sums to, `0 < D < T` |
+//! | `R` | `T·2^(λ+120)` | a piece of a re-split: uniform in `[0, R)` |
+//! | `A` | `2^8·R` | an additive share: `|a_j| < A`, in every epoch |
 //! | `C` | `⌊Δ²·T·2^λ / n⌋` | each dealer's polynomial coefficients: uniform in `[0, C)` |
 //! | `G` | `Δ·A + C·Σ_{m<k} n^m` | one dealt value `|F_l(i)| < G` |
 //! | share | `Δ·T + Δ²·T·2^λ·Σ_{m<k} n^m` | a share `0 ≤ s_i <` this, [`Bounds::share_bits`] |
 //!
+//! `R` carries `2^120 ≥ n^(2(k−1))` for every `n ≤ 16`, so that it covers what a start from
+//! shares moves (docs/security.md), and is the same for every sharing of a key: a
+//! refresh into another sharing keeps its bounds. `A` covers every additive share of any
+//! refresh (at most 16 senders' pieces for each of at most 16 receivers).
+//!
 //! None of them grows with the epoch: a refresh draws every piece but the absorber's afresh
 //! from `[0, R)`, so the additive shares of the next epoch are again below `A` whatever they
-//! were before, and the shares are sums of fresh polynomials below the same bound. With
-//! `x = 0` the share bound is exactly the one the dealer has always used, so a refreshed
-//! share of RSA-2048 2-of-3 is 2183 bits like a freshly imported one.
+//! were before, and the shares are sums of fresh polynomials below the same bound. The
+//! share bound is exactly the one the dealer has always used, so a refreshed share of
+//! RSA-2048 2-of-3 is 2183 bits like a freshly imported one.
 
 use num_bigint::BigUint;
 use num_traits::One;
@@ -28,17 +32,19 @@ use crate::{Error, RsaPublicKey, SharingParams};
 /// the argument in docs/security.md has to hide.
 pub const HIDING_BITS: u32 = 128;
 
-/// Largest `x` a form may have (converted keys need about 17 + 2·log2 Δ bits).
-pub const MAX_EXTRA_BITS: u32 = 256;
+/// `R`'s factor beyond `2^λ`: at least `n^(2(k−1))` for every sharing of at most 16.
+const SPREAD_BITS: u32 = 120;
+
+/// `A / R`: at least the senders times the receivers of any refresh.
+const ADDITIVE_SPREAD_BITS: u32 = 8;
 
 /// Bits in a limb: every precision is a whole number of 64-bit limbs.
 const LIMB_BITS: u32 = 64;
 
-/// The bounds of one key's sharing in one form. Everything here is public.
+/// The bounds of one key's sharing. Everything here is public.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bounds {
     params: SharingParams,
-    extra_bits: u32,
     piece: BigUint,
     additive: BigUint,
     coefficient: BigUint,
@@ -48,26 +54,18 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// The bounds of a key with modulus `public`, `params` and form `extra_bits` (`x`).
+    /// The bounds of a key with modulus `public` and sharing `params`.
     ///
     /// # Errors
     ///
-    /// [`Error::OutOfRange`] for `extra_bits` above [`MAX_EXTRA_BITS`].
-    pub fn new(
-        public: &RsaPublicKey,
-        params: &SharingParams,
-        extra_bits: u32,
-    ) -> Result<Self, Error> {
-        if extra_bits > MAX_EXTRA_BITS {
-            return Err(Error::OutOfRange("sharing form"));
-        }
+    /// None today; the result keeps the signature of a check.
+    pub fn new(public: &RsaPublicKey, params: &SharingParams) -> Result<Self, Error> {
         let k = params.threshold();
         let n = BigUint::from(params.parties());
         let delta = BigUint::from(params.delta());
-        let secret = public.n() << extra_bits;
-        let spread = num_traits::pow(n.clone(), 2 * (k - 1));
-        let piece = (&secret * spread) << HIDING_BITS;
-        let additive = &n * &n * &piece;
+        let secret = public.n().clone();
+        let piece = &secret << (HIDING_BITS + SPREAD_BITS);
+        let additive = &piece << ADDITIVE_SPREAD_BITS;
         let all_coefficients = (&delta * &delta * &secret) << HIDING_BITS;
         let coefficient = &all_coefficients / &n;
         let powers = power_sum(&n, k);
@@ -82,7 +80,6 @@ impl Bounds {
         let precision = round_to_limb(bits_u32(&largest) + 2);
         Ok(Self {
             params: *params,
-            extra_bits,
             piece,
             additive,
             coefficient,
@@ -95,11 +92,6 @@ impl Bounds {
     /// `k` of `n`.
     pub fn params(&self) -> &SharingParams {
         &self.params
-    }
-
-    /// The form's `x`: the additive layer sums to a secret below `N·2^x`.
-    pub fn extra_bits(&self) -> u32 {
-        self.extra_bits
     }
 
     /// `R`: pieces of a re-split are uniform in `[0, R)`.
@@ -179,7 +171,7 @@ mod tests {
         for (k, n) in [(2, 3), (3, 5), (4, 7), (16, 16)] {
             let params = SharingParams::new(k, n).unwrap();
             let public = key(2048);
-            let bounds = Bounds::new(&public, &params, 0).unwrap();
+            let bounds = Bounds::new(&public, &params).unwrap();
             assert_eq!(
                 bounds.share_bits(),
                 params.share_bits(&public),
@@ -190,22 +182,21 @@ mod tests {
         }
         // RSA-2048 2-of-3, the figure docs/performance.md quotes.
         let params = SharingParams::new(2, 3).unwrap();
-        assert_eq!(
-            Bounds::new(&key(2048), &params, 0).unwrap().share_bits(),
-            2183
-        );
+        assert_eq!(Bounds::new(&key(2048), &params).unwrap().share_bits(), 2183);
     }
 
     #[test]
     fn bounds_fit_their_precision_and_order() {
-        let params = SharingParams::new(3, 5).unwrap();
-        for extra in [0, 31, MAX_EXTRA_BITS] {
-            let b = Bounds::new(&key(3072), &params, extra).unwrap();
+        for (k, n) in [(2, 3), (3, 5), (16, 16)] {
+            let params = SharingParams::new(k, n).unwrap();
+            let b = Bounds::new(&key(3072), &params).unwrap();
             assert!(b.piece_range() < b.additive_bound());
             assert!(b.additive_bound() < b.deal_bound());
             assert!(b.deal_bound().bits() + 4 < u64::from(b.precision()));
             assert!(u64::from(b.share_bits()) < u64::from(b.precision()));
+            // The spread covers n^(2(k−1)).
+            let spread = num_traits::pow(BigUint::from(n), 2 * (k - 1));
+            assert!(spread <= BigUint::one() << SPREAD_BITS, "{k}-of-{n}");
         }
-        assert!(Bounds::new(&key(2048), &params, MAX_EXTRA_BITS + 1).is_err());
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Every holder `j` keeps two secrets per epoch ([`HolderShare`]): its **share** `s_j`, the
 //! integer it raises inputs to ([`combine`](mod@crate::combine) needs nothing else), and an **additive
-//! share** `a_j`, with `Σ_j a_j = D` for a private exponent `D` of the key (`d` itself, or
-//! for keys converted from the form of older releases an equivalent one, see [`legacy`]).
+//! share** `a_j`, with `Σ_j a_j = D` for the private exponent `D` of the key (`d` as the
+//! dealer or the generation made it).
 //! The shares are the sums of the holders' dealings of the additive layer:
 //! `s_i = Σ_l F_l(i)` with `F_l(0) = Δ·a_l`, so `Σ_{i∈S} λ_i·s_i = Δ²·D` as before.
 //!
@@ -23,17 +23,29 @@
 //! sizes are the same in every epoch ([`Bounds`]), and the shares have exactly the length
 //! of a dealer's. docs/security.md gives the argument that `k − 1` holders of one epoch
 //! and `k − 1` of the next learn nothing about `D` beyond a statistical distance of about
-//! `2^-126` per epoch.
+//! `2^-126` per epoch (`2^-121` for a refresh that starts from shares).
 //!
-//! This module does no I/O: a [`RefreshParty`] turns one holder's epoch-`e` secrets into
-//! its round-1 messages, those it receives into its round-2 messages, and those into its
-//! epoch-`e + 1` secrets; [`refresh_all`] runs every holder in one process (tests, and the
-//! property that the math holds over many epochs). All arithmetic on secrets is constant
-//! time and zeroizing, on two's-complement integers of one public precision.
+//! Not every refresh can start from the additive shares: a holder may be away, or its
+//! share may have been rebuilt ([`recover`]) without one. Such a refresh starts from the
+//! Shamir shares of `k` holders instead ([`Source::Shares`]): each computes
+//! `λ_i·s_i` (which sum to `Δ²·D`), adds pairwise masks it shares with the others (they
+//! cancel in the sum), and divides by `Δ²` with remainder: it keeps the quotient `q_i` as
+//! its starting value and publishes the remainder, which the masks make uniform. The
+//! remainders add up to `ρ·Δ²` with `ρ = D − Σ q_i`, which the absorber adds. Keys made before refresh existed (shares
+//! and no additive shares) are refreshed this way the first time. A refresh need not reach
+//! every holder: those away (not *receivers*) get their new share later by recovery.
+//!
+//! This module does no I/O: a [`RefreshParty`] turns one participant's epoch-`e` secrets
+//! into its messages, round after round, and those it receives into its epoch-`e + 1`
+//! secrets; [`run_plan`] and [`refresh_all`] run every participant in one process (tests,
+//! and the property that the math holds over many epochs). All arithmetic on secrets is
+//! constant time and zeroizing, on two's-complement integers of one public precision.
 
 mod bounds;
-pub mod legacy;
+mod masks;
 mod party;
+mod plan;
+mod recover;
 mod signed;
 
 use core::fmt;
@@ -42,29 +54,30 @@ use num_bigint::BigUint;
 use num_traits::Zero;
 use rand::CryptoRng;
 
-pub use self::bounds::{Bounds, HIDING_BITS, MAX_EXTRA_BITS};
+pub use self::bounds::{Bounds, HIDING_BITS};
 pub use self::party::RefreshParty;
 pub(crate) use self::party::deal_values;
+pub use self::plan::{Plan, Source};
+pub use self::recover::{RecoveryHelper, recover};
 pub(crate) use self::signed::Signed;
 use crate::{Error, KeyShare, RsaPublicKey, SecretInt, SharingParams};
 
 /// One holder's secrets of one epoch: the share it exponentiates with, and the additive
-/// share the next refresh re-splits. A share of a key made before refresh existed has no
-/// additive share ([`HolderShare::is_legacy`]); its first refresh converts it.
+/// share the next refresh re-splits. A holder may have no additive share: a key made
+/// before refresh existed, or a share rebuilt by recovery; the next refresh then starts
+/// from shares.
 ///
-/// `Debug` prints the index and form only; the secrets are zeroized on drop.
+/// `Debug` prints the index only; the secrets are zeroized on drop.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HolderShare {
-    extra_bits: u32,
     additive: Option<SecretInt>,
     share: KeyShare,
 }
 
 impl HolderShare {
     /// Checks and builds a holder's secrets from stored parts: the share has the length of
-    /// the form's bounds, the additive share (two's complement of
-    /// [`Bounds::additive_len`] bytes) is within `±A`. A legacy share (no additive share)
-    /// must have `extra_bits = 0`.
+    /// the key's bounds, the additive share (two's complement of
+    /// [`Bounds::additive_len`] bytes) is within `±A`.
     ///
     /// # Errors
     ///
@@ -73,45 +86,31 @@ impl HolderShare {
         public: &RsaPublicKey,
         params: &SharingParams,
         index: usize,
-        extra_bits: u32,
         additive: Option<SecretInt>,
         share: SecretInt,
     ) -> Result<Self, Error> {
-        let bounds = Bounds::new(public, params, extra_bits)?;
+        let bounds = Bounds::new(public, params)?;
         let share = KeyShare::with_bounds(&bounds, index, share)?;
-        match &additive {
-            None if extra_bits != 0 => return Err(Error::OutOfRange("sharing form")),
-            None => {}
-            Some(a) => {
-                let value = Signed::from_bytes(a.as_be_bytes(), bounds.precision())
-                    .ok_or(Error::OutOfRange("additive share length"))?;
-                if !value.abs_below(bounds.additive_bound()) {
-                    return Err(Error::OutOfRange("additive share"));
-                }
+        if let Some(a) = &additive {
+            let value = Signed::from_bytes(a.as_be_bytes(), bounds.precision())
+                .ok_or(Error::OutOfRange("additive share length"))?;
+            if !value.abs_below(bounds.additive_bound()) {
+                return Err(Error::OutOfRange("additive share"));
             }
         }
-        Ok(Self {
-            extra_bits,
-            additive,
-            share,
-        })
+        Ok(Self { additive, share })
     }
 
-    /// A share of the form of older releases: no additive layer.
-    pub fn legacy(share: KeyShare) -> Self {
+    /// A share with no additive share (a key of an older release, a rebuilt share).
+    pub fn without_additive(share: KeyShare) -> Self {
         Self {
-            extra_bits: 0,
             additive: None,
             share,
         }
     }
 
-    pub(crate) fn from_parts(extra_bits: u32, additive: SecretInt, share: KeyShare) -> Self {
-        Self {
-            extra_bits,
-            additive: Some(additive),
-            share,
-        }
+    pub(crate) fn from_parts(additive: Option<SecretInt>, share: KeyShare) -> Self {
+        Self { additive, share }
     }
 
     /// The holder's index, 1..=n.
@@ -124,19 +123,9 @@ impl HolderShare {
         &self.share
     }
 
-    /// The additive share, two's complement; `None` for a legacy share.
+    /// The additive share, two's complement; `None` if the holder has none.
     pub fn additive(&self) -> Option<&SecretInt> {
         self.additive.as_ref()
-    }
-
-    /// The form's `x` ([`Bounds`]): 0 for keys whose additive layer sums to `d`.
-    pub fn extra_bits(&self) -> u32 {
-        self.extra_bits
-    }
-
-    /// Whether this is a share of the form of older releases, with no additive layer.
-    pub fn is_legacy(&self) -> bool {
-        self.additive.is_none()
     }
 }
 
@@ -144,8 +133,7 @@ impl fmt::Debug for HolderShare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HolderShare")
             .field("index", &self.index())
-            .field("extra_bits", &self.extra_bits)
-            .field("legacy", &self.is_legacy())
+            .field("additive", &self.additive.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -171,14 +159,83 @@ pub fn trial_input(public: &RsaPublicKey, context: &[u8]) -> BigUint {
     if x.is_zero() { BigUint::from(1u8) } else { x }
 }
 
-/// Refreshes every holder of a key in this process: the holders' [`RefreshParty`]s
-/// exchange their two rounds directly. `holders` must be the `n` holders of one epoch in
-/// index order; the result is the next epoch's, in the same order.
+/// Runs the refresh `plan` with every participant in this process: `holders` has each
+/// participant's secrets of the old epoch (those that have any). Returns the receivers'
+/// secrets of the new epoch, by index.
 ///
 /// # Errors
 ///
-/// Whatever a party reports: a share that does not belong, a message out of range (which
-/// with honest holders cannot happen).
+/// Whatever a participant reports: a plan that does not check, secrets that do not fit, a
+/// value out of range (which with honest participants cannot happen).
+pub fn run_plan<R: CryptoRng + ?Sized>(
+    public: &RsaPublicKey,
+    plan: &Plan,
+    holders: &[HolderShare],
+    rng: &mut R,
+) -> Result<Vec<HolderShare>, Error> {
+    let participants = plan.participants();
+    let mut parties = participants
+        .iter()
+        .map(|&me| {
+            let own = holders.iter().find(|h| h.index() == me);
+            RefreshParty::new(public, plan, me, own)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Exchanges the messages of one round: `out[p]` is participant p's (recipient, value).
+    fn deliver<T: Clone>(
+        participants: &[usize],
+        out: &[Vec<(usize, T)>],
+        to: usize,
+    ) -> Vec<(usize, T)> {
+        participants
+            .iter()
+            .zip(out)
+            .filter_map(|(&from, sent)| {
+                sent.iter()
+                    .find(|(r, _)| *r == to)
+                    .map(|(_, v)| (from, v.clone()))
+            })
+            .collect()
+    }
+    let masks = parties
+        .iter_mut()
+        .map(|p| p.masks(rng))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut residues = Vec::new();
+    for (party, &me) in parties.iter_mut().zip(&participants) {
+        let received = deliver(&participants, &masks, me);
+        if let Some(value) = party.residue(&received)? {
+            residues.push((me, value));
+        }
+    }
+    for party in &mut parties {
+        party.rounding(&residues)?;
+    }
+    let pieces = parties
+        .iter_mut()
+        .map(|p| p.split(rng))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dealt = vec![Vec::new(); participants.len()];
+    for ((party, &me), out) in parties.iter_mut().zip(&participants).zip(&mut dealt) {
+        if plan.receivers.contains(&me) {
+            *out = party.deal(&deliver(&participants, &pieces, me), rng)?;
+        }
+    }
+    parties
+        .iter_mut()
+        .zip(&participants)
+        .filter(|(_, me)| plan.receivers.contains(me))
+        .map(|(party, &me)| party.finish(&deliver(&participants, &dealt, me)))
+        .collect()
+}
+
+/// Refreshes every holder of a key in this process (`holders`: the `n` holders of one
+/// epoch, in index order), from the additive shares if every holder has one, else from
+/// the shares of the first `k`. The result is the next epoch's, in the same order.
+///
+/// # Errors
+///
+/// As [`run_plan`].
 pub fn refresh_all<R: CryptoRng + ?Sized>(
     public: &RsaPublicKey,
     params: &SharingParams,
@@ -186,30 +243,15 @@ pub fn refresh_all<R: CryptoRng + ?Sized>(
     absorber: usize,
     rng: &mut R,
 ) -> Result<Vec<HolderShare>, Error> {
-    if holders.len() != params.parties()
-        || holders.iter().enumerate().any(|(i, h)| h.index() != i + 1)
-    {
+    let indices: Vec<usize> = holders.iter().map(HolderShare::index).collect();
+    if indices != (1..=params.parties()).collect::<Vec<_>>() {
         return Err(Error::OutOfRange("holders of a refresh"));
     }
-    let mut parties = holders
-        .iter()
-        .map(|h| RefreshParty::new(public, params, h, absorber))
-        .collect::<Result<Vec<_>, _>>()?;
-    let pieces = parties
-        .iter_mut()
-        .map(|p| p.split(rng))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut dealt = Vec::with_capacity(parties.len());
-    for (l, party) in parties.iter_mut().enumerate() {
-        let received: Vec<SecretInt> = pieces.iter().filter_map(|p| p.get(l).cloned()).collect();
-        dealt.push(party.deal(&received, rng)?);
+    let mut plan = Plan::all(*params, indices.clone(), absorber);
+    if holders.iter().any(|h| h.additive().is_none()) {
+        plan.source = Source::Shares {
+            set: indices[..params.threshold()].to_vec(),
+        };
     }
-    parties
-        .iter_mut()
-        .enumerate()
-        .map(|(i, party)| {
-            let received: Vec<SecretInt> = dealt.iter().filter_map(|d| d.get(i).cloned()).collect();
-            party.finish(&received)
-        })
-        .collect()
+    run_plan(public, &plan, holders, rng)
 }

@@ -156,6 +156,39 @@ impl Signed {
         }
     }
 
+    /// `⌊x / d⌋` for a public `d > 0` (rounding towards −∞, also for negative `x`) and
+    /// whether the division was exact, in constant time in `x`: `x` is moved up by a
+    /// public multiple of `d` above any value of the precision, divided as an unsigned
+    /// number, and moved back. `None` if `d` is 0 or too large for the precision.
+    pub(crate) fn floor_div(&self, d: &BigUint) -> Option<(Self, bool)> {
+        self.floor_div_rem(d)
+            .map(|(q, r)| (q, num_traits::Zero::is_zero(&r)))
+    }
+
+    /// `⌊x / d⌋` and `x mod d` (in `[0, d)`) for a public `d`, constant time in `x`; the
+    /// remainder is returned as a plain integer, for a caller that publishes it or checks
+    /// it is zero.
+    pub(crate) fn floor_div_rem(&self, d: &BigUint) -> Option<(Self, BigUint)> {
+        let precision = self.precision();
+        if d.bits() == 0 || d.bits() + 4 > u64::from(precision) {
+            return None;
+        }
+        // offset = d·⌈2^(P−1)/d⌉ ≥ 2^(P−1) > |x|, and x + offset < 2^P + d·... fits when
+        // computed one limb wider.
+        let wide = precision + 64;
+        let steps = ((BigUint::from(1u8) << (precision - 1)) + d - 1u8) / d;
+        let offset = d * &steps;
+        let x = self.widen(wide)?;
+        let shifted = x.add(&Self::public(&offset, wide)?);
+        let divisor = BoxedUint::from_be_slice(&d.to_bytes_be(), wide).ok()?;
+        let divisor = NonZero::new(divisor).into_option()?;
+        let (quotient, remainder) = shifted.0.div_rem(&divisor);
+        let remainder = Zeroizing::new(remainder);
+        let remainder = BigUint::from_bytes_be(&remainder.to_be_bytes());
+        let quotient = Self(Zeroizing::new(quotient)).sub(&Self::public(&steps, wide)?);
+        Some((quotient.narrow(precision)?, remainder))
+    }
+
     /// Whether `|x| < bound` for a public `bound` below `2^(P−2)`: `x + (bound − 1)` taken
     /// as an unsigned number is below `2·bound − 1` exactly then. Constant time in `x`.
     pub(crate) fn abs_below(&self, bound: &BigUint) -> bool {
@@ -236,6 +269,28 @@ mod tests {
             assert_eq!(s(a).mul_small(6).open_vartime(), BigInt::from(a * 6));
             assert_eq!(s(a).neg().open_vartime(), BigInt::from(-a));
         }
+    }
+
+    #[test]
+    fn floor_division_rounds_down_for_any_sign() {
+        for (x, d) in [
+            (17i64, 5u64),
+            (-17, 5),
+            (15, 5),
+            (-15, 5),
+            (0, 7),
+            (-1, 7),
+            (6, 7),
+        ] {
+            let (q, exact) = s(x).floor_div(&BigUint::from(d)).unwrap();
+            assert_eq!(
+                q.open_vartime(),
+                BigInt::from(x.div_euclid(d as i64)),
+                "{x}/{d}"
+            );
+            assert_eq!(exact, x.rem_euclid(d as i64) == 0, "{x}/{d}");
+        }
+        assert!(s(5).floor_div(&BigUint::from(0u8)).is_none());
     }
 
     #[test]
