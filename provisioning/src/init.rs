@@ -114,6 +114,7 @@ pub fn init(options: &InitOptions) -> Result<ClusterConfig, CliError> {
     let config = ClusterConfig {
         cluster_id: hex::encode(cluster_id),
         threshold: options.threshold,
+        revoked: Vec::new(),
         tls: TlsFiles {
             ca: "ca.pem".into(),
             cert: "client.pem".into(),

@@ -210,6 +210,10 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
         Request::RefreshProgress {
             session: [0x7f; 16],
         },
+        Request::RevokeCertificate {
+            serial: vec![0x3c; 20],
+            label: "appliance 3".into(),
+        },
     ])
 }
 
@@ -276,6 +280,7 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             }],
             audit_head: [0x11; 32],
             uptime_secs: 86_400,
+            revoked_certificates: 1,
         }),
         Response::KeyGenerated(KeygenResult {
             modulus: vec![0xc7; 256],

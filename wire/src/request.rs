@@ -7,6 +7,7 @@ use crate::limits::{
     MAX_PIN_LEN, check_len, check_sharing,
 };
 use crate::refresh::{MAX_REFRESH_MESSAGE_LEN, RefreshSpec, RefreshStepKind};
+use crate::revocation::{check_label, check_serial};
 use crate::{Error, KeyId, MAX_APPLIANCES, ObjectId, SecretBytes, TokenObject};
 
 /// A request to an appliance. Each is answered by one [`crate::Response`]: the one named
@@ -217,6 +218,21 @@ pub enum Request {
         /// The session ([`Request::RefreshKey`]).
         session: [u8; 16],
     },
+
+    /// Admin: puts the certificate with this serial on this appliance's deny-list (a
+    /// replaced appliance's old certificate). From then on the appliance refuses it as a
+    /// client's certificate and as a peer appliance's. Answered by `Ok`, also when the
+    /// serial is on the list already; a full list ([`crate::limits::MAX_REVOKED`]) is
+    /// refused.
+    RevokeCertificate {
+        /// The serial, big-endian without leading zero bytes
+        /// ([`crate::revocation::normalize_serial`]), at most
+        /// [`crate::limits::MAX_SERIAL_LEN`] bytes.
+        serial: Vec<u8>,
+        /// Whose certificate it is, for logs (`appliance 3`), at most [`MAX_NAME_LEN`]
+        /// bytes without control characters.
+        label: String,
+    },
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -328,6 +344,7 @@ impl Request {
                 RefreshStepKind::Discard => "refresh_discard",
             },
             Request::RefreshProgress { .. } => "refresh_progress",
+            Request::RevokeCertificate { .. } => "revoke_cert",
         }
     }
 
@@ -374,6 +391,10 @@ impl Request {
             | Request::RefreshKey { .. }
             | Request::RefreshStep { .. }
             | Request::RefreshProgress { .. } => Ok(()),
+            Request::RevokeCertificate { serial, label } => {
+                check_serial(serial)?;
+                check_label(label)
+            }
         }
     }
 }
@@ -470,7 +491,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            24,
+            25,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -492,7 +513,8 @@ mod tests {
         assert_eq!(samples[13].kind(), "commit_epoch");
         assert_eq!(samples[16].kind(), "keygen_abort");
         assert_eq!(samples[17].kind(), "keygen_progress");
-        assert_eq!(samples.last().map(Request::kind), Some("refresh_progress"));
+        assert_eq!(samples[23].kind(), "refresh_progress");
+        assert_eq!(samples.last().map(Request::kind), Some("revoke_cert"));
     }
 
     #[test]

@@ -188,6 +188,8 @@ pub struct StatusInfo {
     pub audit_head: [u8; 32],
     /// Seconds since the appliance started.
     pub uptime_secs: u64,
+    /// How many certificates are on the appliance's deny-list.
+    pub revoked_certificates: u32,
 }
 
 impl StatusInfo {
@@ -278,6 +280,7 @@ mod tests {
             keys,
             audit_head: [2; 32],
             uptime_secs: 60,
+            revoked_certificates: 1,
         })
     }
 

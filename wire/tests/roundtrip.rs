@@ -9,8 +9,9 @@ use ittc_wire::{
     Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
     KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, RefreshFailure,
     RefreshOutcome, RefreshProgress, RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind,
-    RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
-    WireError, decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
+    RefreshStored, Request, Response, RevokedCertificate, SecretBytes, ShareRecord, StatusInfo,
+    TokenObject, UserKind, WireError, decode, encode, read_frame, read_frame_blocking, write_frame,
+    write_frame_blocking,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -210,6 +211,32 @@ fn refresh_request() -> impl Strategy<Value = Request> {
     ]
 }
 
+/// A serial as deny-lists hold it: 1 to 20 bytes, no leading zero byte.
+fn serial() -> impl Strategy<Value = Vec<u8>> {
+    (1u8..=255, bytes(19)).prop_map(|(first, rest)| {
+        let mut serial = vec![first];
+        serial.extend(rest);
+        serial
+    })
+}
+
+fn revoked() -> impl Strategy<Value = RevokedCertificate> {
+    (serial(), "[a-z0-9 ]{0,32}", any::<u64>()).prop_map(|(serial, label, revoked_unix_ms)| {
+        RevokedCertificate {
+            serial,
+            label,
+            revoked_unix_ms,
+        }
+    })
+}
+
+fn replace_request() -> impl Strategy<Value = Request> {
+    revoked().prop_map(|r| Request::RevokeCertificate {
+        serial: r.serial,
+        label: r.label,
+    })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (any::<u16>(), name()).prop_map(|(protocol_version, client_name)| Request::Hello {
@@ -245,6 +272,7 @@ fn request() -> impl Strategy<Value = Request> {
         (key_id(), any::<u64>()).prop_map(|(key_id, epoch)| Request::CommitEpoch { key_id, epoch }),
         keygen_request(),
         refresh_request(),
+        replace_request(),
     ]
 }
 
@@ -334,7 +362,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
         any::<[u8; 16]>(),
         vec(key_status(), 0..6),
         any::<[u8; 32]>(),
-        any::<u64>(),
+        any::<(u64, u32)>(),
     )
         .prop_map(
             |(
@@ -345,7 +373,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
                 cluster_id,
                 keys,
                 audit_head,
-                uptime_secs,
+                (uptime_secs, revoked_certificates),
             )| StatusInfo {
                 protocol_version,
                 software_version,
@@ -355,6 +383,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
                 keys,
                 audit_head,
                 uptime_secs,
+                revoked_certificates,
             },
         )
 }

@@ -13,6 +13,7 @@ mod login;
 mod objects;
 mod partial;
 mod refresh;
+mod revocation;
 
 pub use partial::KeyMathCache;
 
@@ -175,6 +176,9 @@ fn audited(request: &Request) -> Option<Option<String>> {
         | Request::Logout
         | Request::SetPin { .. }
         | Request::ChangePin { .. } => Some(None),
+        Request::RevokeCertificate { serial, .. } => {
+            Some(Some(format!("certificate {}", hex::encode(serial))))
+        }
     }
 }
 
@@ -342,6 +346,9 @@ fn respond(
         }
         Request::ChangePin { user, old, new } if admin || client => {
             admin::handle_change_pin(state, user, old.expose_secret(), new.expose_secret())
+        }
+        Request::RevokeCertificate { serial, label } if admin => {
+            revocation::handle_revoke(state, serial, label)
         }
         _ => Err(forbidden()),
     }

@@ -18,6 +18,7 @@
 //! | `shares` | key id length (1 byte), key id, epoch (8 bytes) | the share of that epoch, sealed |
 //! | `pins` | 0 (user) or 1 (security officer) | the PIN's Argon2id PHC string, failure count, lock flag |
 //! | `objects` | object id (8 bytes) | the [`ittc_wire::TokenObject`], as the wire encodes it |
+//! | `revoked` | certificate serial (big-endian, no leading zero byte) | the deny-list entry's label and time |
 //! | `audit` | sequence number (8 bytes) | an [`AuditEntry`] with its sequence number, previous hash and hash |
 //!
 //! # What is sealed
@@ -33,8 +34,8 @@
 //! is zeroized.
 //!
 //! Everything else is stored in clear: public key parts, token objects (public by design:
-//! every appliance holds a replica), PIN hashes (slow salted Argon2id, by design) and the
-//! audit log.
+//! every appliance holds a replica), PIN hashes (slow salted Argon2id, by design), the
+//! certificate deny-list and the audit log.
 //!
 //! # What is flushed when
 //!
@@ -85,6 +86,7 @@ mod keys;
 mod migrate;
 mod objects;
 mod pin;
+mod revoked;
 mod seal;
 #[cfg(test)]
 mod test_support;
@@ -164,6 +166,8 @@ struct Inner {
     pins: sled::Tree,
     objects: sled::Tree,
     audit: sled::Tree,
+    /// The certificate deny-list (`revoked.rs`).
+    revoked: sled::Tree,
     sealing_key: SealingKey,
     /// One key per share epoch, in files outside the database.
     epoch_keys: epoch_keys::EpochKeys,
@@ -221,6 +225,7 @@ impl Storage {
             pins: tree("pins")?,
             objects: tree("objects")?,
             audit: tree("audit")?,
+            revoked: tree("revoked")?,
             db: db.clone(),
             sealing_key: key,
             epoch_keys,
@@ -381,6 +386,7 @@ impl Inner {
             &self.pins,
             &self.objects,
             &self.audit,
+            &self.revoked,
         ];
         if trees.iter().any(|tree| !tree.is_empty()) {
             return Err(missing("schema version"));
