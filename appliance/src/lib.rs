@@ -10,14 +10,16 @@
 //! [`keygen`] runs dealerless key generation with the peers (`GenerateKey`); [`refresh`]
 //! gives every key a new sharing on a schedule, with the peers, and recovers an interrupted
 //! refresh by itself; both carry their messages through [`peers`]. [`revocation`] refuses
-//! certificates on the deny-list, on both ends of a connection. What the appliance does
-//! not do (yet): rebuild a lost appliance's shares.
+//! certificates on the deny-list, on both ends of a connection; [`public_state`] fills a
+//! new (replaced) appliance's empty store with its peers' token objects, PIN records and
+//! deny-list. What the appliance does not do (yet): rebuild a lost appliance's shares.
 
 pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod keygen;
 pub mod peers;
+pub mod public_state;
 pub mod refresh;
 pub mod revocation;
 pub mod server;
@@ -97,6 +99,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         let state = Arc::new(state.with_peer_client(peer_client));
         tracing::info!(%address, index = state.config.index, variant = %state.build_variant, "appliance started");
         refresh::schedule::start(state.clone());
+        public_state::start(state.clone());
         println!("listening on {address}");
         use std::io::Write as _;
         std::io::stdout().flush()?;

@@ -15,6 +15,7 @@ use crate::{
     RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Request, Response, SecretBytes,
     ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
 };
+use crate::{PinRecord, PublicState, RevokedCertificate};
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
 /// [`Response`], and [`read_frame_blocking`] of as many frames of each as `data` holds.
@@ -214,6 +215,9 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
             serial: vec![0x3c; 20],
             label: "appliance 3".into(),
         },
+        Request::PublicState {
+            from: Some(ObjectId(7)),
+        },
     ])
 }
 
@@ -313,6 +317,23 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
         Response::RefreshProgress(RefreshProgress {
             stage: RefreshStage::Commit,
             elapsed_ms: 120,
+        }),
+        Response::PublicState(PublicState {
+            pins: vec![PinRecord {
+                user: UserKind::User,
+                verifier: SecretBytes::from(
+                    b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".as_slice(),
+                ),
+                failures: 1,
+                locked: false,
+            }],
+            revoked: vec![RevokedCertificate {
+                serial: vec![0x3c; 20],
+                label: "appliance 3".into(),
+                revoked_unix_ms: 1_765_000_000_000,
+            }],
+            objects: vec![token_object()],
+            next: Some(ObjectId(0x0102_0304_0506_0709)),
         }),
     ])
 }

@@ -62,6 +62,7 @@ mod request;
 mod response;
 pub mod revocation;
 mod secret;
+mod sync;
 mod tls;
 mod wire_error;
 
@@ -85,11 +86,14 @@ pub use response::{
 };
 pub use revocation::RevokedCertificate;
 pub use secret::SecretBytes;
+pub use sync::{PinRecord, PublicState};
 pub use tls::TlsIdentity;
 pub use wire_error::{ErrorCode, WireError};
 
 /// The protocol version this crate speaks, sent in [`Request::Hello`] and answered in
 /// [`HelloInfo`]. Version 2 added proactive refresh (the additive share in
 /// [`ShareRecord`], refresh state in [`KeyStatus`], the refresh requests). Version 3 added
-/// the certificate deny-list ([`Request::RevokeCertificate`], the count in [`StatusInfo`]).
+/// the certificate deny-list ([`Request::RevokeCertificate`], the count in [`StatusInfo`])
+/// and the public state a replaced appliance takes from its peers
+/// ([`Request::PublicState`]).
 pub const PROTOCOL_VERSION: u16 = 3;

@@ -68,6 +68,10 @@ pub const MAX_SERIAL_LEN: usize = 32;
 /// A full list refuses further revocations: start a new cluster CA then.
 pub const MAX_REVOKED: usize = 1024;
 
+/// Longest stored PIN verifier (an Argon2id PHC string, about 100 bytes) carried by
+/// [`crate::PinRecord`].
+pub const MAX_PIN_VERIFIER_LEN: usize = 512;
+
 /// Checks that `len` is at most `max`; `what` names the field in the error.
 pub(crate) fn check_len(len: usize, max: usize, what: &'static str) -> Result<(), Error> {
     if len <= max {

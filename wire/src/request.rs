@@ -233,6 +233,17 @@ pub enum Request {
         /// bytes without control characters.
         label: String,
     },
+
+    /// Appliance to appliance: one page of this appliance's public state (token objects,
+    /// PIN verifiers and failure counts, deny-list), for an appliance that starts with an
+    /// empty store. Answered by [`crate::Response::PublicState`]. Only an appliance may
+    /// send it.
+    PublicState {
+        /// `None` for the first page (which carries the PIN records and the deny-list
+        /// too); then the previous page's [`crate::PublicState::next`]: the page's token
+        /// objects start at this handle.
+        from: Option<ObjectId>,
+    },
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -345,6 +356,7 @@ impl Request {
             },
             Request::RefreshProgress { .. } => "refresh_progress",
             Request::RevokeCertificate { .. } => "revoke_cert",
+            Request::PublicState { .. } => "public_state",
         }
     }
 
@@ -395,6 +407,7 @@ impl Request {
                 check_serial(serial)?;
                 check_label(label)
             }
+            Request::PublicState { .. } => Ok(()),
         }
     }
 }
@@ -491,7 +504,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            25,
+            26,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -514,7 +527,7 @@ mod tests {
         assert_eq!(samples[16].kind(), "keygen_abort");
         assert_eq!(samples[17].kind(), "keygen_progress");
         assert_eq!(samples[23].kind(), "refresh_progress");
-        assert_eq!(samples.last().map(Request::kind), Some("revoke_cert"));
+        assert_eq!(samples.last().map(Request::kind), Some("public_state"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::limits::{
     MAX_INTEGER_LEN, MAX_KEYS, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECTS, check_len, check_sharing,
 };
 use crate::refresh::{RefreshOutcome, RefreshProgress, RefreshStatus, RefreshStored};
+use crate::sync::PublicState;
 use crate::{Error, KeyId, ObjectSummary, TokenObject, WireError};
 
 /// An appliance's answer to one [`crate::Request`].
@@ -38,6 +39,8 @@ pub enum Response {
     Refreshed(RefreshOutcome),
     /// The answer to [`crate::Request::RefreshProgress`].
     RefreshProgress(RefreshProgress),
+    /// The answer to [`crate::Request::PublicState`]: one page.
+    PublicState(PublicState),
 }
 
 impl Response {
@@ -56,6 +59,7 @@ impl Response {
             Response::RefreshStored(_) => "refresh_stored",
             Response::Refreshed(_) => "refreshed",
             Response::RefreshProgress(_) => "refresh_progress",
+            Response::PublicState(_) => "public_state",
         }
     }
 
@@ -90,6 +94,7 @@ impl Response {
             Response::KeygenProgress(_) | Response::Refreshed(_) | Response::RefreshProgress(_) => {
                 Ok(())
             }
+            Response::PublicState(state) => state.validate(),
         }
     }
 }
@@ -295,7 +300,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            12,
+            13,
             "every variant has a sample and a distinct kind"
         );
     }
@@ -318,7 +323,8 @@ mod tests {
         let samples = crate::fuzz::sample_responses().unwrap();
         assert_eq!(samples[7].kind(), "key_generated");
         assert_eq!(samples[8].kind(), "keygen_progress");
-        assert_eq!(samples.last().map(Response::kind), Some("refresh_progress"));
+        assert_eq!(samples[11].kind(), "refresh_progress");
+        assert_eq!(samples.last().map(Response::kind), Some("public_state"));
     }
 
     #[test]

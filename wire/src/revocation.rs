@@ -34,6 +34,14 @@ pub struct RevokedCertificate {
     pub revoked_unix_ms: u64,
 }
 
+impl RevokedCertificate {
+    /// Checks the serial and the label ([`check_serial`], [`check_label`]).
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        check_serial(&self.serial)?;
+        check_label(&self.label)
+    }
+}
+
 /// Checks that `serial` is a serial as deny-lists hold it: 1 to [`MAX_SERIAL_LEN`] bytes,
 /// no leading zero byte (a serial of zero is the one byte 0).
 ///

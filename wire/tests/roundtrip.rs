@@ -7,11 +7,11 @@
 use ittc_wire::fuzz::decode_any;
 use ittc_wire::{
     Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
-    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, RefreshFailure,
-    RefreshOutcome, RefreshProgress, RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind,
-    RefreshStored, Request, Response, RevokedCertificate, SecretBytes, ShareRecord, StatusInfo,
-    TokenObject, UserKind, WireError, decode, encode, read_frame, read_frame_blocking, write_frame,
-    write_frame_blocking,
+    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, PinRecord,
+    PublicState, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSpec, RefreshStage,
+    RefreshStatus, RefreshStepKind, RefreshStored, Request, Response, RevokedCertificate,
+    SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError, decode, encode,
+    read_frame, read_frame_blocking, write_frame, write_frame_blocking,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -231,10 +231,40 @@ fn revoked() -> impl Strategy<Value = RevokedCertificate> {
 }
 
 fn replace_request() -> impl Strategy<Value = Request> {
-    revoked().prop_map(|r| Request::RevokeCertificate {
-        serial: r.serial,
-        label: r.label,
-    })
+    prop_oneof![
+        revoked().prop_map(|r| Request::RevokeCertificate {
+            serial: r.serial,
+            label: r.label,
+        }),
+        any::<Option<u64>>().prop_map(|from| Request::PublicState {
+            from: from.map(ObjectId)
+        }),
+    ]
+}
+
+fn public_state() -> impl Strategy<Value = Response> {
+    let pin = (user(), secret(), any::<u32>(), any::<bool>()).prop_map(
+        |(user, verifier, failures, locked)| PinRecord {
+            user,
+            verifier,
+            failures,
+            locked,
+        },
+    );
+    (
+        vec(pin, 0..=2),
+        vec(revoked(), 0..4),
+        vec(object(), 0..4),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(pins, revoked, objects, next)| {
+            Response::PublicState(PublicState {
+                pins,
+                revoked,
+                objects,
+                next: next.map(ObjectId),
+            })
+        })
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -461,6 +491,7 @@ fn response() -> impl Strategy<Value = Response> {
         status().prop_map(Response::Status),
         keygen_response(),
         refresh_response(),
+        public_state(),
     ]
 }
 

@@ -12,6 +12,7 @@ mod keygen;
 mod login;
 mod objects;
 mod partial;
+mod public_state;
 mod refresh;
 mod revocation;
 
@@ -179,6 +180,8 @@ fn audited(request: &Request) -> Option<Option<String>> {
         Request::RevokeCertificate { serial, .. } => {
             Some(Some(format!("certificate {}", hex::encode(serial))))
         }
+        // PIN verifiers leave the appliance: every page is recorded.
+        Request::PublicState { .. } => Some(None),
     }
 }
 
@@ -349,6 +352,9 @@ fn respond(
         }
         Request::RevokeCertificate { serial, label } if admin => {
             revocation::handle_revoke(state, serial, label)
+        }
+        Request::PublicState { from } if matches!(role, Role::Appliance(_)) => {
+            public_state::handle_public_state(state, from)
         }
         _ => Err(forbidden()),
     }

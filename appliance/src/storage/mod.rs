@@ -19,6 +19,7 @@
 //! | `pins` | 0 (user) or 1 (security officer) | the PIN's Argon2id PHC string, failure count, lock flag |
 //! | `objects` | object id (8 bytes) | the [`ittc_wire::TokenObject`], as the wire encodes it |
 //! | `revoked` | certificate serial (big-endian, no leading zero byte) | the deny-list entry's label and time |
+//! | `meta` | `public_state_taking` | present while the public state is being taken from a peer (`public_state.rs`) |
 //! | `audit` | sequence number (8 bytes) | an [`AuditEntry`] with its sequence number, previous hash and hash |
 //!
 //! # What is sealed
@@ -86,6 +87,7 @@ mod keys;
 mod migrate;
 mod objects;
 mod pin;
+mod public_state;
 mod revoked;
 mod seal;
 #[cfg(test)]
@@ -104,6 +106,7 @@ pub use keys::{EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, ShareInput};
 #[doc(hidden)]
 pub use migrate::{SchemaTwoKey, write_schema_2};
 pub use pin::{PinCheck, PinStatus};
+pub use public_state::Adopted;
 pub use seal::{SEALING_KEY_LEN, SealingKey};
 
 use error::{SledResultExt, TxError, abort};
