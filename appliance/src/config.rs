@@ -50,6 +50,12 @@ pub struct Config {
     /// `crypto-bigint`. Default: OpenSSL where this build has it.
     #[serde(default)]
     pub backend: Option<String>,
+    /// Serial numbers (hex) of certificates to refuse from the start: put on the
+    /// deny-list when the appliance starts. `ittc appliance replace` writes the cluster's
+    /// revoked serials here in a new appliance's configuration, so that it refuses a
+    /// revoked peer before it has taken its peers' deny-list.
+    #[serde(default)]
+    pub revoked: Vec<String>,
 }
 
 /// Certificate files, PEM.
@@ -327,6 +333,14 @@ impl Config {
         }
     }
 
+    /// The serials of `revoked`, as the deny-list holds them (checked by `load`).
+    pub fn revoked_serials(&self) -> Vec<Vec<u8>> {
+        self.revoked
+            .iter()
+            .filter_map(|text| parse_serial(text))
+            .collect()
+    }
+
     /// The cluster id as bytes.
     pub fn cluster_id_bytes(&self) -> [u8; 16] {
         let mut id = [0u8; 16];
@@ -413,6 +427,18 @@ impl Config {
                 format!("{name:?} is not in this build (have: {})", have.join(", ")),
             ));
         }
+        if self.revoked.len() > ittc_wire::limits::MAX_REVOKED {
+            return Err((
+                "revoked",
+                format!("more than {} serials", ittc_wire::limits::MAX_REVOKED),
+            ));
+        }
+        if let Some(bad) = self.revoked.iter().find(|t| parse_serial(t).is_none()) {
+            return Err((
+                "revoked",
+                format!("{bad:?} is not a certificate serial in hex"),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err((
                 "log.level",
@@ -421,6 +447,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A serial in hex (leading zero bytes allowed) as the deny-list holds it, if it is one.
+fn parse_serial(text: &str) -> Option<Vec<u8>> {
+    let bytes = hex::decode(text).ok()?;
+    let serial = ittc_wire::revocation::normalize_serial(&bytes);
+    ittc_wire::revocation::check_serial(&serial).ok()?;
+    Some(serial)
 }
 
 /// toml's errors span several lines (with a source excerpt); an operator gets one, with
@@ -436,5 +470,46 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
             format!("line {line}: {message}")
         }
         None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration file whose TLS and sealing files exist (empty), with `extra` after
+    /// the top-level keys.
+    fn load_with(extra: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["ca.pem", "a.pem", "a.key", "a.sealing"] {
+            std::fs::write(dir.path().join(file), b"").unwrap();
+        }
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nindex = 1\ncluster_id = \"{}\"\ndata_dir = \"d\"\n{extra}\n\
+                 [tls]\nca = \"ca.pem\"\ncert = \"a.pem\"\nkey = \"a.key\"\n\n\
+                 [sealing]\nkey_file = \"a.sealing\"\n",
+                "ab".repeat(16)
+            ),
+        )
+        .unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn revoked_serials_are_read_and_checked() {
+        let config = load_with("revoked = [\"00ff01\", \"3C\"]").unwrap();
+        assert_eq!(config.revoked_serials(), vec![vec![0xff, 1], vec![0x3c]]);
+        assert!(load_with("").unwrap().revoked_serials().is_empty());
+        for bad in [
+            "revoked = [\"xyz\"]",
+            "revoked = [\"\"]",
+            "revoked = [\"0\"]",
+        ] {
+            let err = load_with(bad).unwrap_err().to_string();
+            assert!(err.contains("revoked"), "{bad}: {err}");
+        }
     }
 }

@@ -9,15 +9,19 @@
 //!
 //! [`keygen`] runs dealerless key generation with the peers (`GenerateKey`); [`refresh`]
 //! gives every key a new sharing on a schedule, with the peers, and recovers an interrupted
-//! refresh by itself; both carry their messages through [`peers`]. What the appliance does
-//! not do (yet): rebuild a lost appliance's shares.
+//! refresh by itself; both carry their messages through [`peers`]. [`revocation`] refuses
+//! certificates on the deny-list, on both ends of a connection; [`public_state`] fills a
+//! new (replaced) appliance's empty store with its peers' token objects, PIN records and
+//! deny-list. What the appliance does not do (yet): rebuild a lost appliance's shares.
 
 pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod keygen;
 pub mod peers;
+pub mod public_state;
 pub mod refresh;
+pub mod revocation;
 pub mod server;
 pub mod state;
 pub mod storage;
@@ -80,7 +84,6 @@ pub fn run(path: &Path) -> Result<(), StartError> {
     install_tracing(&config);
     let identity = TlsIdentity::from_pem_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
     let acceptor = TlsAcceptor::from(identity.server_config()?);
-    let peer_client = identity.client_config()?;
     // Partial operations run on the runtime's workers (see `server::handle`): one worker
     // more than may run at once keeps the network served while they all exponentiate.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,9 +93,13 @@ pub fn run(path: &Path) -> Result<(), StartError> {
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
-        let state = Arc::new(State::open(config)?.with_peer_client(peer_client));
+        let state = State::open(config)?;
+        // Every connection to a peer refuses a certificate on this appliance's deny-list.
+        let peer_client = identity.client_config_with(state.deny_list.clone())?;
+        let state = Arc::new(state.with_peer_client(peer_client));
         tracing::info!(%address, index = state.config.index, variant = %state.build_variant, "appliance started");
         refresh::schedule::start(state.clone());
+        public_state::start(state.clone());
         println!("listening on {address}");
         use std::io::Write as _;
         std::io::stdout().flush()?;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ittc_wire::frame::{HEADER_LEN, body_len};
-use ittc_wire::identity::identity_from_cert;
+use ittc_wire::identity::{Identity, identity_from_cert};
+use ittc_wire::revocation::certificate_serial;
 use ittc_wire::{ErrorCode, Request, Response, WireError, codec, write_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -125,7 +126,27 @@ async fn connection(
             return;
         }
     };
+    // The deny-list: a revoked certificate's first request is answered with the refusal
+    // (so that the peer reads why), within the read timeout, and the connection closes.
+    let Some(Ok(serial)) = certificate.as_deref().map(certificate_serial) else {
+        warn!("client certificate without a readable serial: refused");
+        return;
+    };
     let span = info_span!("peer", who = %identity);
+    if state.deny_list.check(&serial) {
+        async {
+            let refusal = refuse_revoked(&state, &identity, &serial).await;
+            if let Ok(Ok(Some(_))) =
+                timeout(limits.read_timeout(), read_request(&mut tls, &state)).await
+            {
+                let _ = timeout(limits.write_timeout(), write_frame(&mut tls, &refusal)).await;
+            }
+            let _ = timeout(Duration::from_secs(1), tls.shutdown()).await;
+        }
+        .instrument(span)
+        .await;
+        return;
+    }
     let mut session = Session::new(identity, peer);
     async {
         info!("connected");
@@ -137,6 +158,11 @@ async fn connection(
             };
             let (response, close) = match request {
                 Ok(None) => break,
+                // Revoked while connected: refused from the next request on.
+                Ok(Some(_)) if state.deny_list.check(&serial) => (
+                    refuse_revoked(&state, &session.identity, &serial).await,
+                    true,
+                ),
                 Ok(Some(Ok(request))) => {
                     let kind = request.kind();
                     let (response, returned, close) = handle(&state, session, request)
@@ -172,6 +198,18 @@ async fn connection(
     }
     .instrument(span)
     .await;
+}
+
+/// Logs and audits the refusal of a revoked certificate (on the blocking pool: the audit
+/// entry is flushed) and returns the answer the peer gets.
+async fn refuse_revoked(state: &Arc<State>, identity: &Identity, serial: &[u8]) -> Response {
+    let (state, who, serial) = (state.clone(), identity.to_string(), serial.to_vec());
+    let _ = tokio::task::spawn_blocking(move || state.deny_list.refused(&who, &serial, "connect"))
+        .await;
+    Response::Error(WireError::new(
+        ErrorCode::Forbidden,
+        "certificate revoked: this appliance refuses the certificate presented",
+    ))
 }
 
 enum ReadFailure {

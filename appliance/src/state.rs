@@ -18,6 +18,7 @@ use crate::handlers::KeyMathCache;
 use crate::keygen::Keygens;
 use crate::peers::Peer;
 use crate::refresh::Refreshes;
+use crate::revocation::DenyList;
 use crate::storage::{SealingKey, Storage, StorageOptions};
 
 /// The appliance's shared state.
@@ -45,6 +46,9 @@ pub struct State {
     pub refresh: Refreshes,
     /// The public set-up of the keys partial operations use.
     pub key_math: KeyMathCache,
+    /// The certificate deny-list check, over the store (server side, and the peer TLS
+    /// configuration's).
+    pub deny_list: Arc<DenyList>,
 }
 
 impl State {
@@ -58,6 +62,17 @@ impl State {
             argon2_p_cost: config.pin.argon2_p_cost,
         };
         let storage = Storage::open(&config.data_dir, key, config.index, options)?;
+        for serial in config.revoked_serials() {
+            let entry = ittc_wire::RevokedCertificate {
+                serial,
+                label: "from the configuration".into(),
+                revoked_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            };
+            storage.revoke_certificate(&entry)?;
+        }
+        let deny_list = Arc::new(DenyList::new(storage.clone()));
         let backend = match &config.backend {
             Some(name) => Backend::from_name(name).unwrap_or_default(),
             // OpenSSL where this build has it (it is listed last), else crypto-bigint.
@@ -79,6 +94,7 @@ impl State {
             keygen: Keygens::default(),
             refresh: Refreshes::default(),
             key_math: KeyMathCache::default(),
+            deny_list,
         })
     }
 

@@ -98,7 +98,7 @@ impl ApplianceClient {
     pub fn new(config: &ClusterConfig, parallel: bool) -> Result<Self> {
         let tls = config
             .identity()
-            .and_then(|id| id.client_config())
+            .and_then(|id| config.client_config_for(&id))
             .map_err(|err| {
                 tracing::error!(%err, "client TLS identity unusable");
                 Error::General(format!("TLS identity: {err}"))

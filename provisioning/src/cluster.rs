@@ -41,12 +41,14 @@ impl Cluster {
             )));
         }
         let config = ClusterConfig::load(&path).map_err(|e| CliError::Cluster(e.to_string()))?;
+        // The certificates revoked in this cluster (`revoked` in pkcs11.toml) are refused
+        // here too: an appliance that presents one is not believed.
         let admin = TlsIdentity::from_pem_files(
             &config.tls.ca,
             &dir.join("admin.pem"),
             &dir.join("admin.key"),
         )
-        .and_then(|id| id.client_config())
+        .and_then(|id| config.client_config_for(&id))
         .map_err(|e| CliError::Cluster(format!("admin certificate: {e}")))?;
         Ok(Self {
             dir: dir.to_owned(),

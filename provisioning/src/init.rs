@@ -87,33 +87,15 @@ pub fn init(options: &InitOptions) -> Result<ClusterConfig, CliError> {
     for entry in &appliances {
         let name = format!("appliance-{}", entry.index);
         save(dir, &name, &ca.issue(Role::Appliance(entry.index), &name)?)?;
-        let sealing: [u8; 32] = rand::rng().random();
-        write_private(&dir.join(format!("{name}.sealing")), &hex::encode(sealing))?;
-        let peers: String = appliances
-            .iter()
-            .filter(|p| p.index != entry.index)
-            .map(|p| {
-                format!(
-                    "\n[[peers]]\nindex = {}\naddress = \"{}\"\n",
-                    p.index, p.address
-                )
-            })
-            .collect();
-        let config = format!(
-            "# ittc appliance {index} of cluster {id}: see docs/appliance.md\n\
-             listen = \"{listen}\"\nindex = {index}\ncluster_id = \"{id}\"\ndata_dir = \"{name}-data\"\n\n\
-             [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n\
-             [sealing]\nkey_file = \"{name}.sealing\"\n{peers}",
-            index = entry.index,
-            id = hex::encode(cluster_id),
-            listen = listen_address(&entry.address),
-        );
+        write_private(&dir.join(format!("{name}.sealing")), &new_sealing_key())?;
+        let config = appliance_config(entry.index, &hex::encode(cluster_id), &appliances, &[]);
         write_public(&dir.join(format!("{name}.toml")), &config)?;
     }
 
     let config = ClusterConfig {
         cluster_id: hex::encode(cluster_id),
         threshold: options.threshold,
+        revoked: Vec::new(),
         tls: TlsFiles {
             ca: "ca.pem".into(),
             cert: "client.pem".into(),
@@ -133,9 +115,59 @@ pub fn init(options: &InitOptions) -> Result<ClusterConfig, CliError> {
     Ok(config)
 }
 
+/// A new sealing key, as the hex text of its file.
+pub(crate) fn new_sealing_key() -> zeroize::Zeroizing<String> {
+    let mut sealing: [u8; 32] = rand::rng().random();
+    let text = zeroize::Zeroizing::new(hex::encode(sealing));
+    zeroize::Zeroize::zeroize(&mut sealing);
+    text
+}
+
+/// The configuration of appliance `index` (`cluster_id` in hex) in a cluster of
+/// `appliances`: it listens on its own entry's port, keeps its store in
+/// `appliance-<index>-data` beside the file, reaches every other appliance at its entry's
+/// address, and refuses the certificates with the `revoked` serials (hex) from the start.
+pub(crate) fn appliance_config(
+    index: u8,
+    cluster_id: &str,
+    appliances: &[ApplianceEntry],
+    revoked: &[String],
+) -> String {
+    let name = format!("appliance-{index}");
+    let own = appliances
+        .iter()
+        .find(|a| a.index == index)
+        .map_or_else(String::new, |a| listen_address(&a.address));
+    let peers: String = appliances
+        .iter()
+        .filter(|p| p.index != index)
+        .map(|p| {
+            format!(
+                "\n[[peers]]\nindex = {}\naddress = \"{}\"\n",
+                p.index, p.address
+            )
+        })
+        .collect();
+    let revoked = if revoked.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = revoked.iter().map(|s| format!("\"{s}\"")).collect();
+        format!(
+            "# certificates refused from the start (replaced appliances' old ones)\nrevoked = [{}]\n",
+            list.join(", ")
+        )
+    };
+    format!(
+        "# ittc appliance {index} of cluster {cluster_id}: see docs/appliance.md\n\
+         listen = \"{own}\"\nindex = {index}\ncluster_id = \"{cluster_id}\"\ndata_dir = \"{name}-data\"\n{revoked}\n\
+         [tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n\n\
+         [sealing]\nkey_file = \"{name}.sealing\"\n{peers}"
+    )
+}
+
 /// An appliance listens on its own address's port, on every interface unless the address
 /// is a loopback one (the single-machine and test case).
-fn listen_address(address: &str) -> String {
+pub(crate) fn listen_address(address: &str) -> String {
     let port = address.rsplit(':').next().unwrap_or("7301");
     let host = address.rsplit_once(':').map_or("", |(h, _)| h);
     if host.starts_with("127.") || host == "localhost" || host == "[::1]" {
@@ -150,7 +182,8 @@ fn save(dir: &Path, name: &str, certified: &CertifiedKey) -> Result<(), CliError
     write_private(&dir.join(format!("{name}.key")), &certified.key_pem)
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<(), CliError> {
+/// Creates a file anyone can read. Refuses to replace an existing file.
+pub(crate) fn write_public(path: &Path, contents: &str) -> Result<(), CliError> {
     write_mode(path, contents, 0o644)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! One module per command: [`init`] (PKI, sealing keys, configs), [`import`] (the dealer),
 //! [`generate`] (a key without a dealer), [`refresh`] (a new sharing of a key now),
-//! [`pin`], [`status`], [`cert`], [`demo`] (a local cluster). [`cluster`] opens a cluster
+//! [`pin`], [`status`], [`cert`], [`replace`] (a new appliance in a lost one's place, the
+//! old certificate revoked everywhere), [`demo`] (a local cluster). [`cluster`] opens a cluster
 //! folder and talks to its appliances as admin; [`pki`] is the cluster's certificate
 //! authority; [`token`] signs through the PKCS#11 module as any application does (`ittc sign`, and the
 //! demo's check). `main.rs` is only the command line.
@@ -20,6 +21,7 @@ pub mod pki;
 pub mod process;
 pub mod prompt;
 pub mod refresh;
+pub mod replace;
 pub mod status;
 pub mod token;
 

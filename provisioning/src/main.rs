@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
 use ittc_provisioning::{
-    CliError, cert, demo, generate, import, init, pin, prompt, refresh, status, token,
+    CliError, cert, demo, generate, import, init, pin, prompt, refresh, replace, status, token,
 };
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
@@ -99,6 +99,40 @@ enum Command {
         /// Stop the demo's appliances.
         #[arg(long)]
         stop: bool,
+    },
+    /// Appliances: replace a lost or compromised one.
+    Appliance {
+        #[command(subcommand)]
+        action: ApplianceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApplianceAction {
+    /// Put a new appliance in the place of a lost or compromised one, at the same index.
+    ///
+    /// In the cluster folder (it needs ca.key): a new certificate, key, sealing key and
+    /// configuration for appliance INDEX (the old files kept as *.old; the new
+    /// configuration has an empty data folder), the new address in pkcs11.toml and in the
+    /// other appliances' configurations, and the old certificate's serial in pkcs11.toml's
+    /// `revoked` list. Then every other appliance puts the old certificate on its
+    /// deny-list: from then on it refuses it, as a client's and as a peer's.
+    ///
+    /// Appliances that cannot be reached are named; run the same command again to reach
+    /// them (it issues nothing new while a replacement is under way). Once every other
+    /// appliance has been told, the replacement is over: running the command again after
+    /// that replaces the appliance once more.
+    ///
+    /// Start the new appliance with its new files and an empty data folder: it takes the
+    /// token objects, PINs and deny-list from its peers by itself.
+    Replace {
+        /// The index of the appliance to replace.
+        #[arg(long)]
+        index: u8,
+        /// Where the new appliance is reached: HOST:PORT, or HOST to keep the port
+        /// (default: the old address).
+        #[arg(long, value_name = "HOST[:PORT]")]
+        host: Option<String>,
     },
 }
 
@@ -602,8 +636,100 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let outcome = demo::run(&dir, pin.as_bytes(), &step)?;
             print_next_steps(&outcome.dir, &outcome.message, outcome.signature.len());
         }
+        Command::Appliance {
+            action: ApplianceAction::Replace { index, host },
+        } => {
+            let options = replace::ReplaceOptions { index, host };
+            let replaced = replace::replace(&cluster_dir, &options, &step)?;
+            print_replaced(&cluster_dir, &replaced);
+            if !replaced.complete() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `ittc appliance replace` did, and what the operator does next.
+fn print_replaced(dir: &Path, r: &replace::Replaced) {
+    let (i, d) = (r.index, dir.display());
+    if r.resumed {
+        println!("appliance {i}: finishing the replacement an earlier run started.");
+    }
+    println!(
+        "appliance {i}: new certificate (serial {}), key, sealing key and configuration in {d} \
+         (the old ones kept as *.old); old certificate serial {}.",
+        r.new_serial, r.old_serial
+    );
+    println!(
+        "the appliances that refuse the old certificate now: {:?}",
+        r.revoked_on
+    );
+    for line in &r.not_reached {
+        eprintln!("not reached: {line}");
+    }
+    if !r.not_reached.is_empty() {
+        eprintln!(
+            "run `ittc --cluster {d} appliance replace --index {i}` again once they are up: \
+             it issues nothing new, it only tells the rest."
+        );
+    }
+    if r.address_changed {
+        println!(
+            "appliance {i}'s address is now {} in pkcs11.toml.",
+            r.address
+        );
+    }
+    if !r.configs_updated.is_empty() {
+        let files: Vec<String> = r
+            .configs_updated
+            .iter()
+            .map(|j| format!("appliance-{j}.toml"))
+            .collect();
+        println!(
+            "updated with the new address: {}. Copy each to its host and restart that \
+             appliance: a running appliance reads its peers' addresses only when it starts.",
+            files.join(", ")
+        );
+    }
+    for line in &r.configs_not_updated {
+        eprintln!("note: {line}");
+    }
+    match &r.new_appliance {
+        Ok(uptime) => println!(
+            "appliance {i} answers at {} with its new certificate (up {uptime}s).",
+            r.address
+        ),
+        Err(why) => {
+            println!("appliance {i} does not answer yet ({why}). Next:");
+            println!(
+                "  1. stop the old appliance {i} if it still runs; on the host of {}, install ca.pem \
+                 and appliance-{i}.pem, .key, .sealing, .toml from {d} (docs/operations.md);",
+                r.address
+            );
+            println!(
+                "  2. start it with an empty data folder (the old database does not open under \
+                 the new sealing key: move it away): it takes the token objects, PINs and \
+                 deny-list from its peers by itself;"
+            );
+            println!("  3. check with `ittc --cluster {d} status`.");
+        }
+    }
+    println!(
+        "copy pkcs11.toml to every PKCS#11 host: its `revoked` list makes the module refuse the \
+         old certificate{}.",
+        if r.address_changed {
+            ", and it has the new address"
+        } else {
+            ""
+        }
+    );
+    if r.complete() {
+        println!(
+            "replacement of appliance {i} recorded everywhere; running this command again would \
+             replace appliance {i} once more."
+        );
+    }
 }
 
 fn print_next_steps(dir: &Path, message: &Path, len: usize) {

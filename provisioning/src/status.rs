@@ -32,6 +32,8 @@ pub struct ApplianceReport {
     pub uptime_secs: Option<u64>,
     /// Head of its audit chain, hex.
     pub audit_head: Option<String>,
+    /// How many certificates are on its deny-list.
+    pub revoked_certificates: Option<u32>,
 }
 
 /// One key across the cluster.
@@ -189,8 +191,13 @@ impl StatusReport {
         );
         for a in &self.appliances {
             if a.reachable {
+                let revoked = match a.revoked_certificates {
+                    Some(0) | None => String::new(),
+                    Some(1) => ", 1 certificate revoked".to_owned(),
+                    Some(n) => format!(", {n} certificates revoked"),
+                };
                 out += &format!(
-                    "  {:>2}  {:<22} up     {} {} (up {}s)\n",
+                    "  {:>2}  {:<22} up     {} {} (up {}s){revoked}\n",
                     a.index,
                     a.address,
                     a.version.as_deref().unwrap_or("?"),
@@ -469,6 +476,7 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
                     build_variant: Some(s.build_variant),
                     uptime_secs: Some(s.uptime_secs),
                     audit_head: Some(hex::encode(s.audit_head)),
+                    revoked_certificates: Some(s.revoked_certificates),
                 });
             }
             Err(e) => appliances.push(ApplianceReport {
@@ -480,6 +488,7 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
                 build_variant: None,
                 uptime_secs: None,
                 audit_head: None,
+                revoked_certificates: None,
             }),
         }
     }
@@ -665,6 +674,7 @@ pub(crate) mod fixtures {
                 keys,
                 audit_head: [0; 32],
                 uptime_secs: 1,
+                revoked_certificates: 0,
             }),
         }
     }

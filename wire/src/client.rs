@@ -375,6 +375,9 @@ fn transport(err: Error) -> Error {
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+            Error::Certificate("appliance certificate rejected: certificate revoked".into())
+        }
         Some(rustls::Error::InvalidCertificate(cert)) => {
             Error::Certificate(format!("appliance certificate rejected: {cert}"))
         }
@@ -407,6 +410,13 @@ mod tests {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
         );
         assert!(matches!(transport(Error::Io(tls)), Error::Certificate(_)));
+        let revoked = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked),
+        );
+        assert!(
+            matches!(transport(Error::Io(revoked)), Error::Certificate(m) if m.contains("certificate revoked"))
+        );
         let alert = io::Error::new(
             io::ErrorKind::InvalidData,
             rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),

@@ -8,13 +8,17 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::client::{Timeouts, TlsIdentity};
 use crate::identity::MAX_APPLIANCES;
+use crate::limits::{MAX_REVOKED, MAX_SERIAL_LEN};
+use crate::revocation::{RevokedSerials, check_serial, normalize_serial};
 
 /// The file name `ittc init` writes in a cluster folder.
 pub const FILE_NAME: &str = "pkcs11.toml";
@@ -27,6 +31,12 @@ pub struct ClusterConfig {
     pub cluster_id: String,
     /// How many appliances make a result (k).
     pub threshold: u8,
+    /// Serial numbers (hex, as [`crate::revocation::normalize_serial`] gives them) of
+    /// certificates revoked in this cluster: a client refuses an appliance that presents
+    /// one ([`ClusterConfig::client_config_for`]). `ittc appliance replace` adds a
+    /// replaced appliance's old certificate here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
     /// The client's TLS files.
     pub tls: TlsFiles,
     /// Every appliance, k or more of them.
@@ -204,6 +214,37 @@ impl ClusterConfig {
         TlsIdentity::from_pem_files(&self.tls.ca, &self.tls.cert, &self.tls.key)
     }
 
+    /// The serials of [`ClusterConfig::revoked`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an entry that is not a serial in hex.
+    pub fn revoked_serials(&self) -> Result<RevokedSerials, Error> {
+        let serials = self
+            .revoked
+            .iter()
+            .map(|text| parse_serial(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Config)?;
+        Ok(RevokedSerials::new(serials.iter().map(Vec::as_slice)))
+    }
+
+    /// The configuration for connecting to the appliances with `identity` (the client's
+    /// own, or the admin's): [`TlsIdentity::client_config`], refusing the certificates of
+    /// [`ClusterConfig::revoked`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ClusterConfig::revoked_serials`] and [`TlsIdentity::client_config_with`].
+    pub fn client_config_for(&self, identity: &TlsIdentity) -> Result<Arc<ClientConfig>, Error> {
+        let revoked = self.revoked_serials()?;
+        if revoked.is_empty() {
+            identity.client_config()
+        } else {
+            identity.client_config_with(Arc::new(revoked))
+        }
+    }
+
     /// The appliance with this index.
     pub fn appliance(&self, index: u8) -> Option<&ApplianceEntry> {
         self.appliances.iter().find(|a| a.index == index)
@@ -246,8 +287,33 @@ impl ClusterConfig {
         if self.token.label.is_empty() || self.token.label.len() > 32 {
             return Err("token.label: 1 to 32 bytes".into());
         }
+        if self.revoked.len() > MAX_REVOKED {
+            return Err(format!("revoked: more than {MAX_REVOKED} serials"));
+        }
+        for text in &self.revoked {
+            parse_serial(text)?;
+        }
         Ok(())
     }
+}
+
+/// A serial written in hex (leading zero bytes allowed), as bytes without them.
+fn parse_serial(text: &str) -> Result<Vec<u8>, String> {
+    let bad = || format!("revoked: {text:?} is not a certificate serial in hex");
+    if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 2 * (MAX_SERIAL_LEN + 1) {
+        return Err(bad());
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    let serial = normalize_serial(&bytes);
+    check_serial(&serial).map_err(|_| bad())?;
+    Ok(serial)
 }
 
 #[cfg(test)]
@@ -258,6 +324,7 @@ mod tests {
         ClusterConfig {
             cluster_id: "00112233445566778899aabbccddeeff".into(),
             threshold: 2,
+            revoked: Vec::new(),
             tls: TlsFiles {
                 ca: "ca.pem".into(),
                 cert: "client.pem".into(),
@@ -287,6 +354,27 @@ mod tests {
     }
 
     #[test]
+    fn revoked_serials_round_trip_and_are_normalized() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let config = ClusterConfig {
+            revoked: vec!["00ff01".into(), "7f".into()],
+            ..sample()
+        };
+        let text = config.to_toml().unwrap();
+        assert!(text.contains("revoked"), "{text}");
+        std::fs::write(&path, text).unwrap();
+        let loaded = ClusterConfig::load(&path).unwrap();
+        assert_eq!(loaded.revoked, config.revoked);
+        use crate::revocation::Revocations as _;
+        let serials = loaded.revoked_serials().unwrap();
+        assert!(serials.is_revoked(&[0xff, 1], "x"));
+        assert!(serials.is_revoked(&[0x7f], "x"));
+        // An empty list is not written at all.
+        assert!(!sample().to_toml().unwrap().contains("revoked"));
+    }
+
+    #[test]
     fn bad_files_name_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
@@ -299,6 +387,10 @@ mod tests {
             ),
             (good.replace("00112233", "zz112233"), "cluster_id"),
             (good.replace("index = 3", "index = 2"), "appears twice"),
+            (
+                good.replace("threshold = 2", "threshold = 2\nrevoked = [\"0g\"]"),
+                "revoked",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = ClusterConfig::load(&path).unwrap_err().to_string();

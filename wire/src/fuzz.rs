@@ -16,6 +16,7 @@ use crate::{
     RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
     WireError,
 };
+use crate::{PinRecord, PublicState, RevokedCertificate};
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
 /// [`Response`], and [`read_frame_blocking`] of as many frames of each as `data` holds.
@@ -226,6 +227,13 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
                 })
                 .to_vec(),
         }),
+        Request::RevokeCertificate {
+            serial: vec![0x3c; 20],
+            label: "appliance 3".into(),
+        },
+        Request::PublicState {
+            from: Some(ObjectId(7)),
+        },
     ])
 }
 
@@ -294,6 +302,7 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             }],
             audit_head: [0x11; 32],
             uptime_secs: 86_400,
+            revoked_certificates: 1,
         }),
         Response::KeyGenerated(KeygenResult {
             modulus: vec![0xc7; 256],
@@ -338,6 +347,23 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             additive_holders: vec![1, 2],
             contribution: SecretBytes::new(vec![0x24; 300]),
             trial: vec![0x42; 256],
+        }),
+        Response::PublicState(PublicState {
+            pins: vec![PinRecord {
+                user: UserKind::User,
+                verifier: SecretBytes::from(
+                    b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".as_slice(),
+                ),
+                failures: 1,
+                locked: false,
+            }],
+            revoked: vec![RevokedCertificate {
+                serial: vec![0x3c; 20],
+                label: "appliance 3".into(),
+                revoked_unix_ms: 1_765_000_000_000,
+            }],
+            objects: vec![token_object()],
+            next: Some(ObjectId(0x0102_0304_0506_0709)),
         }),
     ])
 }

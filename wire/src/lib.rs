@@ -11,6 +11,9 @@
 //! * [`frame`]: a 4-byte big-endian length prefix and the body, over async
 //!   (`tokio::io`) or blocking (`std::io`) streams.
 //!
+//! [`revocation`] holds certificate serials and the deny-list check a member applies when
+//! it dials an appliance.
+//!
 //! The crate also holds what every cluster member needs to reach another: [`Role`] and
 //! [`identity_from_cert`] (a certificate names its holder's role as a subjectAltName such
 //! as `appliance-3.ittc`), [`TlsIdentity`] (the cluster CA, a member's certificate and
@@ -57,7 +60,9 @@ mod objects;
 pub mod refresh;
 mod request;
 mod response;
+pub mod revocation;
 mod secret;
+mod sync;
 mod tls;
 mod wire_error;
 
@@ -79,11 +84,16 @@ pub use request::{KEYGEN_EPOCH, KeygenSpec, Participant, Request, ShareRecord, U
 pub use response::{
     HelloInfo, KeyStatus, KeygenProgress, KeygenResult, PartialResult, Response, StatusInfo,
 };
+pub use revocation::RevokedCertificate;
 pub use secret::SecretBytes;
+pub use sync::{PinRecord, PublicState};
 pub use tls::TlsIdentity;
 pub use wire_error::{ErrorCode, WireError};
 
 /// The protocol version this crate speaks, sent in [`Request::Hello`] and answered in
 /// [`HelloInfo`]. Version 2 added proactive refresh (the additive share in
-/// [`ShareRecord`], refresh state in [`KeyStatus`], the refresh requests).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// [`ShareRecord`], refresh state in [`KeyStatus`], the refresh requests). Version 3 added
+/// the certificate deny-list ([`Request::RevokeCertificate`], the count in [`StatusInfo`])
+/// and the public state a replaced appliance takes from its peers
+/// ([`Request::PublicState`]).
+pub const PROTOCOL_VERSION: u16 = 3;

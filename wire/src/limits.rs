@@ -58,6 +58,20 @@ pub const MAX_OBJECTS: usize = 4096;
 /// Most keys in one [`crate::StatusInfo`].
 pub const MAX_KEYS: usize = 256;
 
+/// Longest certificate serial number kept on a deny-list, in bytes, without leading zero
+/// bytes. RFC 5280 allows 20 octets; the cluster CA issues 20 (a hash of the subject's
+/// public key); 32 leaves room for a CA that pads.
+pub const MAX_SERIAL_LEN: usize = 32;
+
+/// Most certificates on an appliance's deny-list ([`crate::RevokedCertificate`]). A
+/// replaced appliance adds one; a thousand replacements outlast any cluster CA (10 years).
+/// A full list refuses further revocations: start a new cluster CA then.
+pub const MAX_REVOKED: usize = 1024;
+
+/// Longest stored PIN verifier (an Argon2id PHC string, about 100 bytes) carried by
+/// [`crate::PinRecord`].
+pub const MAX_PIN_VERIFIER_LEN: usize = 512;
+
 /// Checks that `len` is at most `max`; `what` names the field in the error.
 pub(crate) fn check_len(len: usize, max: usize, what: &'static str) -> Result<(), Error> {
     if len <= max {

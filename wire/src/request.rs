@@ -7,6 +7,7 @@ use crate::limits::{
     MAX_PIN_LEN, check_len, check_sharing,
 };
 use crate::refresh::{MAX_REFRESH_MESSAGE_LEN, RecoverSpec, RefreshSpec, RefreshStepKind};
+use crate::revocation::{check_label, check_serial};
 use crate::{Error, KeyId, MAX_APPLIANCES, ObjectId, SecretBytes, TokenObject};
 
 /// A request to an appliance. Each is answered by one [`crate::Response`]: the one named
@@ -224,6 +225,31 @@ pub enum Request {
     /// ([`Request::RefreshRound`] under the same session) and each answers
     /// [`crate::Response::RecoverPart`]. Only the appliance `target` may send it.
     RecoverRun(RecoverSpec),
+    /// Admin: puts the certificate with this serial on this appliance's deny-list (a
+    /// replaced appliance's old certificate). From then on the appliance refuses it as a
+    /// client's certificate and as a peer appliance's. Answered by `Ok`, also when the
+    /// serial is on the list already; a full list ([`crate::limits::MAX_REVOKED`]) is
+    /// refused.
+    RevokeCertificate {
+        /// The serial, big-endian without leading zero bytes
+        /// ([`crate::revocation::normalize_serial`]), at most
+        /// [`crate::limits::MAX_SERIAL_LEN`] bytes.
+        serial: Vec<u8>,
+        /// Whose certificate it is, for logs (`appliance 3`), at most [`MAX_NAME_LEN`]
+        /// bytes without control characters.
+        label: String,
+    },
+
+    /// Appliance to appliance: one page of this appliance's public state (token objects,
+    /// PIN verifiers and failure counts, deny-list), for an appliance that starts with an
+    /// empty store. Answered by [`crate::Response::PublicState`]. Only an appliance may
+    /// send it.
+    PublicState {
+        /// `None` for the first page (which carries the PIN records and the deny-list
+        /// too); then the previous page's [`crate::PublicState::next`]: the page's token
+        /// objects start at this handle.
+        from: Option<ObjectId>,
+    },
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -364,6 +390,8 @@ impl Request {
             },
             Request::RefreshProgress { .. } => "refresh_progress",
             Request::RecoverRun(_) => "recover_run",
+            Request::RevokeCertificate { .. } => "revoke_cert",
+            Request::PublicState { .. } => "public_state",
         }
     }
 
@@ -411,6 +439,11 @@ impl Request {
             | Request::RefreshKey { .. }
             | Request::RefreshStep { .. }
             | Request::RefreshProgress { .. } => Ok(()),
+            Request::RevokeCertificate { serial, label } => {
+                check_serial(serial)?;
+                check_label(label)
+            }
+            Request::PublicState { .. } => Ok(()),
         }
     }
 }
@@ -507,7 +540,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            25,
+            27,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -529,7 +562,9 @@ mod tests {
         assert_eq!(samples[13].kind(), "commit_epoch");
         assert_eq!(samples[16].kind(), "keygen_abort");
         assert_eq!(samples[17].kind(), "keygen_progress");
-        assert_eq!(samples.last().map(Request::kind), Some("recover_run"));
+        assert_eq!(samples[23].kind(), "refresh_progress");
+        assert_eq!(samples[24].kind(), "recover_run");
+        assert_eq!(samples.last().map(Request::kind), Some("public_state"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::limits::{
     MAX_INTEGER_LEN, MAX_KEYS, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECTS, check_len, check_sharing,
 };
 use crate::refresh::{RecoverPart, RefreshOutcome, RefreshProgress, RefreshStatus, RefreshStored};
+use crate::sync::PublicState;
 use crate::{Error, KeyId, ObjectSummary, TokenObject, WireError};
 
 /// An appliance's answer to one [`crate::Request`].
@@ -40,6 +41,8 @@ pub enum Response {
     RefreshProgress(RefreshProgress),
     /// The answer to [`crate::Request::RecoverRun`]: one helper's part.
     RecoverPart(RecoverPart),
+    /// The answer to [`crate::Request::PublicState`]: one page.
+    PublicState(PublicState),
 }
 
 impl Response {
@@ -59,6 +62,7 @@ impl Response {
             Response::Refreshed(_) => "refreshed",
             Response::RefreshProgress(_) => "refresh_progress",
             Response::RecoverPart(_) => "recover_part",
+            Response::PublicState(_) => "public_state",
         }
     }
 
@@ -94,6 +98,7 @@ impl Response {
             Response::KeygenProgress(_) | Response::Refreshed(_) | Response::RefreshProgress(_) => {
                 Ok(())
             }
+            Response::PublicState(state) => state.validate(),
         }
     }
 }
@@ -192,6 +197,8 @@ pub struct StatusInfo {
     pub audit_head: [u8; 32],
     /// Seconds since the appliance started.
     pub uptime_secs: u64,
+    /// How many certificates are on the appliance's deny-list.
+    pub revoked_certificates: u32,
 }
 
 impl StatusInfo {
@@ -282,6 +289,7 @@ mod tests {
             keys,
             audit_head: [2; 32],
             uptime_secs: 60,
+            revoked_certificates: 1,
         })
     }
 
@@ -296,7 +304,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            13,
+            14,
             "every variant has a sample and a distinct kind"
         );
     }
@@ -319,7 +327,9 @@ mod tests {
         let samples = crate::fuzz::sample_responses().unwrap();
         assert_eq!(samples[7].kind(), "key_generated");
         assert_eq!(samples[8].kind(), "keygen_progress");
-        assert_eq!(samples.last().map(Response::kind), Some("recover_part"));
+        assert_eq!(samples[11].kind(), "refresh_progress");
+        assert_eq!(samples[12].kind(), "recover_part");
+        assert_eq!(samples.last().map(Response::kind), Some("public_state"));
     }
 
     #[test]

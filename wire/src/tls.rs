@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::Resumption;
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -20,6 +20,7 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use zeroize::Zeroizing;
 
+use crate::revocation::{RevocationCheckingVerifier, Revocations};
 use crate::{Error, Identity, identity_from_cert};
 
 /// The TLS protocol versions the cluster speaks: 1.3 only.
@@ -124,6 +125,44 @@ impl TlsIdentity {
             .with_protocol_versions(VERSIONS)
             .map_err(tls_error)?
             .with_root_certificates(Arc::clone(&self.roots))
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(
+                &self.certified,
+            ))));
+        config.resumption = Resumption::disabled();
+        Ok(Arc::new(config))
+    }
+
+    /// [`TlsIdentity::client_config`] that also refuses an appliance whose certificate
+    /// `revocations` names: after the cluster CA's checks, the certificate's serial is
+    /// looked up, and a revoked one ends the handshake with
+    /// `rustls::CertificateError::Revoked` (the appliance receives the
+    /// `certificate_revoked` alert; [`crate::Connection::connect`] fails with
+    /// [`Error::Certificate`] saying so). An empty list is the same as
+    /// [`TlsIdentity::client_config`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] if rustls refuses the configuration.
+    pub fn client_config_with(
+        &self,
+        revocations: Arc<dyn Revocations>,
+    ) -> Result<Arc<ClientConfig>, Error> {
+        let provider = Arc::new(provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(
+            Arc::clone(&self.roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|err| Error::Tls(format!("server verifier: {err}")))?;
+        let verifier = RevocationCheckingVerifier {
+            inner: webpki,
+            revocations,
+        };
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(VERSIONS)
+            .map_err(tls_error)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(
                 &self.certified,
             ))));

@@ -137,6 +137,7 @@ fn serve_one(config: Arc<ServerConfig>, mode: Mode) -> (SocketAddr, JoinHandle<O
                     keys: Vec::new(),
                     audit_head: [0; 32],
                     uptime_secs: 1,
+                    revoked_certificates: 0,
                 }),
                 (other, Mode::Answer { .. }) => {
                     Response::Error(WireError::new(ErrorCode::BadRequest, other.kind()))
@@ -257,6 +258,49 @@ fn appliance_certificates_are_client_certificates_too() {
         Connection::connect(addr, 1, peer.client_config().unwrap(), timeouts(), "peer").unwrap();
     drop(conn);
     assert_eq!(server.join().unwrap().unwrap().role, Role::Appliance(2));
+}
+
+#[test]
+fn an_appliance_presenting_a_revoked_certificate_is_refused() {
+    use ittc_wire::revocation::{RevokedSerials, certificate_serial};
+    let ca = TestCa::new("cluster");
+    let (cert, key) = ca.issue(Role::Appliance(3));
+    let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    let serial = certificate_serial(&der).unwrap();
+    let appliance =
+        TlsIdentity::from_pem(ca.cert_pem.as_bytes(), cert.as_bytes(), key.as_bytes()).unwrap();
+    let client = ca.identity(Role::Client);
+
+    // Another appliance's serial on the list: this one is accepted.
+    let (addr, server) = serve_one(
+        appliance.server_config().unwrap(),
+        Mode::Answer { hello_index: 3 },
+    );
+    let other = certificate_serial(
+        &CertificateDer::from_pem_slice(ca.issue(Role::Appliance(3)).0.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let config = client
+        .client_config_with(Arc::new(RevokedSerials::new([other.as_slice()])))
+        .unwrap();
+    drop(Connection::connect(addr, 3, config, timeouts(), "x").unwrap());
+    server.join().unwrap().unwrap();
+
+    // Its own serial on the list: refused in the handshake.
+    let (addr, server) = serve_one(
+        appliance.server_config().unwrap(),
+        Mode::Answer { hello_index: 3 },
+    );
+    let config = client
+        .client_config_with(Arc::new(RevokedSerials::new([serial.as_slice()])))
+        .unwrap();
+    let err = Connection::connect(addr, 3, config, timeouts(), "x").unwrap_err();
+    assert!(
+        matches!(err, Error::Certificate(ref msg) if msg.contains("certificate revoked")),
+        "{err}"
+    );
+    // The client aborted the handshake.
+    assert!(server.join().unwrap().is_err());
 }
 
 #[test]

@@ -7,11 +7,11 @@
 use ittc_wire::fuzz::decode_any;
 use ittc_wire::{
     Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
-    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, RefreshFailure,
-    RefreshOutcome, RefreshProgress, RefreshSource, RefreshSpec, RefreshStage, RefreshStatus,
-    RefreshStepKind, RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo,
-    TokenObject, UserKind, WireError, decode, encode, read_frame, read_frame_blocking, write_frame,
-    write_frame_blocking,
+    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, PinRecord,
+    PublicState, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSource, RefreshSpec,
+    RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Request, Response,
+    RevokedCertificate, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
+    decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -214,6 +214,62 @@ fn refresh_request() -> impl Strategy<Value = Request> {
     ]
 }
 
+/// A serial as deny-lists hold it: 1 to 20 bytes, no leading zero byte.
+fn serial() -> impl Strategy<Value = Vec<u8>> {
+    (1u8..=255, bytes(19)).prop_map(|(first, rest)| {
+        let mut serial = vec![first];
+        serial.extend(rest);
+        serial
+    })
+}
+
+fn revoked() -> impl Strategy<Value = RevokedCertificate> {
+    (serial(), "[a-z0-9 ]{0,32}", any::<u64>()).prop_map(|(serial, label, revoked_unix_ms)| {
+        RevokedCertificate {
+            serial,
+            label,
+            revoked_unix_ms,
+        }
+    })
+}
+
+fn replace_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        revoked().prop_map(|r| Request::RevokeCertificate {
+            serial: r.serial,
+            label: r.label,
+        }),
+        any::<Option<u64>>().prop_map(|from| Request::PublicState {
+            from: from.map(ObjectId)
+        }),
+    ]
+}
+
+fn public_state() -> impl Strategy<Value = Response> {
+    let pin = (user(), secret(), any::<u32>(), any::<bool>()).prop_map(
+        |(user, verifier, failures, locked)| PinRecord {
+            user,
+            verifier,
+            failures,
+            locked,
+        },
+    );
+    (
+        vec(pin, 0..=2),
+        vec(revoked(), 0..4),
+        vec(object(), 0..4),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(pins, revoked, objects, next)| {
+            Response::PublicState(PublicState {
+                pins,
+                revoked,
+                objects,
+                next: next.map(ObjectId),
+            })
+        })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (any::<u16>(), name()).prop_map(|(protocol_version, client_name)| Request::Hello {
@@ -249,6 +305,7 @@ fn request() -> impl Strategy<Value = Request> {
         (key_id(), any::<u64>()).prop_map(|(key_id, epoch)| Request::CommitEpoch { key_id, epoch }),
         keygen_request(),
         refresh_request(),
+        replace_request(),
     ]
 }
 
@@ -342,7 +399,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
         any::<[u8; 16]>(),
         vec(key_status(), 0..6),
         any::<[u8; 32]>(),
-        any::<u64>(),
+        any::<(u64, u32)>(),
     )
         .prop_map(
             |(
@@ -353,7 +410,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
                 cluster_id,
                 keys,
                 audit_head,
-                uptime_secs,
+                (uptime_secs, revoked_certificates),
             )| StatusInfo {
                 protocol_version,
                 software_version,
@@ -363,6 +420,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
                 keys,
                 audit_head,
                 uptime_secs,
+                revoked_certificates,
             },
         )
 }
@@ -440,6 +498,7 @@ fn response() -> impl Strategy<Value = Response> {
         status().prop_map(Response::Status),
         keygen_response(),
         refresh_response(),
+        public_state(),
     ]
 }
 

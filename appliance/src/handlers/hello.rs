@@ -47,5 +47,6 @@ pub fn handle_status(state: &State) -> Result<Response, ApplianceError> {
         keys,
         audit_head: state.storage.audit_head()?.hash,
         uptime_secs: state.started.elapsed().as_secs(),
+        revoked_certificates: u32::try_from(state.storage.revoked_count()).unwrap_or(u32::MAX),
     }))
 }

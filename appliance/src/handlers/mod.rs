@@ -12,7 +12,9 @@ mod keygen;
 mod login;
 mod objects;
 mod partial;
+mod public_state;
 mod refresh;
+mod revocation;
 
 pub use partial::KeyMathCache;
 
@@ -176,6 +178,11 @@ fn audited(request: &Request) -> Option<Option<String>> {
         | Request::Logout
         | Request::SetPin { .. }
         | Request::ChangePin { .. } => Some(None),
+        Request::RevokeCertificate { serial, .. } => {
+            Some(Some(format!("certificate {}", hex::encode(serial))))
+        }
+        // PIN verifiers leave the appliance: every page is recorded.
+        Request::PublicState { .. } => Some(None),
     }
 }
 
@@ -347,6 +354,12 @@ fn respond(
         }
         Request::ChangePin { user, old, new } if admin || client => {
             admin::handle_change_pin(state, user, old.expose_secret(), new.expose_secret())
+        }
+        Request::RevokeCertificate { serial, label } if admin => {
+            revocation::handle_revoke(state, serial, label)
+        }
+        Request::PublicState { from } if matches!(role, Role::Appliance(_)) => {
+            public_state::handle_public_state(state, from)
         }
         _ => Err(forbidden()),
     }

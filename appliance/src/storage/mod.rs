@@ -18,6 +18,8 @@
 //! | `shares` | key id length (1 byte), key id, epoch (8 bytes) | the share of that epoch, sealed |
 //! | `pins` | 0 (user) or 1 (security officer) | the PIN's Argon2id PHC string, failure count, lock flag |
 //! | `objects` | object id (8 bytes) | the [`ittc_wire::TokenObject`], as the wire encodes it |
+//! | `revoked` | certificate serial (big-endian, no leading zero byte) | the deny-list entry's label and time |
+//! | `meta` | `public_state_taking` | present while the public state is being taken from a peer (`public_state.rs`) |
 //! | `audit` | sequence number (8 bytes) | an [`AuditEntry`] with its sequence number, previous hash and hash |
 //!
 //! # What is sealed
@@ -33,8 +35,8 @@
 //! is zeroized.
 //!
 //! Everything else is stored in clear: public key parts, token objects (public by design:
-//! every appliance holds a replica), PIN hashes (slow salted Argon2id, by design) and the
-//! audit log.
+//! every appliance holds a replica), PIN hashes (slow salted Argon2id, by design), the
+//! certificate deny-list and the audit log.
 //!
 //! # What is flushed when
 //!
@@ -85,6 +87,8 @@ mod keys;
 mod migrate;
 mod objects;
 mod pin;
+mod public_state;
+mod revoked;
 mod seal;
 #[cfg(test)]
 mod test_support;
@@ -102,6 +106,7 @@ pub use keys::{AdditiveLayer, EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, Sh
 #[doc(hidden)]
 pub use migrate::{SchemaTwoKey, write_schema_2};
 pub use pin::{PinCheck, PinStatus};
+pub use public_state::Adopted;
 pub use seal::{SEALING_KEY_LEN, SealingKey};
 
 use error::{SledResultExt, TxError, abort};
@@ -164,6 +169,8 @@ struct Inner {
     pins: sled::Tree,
     objects: sled::Tree,
     audit: sled::Tree,
+    /// The certificate deny-list (`revoked.rs`).
+    revoked: sled::Tree,
     sealing_key: SealingKey,
     /// One key per share epoch, in files outside the database.
     epoch_keys: epoch_keys::EpochKeys,
@@ -221,6 +228,7 @@ impl Storage {
             pins: tree("pins")?,
             objects: tree("objects")?,
             audit: tree("audit")?,
+            revoked: tree("revoked")?,
             db: db.clone(),
             sealing_key: key,
             epoch_keys,
@@ -381,6 +389,7 @@ impl Inner {
             &self.pins,
             &self.objects,
             &self.audit,
+            &self.revoked,
         ];
         if trees.iter().any(|tree| !tree.is_empty()) {
             return Err(missing("schema version"));

@@ -1,7 +1,7 @@
 //! Token objects (certificates, public keys, private-key stubs, data objects), stored as
 //! the wire encodes them and keyed by their [`ObjectId`].
 
-use ittc_wire::limits::{MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES};
+use ittc_wire::limits::{MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES, MAX_OBJECTS};
 use ittc_wire::{ObjectId, ObjectSummary, TokenObject};
 
 use super::error::SledResultExt;
@@ -10,6 +10,23 @@ use super::{Storage, StorageError, codec};
 /// The key of an object in the `objects` tree.
 fn object_key(handle: ObjectId) -> [u8; 8] {
     handle.0.to_be_bytes()
+}
+
+/// Checks the wire's limits on an object.
+fn check_object(obj: &TokenObject) -> Result<(), StorageError> {
+    if obj.attributes.len() > MAX_ATTRIBUTES {
+        return Err(StorageError::Invalid(
+            "too many attributes in a token object",
+        ));
+    }
+    if obj
+        .attributes
+        .iter()
+        .any(|a| a.value.len() > MAX_ATTRIBUTE_VALUE_LEN)
+    {
+        return Err(StorageError::Invalid("attribute value too long"));
+    }
+    Ok(())
 }
 
 impl Storage {
@@ -21,18 +38,7 @@ impl Storage {
     /// [`MAX_ATTRIBUTES`] attributes, a value over [`MAX_ATTRIBUTE_VALUE_LEN`] bytes);
     /// [`StorageError::Db`].
     pub fn put_object(&self, obj: &TokenObject) -> Result<(), StorageError> {
-        if obj.attributes.len() > MAX_ATTRIBUTES {
-            return Err(StorageError::Invalid(
-                "too many attributes in a token object",
-            ));
-        }
-        if obj
-            .attributes
-            .iter()
-            .any(|a| a.value.len() > MAX_ATTRIBUTE_VALUE_LEN)
-        {
-            return Err(StorageError::Invalid("attribute value too long"));
-        }
+        check_object(obj)?;
         let bytes = codec::encode(obj)?;
         self.inner
             .objects
@@ -79,6 +85,62 @@ impl Storage {
                 Ok(summary)
             })
             .collect()
+    }
+
+    /// The objects with handles from `from` on, in handle order, as many as fit in
+    /// `budget` bytes of their encoding (but the first always if `at_least_one`), and the
+    /// handle the next page starts at (`None` after the last object).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Corrupt`] or [`StorageError::Db`].
+    pub(super) fn objects_page(
+        &self,
+        from: ObjectId,
+        budget: usize,
+        at_least_one: bool,
+    ) -> Result<(Vec<TokenObject>, Option<ObjectId>), StorageError> {
+        let mut objects = Vec::new();
+        let mut used = 0usize;
+        for item in self.inner.objects.range(object_key(from)..) {
+            let (_, bytes) = item.db()?;
+            let fits =
+                used.saturating_add(bytes.len()) <= budget || (at_least_one && objects.is_empty());
+            let object: TokenObject = codec::decode(&bytes, "token object")?;
+            if !fits || objects.len() >= MAX_OBJECTS {
+                return Ok((objects, Some(object.handle)));
+            }
+            used = used.saturating_add(bytes.len());
+            objects.push(object);
+        }
+        Ok((objects, None))
+    }
+
+    /// Stores an object a peer holds unless one with its handle is here already (stored
+    /// here since, which is newer); returns whether it was stored. Not flushed: the caller
+    /// flushes (see `public_state.rs`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::put_object`].
+    pub(super) fn adopt_object(&self, obj: &TokenObject) -> Result<bool, StorageError> {
+        check_object(obj)?;
+        let bytes = codec::encode(obj)?;
+        let adopted = self
+            .inner
+            .objects
+            .compare_and_swap(object_key(obj.handle), None::<&[u8]>, Some(bytes))
+            .db()?;
+        Ok(adopted.is_ok())
+    }
+
+    /// Whether any object is stored.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Db`].
+    pub(super) fn has_objects(&self) -> Result<bool, StorageError> {
+        Ok(!self.inner.objects.is_empty())
     }
 
     /// Deletes the object with `handle`; returns whether it existed.

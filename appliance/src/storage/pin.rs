@@ -12,7 +12,7 @@
 use argon2::password_hash::Error as HashError;
 use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
 use bincode::{Decode, Encode};
-use ittc_wire::UserKind;
+use ittc_wire::{PinRecord, SecretBytes, UserKind};
 
 use super::error::{SledResultExt, TxError, abort};
 use super::{Storage, StorageError, codec};
@@ -187,6 +187,57 @@ impl Storage {
         self.flush()
     }
 
+    /// The stored PIN records (verifier, failure count, lock), for a peer that starts
+    /// with an empty store.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Corrupt`] or [`StorageError::Db`].
+    pub fn pin_records(&self) -> Result<Vec<PinRecord>, StorageError> {
+        let mut records = Vec::new();
+        for user in [UserKind::User, UserKind::SecurityOfficer] {
+            if let Some(bytes) = self.inner.pins.get(pin_key(user)).db()? {
+                let record: StoredPin = codec::decode(&bytes, "PIN record")?;
+                records.push(PinRecord {
+                    user,
+                    verifier: SecretBytes::new(record.phc.into_bytes()),
+                    failures: record.failures,
+                    locked: record.locked,
+                });
+            }
+        }
+        Ok(records)
+    }
+
+    /// Stores a PIN record a peer holds, unless a PIN is set here for that user already
+    /// (set here since, which is newer); returns whether it was stored. Not flushed: the
+    /// caller flushes (see `public_state.rs`).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Invalid`] if the verifier is not an Argon2id PHC string;
+    /// [`StorageError::Db`].
+    pub(super) fn adopt_pin_record(&self, record: &PinRecord) -> Result<bool, StorageError> {
+        let phc = std::str::from_utf8(record.verifier.expose_secret())
+            .map_err(|_| StorageError::Invalid("a PIN verifier is not text"))?;
+        let parsed = argon2::PasswordHash::new(phc)
+            .map_err(|_| StorageError::Invalid("a PIN verifier is not a PHC string"))?;
+        if parsed.algorithm.as_str() != "argon2id" {
+            return Err(StorageError::Invalid("a PIN verifier is not Argon2id"));
+        }
+        let stored = codec::encode(&StoredPin {
+            phc: phc.to_owned(),
+            failures: record.failures,
+            locked: record.locked,
+        })?;
+        let adopted = self
+            .inner
+            .pins
+            .compare_and_swap(pin_key(record.user), None::<&[u8]>, Some(stored))
+            .db()?;
+        Ok(adopted.is_ok())
+    }
+
     /// Whether a PIN is set, its failure count and whether it is locked.
     ///
     /// # Errors
@@ -340,6 +391,54 @@ mod tests {
             storage.check_pin(USER, b"x"),
             Err(StorageError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn pin_records_move_to_an_empty_store_with_their_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = open(&dir.path().join("a"), 1);
+        from.set_pin(USER, b"right").unwrap();
+        from.set_pin(SO, b"officer").unwrap();
+        assert_eq!(
+            from.check_pin(USER, b"wrong").unwrap(),
+            PinCheck::Incorrect { remaining: 2 }
+        );
+        let records = from.pin_records().unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(!format!("{records:?}").contains("argon2"), "{records:?}");
+
+        let to = open(&dir.path().join("b"), 2);
+        // A PIN set here already is newer than the peer's: it stays.
+        to.set_pin(SO, b"new officer").unwrap();
+        let adopted: Vec<bool> = records
+            .iter()
+            .map(|r| to.adopt_pin_record(r).unwrap())
+            .collect();
+        assert_eq!(adopted, vec![true, false]);
+        assert_eq!(to.pin_status(USER).unwrap(), status(true, 1, false));
+        assert_eq!(
+            to.check_pin(USER, b"wrong").unwrap(),
+            PinCheck::Incorrect { remaining: 1 }
+        );
+        assert_eq!(to.check_pin(USER, b"right").unwrap(), PinCheck::Correct);
+        assert_eq!(to.check_pin(SO, b"new officer").unwrap(), PinCheck::Correct);
+        // Something that is not an Argon2id verifier is refused.
+        for bad in [
+            &b"not a PHC string"[..],
+            b"$argon2i$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+            &[0xff],
+        ] {
+            let record = PinRecord {
+                user: USER,
+                verifier: SecretBytes::new(bad.to_vec()),
+                failures: 0,
+                locked: false,
+            };
+            assert!(matches!(
+                to.adopt_pin_record(&record),
+                Err(StorageError::Invalid(_))
+            ));
+        }
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl Fixture {
         let config_toml = ClusterConfig {
             cluster_id: hex::encode(cluster.cluster_id()),
             threshold: u8::try_from(setup.k).unwrap(),
+            revoked: Vec::new(),
             tls: TlsFiles {
                 ca: dir.join("ca.pem"),
                 cert: dir.join("client.pem"),
