@@ -790,6 +790,59 @@ fn the_coordinator_killed_before_its_own_erase_goes_forward() {
     crash_at("coordinator", "erase", 1, 2);
 }
 
+/// A rebuild interrupted at one step: appliance 3 misses two refreshes; then `victim` runs
+/// with the pause hook at `role:stage` while 3 rebuilds its share, is SIGKILLed there and
+/// started again. Appliance 3 must end at the current epoch by itself, with its old epoch
+/// erased and no key file left over, and every k-set must sign.
+fn rebuild_crash_at(role: &str, stage: &str, victim: u8) {
+    let (mut cluster, key) = cluster(3, 2, Options::default());
+    cluster.stop(3);
+    for epoch in 2..=3 {
+        assert_eq!(refresh(&cluster, 1).unwrap().to_epoch, epoch);
+    }
+    let hook = format!("{role}:{stage}");
+    if victim != 3 {
+        cluster.stop(victim);
+        cluster.restart_with_env(victim, &[("ITTC_TEST_REFRESH_PAUSE", &hook)]);
+        cluster.restart(3);
+    } else {
+        cluster.restart_with_env(3, &[("ITTC_TEST_REFRESH_PAUSE", &hook)]);
+    }
+    wait_for_log(&cluster, victim, &format!("refresh paused at {hook}"));
+    cluster.kill(victim);
+    cluster.restart(victim);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&cluster, 3).and_then(|s| s.active_epoch) != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "{hook}: appliance 3 never caught up:\n{}",
+            cluster.log(3)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(settled(&cluster, 3, Duration::from_secs(30)), 3);
+    every_k_set_signs(&cluster, &key, 2, 3, 3);
+    for index in 1..=3 {
+        let files = epoch_key_files(&cluster, index);
+        assert_eq!(files.len(), 1, "{hook}: appliance {index} keeps {files:?}");
+    }
+}
+
+#[test]
+fn a_helper_killed_during_a_rebuild_leaves_the_target_to_try_again() {
+    rebuild_crash_at("helper", "masks", 1);
+}
+
+#[test]
+fn a_target_killed_before_installing_its_rebuilt_share_rebuilds_it_again() {
+    rebuild_crash_at("target", "parts", 3);
+}
+
+#[test]
+fn a_target_killed_after_installing_keeps_its_rebuilt_share() {
+    rebuild_crash_at("target", "install", 3);
+}
+
 #[test]
 fn one_refresh_per_key_at_a_time() {
     let (mut cluster, key) = cluster(3, 2, Options::default());

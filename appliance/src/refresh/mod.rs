@@ -230,7 +230,9 @@ pub fn trial_context(session: &[u8; 16], key_id: &KeyId, epoch: u64) -> Vec<u8> 
 }
 
 /// Test hooks, in debug builds only: `ITTC_TEST_REFRESH_PAUSE=<role>:<stage>` (role
-/// `holder` or `coordinator`) makes the appliance stop for good right after that step
+/// `holder` or `coordinator` of a refresh, `helper` or `target` of a rebuild: stages
+/// `helper:masks`, `target:parts`, `target:install`) makes the appliance stop for good
+/// right after that step
 /// (it prints `refresh paused at <role>:<stage>` on standard error first, so that a test
 /// can kill it there); `ITTC_TEST_REFRESH_CORRUPT` makes a holder send one bad value
 /// ([`test_hooks::corrupt`]). Release builds read neither.

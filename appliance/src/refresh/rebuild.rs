@@ -28,7 +28,7 @@ use num_bigint::BigUint;
 use tracing::{info, warn};
 
 use super::holder::run_rounds;
-use super::{key_params, trial_context};
+use super::{key_params, test_hooks, trial_context};
 use crate::error::ApplianceError;
 use crate::handlers::audit_event;
 use crate::peers::{PEER_TIMEOUTS, abort_peers};
@@ -115,6 +115,7 @@ pub fn help(state: &State, spec: &RecoverSpec) -> Result<RecoverPart, ApplianceE
         warn!(key = %spec.key_id, reason = %reason, "recovery help failed: the other helpers were told");
         ApplianceError::Refresh(reason)
     })?;
+    test_hooks::pause("helper", "masks");
     let input = trial_input(&public, &context(&spec.session, &spec.key_id, spec.epoch));
     let trial = state.backend.partial(&public, &share, &input)?;
     info!(key = %spec.key_id, epoch = spec.epoch, target = spec.target, "recovery: contribution sent");
@@ -227,6 +228,7 @@ fn run(
         },
     )?;
     check_trial(state, &public, &params, &spec, &parts, &share)?;
+    test_hooks::pause("target", "parts");
     state.storage.install_recovered(ShareInput {
         key_id: key_id.clone(),
         label: first.label.clone(),
@@ -244,6 +246,7 @@ fn run(
         refresh: None,
     })?;
     info!(key = %key_id, epoch, helpers = ?spec.indices(), "share rebuilt: this appliance holds the current epoch");
+    test_hooks::pause("target", "install");
     Ok(())
 }
 
