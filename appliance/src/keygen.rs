@@ -72,19 +72,20 @@ impl Keygens {
         }
     }
 
-    /// Registers a new session for appliance `me` of `parties`; at most `max` at once.
+    /// Registers a new session for appliance `me` among `participants` (ascending); at
+    /// most `max` at once.
     ///
     /// # Errors
     ///
-    /// As [`PeerSessions::register`].
+    /// As [`PeerSessions::register_among`].
     pub fn register(
         &self,
         id: [u8; 16],
         me: u8,
-        parties: u8,
+        participants: Vec<u8>,
         max: usize,
     ) -> Result<Registration<'_, KeygenStats>, ApplianceError> {
-        self.sessions.register(id, me, parties, max)
+        self.sessions.register_among(id, me, participants, max)
     }
 
     /// Queues peer `from`'s message of `round` (`KeygenRound`).
@@ -144,10 +145,14 @@ fn batch_for(params: &KeygenParams, max_frame: usize) -> usize {
 /// parameters.
 fn params_for(state: &State, spec: &KeygenSpec) -> Result<KeygenParams, ApplianceError> {
     let me = state.config.index;
-    let n = spec.participants.len();
-    if usize::from(me) > n {
+    let holders: Vec<usize> = spec
+        .participants
+        .iter()
+        .map(|p| usize::from(p.index))
+        .collect();
+    if !holders.contains(&usize::from(me)) {
         return Err(ApplianceError::BadRequest(format!(
-            "appliance {me} is not among the participants 1..={n}"
+            "appliance {me} is not among the participants {holders:?}"
         )));
     }
     let min = state.config.keygen.min_bits;
@@ -160,9 +165,10 @@ fn params_for(state: &State, spec: &KeygenSpec) -> Result<KeygenParams, Applianc
     let mut params = KeygenParams::new(
         usize::from(spec.bits),
         spec.public_exponent,
-        n,
+        holders.len(),
         usize::from(spec.threshold),
     )
+    .and_then(|p| p.with_holders(holders, usize::from(spec.parties)))
     .map_err(|e| ApplianceError::BadRequest(e.to_string()))?;
     params.batch = batch_for(&params, state.config.limits.max_frame);
     if params.batch == 0 {
@@ -195,22 +201,25 @@ pub fn generate(
     let params = params_for(state, spec)?;
     let config = state.peer_config()?;
     let me = state.config.index;
-    let n = u8::try_from(params.parties)
-        .map_err(|_| ApplianceError::BadRequest("too many participants".into()))?;
+    let indices: Vec<u8> = spec.participants.iter().map(|p| p.index).collect();
     let mut peers = state.peers_of(&spec.participants);
-    let registration =
-        state
-            .keygen
-            .register(spec.session, me, n, state.config.keygen.max_sessions)?;
+    let registration = state.keygen.register(
+        spec.session,
+        me,
+        indices.clone(),
+        state.config.keygen.max_sessions,
+    )?;
     info!(
         bits = spec.bits,
-        parties = n,
+        participants = ?indices,
+        parties = spec.parties,
         threshold = spec.threshold,
         batch = params.batch,
         "key generation started"
     );
     let outcome = run(
         &params,
+        &indices,
         me,
         spec.session,
         &registration.session,
@@ -247,8 +256,12 @@ pub fn generate(
 
 /// The protocol loop: step, send, wait for the next round. Every error is a reason
 /// string that names no secret.
+///
+/// The protocol numbers its parties `1..=m`; party `p` is the appliance `indices[p − 1]`.
+#[allow(clippy::too_many_arguments)]
 fn run(
     params: &KeygenParams,
+    indices: &[u8],
     me: u8,
     session_id: [u8; 16],
     session: &Session<KeygenStats>,
@@ -256,7 +269,21 @@ fn run(
     config: &Arc<rustls::ClientConfig>,
     until: Instant,
 ) -> Result<KeygenOutput, String> {
-    let mut party = Party::new(usize::from(me), params).map_err(|e| e.to_string())?;
+    let appliance = |party: usize| -> Result<u8, String> {
+        party
+            .checked_sub(1)
+            .and_then(|p| indices.get(p))
+            .copied()
+            .ok_or_else(|| format!("no appliance for party {party}"))
+    };
+    let party_of = |index: u8| -> Result<usize, String> {
+        indices
+            .iter()
+            .position(|&i| i == index)
+            .map(|p| p + 1)
+            .ok_or_else(|| format!("appliance {index} is not a participant"))
+    };
+    let mut party = Party::new(party_of(me)?, params).map_err(|e| e.to_string())?;
     let mut rng = rand::rng();
     let mut incoming: Vec<(usize, Message)> = Vec::new();
     loop {
@@ -287,8 +314,7 @@ fn run(
                     }
                 }
                 Recipient::One(j) => {
-                    let j = u8::try_from(j).map_err(|_| "recipient out of range")?;
-                    payloads.insert(j, bytes);
+                    payloads.insert(appliance(j)?, bytes);
                 }
             }
         }
@@ -316,7 +342,7 @@ fn run(
             if used != bytes.len() {
                 return Err(format!("trailing bytes in a message from appliance {from}"));
             }
-            incoming.push((usize::from(from), message));
+            incoming.push((party_of(from)?, message));
         }
     }
 }
@@ -334,7 +360,7 @@ mod tests {
             keygens.progress(&id),
             Err(ApplianceError::NoSession)
         ));
-        let registration = keygens.register(id, 1, 3, 2).unwrap();
+        let registration = keygens.register(id, 1, vec![1, 2, 3], 2).unwrap();
         let fresh = keygens.progress(&id).unwrap();
         assert_eq!(
             fresh,

@@ -159,6 +159,36 @@ fn pass(state: &State) -> Pass {
     }
 }
 
+/// Takes what this appliance lacks of appliance `index`'s public state (an appliance that
+/// was away while a key was generated and stored its objects), keeping everything it has;
+/// audited as when a new appliance takes it.
+///
+/// # Errors
+///
+/// Why the peer could not be asked or its state not stored.
+pub fn take_from(state: &State, index: u8) -> Result<Adopted, String> {
+    let config = state.peer_config().map_err(|e| e.to_string())?;
+    let address = state
+        .config
+        .peers
+        .iter()
+        .find(|p| p.index == index)
+        .map(|p| p.address.clone())
+        .ok_or_else(|| format!("appliance {index} has no address in peers"))?;
+    let mut peer = Peer::with_timeouts(index, address, TIMEOUTS);
+    let first = ask(&mut peer, &config, None)?;
+    let adopted = adopt_all(state, &mut peer, &config, first)?;
+    audit(
+        state,
+        index,
+        &format!(
+            "ok: {} objects, {} PIN records, {} revoked certificates new here",
+            adopted.objects, adopted.pins, adopted.revoked
+        ),
+    );
+    Ok(adopted)
+}
+
 /// Adopts `first` and every page after it; the store is marked as taking the state
 /// until the last page is in.
 fn adopt_all(

@@ -92,7 +92,13 @@ impl Cluster {
     /// Connects to every appliance at once (in parallel); the first failure, if any, names
     /// its appliance.
     pub fn connect_all(&self) -> Result<Vec<(u8, Connection)>, CliError> {
-        let results = self.in_parallel(self.indices(), |index| self.connect(index));
+        self.connect_to(self.indices())
+    }
+
+    /// Connects to the appliances `indices` at once (in parallel); the failures, if any,
+    /// name their appliances.
+    pub fn connect_to(&self, indices: Vec<u8>) -> Result<Vec<(u8, Connection)>, CliError> {
+        let results = self.in_parallel(indices, |index| self.connect(index));
         let mut connections = Vec::new();
         let mut failures = Vec::new();
         for (index, result) in results {

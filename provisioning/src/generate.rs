@@ -122,18 +122,28 @@ pub fn generate_with_progress(
     let started = Instant::now();
     let key_id = KeyId::new(spec.id.to_vec()).map_err(|e| CliError::Usage(format!("--id: {e}")))?;
     let n = cluster.parties();
-    let indices = cluster.indices();
-    if indices != (1..=n as u8).collect::<Vec<_>>() || n < 3 {
+    let all = cluster.indices();
+    if all != (1..=n as u8).collect::<Vec<_>>() || n < 3 {
         return Err(CliError::Cluster(format!(
-            "key generation needs appliances 1..=n with n ≥ 3, not {indices:?}"
+            "key generation needs appliances 1..=n with n ≥ 3, not {all:?}"
         )));
     }
     let threshold = cluster.config.threshold;
     let params = SharingParams::new(usize::from(threshold), n)?;
 
-    progress.step("connecting to every appliance");
+    progress.step("connecting to the appliances");
     // Only the check: the generation itself runs on connections with a long timeout.
-    drop(crate::import::connect_for_new_key(cluster, &key_id)?);
+    let indices = participants(cluster, &key_id, threshold)?;
+    if indices.len() < n {
+        let away: Vec<u8> = all
+            .iter()
+            .copied()
+            .filter(|i| !indices.contains(i))
+            .collect();
+        progress.step(&format!(
+            "generating without appliances {away:?}: they rebuild their shares when they are back"
+        ));
+    }
 
     let session: [u8; 16] = rand::rng().random();
     let request = Request::GenerateKey(KeygenSpec {
@@ -143,7 +153,13 @@ pub fn generate_with_progress(
         bits: spec.bits,
         public_exponent: spec.public_exponent,
         threshold,
-        participants: cluster.config.participants(),
+        participants: cluster
+            .config
+            .participants()
+            .into_iter()
+            .filter(|p| indices.contains(&p.index))
+            .collect(),
+        parties: u8::try_from(n).map_err(|_| CliError::Cluster("too many appliances".into()))?,
     });
     progress.step("generating: the appliances search for a modulus together");
     let base = cluster.config.timeouts.timeouts();
@@ -199,7 +215,7 @@ pub fn generate_with_progress(
             Err(e) => failures.push(e.to_string()),
         }
     }
-    let public = match agreed_key(&results, n, failures) {
+    let public = match agreed_key(&results, indices.len(), failures) {
         Ok(public) => public,
         Err(error) => {
             progress.step("rolling back");
@@ -224,7 +240,7 @@ pub fn generate_with_progress(
         params: &params,
         certificate: None,
     };
-    let (mut connections, reconnected) = match cluster.connect_all() {
+    let (mut connections, reconnected) = match cluster.connect_to(indices.clone()) {
         Ok(c) => (c, Ok(())),
         Err(e) => (Vec::new(), Err(e)),
     };
@@ -246,7 +262,35 @@ pub fn generate_with_progress(
     })
 }
 
-/// The public key every appliance reported, if all n answered and agree.
+/// The appliances that take part: every one that answers and does not hold a key
+/// `key_id`, if they are at least a quorum ([`KeygenSpec::quorum`]); else an error naming
+/// the missing ones.
+fn participants(cluster: &Cluster, key_id: &KeyId, threshold: u8) -> Result<Vec<u8>, CliError> {
+    let n = cluster.parties();
+    let mut connections = Vec::new();
+    let mut away = Vec::new();
+    for (index, result) in cluster.in_parallel(cluster.indices(), |i| cluster.connect(i)) {
+        match result {
+            Ok(c) => connections.push((index, c)),
+            Err(e) => away.push(e.to_string()),
+        }
+    }
+    crate::import::check_new_key(&mut connections, key_id)?;
+    let needed = KeygenSpec::quorum(threshold, n);
+    if connections.len() < needed {
+        return Err(CliError::Several {
+            summary: format!(
+                "key generation needs {needed} of the {n} appliances and {} answer; nothing \
+                 was changed",
+                connections.len()
+            ),
+            details: away,
+        });
+    }
+    Ok(connections.into_iter().map(|(i, _)| i).collect())
+}
+
+/// The public key every participant reported, if all `n` of them answered and agree.
 fn agreed_key(
     results: &[KeygenResult],
     n: usize,

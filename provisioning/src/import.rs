@@ -128,6 +128,15 @@ pub(crate) fn connect_for_new_key(
     key_id: &KeyId,
 ) -> Result<Vec<(u8, Connection)>, CliError> {
     let mut connections = cluster.connect_all()?;
+    check_new_key(&mut connections, key_id)?;
+    Ok(connections)
+}
+
+/// Fails if an appliance of `connections` holds a key `key_id` already.
+pub(crate) fn check_new_key(
+    connections: &mut [(u8, Connection)],
+    key_id: &KeyId,
+) -> Result<(), CliError> {
     for (index, connection) in connections.iter_mut() {
         if holds_key(*index, connection, key_id)? {
             return Err(CliError::appliance(
@@ -139,7 +148,7 @@ pub(crate) fn connect_for_new_key(
             ));
         }
     }
-    Ok(connections)
+    Ok(())
 }
 
 fn holds_key(index: u8, connection: &mut Connection, key_id: &KeyId) -> Result<bool, CliError> {

@@ -172,6 +172,7 @@ fn progress_is_reported_while_a_generation_runs_and_not_after() {
         public_exponent: 65537,
         threshold: 2,
         participants: cli.config.participants(),
+        parties: 3,
     };
     let long = Timeouts {
         connect: Duration::from_secs(5),
@@ -369,6 +370,77 @@ fn an_appliance_killed_midway_leaves_nothing_and_the_next_attempt_works() {
     ok(generate(&running, "0b").output().unwrap());
     assert_eq!(keys_of(&running).len(), 3);
     running.sign_and_verify("0b", &pin, &public_key(&running, &[0x0b]));
+}
+
+#[test]
+fn a_key_generated_with_appliances_away_reaches_them_when_they_return() {
+    // 3-of-5: a generation needs 3 appliances (k, a majority of 5, and Boneh–Franklin's 3).
+    let mut running = InitCluster::new(5, 3, SMALL_KEYS);
+    let pin = running.set_user_pin(b"246810\n");
+    running.kill(4);
+    running.kill(5);
+    let out = ok(generate(&running, "0c").output().unwrap());
+    assert!(out.contains("generated RSA-1024 key id 0c"), "{out}");
+    let holders: Vec<u8> = keys_of(&running)
+        .into_iter()
+        .filter(|(_, id, active, _)| id == "0c" && *active == Some(1))
+        .map(|(index, ..)| index)
+        .collect();
+    assert_eq!(holders, [1, 2, 3]);
+    let public = public_key(&running, &[0x0c]);
+    running.sign_and_verify("0c", &pin, &public);
+
+    // Two answering are too few: a clear error naming the missing, and nothing changes.
+    running.kill(3);
+    let refused = generate(&running, "0d").output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("needs 3 of the 5 appliances and 2 answer"),
+        "{stderr}"
+    );
+    for missing in ["appliance 3", "appliance 4", "appliance 5"] {
+        assert!(stderr.contains(missing), "{missing}: {stderr}");
+    }
+    assert!(keys_of(&running).iter().all(|(_, id, ..)| id != "0d"));
+
+    // Back: 4 and 5 rebuild their shares (and take the key's objects) by themselves.
+    for index in 3..=5 {
+        running.start(index);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let holding = keys_of(&running)
+            .into_iter()
+            .filter(|(_, id, active, _)| id == "0c" && *active == Some(1))
+            .count();
+        if holding == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "appliances 4 and 5 did not catch up: {:?}\n{}",
+            keys_of(&running),
+            running.log(4)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let cli = CliCluster::open(&running.dir).unwrap();
+    for index in [4, 5] {
+        let mut c = cli.connect(index).unwrap();
+        let handle = ObjectId::derived("public-key", &[0x0c]);
+        assert!(
+            matches!(
+                c.request(&Request::GetObject { handle }).unwrap(),
+                Response::Object(_)
+            ),
+            "appliance {index} lacks the key's public-key object"
+        );
+    }
+    // The three that were away (or down) sign alone.
+    running.kill(1);
+    running.kill(2);
+    running.sign_and_verify("0c", &pin, &public);
 }
 
 /// How long a 2048-bit generation takes on three local appliances (not run by default:

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -16,8 +18,8 @@ use ittc_threshold::keygen::{
     Step,
 };
 use ittc_threshold::{
-    Backend, Bounds, Error, HolderShare, KeyShare, Partial, SharingParams, combine, combine_robust,
-    refresh_all,
+    Backend, Bounds, Error, HolderShare, KeyShare, Partial, Plan, SharingParams, Source, combine,
+    combine_robust, refresh_all, run_plan,
 };
 use num_bigint::{BigInt, BigUint};
 use num_integer::Integer;
@@ -326,6 +328,59 @@ fn small_public_exponent_works() {
 }
 
 #[test]
+fn generates_with_holders_away_who_then_rebuild_their_shares() {
+    // Holders 1, 3 and 4 of a 2-of-5 key generate it; 2 and 5 are away.
+    let params = KeygenParams::new(512, 65537, 3, 2)
+        .unwrap()
+        .with_holders(vec![1, 3, 4], 5)
+        .unwrap();
+    let run = run(&params, 6);
+    let sharing = SharingParams::new(2, 5).unwrap();
+    let first = &run.outputs[0];
+    let indices: Vec<usize> = run.outputs.iter().map(|o| o.share.index()).collect();
+    assert_eq!(indices, [1, 3, 4]);
+    assert!(run.outputs.iter().all(|o| o.sharing == sharing));
+    let public = &first.public;
+    let mut rng = StdRng::seed_from_u64(6);
+    let input = public.random_residue(&mut rng);
+    let backend = Backend::default().get();
+    let signs = |holders: &[&HolderShare]| {
+        let partials: Vec<Partial> = holders
+            .iter()
+            .map(|h| Partial {
+                index: h.index(),
+                value: backend.partial(public, h.share(), &input).unwrap(),
+            })
+            .collect();
+        let y = combine(public, &sharing, &input, &partials).unwrap();
+        assert_eq!(public.raw_public_vartime(&y).unwrap(), input);
+    };
+    let generated: Vec<HolderShare> = run.outputs.iter().map(|o| o.holder.clone()).collect();
+    signs(&[&generated[0], &generated[1]]);
+    signs(&[&generated[1], &generated[2]]);
+    // The absent ones rebuild their shares from two of the others, with no additive share.
+    let mut all = generated.clone();
+    for (target, helpers) in [(2, [1, 3]), (5, [3, 4])] {
+        let (share, _) = common::rebuild(public, &sharing, &generated, &helpers, target, &mut rng);
+        all.push(HolderShare::without_additive(share));
+    }
+    all.sort_by_key(HolderShare::index);
+    signs(&[&all[1], &all[4]]);
+    // The generators' additive shares sum to d: the next refresh starts from them and
+    // gives all five an additive share.
+    let plan = Plan {
+        source: Source::Additive {
+            holders: vec![1, 3, 4],
+        },
+        ..Plan::all(sharing, (1..=5).collect(), 2)
+    };
+    let next = run_plan(public, &plan, &all, &mut rng).unwrap();
+    assert!(next.iter().all(|h| h.additive().is_some()));
+    signs(&[&next[1], &next[4]]);
+    signs(&[&next[0], &next[2]]);
+}
+
+#[test]
 fn parameters_are_validated() {
     assert!(KeygenParams::new(512, 65537, 2, 2).is_err(), "n = 2");
     assert!(KeygenParams::new(512, 65537, 3, 4).is_err(), "k > n");
@@ -333,6 +388,29 @@ fn parameters_are_validated() {
     assert!(KeygenParams::new(256, 65537, 3, 2).is_err(), "too small");
     assert!(KeygenParams::new(512, 65535, 3, 2).is_err(), "e not prime");
     assert!(KeygenParams::new(512, 3, 3, 2).is_err(), "e ≤ n");
+    let three = || KeygenParams::new(512, 65537, 3, 2).unwrap();
+    assert!(three().with_holders(vec![1, 2], 5).is_err(), "2 parties");
+    assert!(
+        three().with_holders(vec![1, 3, 2], 5).is_err(),
+        "not ascending"
+    );
+    assert!(
+        three().with_holders(vec![1, 3, 6], 5).is_err(),
+        "index beyond n"
+    );
+    assert!(
+        KeygenParams::new(512, 65537, 3, 3)
+            .unwrap()
+            .with_holders(vec![1, 2, 3], 7)
+            .is_ok()
+    );
+    assert!(
+        KeygenParams::new(512, 5, 3, 2)
+            .unwrap()
+            .with_holders(vec![1, 2, 3], 5)
+            .is_err(),
+        "e ≤ n of the key"
+    );
     let mut params = KeygenParams::new(512, 65537, 3, 2).unwrap();
     params.batch = 0;
     assert!(Party::new(1, &params).is_err());

@@ -12,9 +12,9 @@ use std::sync::OnceLock;
 
 use ittc_threshold::padding::{HashAlg, pkcs1v15_sign};
 use ittc_threshold::{
-    Backend, Bounds, Error, HolderShare, KeyShare, Partial, Plan, RecoveryHelper, RefreshParty,
-    RsaPrivateKey, SecretInt, SharingParams, Source, combine, combine_robust, recover, refresh_all,
-    run_plan, split_key,
+    Backend, Bounds, Error, HolderShare, KeyShare, Partial, Plan, RefreshParty, RsaPrivateKey,
+    SecretInt, SharingParams, Source, combine, combine_robust, recover, refresh_all, run_plan,
+    split_key,
 };
 use num_bigint::BigUint;
 use proptest::prelude::*;
@@ -217,47 +217,6 @@ fn a_key_without_additive_shares_is_refreshed_from_its_shares() {
     }
 }
 
-/// Rebuilds holder `target`'s share from `helpers`, as the appliances do: the helpers'
-/// masks, then their contributions, then the target's sum.
-fn rebuild(
-    params: &SharingParams,
-    holders: &[HolderShare],
-    helpers: &[usize],
-    target: usize,
-    rng: &mut StdRng,
-) -> (KeyShare, Vec<(usize, SecretInt)>) {
-    let public = vectors().key.public_key();
-    let mut parts: Vec<RecoveryHelper> = helpers
-        .iter()
-        .map(|&j| {
-            let h = holders.iter().find(|h| h.index() == j).unwrap();
-            RecoveryHelper::new(public, params, helpers, target, h.share()).unwrap()
-        })
-        .collect();
-    let masks: Vec<(usize, Vec<(usize, SecretInt)>)> = parts
-        .iter_mut()
-        .zip(helpers)
-        .map(|(p, &j)| (j, p.masks(rng).unwrap()))
-        .collect();
-    let contributions: Vec<(usize, SecretInt)> = parts
-        .into_iter()
-        .zip(helpers)
-        .map(|(p, &j)| {
-            let received: Vec<(usize, SecretInt)> = masks
-                .iter()
-                .filter_map(|(from, out)| {
-                    out.iter()
-                        .find(|(to, _)| *to == j)
-                        .map(|(_, m)| (*from, m.clone()))
-                })
-                .collect();
-            (j, p.contribution(&received).unwrap())
-        })
-        .collect();
-    let share = recover(public, params, helpers, target, &contributions).unwrap();
-    (share, contributions)
-}
-
 #[test]
 fn a_lost_share_is_rebuilt_by_any_k_others_and_no_message_shows_a_term() {
     let key = &vectors().key;
@@ -271,14 +230,24 @@ fn a_lost_share_is_rebuilt_by_any_k_others_and_no_message_shows_a_term() {
                 let others: Vec<usize> = (1..=n).filter(|&i| i != target).collect();
                 others[others.len() - k..].to_vec()
             };
-            let (share, first) = rebuild(&params, &holders, &helpers, target, &mut rng);
+            let mut rebuild = || {
+                common::rebuild(
+                    vectors().key.public_key(),
+                    &params,
+                    &holders,
+                    &helpers,
+                    target,
+                    &mut rng,
+                )
+            };
+            let (share, first) = rebuild();
             assert_eq!(
                 &share,
                 holders[target - 1].share(),
                 "{k}-of-{n} target {target}"
             );
             // Again: the same share, from messages that all changed.
-            let (again, second) = rebuild(&params, &holders, &helpers, target, &mut rng);
+            let (again, second) = rebuild();
             assert_eq!(again, share);
             for ((_, a), (_, b)) in first.iter().zip(&second) {
                 assert_ne!(a, b);
@@ -288,7 +257,14 @@ fn a_lost_share_is_rebuilt_by_any_k_others_and_no_message_shows_a_term() {
         // come out of the terms alone, and the first message would equal its term. Check
         // it for 2-of-3, target 3, helpers 1 and 2: L_1(3) = −1, L_2(3) = 2.
         if (k, n) == (2, 3) {
-            let (_, messages) = rebuild(&params, &holders, &[1, 2], 3, &mut rng);
+            let (_, messages) = common::rebuild(
+                vectors().key.public_key(),
+                &params,
+                &holders,
+                &[1, 2],
+                3,
+                &mut rng,
+            );
             let term = BigUint::from_bytes_be(holders[0].share().value().as_be_bytes())
                 * BigUint::from(params.delta());
             let message = BigUint::from_bytes_be(messages[0].1.as_be_bytes());
@@ -298,7 +274,14 @@ fn a_lost_share_is_rebuilt_by_any_k_others_and_no_message_shows_a_term() {
     // A wrong contribution is caught.
     let params = SharingParams::new(2, 3).unwrap();
     let holders = split_key(key, params, Backend::default().get(), &mut rng).unwrap();
-    let (_, mut contributions) = rebuild(&params, &holders, &[1, 3], 2, &mut rng);
+    let (_, mut contributions) = common::rebuild(
+        vectors().key.public_key(),
+        &params,
+        &holders,
+        &[1, 3],
+        2,
+        &mut rng,
+    );
     let mut bytes = contributions[1].1.as_be_bytes().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -329,7 +312,14 @@ fn a_refresh_with_a_holder_away_and_its_catching_up() {
         let mut next = run_plan(public, &plan, &holders, &mut rng).unwrap();
         assert_eq!(next.len(), n - 1);
         // The absent holder catches up: its share of the new epoch, rebuilt by k others.
-        let (share, _) = rebuild(&params, &next, &present[..k], away, &mut rng);
+        let (share, _) = common::rebuild(
+            vectors().key.public_key(),
+            &params,
+            &next,
+            &present[..k],
+            away,
+            &mut rng,
+        );
         next.push(HolderShare::without_additive(share));
         next.sort_by_key(HolderShare::index);
         signs_the_vectors(&params, &next, &format!("{k}-of-{n}, {away} caught up"));

@@ -154,12 +154,13 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
             bits: 2048,
             public_exponent: 65537,
             threshold: 2,
-            participants: (1..=3)
+            participants: [1, 2, 4]
                 .map(|index| Participant {
                     index,
                     address: format!("10.0.0.{index}:7301"),
                 })
-                .collect(),
+                .to_vec(),
+            parties: 5,
         }),
         Request::KeygenRound {
             session: [0x5e; 16],

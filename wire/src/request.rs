@@ -270,9 +270,12 @@ pub struct KeygenSpec {
     pub public_exponent: u64,
     /// How many partials combine (`k`), in `2..=participants`.
     pub threshold: u8,
-    /// Every participant (this appliance included), indices exactly `1..=n`, `n ≥ 3`, in
-    /// order.
+    /// The appliances that generate the key (this one included), at least 3, ascending
+    /// indices in `1..=parties`.
     pub participants: Vec<Participant>,
+    /// `n` of the key: its holders are `1..=parties`; those not among the participants are
+    /// away and get their shares later by recovery.
+    pub parties: u8,
 }
 
 /// One appliance taking part in a key generation.
@@ -288,10 +291,20 @@ pub struct Participant {
 }
 
 impl KeygenSpec {
+    /// The least number of appliances a generation goes ahead with: 3 (Boneh–Franklin
+    /// needs an honest majority of at least 3 parties), `k` (the key must sign at once),
+    /// and more than half of the `parties` holders (as for a refresh: those away are a
+    /// minority, and rebuild their shares from the others).
+    pub fn quorum(threshold: u8, parties: usize) -> usize {
+        usize::from(threshold).max(parties / 2 + 1).max(3)
+    }
+
     fn validate(&self) -> Result<(), Error> {
         check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
-        let n = check_participants(&self.participants)?;
-        if n < 3 {
+        check_participant_set(&self.participants)?;
+        let m = u8::try_from(self.participants.len())
+            .map_err(|_| Error::Invalid("too many participants"))?;
+        if m < 3 {
             return Err(Error::Invalid(
                 "key generation needs at least 3 participants",
             ));
@@ -299,32 +312,16 @@ impl KeygenSpec {
         if self.threshold < 2 {
             return Err(Error::Invalid("threshold must be at least 2"));
         }
-        check_sharing(None, self.threshold, n)
-    }
-}
-
-/// Checks the participants of a run among the appliances (a key generation, a refresh):
-/// at most [`MAX_APPLIANCES`], indices exactly `1..=n` in order, addresses of at most
-/// [`MAX_NAME_LEN`] bytes. Returns `n`.
-pub(crate) fn check_participants(participants: &[Participant]) -> Result<u8, Error> {
-    check_len(
-        participants.len(),
-        usize::from(MAX_APPLIANCES),
-        "too many participants",
-    )?;
-    let n =
-        u8::try_from(participants.len()).map_err(|_| Error::Invalid("too many participants"))?;
-    for (i, p) in participants.iter().enumerate() {
-        if usize::from(p.index) != i + 1 {
-            return Err(Error::Invalid("participants must be 1..=n in order"));
+        if self.parties > MAX_APPLIANCES
+            || self
+                .participants
+                .last()
+                .is_some_and(|p| p.index > self.parties)
+        {
+            return Err(Error::Invalid("participants must be holders 1..=parties"));
         }
-        check_len(
-            p.address.len(),
-            MAX_NAME_LEN,
-            "participant address too long",
-        )?;
+        check_sharing(None, self.threshold, m)
     }
-    Ok(n)
 }
 
 /// Checks a set of participants: at most [`MAX_APPLIANCES`], indices ascending in
@@ -544,6 +541,32 @@ mod tests {
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
+    }
+
+    #[test]
+    fn a_generation_may_leave_holders_away() {
+        let spec = |indices: &[u8], parties: u8| KeygenSpec {
+            session: [1; 16],
+            key_id: key(),
+            label: "k".into(),
+            bits: 2048,
+            public_exponent: 65537,
+            threshold: 2,
+            participants: indices
+                .iter()
+                .map(|&index| Participant {
+                    index,
+                    address: "127.0.0.1:7301".into(),
+                })
+                .collect(),
+            parties,
+        };
+        assert!(spec(&[1, 2, 4], 5).validate().is_ok());
+        assert!(spec(&[1, 2, 3], 3).validate().is_ok());
+        assert!(spec(&[1, 2, 4], 3).validate().is_err(), "4 of 3");
+        assert!(spec(&[1, 4], 5).validate().is_err(), "2 participants");
+        assert!(spec(&[2, 1, 4], 5).validate().is_err(), "not ascending");
+        assert!(spec(&[1, 2, 4], 17).validate().is_err(), "17 appliances");
     }
 
     #[test]

@@ -128,6 +128,7 @@ fn keygen_spec() -> impl Strategy<Value = KeygenSpec> {
                         address: format!("{host}:{index}"),
                     })
                     .collect(),
+                parties: n,
             },
         )
 }

@@ -8,7 +8,8 @@
 //!   reached, wait (the key signs on the old epoch meanwhile). When this appliance is the
 //!   coordinator and runs nothing, it never committed: discard.
 //! * **A retiring epoch.** Once `k` holders (this one included) have the new epoch
-//!   active and no holder that answers still has it pending, erase it. A holder that is
+//!   active, no holder that answers still has it pending, and the refresh no longer runs
+//!   on its coordinator (whose own erase step would come), erase it. A holder that is
 //!   away does not hold the erasure back: it catches up by a rebuild when it returns.
 //! * **Behind.** When `k` peers hold a newer epoch active than this appliance (or hold a
 //!   key this appliance does not have at all: it was replaced), rebuild this appliance's
@@ -132,6 +133,14 @@ fn pending_epoch(state: &State, view: &View, key: &KeyInfo, pending: u64, origin
 
 fn retiring_epoch(state: &State, view: &View, key: &KeyInfo, active: u64) {
     let me = state.config.index;
+    // The refresh still runs on its coordinator: its own erase step is on the way.
+    if let Some(origin) = key.refresh
+        && origin.coordinator != me
+        && let Ok(Some(status)) = view.key(origin.coordinator, &key.key_id)
+        && status.refresh.running == Some(origin.session)
+    {
+        return;
+    }
     let mut holding = 1;
     for index in (1..=key.parties).filter(|i| *i != me) {
         match view.key(index, &key.key_id) {
@@ -213,8 +222,19 @@ fn catch_up(
         helpers = ?helpers.iter().map(|h| h.index).collect::<Vec<_>>(),
         "behind the other holders: rebuilding this appliance's share"
     );
+    let first_helper = helpers.first().map(|h| h.index);
     match rebuild::rebuild(state, key_id, epoch, helpers) {
-        Ok(()) => state.refresh.rebuild_done(key_id, true),
+        Ok(()) => {
+            state.refresh.rebuild_done(key_id, true);
+            // A key new here (generated while this appliance was away): its public-key
+            // object too, and whatever else was stored meanwhile.
+            if local.is_none()
+                && let Some(index) = first_helper
+                && let Err(e) = crate::public_state::take_from(state, index)
+            {
+                warn!(key = %key_id, error = %e, "the key's objects were not taken from a peer");
+            }
+        }
         Err(e) => {
             warn!(key = %key_id, epoch, error = %e, "rebuilding the share failed; will retry");
             state.refresh.rebuild_done(key_id, false);

@@ -312,9 +312,10 @@ fn all_ok(answers: Answers) -> std::result::Result<(), String> {
 
 impl Module {
     /// `C_GenerateKeyPair`: a read-write session with the user logged in; the mechanism
-    /// must be `CKM_RSA_PKCS_KEY_PAIR_GEN`. Blocks until every appliance has taken part
-    /// (up to `timeouts.keygen_ms`); returns `(public key, private key)` handles, both
-    /// usable at once.
+    /// must be `CKM_RSA_PKCS_KEY_PAIR_GEN`. Blocks until the appliances that answer (a
+    /// quorum of them; the others rebuild their shares later) have taken part (up to
+    /// `timeouts.keygen_ms`); returns `(public key, private key)` handles, both usable at
+    /// once.
     ///
     /// # Errors
     ///
@@ -364,11 +365,13 @@ impl Module {
                     .map_err(|err| Error::General(format!("key id: {err}")))?
             }
         };
-        self.check_key_id_is_free(&indices, &key_id)?;
+        let all = indices;
+        let indices = self.participants(&all, &key_id)?;
 
         let started = Instant::now();
         tracing::info!(bits = template.bits, key = %key_id, parties = n,
-            threshold = params.threshold(), "generating a key pair on the appliances");
+            participants = ?indices, threshold = params.threshold(),
+            "generating a key pair on the appliances");
         let (public_key, stats) = match self.run_generation(&indices, &key_id, &template) {
             Ok(generated) => generated,
             Err((failure, stored_on)) => return Err(self.roll_back(&key_id, &stored_on, failure)),
@@ -386,7 +389,7 @@ impl Module {
             candidates = stats.candidates,
             rounds = stats.rounds,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "key pair generated and committed on every appliance"
+            "key pair generated and committed on the participating appliances"
         );
         let private_handle = key_handle(&key_id);
         let public_handle = CK_OBJECT_HANDLE::try_from(objects.public.handle.0)
@@ -402,9 +405,13 @@ impl Module {
         Ok((public_handle, private_handle))
     }
 
+    /// The appliances that generate: every one that answers, if they are a quorum
+    /// ([`KeygenSpec::quorum`]; the others rebuild their shares when they are back).
     /// Refuses a key id any appliance holds already (a generation would be refused, and
     /// the clean-up must never touch someone else's key).
-    fn check_key_id_is_free(&self, indices: &[u8], key_id: &KeyId) -> Result<()> {
+    fn participants(&self, indices: &[u8], key_id: &KeyId) -> Result<Vec<u8>> {
+        let mut answering = Vec::new();
+        let mut away = Vec::new();
         for (index, answer) in self.client.fan_out(indices, &Request::Status) {
             match answer {
                 Ok(Response::Status(status)) => {
@@ -413,6 +420,7 @@ impl Module {
                             "C_GenerateKeyPair: a key with this CKA_ID exists already");
                         return Err(Error::AttributeValueInvalid);
                     }
+                    answering.push(index);
                 }
                 Ok(other) => {
                     tracing::error!(appliance = index, kind = other.kind(), "odd status answer");
@@ -421,13 +429,24 @@ impl Module {
                     )));
                 }
                 Err(err) => {
-                    tracing::error!(appliance = index, %err,
-                        "key generation needs every appliance, and this one does not answer");
-                    return Err(Error::Device(format!("appliance {index}: {err}")));
+                    tracing::warn!(appliance = index, %err,
+                        "this appliance does not answer: it will rebuild its share later");
+                    away.push(format!("appliance {index}: {err}"));
                 }
             }
         }
-        Ok(())
+        let needed = KeygenSpec::quorum(self.config.threshold, indices.len());
+        if answering.len() < needed {
+            tracing::error!(needed, answering = ?answering, away = ?away,
+                "key generation needs a quorum of the appliances");
+            return Err(Error::Device(format!(
+                "key generation needs {needed} of the {} appliances and {} answer: {}",
+                indices.len(),
+                answering.len(),
+                away.join("; ")
+            )));
+        }
+        Ok(answering)
     }
 
     /// Step 1: `GenerateKey` everywhere at once. A failure comes with the appliances that
@@ -453,7 +472,13 @@ impl Module {
             bits: template.bits,
             public_exponent: template.public_exponent,
             threshold: self.config.threshold,
-            participants: self.config.participants(),
+            participants: self
+                .config
+                .participants()
+                .into_iter()
+                .filter(|p| indices.contains(&p.index))
+                .collect(),
+            parties: u8::try_from(self.client.indices().len()).unwrap_or(u8::MAX),
         });
         let answers = self
             .client

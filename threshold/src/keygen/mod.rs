@@ -106,6 +106,13 @@ pub struct KeygenParams {
     pub biprimality_rounds: u32,
     /// Batches tried before giving up.
     pub max_batches: u32,
+    /// The holder index of each party (party `i` holds index `holders[i − 1]`),
+    /// ascending, in `1..=key_parties`: `1..=parties` unless some holders of the key are
+    /// away ([`KeygenParams::with_holders`]).
+    pub holders: Vec<usize>,
+    /// `n` of the resulting sharing: the parties and the holders away, who get their
+    /// shares later by recovery.
+    pub key_parties: usize,
 }
 
 impl KeygenParams {
@@ -120,16 +127,54 @@ impl KeygenParams {
             sieve_bound: DEFAULT_SIEVE_BOUND,
             biprimality_rounds: DEFAULT_BIPRIMALITY_ROUNDS,
             max_batches: DEFAULT_MAX_BATCHES,
+            holders: (1..=parties).collect(),
+            key_parties: parties,
         };
         params.validate()?;
         Ok(params)
     }
 
+    /// The same generation run by the holders `holders` (ascending) of a `k`-of-
+    /// `key_parties` sharing, the others away: the parties are those holders, and each
+    /// party's share is that of its holder index.
+    ///
+    /// # Errors
+    ///
+    /// [`KeygenError::Params`] for holders that do not fit (fewer than 3, not ascending,
+    /// out of `1..=key_parties`, fewer than `k`).
+    pub fn with_holders(
+        mut self,
+        holders: Vec<usize>,
+        key_parties: usize,
+    ) -> Result<Self, KeygenError> {
+        self.parties = holders.len();
+        self.holders = holders;
+        self.key_parties = key_parties;
+        self.validate()?;
+        Ok(self)
+    }
+
     /// Checks every field; returns the sharing parameters of the result.
     pub fn validate(&self) -> Result<SharingParams, KeygenError> {
-        let sharing = SharingParams::new(self.threshold, self.parties)?;
+        let sharing = SharingParams::new(self.threshold, self.key_parties)?;
         if self.parties < 3 {
             return Err(KeygenError::Params("at least 3 parties (honest majority)"));
+        }
+        if self.holders.len() != self.parties
+            || !self.holders.windows(2).all(|w| w[0] < w[1])
+            || !self
+                .holders
+                .iter()
+                .all(|h| (1..=self.key_parties).contains(h))
+        {
+            return Err(KeygenError::Params(
+                "holders must be one ascending index in 1..=n per party",
+            ));
+        }
+        if self.threshold > self.parties {
+            return Err(KeygenError::Params(
+                "the parties must be at least the threshold",
+            ));
         }
         if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&self.bits)
             || !self.bits.is_multiple_of(2)
@@ -139,7 +184,7 @@ impl KeygenParams {
             ));
         }
         let e = BigUint::from(self.e);
-        if self.e <= self.parties as u64 || !is_prime_vartime(&e) {
+        if self.e <= self.key_parties as u64 || !is_prime_vartime(&e) {
             return Err(KeygenError::Params(
                 "e must be a prime larger than the party count",
             ));

@@ -762,7 +762,7 @@ impl Party {
         let x = exponent::trial_input_vartime(&n);
         let own_trial = exponent::trial_value_vartime(&x, &d_i, &n)
             .ok_or(KeygenError::Inconsistent("trial input not invertible"))?;
-        let dealt = sharing::deal(&d_i, &public, &self.sharing, rng);
+        let dealt = sharing::deal(&d_i, &public, &self.sharing, &self.params.holders, rng);
         let d_i = SignedSecret::new(&d_i);
         let mut trial = Vec::new();
         encode_fixed(&own_trial, self.modulus_len, &mut trial);
@@ -835,13 +835,20 @@ impl Party {
             exponent::find_rounding_vartime(x, &y, &n, self.params.e, self.params.parties).ok_or(
                 KeygenError::Inconsistent("no rounding error makes the trial values a signature"),
             )?;
+        let holder_index = self
+            .params
+            .holders
+            .get(self.index - 1)
+            .copied()
+            .ok_or(KeygenError::Inconsistent("no holder index"))?;
         let holder = sharing::assemble(
             &values,
             &d_i.open(),
             rounding,
             &public,
             &self.sharing,
-            self.index,
+            holder_index,
+            self.index == 1,
         )?;
         let output = KeygenOutput {
             public,

@@ -32,11 +32,13 @@ pub(crate) fn coefficient_bound(public: &RsaPublicKey, params: &SharingParams) -
     ((&delta * &delta * public.n()) << HIDING_BITS) / BigUint::from(params.parties())
 }
 
-/// `F_i(1..=n)` for constant term `Δ·d_i` (position `j − 1` holds `F_i(j)`).
+/// `F_i` at each of `holders` for constant term `Δ·d_i` (position `j − 1` holds
+/// `F_i(holders[j − 1])`, party `j`'s value).
 pub(crate) fn deal<R: CryptoRng + ?Sized>(
     d_i: &BigInt,
     public: &RsaPublicKey,
     params: &SharingParams,
+    holders: &[usize],
     rng: &mut R,
 ) -> Vec<BigInt> {
     let bound = coefficient_bound(public, params);
@@ -44,8 +46,9 @@ pub(crate) fn deal<R: CryptoRng + ?Sized>(
     let coefficients: Vec<BigUint> = (1..params.threshold())
         .map(|_| rng.random_biguint_below(&bound))
         .collect();
-    (1..=params.parties())
-        .map(|x| {
+    holders
+        .iter()
+        .map(|&x| {
             let mut acc = BigUint::zero();
             for c in coefficients.iter().rev() {
                 acc += c;
@@ -96,6 +99,7 @@ pub(crate) fn assemble(
     public: &RsaPublicKey,
     params: &SharingParams,
     index: usize,
+    first: bool,
 ) -> Result<HolderShare, KeygenError> {
     let sum: BigInt =
         values.iter().sum::<BigInt>() + BigInt::from(params.delta()) * BigInt::from(rounding);
@@ -107,7 +111,7 @@ pub(crate) fn assemble(
         KeygenError::Inconsistent("a key share longer than its bound"),
     )?;
     let share = KeyShare::new(public, params, index, value)?;
-    let additive = if index == 1 {
+    let additive = if first {
         d_i + BigInt::from(rounding)
     } else {
         d_i.clone()

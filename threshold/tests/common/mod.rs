@@ -10,6 +10,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ittc_threshold::padding::HashAlg;
+use ittc_threshold::{
+    HolderShare, KeyShare, RecoveryHelper, RsaPublicKey, SecretInt, SharingParams, recover,
+};
 use num_bigint::BigUint;
 use pkcs8::der::Decode;
 use serde::Deserialize;
@@ -311,4 +314,45 @@ impl TestPrivateKey {
         let x = self.public.to_int(x)?;
         Some(i2osp(&x.modpow(&self.d, &self.public.n), self.public.k()))
     }
+}
+
+/// Rebuilds holder `target`'s share from `helpers`, as the appliances do: the helpers'
+/// masks, then their contributions, then the target's sum.
+pub fn rebuild(
+    public: &RsaPublicKey,
+    params: &SharingParams,
+    holders: &[HolderShare],
+    helpers: &[usize],
+    target: usize,
+    rng: &mut (impl rand::CryptoRng + ?Sized),
+) -> (KeyShare, Vec<(usize, SecretInt)>) {
+    let mut parts: Vec<RecoveryHelper> = helpers
+        .iter()
+        .map(|&j| {
+            let h = holders.iter().find(|h| h.index() == j).unwrap();
+            RecoveryHelper::new(public, params, helpers, target, h.share()).unwrap()
+        })
+        .collect();
+    let masks: Vec<(usize, Vec<(usize, SecretInt)>)> = parts
+        .iter_mut()
+        .zip(helpers)
+        .map(|(p, &j)| (j, p.masks(rng).unwrap()))
+        .collect();
+    let contributions: Vec<(usize, SecretInt)> = parts
+        .into_iter()
+        .zip(helpers)
+        .map(|(p, &j)| {
+            let received: Vec<(usize, SecretInt)> = masks
+                .iter()
+                .filter_map(|(from, out)| {
+                    out.iter()
+                        .find(|(to, _)| *to == j)
+                        .map(|(_, m)| (*from, m.clone()))
+                })
+                .collect();
+            (j, p.contribution(&received).unwrap())
+        })
+        .collect();
+    let share = recover(public, params, helpers, target, &contributions).unwrap();
+    (share, contributions)
 }
