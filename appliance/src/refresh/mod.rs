@@ -59,6 +59,8 @@ pub struct Refreshes {
     /// Rebuilds of this appliance's shares that failed: when each may be tried again, and
     /// the failures in a row.
     rebuilds: Mutex<HashMap<KeyId, (Instant, u32)>>,
+    /// When recovery last asked the peers, and which answered.
+    peer_check: Mutex<Option<(Instant, Vec<u8>)>>,
 }
 
 /// A claim on a key for one session; dropping it releases the key.
@@ -182,6 +184,23 @@ impl Refreshes {
     /// The holder sessions (round messages, aborts).
     pub fn sessions(&self) -> &PeerSessions<RefreshStage> {
         &self.sessions
+    }
+
+    /// The peers that answered recovery's last status round, if it was less than
+    /// `within` ago.
+    pub fn recent_peer_check(&self, within: std::time::Duration) -> Option<Vec<u8>> {
+        let check = self.peer_check.lock().ok()?;
+        check
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < within)
+            .map(|(_, answered)| answered.clone())
+    }
+
+    /// Records a status round of recovery: `answered` are the peers that answered.
+    pub fn peers_checked(&self, answered: Vec<u8>) {
+        if let Ok(mut check) = self.peer_check.lock() {
+            *check = Some((Instant::now(), answered));
+        }
     }
 
     /// Whether a rebuild of `key_id` may be tried now (none failed lately).

@@ -20,6 +20,7 @@
 //! recovery)`) and logged.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use ittc_wire::{KeyId, KeyStatus, Participant, RefreshStepKind, Request, StatusInfo};
 use tracing::{debug, info, warn};
@@ -58,7 +59,13 @@ impl View {
     }
 }
 
-/// One pass over every key (see the module docs). Returns the peers that answered.
+/// How often the peers are asked when nothing here waits for them (no pending or
+/// retiring epoch): often enough to notice being behind, or that a leader is gone, and
+/// rare enough to keep the peers' connection logs quiet.
+pub const PEER_CHECK: Duration = Duration::from_secs(10);
+
+/// One pass over every key (see the module docs). Returns the peers that answered (those
+/// of the last pass that asked them, if this one did not).
 pub fn reconcile(state: &State) -> Vec<u8> {
     let keys = match state.storage.keys() {
         Ok(keys) => keys,
@@ -67,6 +74,12 @@ pub fn reconcile(state: &State) -> Vec<u8> {
             return Vec::new();
         }
     };
+    let waiting = keys
+        .iter()
+        .any(|k| k.pending_epoch.is_some() || k.retiring_epoch.is_some());
+    if !waiting && let Some(answered) = state.refresh.recent_peer_check(PEER_CHECK) {
+        return answered;
+    }
     let peers: Vec<Participant> = state
         .config
         .peers
@@ -100,11 +113,14 @@ pub fn reconcile(state: &State) -> Vec<u8> {
         let local = keys.iter().find(|k| k.key_id == key_id);
         catch_up(state, &view, &peers, &key_id, local);
     }
-    view.statuses
+    let answered: Vec<u8> = view
+        .statuses
         .iter()
         .filter(|(_, s)| s.is_ok())
         .map(|(i, _)| *i)
-        .collect()
+        .collect();
+    state.refresh.peers_checked(answered.clone());
+    answered
 }
 
 fn pending_epoch(state: &State, view: &View, key: &KeyInfo, pending: u64, origin: RefreshOrigin) {
