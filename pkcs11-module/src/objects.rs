@@ -32,6 +32,8 @@ pub struct KeyEntry {
     pub epoch: u64,
     /// k of n.
     pub params: SharingParams,
+    /// The appliances that hold a share of `epoch`, ascending.
+    pub holders: Vec<u8>,
     /// The public key.
     pub public: RsaPublicKey,
     /// Combining set-up.
@@ -203,6 +205,7 @@ pub fn build_keys(statuses: &[KeyStatus], objects: &[TokenObject]) -> Vec<KeyEnt
                 key_id: status.key_id.clone(),
                 epoch,
                 params,
+                holders: status.holders.clone(),
                 public,
                 combiner,
                 handle: key_handle(&status.key_id),

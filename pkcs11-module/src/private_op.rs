@@ -23,7 +23,8 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
         .map_err(|err| Error::General(format!("blinding: {err}")))?;
     let input = key.public.integer_to_be(&blinded);
     let k = key.params.threshold();
-    let available = client.available();
+    let mut available = client.available();
+    available.retain(|i| key.holders.contains(i));
     if available.len() < k {
         tracing::error!(
             available = available.len(),

@@ -22,6 +22,7 @@ pub mod process;
 pub mod prompt;
 pub mod refresh;
 pub mod replace;
+pub mod reshare;
 pub mod status;
 pub mod token;
 

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
 use ittc_provisioning::{
-    CliError, cert, demo, generate, import, init, pin, prompt, refresh, replace, status, token,
+    CliError, cert, demo, generate, import, init, pin, prompt, refresh, replace, reshare, status,
+    token,
 };
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
+use ittc_wire::cluster::FILE_NAME;
 
 /// Set up and run an ittc cluster: an RSA key split among share appliances.
 #[derive(Parser)]
@@ -104,6 +106,37 @@ enum Command {
     Appliance {
         #[command(subcommand)]
         action: ApplianceAction,
+    },
+    /// The cluster as a whole: move every key to a new threshold and set of appliances.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Move every key to a new sharing: THRESHOLD of the appliances in LIST (grow 2-of-3 to
+    /// 3-of-5, retire an appliance). The key itself does not change.
+    ///
+    /// Each key is reshared like a refresh (its epoch goes up by one): the appliances of
+    /// its current epoch give the new ones fresh shares, with no moment at which fewer
+    /// than the old or the new threshold can sign; an appliance left out erases its share
+    /// once the new epoch is committed. A new appliance must be in pkcs11.toml (`ittc
+    /// appliance add`) and running with an empty data folder. When every key is on the new
+    /// sharing, pkcs11.toml takes the new threshold and no longer names the appliances
+    /// left out. Keys already on the new sharing are skipped, so the command can be run
+    /// again after a failure. Exits 1 if any key was not reshared.
+    Reshare {
+        /// How many appliances make a signature (k) from now on.
+        #[arg(long)]
+        threshold: u8,
+        /// Every appliance that holds a share from now on, by index: `1,3,4,5`.
+        #[arg(long, value_name = "LIST")]
+        appliances: String,
+        /// Seconds to wait for each key's reshare.
+        #[arg(long, value_name = "SECONDS", default_value_t = refresh::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
     },
 }
 
@@ -320,12 +353,15 @@ impl generate::Progress for GenerateBar<'_> {
 /// What `ittc key refresh` shows: on a terminal, a spinner with each key's stage and the
 /// result lines above it; otherwise only the result lines. Results go to standard output,
 /// failures to standard error.
-struct RefreshOutput(Option<indicatif::ProgressBar>);
+struct RefreshOutput(
+    Option<indicatif::ProgressBar>,
+    fn(&refresh::KeyRefresh) -> String,
+);
 
 impl RefreshOutput {
-    fn new() -> Self {
+    fn new(line: fn(&refresh::KeyRefresh) -> String) -> Self {
         if !std::io::stderr().is_terminal() {
-            return Self(None);
+            return Self(None, line);
         }
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -333,7 +369,7 @@ impl RefreshOutput {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        Self(Some(bar))
+        Self(Some(bar), line)
     }
 
     fn finish(&self) {
@@ -360,9 +396,9 @@ impl refresh::Progress for RefreshOutput {
     fn finished(&self, result: &refresh::KeyRefresh) {
         let print = || {
             if result.result.is_ok() {
-                println!("{}", result.line());
+                println!("{}", (self.1)(result));
             } else {
-                eprintln!("{}", result.line());
+                eprintln!("{}", (self.1)(result));
             }
         };
         match &self.0 {
@@ -451,7 +487,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Some(HexId(id)) => refresh::Which::Key(id),
                 None => refresh::Which::All,
             };
-            let output = RefreshOutput::new();
+            let output = RefreshOutput::new(refresh::KeyRefresh::line);
             let results = refresh::refresh(
                 &cluster,
                 which,
@@ -467,6 +503,66 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 if keys.all {
                     eprintln!("ittc: {failed} of {} keys not refreshed", results.len());
                 }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Cluster {
+            action:
+                ClusterAction::Reshare {
+                    threshold,
+                    appliances,
+                    timeout,
+                },
+        } => {
+            let target = reshare::Target::parse(threshold, &appliances)?;
+            let cluster = Cluster::open(&cluster_dir)?;
+            let output = RefreshOutput::new(reshare::line);
+            let done = reshare::reshare(
+                &cluster,
+                &target,
+                std::time::Duration::from_secs(timeout),
+                &output,
+            );
+            output.finish();
+            let done = done?;
+            for id in &done.unchanged {
+                println!(
+                    "key {id}: already {} of {:?}",
+                    target.threshold, target.appliances
+                );
+            }
+            if !done.complete() {
+                let failed = done.results.iter().filter(|r| r.result.is_err()).count();
+                eprintln!(
+                    "ittc: {failed} of {} keys not reshared; {FILE_NAME} is unchanged. Run the \
+                     same command again to finish.",
+                    done.results.len() + done.unchanged.len()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "{FILE_NAME}: threshold {}, appliances {:?}",
+                target.threshold, target.appliances
+            );
+            if !done.dropped.is_empty() {
+                println!(
+                    "appliances {:?} hold no share any more and are no longer in {FILE_NAME}; \
+                     their certificates are revoked: stop them and wipe their data folders.",
+                    done.dropped
+                );
+            }
+            for line in &done.not_erased {
+                eprintln!("warning: {line}: its old shares may remain; wipe its data folder");
+            }
+            println!(
+                "appliances that refuse the revoked certificates now: {:?}",
+                done.revoked_on
+            );
+            if !done.not_reached.is_empty() {
+                for line in &done.not_reached {
+                    eprintln!("not reached: {line}");
+                }
+                eprintln!("ittc: run the same command again to reach them");
                 return Ok(ExitCode::FAILURE);
             }
         }

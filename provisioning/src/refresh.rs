@@ -233,7 +233,14 @@ pub fn refresh(
             Err(reason) => Err(Failure::NotStarted(reason)),
             Ok(coordinator) => {
                 progress.started(&planned.id, coordinator);
-                refresh_one(cluster, &planned.id, coordinator, timeout, progress)
+                refresh_one(
+                    cluster,
+                    &planned.id,
+                    coordinator,
+                    timeout,
+                    progress,
+                    |key_id, session| Request::RefreshKey { key_id, session },
+                )
             }
         };
         let done = KeyRefresh {
@@ -246,21 +253,23 @@ pub fn refresh(
     Ok(results)
 }
 
-/// Asks `coordinator` to refresh key `id` (hex) and polls it for the stage until it
+/// Asks `coordinator` to refresh key `id` (hex) with the request `make` builds from the key
+/// and a new session (`RefreshKey`, or `ReshareKey`), and polls it for the stage until it
 /// answers.
-fn refresh_one(
+pub(crate) fn refresh_one(
     cluster: &Cluster,
     id: &str,
     coordinator: u8,
     timeout: Duration,
     progress: &dyn Progress,
+    make: impl FnOnce(KeyId, [u8; 16]) -> Request,
 ) -> Result<RefreshOutcome, Failure> {
     let key_id = hex::decode(id)
         .ok()
         .and_then(|bytes| KeyId::new(bytes).ok())
         .ok_or_else(|| Failure::NotStarted(format!("{id:?} is not a key id")))?;
     let session: [u8; 16] = rand::rng().random();
-    let request = Request::RefreshKey { key_id, session };
+    let request = make(key_id, session);
     let base = cluster.config.timeouts.timeouts();
     let timeouts = Timeouts {
         connect: base.connect,

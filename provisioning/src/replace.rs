@@ -193,15 +193,7 @@ pub fn replace(
     }
     if changed {
         step(&format!("updating {FILE_NAME}"));
-        let header: String = cluster_text
-            .lines()
-            .take_while(|l| l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let text = config
-            .to_toml()
-            .map_err(|e| CliError::Cluster(e.to_string()))?;
-        replace_file(&cluster_path, &format!("{header}{text}"), true)?;
+        write_cluster_config(&cluster_path, &config)?;
     }
     let own_config = dir.join(format!("{name}.toml"));
     let own = read(&own_config)?;
@@ -350,7 +342,7 @@ fn normalized_hex(text: &str) -> String {
 }
 
 /// The serial of the certificate in a PEM file, normalized.
-fn pem_serial(path: &Path) -> Result<Vec<u8>, CliError> {
+pub(crate) fn pem_serial(path: &Path) -> Result<Vec<u8>, CliError> {
     let der = crate::cert::read_certificate(path)?;
     revocation::certificate_serial(&der)
         .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
@@ -410,6 +402,24 @@ fn swap_in(dir: &Path, name: &str, ext: &str) -> Result<(), CliError> {
         std::fs::rename(&current, &old).map_err(|e| CliError::file(&current, e))?;
     }
     std::fs::rename(&new, &current).map_err(|e| CliError::file(&new, e))
+}
+
+/// Writes `config` to `path` (a `pkcs11.toml`), keeping the comment lines at the top of
+/// the file it replaces, and the previous contents as `*.old`.
+///
+/// # Errors
+///
+/// File errors; [`CliError::Cluster`] if `config` cannot be written as TOML.
+pub(crate) fn write_cluster_config(path: &Path, config: &ClusterConfig) -> Result<(), CliError> {
+    let header: String = read(path)?
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = config
+        .to_toml()
+        .map_err(|e| CliError::Cluster(e.to_string()))?;
+    replace_file(path, &format!("{header}{text}"), true)
 }
 
 /// Replaces a file through a temporary one and a rename, keeping the previous contents as

@@ -43,16 +43,19 @@ pub struct KeyReport {
     pub id: String,
     /// Label.
     pub label: String,
-    /// k.
+    /// k of the current epoch.
     pub threshold: u8,
-    /// n.
+    /// n of the current epoch: its highest holder's index.
     pub parties: u8,
+    /// The appliances the current epoch is shared among (`1..=parties` unless a reshare
+    /// left an index out).
+    pub members: Vec<u8>,
     /// The key's current epoch: the newest any reachable appliance has active (once one
     /// has made a refresh's new epoch active, the others follow by themselves).
     pub epoch: Option<u64>,
     /// Reachable appliances that have that epoch active.
     pub holders: Vec<u8>,
-    /// Reachable appliances (of `1..=parties`) that do not have it active.
+    /// Reachable appliances of [`KeyReport::members`] that do not have it active.
     pub behind: Vec<BehindReport>,
     /// Whether k reachable appliances answer for that epoch (theirs active, retiring, or
     /// pending and verified by a refresh's trial).
@@ -235,12 +238,17 @@ impl StatusReport {
                     k.threshold
                 )
             };
+            let among = if k.members.iter().copied().eq(1..=k.parties) {
+                String::new()
+            } else {
+                format!(" on {:?}", k.members)
+            };
             out += &format!(
-                "  id {} \"{}\" {}-of-{} epoch {}: holders {:?}: {state}\n",
+                "  id {} \"{}\" {}-of-{}{among} epoch {}: holders {:?}: {state}\n",
                 k.id,
                 k.label,
                 k.threshold,
-                k.parties,
+                k.members.len(),
                 k.epoch.map_or("-".to_owned(), |e| e.to_string()),
                 k.holders
             );
@@ -516,6 +524,17 @@ fn key_report(
 ) -> Option<KeyReport> {
     let (_, first) = seen.first()?;
     let epoch = seen.iter().filter_map(|(_, k)| k.active_epoch).max();
+    // The sharing of the current epoch, as a holder of it describes it (a reshare changes
+    // it; an appliance behind may still describe the old one).
+    let first = seen
+        .iter()
+        .find(|(_, k)| epoch.is_some() && k.active_epoch == epoch)
+        .map_or(first, |(_, k)| k);
+    let members: Vec<u8> = if first.holders.is_empty() {
+        (1..=first.parties).collect()
+    } else {
+        first.holders.clone()
+    };
     let holders: Vec<u8> = seen
         .iter()
         .filter(|(_, k)| epoch.is_some() && k.active_epoch == epoch)
@@ -531,7 +550,7 @@ fn key_report(
         Some(current) => {
             let reachable = answering
                 .iter()
-                .filter(|i| (1..=first.parties).contains(*i) && !holders.contains(*i))
+                .filter(|i| members.contains(*i) && !holders.contains(*i))
                 .map(|&index| {
                     let k = seen.iter().find(|(i, _)| *i == index).map(|(_, k)| k);
                     let committing = k.is_some_and(|k| k.pending_epoch == Some(current));
@@ -550,18 +569,19 @@ fn key_report(
                         reason,
                     }
                 });
-            let unreachable = silent
-                .iter()
-                .filter(|(i, _)| (1..=first.parties).contains(i))
-                .map(|(index, error)| BehindReport {
-                    index: *index,
-                    reachable: false,
-                    active_epoch: None,
-                    pending_epoch: None,
-                    has_key: false,
-                    committing: false,
-                    reason: format!("does not answer ({error})"),
-                });
+            let unreachable =
+                silent
+                    .iter()
+                    .filter(|(i, _)| members.contains(i))
+                    .map(|(index, error)| BehindReport {
+                        index: *index,
+                        reachable: false,
+                        active_epoch: None,
+                        pending_epoch: None,
+                        has_key: false,
+                        committing: false,
+                        reason: format!("does not answer ({error})"),
+                    });
             let mut all: Vec<BehindReport> = reachable.chain(unreachable).collect();
             all.sort_by_key(|b| b.index);
             all
@@ -622,6 +642,7 @@ fn key_report(
         label: first.label.clone(),
         threshold: first.threshold,
         parties: first.parties,
+        members,
         epoch,
         usable: epoch.is_some() && serving >= usize::from(first.threshold),
         tolerates: serving.saturating_sub(usize::from(first.threshold)),
@@ -656,6 +677,7 @@ pub(crate) mod fixtures {
             retiring_epoch: None,
             threshold: 2,
             parties: 3,
+            holders: vec![1, 2, 3],
             refresh: RefreshStatus::default(),
         }
     }

@@ -116,8 +116,11 @@ impl InitCluster {
         self.dir.display().to_string()
     }
 
-    /// Starts appliance `index` and waits until it listens.
+    /// Starts appliance `index` (one added since, too) and waits until it listens.
     pub fn start(&mut self, index: u8) {
+        if self.children.len() < usize::from(index) {
+            self.children.resize_with(usize::from(index), || None);
+        }
         let (child, _) = ittc_provisioning::process::spawn_appliance(
             &binary("ittc-appliance"),
             &self.dir.join(format!("appliance-{index}.toml")),
@@ -131,7 +134,11 @@ impl InitCluster {
 
     /// SIGKILL, if running.
     pub fn kill(&mut self, index: u8) {
-        if let Some(mut c) = self.children[usize::from(index) - 1].take() {
+        if let Some(mut c) = self
+            .children
+            .get_mut(usize::from(index) - 1)
+            .and_then(Option::take)
+        {
             let _ = c.kill();
             let _ = c.wait();
         }

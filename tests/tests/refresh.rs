@@ -383,6 +383,7 @@ fn refresh_messages_from_the_wrong_sender_or_out_of_place_are_refused() {
         source: RefreshSource::Additive {
             holders: (1..=parties).collect(),
         },
+        reshare: None,
     };
     // Only the coordinator's own certificate may ask a holder to take part.
     for name in ["client", "admin", "appliance-2"] {

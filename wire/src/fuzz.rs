@@ -16,7 +16,7 @@ use crate::{
     RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
     WireError,
 };
-use crate::{PinRecord, PublicState, RevokedCertificate};
+use crate::{PinRecord, PublicState, Resharing, RevokedCertificate};
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
 /// [`Response`], and [`read_frame_blocking`] of as many frames of each as `data` holds.
@@ -195,6 +195,7 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
             source: RefreshSource::Additive {
                 holders: vec![1, 2, 3],
             },
+            reshare: None,
         }),
         Request::RefreshRound {
             session: [0x7f; 16],
@@ -234,6 +235,41 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
         },
         Request::PublicState {
             from: Some(ObjectId(7)),
+        },
+        Request::RefreshRun(RefreshSpec {
+            session: [0x7e; 16],
+            key_id: key_id()?,
+            from_epoch: 8,
+            coordinator: 1,
+            absorber: 1,
+            participants: (1..=5)
+                .map(|index| Participant {
+                    index,
+                    address: format!("10.0.0.{index}:7301"),
+                })
+                .collect(),
+            source: RefreshSource::Shares { set: vec![1, 2] },
+            reshare: Some(Resharing {
+                old_threshold: 2,
+                old_parties: 3,
+                threshold: 3,
+                holders: vec![1, 3, 4, 5],
+                label: "signing".into(),
+                modulus: vec![0xc7; 256],
+                public_exponent: vec![1, 0, 1],
+            }),
+        }),
+        Request::ReshareKey {
+            key_id: key_id()?,
+            session: [0x7e; 16],
+            threshold: 3,
+            holders: [1, 3, 4, 5]
+                .into_iter()
+                .map(|index| Participant {
+                    index,
+                    address: format!("10.0.0.{index}:7301"),
+                })
+                .collect(),
         },
     ])
 }
@@ -288,6 +324,7 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
                 retiring_epoch: None,
                 threshold: 2,
                 parties: 3,
+                holders: vec![1, 2, 3],
                 refresh: RefreshStatus {
                     last_refresh_unix_ms: Some(1_765_000_000_000),
                     next_due_unix_ms: Some(1_765_003_600_000),
@@ -346,6 +383,7 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             threshold: 2,
             parties: 3,
             additive_holders: vec![1, 2],
+            holders: vec![1, 2, 3],
             contribution: SecretBytes::new(vec![0x24; 300]),
             trial: vec![0x42; 256],
         }),

@@ -78,7 +78,7 @@ pub use limits::MAX_FRAME;
 pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
 pub use refresh::{
     RecoverPart, RecoverSpec, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSource,
-    RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored,
+    RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Resharing,
 };
 pub use request::{KEYGEN_EPOCH, KeygenSpec, Participant, Request, ShareRecord, UserKind};
 pub use response::{
@@ -95,5 +95,6 @@ pub use wire_error::{ErrorCode, WireError};
 /// [`ShareRecord`], refresh state in [`KeyStatus`], the refresh requests). Version 3 added
 /// the certificate deny-list ([`Request::RevokeCertificate`], the count in [`StatusInfo`])
 /// and the public state a replaced appliance takes from its peers
-/// ([`Request::PublicState`]).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// ([`Request::PublicState`]). Version 4 added reshares ([`Request::ReshareKey`],
+/// [`RefreshSpec::reshare`]) and each key's holders in [`KeyStatus`] and [`RecoverPart`].
+pub const PROTOCOL_VERSION: u16 = 4;

@@ -67,6 +67,64 @@ pub struct RefreshSpec {
     pub participants: Vec<Participant>,
     /// Where the re-split values come from; its holders are participants.
     pub source: RefreshSource,
+    /// For a reshare, the new sharing; `None` for a refresh, which keeps the sharing.
+    pub reshare: Option<Resharing>,
+}
+
+/// The new sharing of a reshare ([`RefreshSpec::reshare`]): the epoch it makes has its own
+/// threshold and holders. A participant that is not one of the new holders *leaves*: it
+/// sends what it is asked to and erases its share once the reshare is committed. A new
+/// holder that does not hold the key yet takes its public facts from here.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Resharing {
+    /// `k` of the epoch being left (every holder of it checks this against its own).
+    pub old_threshold: u8,
+    /// `n` of the epoch being left: its highest index.
+    pub old_parties: u8,
+    /// `k` of the new epoch, at least 2 and at most the number of its holders.
+    pub threshold: u8,
+    /// Every holder of the new epoch, ascending; its `n` is the highest of them.
+    pub holders: Vec<u8>,
+    /// The key's label, at most [`MAX_LABEL_LEN`] bytes.
+    pub label: String,
+    /// The modulus, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
+    pub modulus: Vec<u8>,
+    /// The public exponent, big-endian, at most [`MAX_INTEGER_LEN`] bytes.
+    pub public_exponent: Vec<u8>,
+}
+
+impl Resharing {
+    /// `n` of the new epoch: its highest holder's index.
+    pub fn parties(&self) -> u8 {
+        self.holders.last().copied().unwrap_or(0)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
+        for (len, what) in [
+            (self.modulus.len(), "modulus too long"),
+            (self.public_exponent.len(), "public exponent too long"),
+        ] {
+            check_len(len, MAX_INTEGER_LEN, what)?;
+        }
+        let ascending = self.holders.windows(2).all(|w| w[0] < w[1])
+            && self
+                .holders
+                .iter()
+                .all(|&i| (1..=MAX_APPLIANCES).contains(&i));
+        if !ascending
+            || self.threshold < 2
+            || usize::from(self.threshold) > self.holders.len()
+            || self.old_threshold < 1
+            || self.old_threshold > self.old_parties
+            || self.old_parties > MAX_APPLIANCES
+        {
+            return Err(Error::Invalid(
+                "a reshare needs ascending holders in 1..=16 and 2 <= k <= their number",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl RefreshSpec {
@@ -80,15 +138,35 @@ impl RefreshSpec {
         self.participants.iter().map(|p| p.index).collect()
     }
 
+    /// The participants that get a share of the new epoch, ascending: every participant
+    /// of a refresh; those among the new holders for a reshare.
+    pub fn receivers(&self) -> Vec<u8> {
+        let mut all = self.indices();
+        if let Some(reshare) = &self.reshare {
+            all.retain(|i| reshare.holders.contains(i));
+        }
+        all
+    }
+
+    /// Whether `index` takes part and leaves: a participant of a reshare that is not one
+    /// of its new holders.
+    pub fn leaves(&self, index: u8) -> bool {
+        self.reshare
+            .as_ref()
+            .is_some_and(|r| !r.holders.contains(&index))
+            && self.participants.iter().any(|p| p.index == index)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         check_participant_set(&self.participants)?;
+        if let Some(reshare) = &self.reshare {
+            reshare.validate()?;
+        }
         let indices = self.indices();
-        if ![self.coordinator, self.absorber]
-            .iter()
-            .all(|i| indices.contains(i))
-        {
+        let receivers = self.receivers();
+        if !indices.contains(&self.coordinator) || !receivers.contains(&self.absorber) {
             return Err(Error::Invalid(
-                "coordinator and absorber must be participants",
+                "the coordinator must be a participant and the absorber a receiver",
             ));
         }
         let senders = self.source.senders();
@@ -161,6 +239,8 @@ pub struct RecoverPart {
     pub parties: u8,
     /// The holders whose additive shares of the epoch sum to the key's secret.
     pub additive_holders: Vec<u8>,
+    /// Every holder of the epoch's sharing, ascending.
+    pub holders: Vec<u8>,
     /// The masked contribution, two's complement, at most [`MAX_INTEGER_LEN`] bytes: alone
     /// it is uniformly masked; the `k` of them add up to `Δ` times the target's share.
     pub contribution: SecretBytes,
@@ -184,6 +264,11 @@ impl RecoverPart {
             self.additive_holders.len(),
             usize::from(MAX_APPLIANCES),
             "too many additive holders",
+        )?;
+        check_len(
+            self.holders.len(),
+            usize::from(MAX_APPLIANCES),
+            "too many holders",
         )
     }
 }
@@ -386,6 +471,7 @@ mod tests {
             source: RefreshSource::Additive {
                 holders: vec![1, 2, 3],
             },
+            reshare: None,
         }
     }
 

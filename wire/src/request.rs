@@ -250,6 +250,22 @@ pub enum Request {
         /// objects start at this handle.
         from: Option<ObjectId>,
     },
+
+    /// Admin: moves `key_id` to a new sharing now, with this appliance as the coordinator
+    /// (it must be one of the new holders and hold the key): threshold `threshold` among
+    /// `holders`. The same steps as a refresh; answered by [`crate::Response::Refreshed`]
+    /// when it is over, or an error (the key keeps its sharing then).
+    ReshareKey {
+        /// The key.
+        key_id: KeyId,
+        /// A random session id, for [`Request::RefreshProgress`].
+        session: [u8; 16],
+        /// `k` of the new sharing.
+        threshold: u8,
+        /// Every holder of the new sharing, ascending, with the address the appliances
+        /// reach it at (an appliance prefers its own `peers` entry).
+        holders: Vec<Participant>,
+    },
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -389,6 +405,7 @@ impl Request {
             Request::RecoverRun(_) => "recover_run",
             Request::RevokeCertificate { .. } => "revoke_cert",
             Request::PublicState { .. } => "public_state",
+            Request::ReshareKey { .. } => "reshare_key",
         }
     }
 
@@ -441,6 +458,17 @@ impl Request {
                 check_label(label)
             }
             Request::PublicState { .. } => Ok(()),
+            Request::ReshareKey {
+                threshold, holders, ..
+            } => {
+                check_participant_set(holders)?;
+                if *threshold < 2 || usize::from(*threshold) > holders.len() {
+                    return Err(Error::Invalid(
+                        "a reshare's threshold must be in 2..=its number of holders",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -537,7 +565,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            27,
+            28,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -587,7 +615,8 @@ mod tests {
         assert_eq!(samples[17].kind(), "keygen_progress");
         assert_eq!(samples[23].kind(), "refresh_progress");
         assert_eq!(samples[24].kind(), "recover_run");
-        assert_eq!(samples.last().map(Request::kind), Some("public_state"));
+        assert_eq!(samples[26].kind(), "public_state");
+        assert_eq!(samples.last().map(Request::kind), Some("reshare_key"));
     }
 
     #[test]

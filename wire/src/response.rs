@@ -237,8 +237,11 @@ pub struct KeyStatus {
     pub retiring_epoch: Option<u64>,
     /// How many partials combine (`k`), in `1..=parties`.
     pub threshold: u8,
-    /// How many appliances hold a share (`n`).
+    /// The highest index of a holder (`n`; `Δ = n!`).
     pub parties: u8,
+    /// Every holder of the active epoch (of the pending one for a key not committed yet),
+    /// ascending: `1..=parties` unless a reshare left some index out.
+    pub holders: Vec<u8>,
     /// Refresh history and schedule on this appliance.
     pub refresh: RefreshStatus,
 }
@@ -256,6 +259,13 @@ impl KeyStatus {
     fn validate(&self) -> Result<(), Error> {
         check_len(self.label.len(), MAX_LABEL_LEN, "key label too long")?;
         check_sharing(None, self.threshold, self.parties)?;
+        if !self.holders.windows(2).all(|w| w[0] < w[1])
+            || self.holders.iter().any(|&h| h == 0 || h > self.parties)
+        {
+            return Err(Error::Invalid(
+                "a key's holders must be ascending indices in 1..=parties",
+            ));
+        }
         self.refresh.validate()
     }
 }
@@ -275,6 +285,7 @@ mod tests {
             retiring_epoch: None,
             threshold: 2,
             parties: 3,
+            holders: vec![1, 2, 3],
             refresh: RefreshStatus::default(),
         }
     }

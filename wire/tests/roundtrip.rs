@@ -9,7 +9,7 @@ use ittc_wire::{
     Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
     KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, PinRecord,
     PublicState, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSource, RefreshSpec,
-    RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Request, Response,
+    RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Request, Resharing, Response,
     RevokedCertificate, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
     decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
 };
@@ -157,24 +157,44 @@ fn keygen_request() -> impl Strategy<Value = Request> {
 
 fn refresh_spec() -> impl Strategy<Value = RefreshSpec> {
     let roles = (1u8..=16).prop_flat_map(|n| (Just(n), 1..=n, 1..=n));
-    (any::<[u8; 16]>(), key_id(), 0..u64::MAX, roles, name()).prop_map(
-        |(session, key_id, from_epoch, (n, coordinator, absorber), host)| RefreshSpec {
-            session,
-            key_id,
-            from_epoch,
-            coordinator,
-            absorber,
-            participants: (1..=n)
-                .map(|index| Participant {
-                    index,
-                    address: format!("{host}:{index}"),
-                })
-                .collect(),
-            source: RefreshSource::Additive {
-                holders: (1..=n).collect(),
-            },
-        },
+    (
+        any::<[u8; 16]>(),
+        key_id(),
+        0..u64::MAX,
+        roles,
+        name(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(session, key_id, from_epoch, (n, coordinator, absorber), host, reshare)| {
+                RefreshSpec {
+                    session,
+                    key_id,
+                    from_epoch,
+                    coordinator,
+                    absorber,
+                    participants: (1..=n)
+                        .map(|index| Participant {
+                            index,
+                            address: format!("{host}:{index}"),
+                        })
+                        .collect(),
+                    source: RefreshSource::Additive {
+                        holders: (1..=n).collect(),
+                    },
+                    // A reshare to 2-of-all (a single holder cannot be resharded to).
+                    reshare: (reshare && n >= 2).then(|| Resharing {
+                        old_threshold: 1,
+                        old_parties: n,
+                        threshold: 2,
+                        holders: (1..=n).collect(),
+                        label: host.clone(),
+                        modulus: vec![0xc5; 256],
+                        public_exponent: vec![3],
+                    }),
+                }
+            },
+        )
 }
 
 fn refresh_request() -> impl Strategy<Value = Request> {
@@ -361,6 +381,7 @@ fn key_status() -> impl Strategy<Value = KeyStatus> {
                 retiring_epoch,
                 threshold,
                 parties,
+                holders: (1..=parties).collect(),
                 refresh,
             },
         )

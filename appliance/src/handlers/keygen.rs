@@ -13,22 +13,25 @@ use crate::storage::{EpochSecret, ShareInput};
 pub fn handle_generate(state: &State, spec: &KeygenSpec) -> Result<Response, ApplianceError> {
     let (output, elapsed) = keygen::generate(state, spec)?;
     let public = &output.public;
+    let parties = u8::try_from(output.sharing.parties())
+        .map_err(|_| ApplianceError::Internal("party count".into()))?;
     let input = ShareInput {
         key_id: spec.key_id.clone(),
         label: spec.label.clone(),
         epoch: KEYGEN_EPOCH,
         index: state.config.index,
         threshold: spec.threshold,
-        parties: u8::try_from(output.sharing.parties())
-            .map_err(|_| ApplianceError::Internal("party count".into()))?,
+        parties,
         modulus: public.n_be(),
         public_exponent: public.e_be(),
         secret: EpochSecret {
             additive: output.holder.additive().map(|a| a.as_be_bytes().to_vec()),
             share: output.holder.share().value().as_be_bytes().to_vec(),
         },
+        holders: (1..=parties).collect(),
         additive_holders: spec.participants.iter().map(|p| p.index).collect(),
         refresh: None,
+        joins: false,
     };
     state.storage.store_share(input)?;
     state.keygen.mark_generated(&spec.key_id);

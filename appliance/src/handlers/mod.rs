@@ -165,9 +165,9 @@ fn audited(request: &Request) -> Option<Option<String>> {
         | Request::RefreshRound { .. }
         | Request::RefreshAbort { .. }
         | Request::RefreshProgress { .. } => None,
-        Request::RefreshKey { key_id, .. } | Request::RefreshStep { key_id, .. } => {
-            Some(Some(key_id.to_string()))
-        }
+        Request::RefreshKey { key_id, .. }
+        | Request::RefreshStep { key_id, .. }
+        | Request::ReshareKey { key_id, .. } => Some(Some(key_id.to_string())),
         Request::RefreshRun(spec) => Some(Some(spec.key_id.to_string())),
         Request::RecoverRun(spec) => Some(Some(spec.key_id.to_string())),
         Request::GetObject { handle } | Request::DeleteObject { handle } => {
@@ -309,6 +309,17 @@ fn respond(
         Request::RefreshKey { key_id, session } if admin => {
             refresh::handle_refresh_key(state, &key_id, session)
         }
+        Request::ReshareKey {
+            key_id,
+            session,
+            threshold,
+            holders,
+        } if admin => refresh::handle_reshare_key(
+            state,
+            &key_id,
+            session,
+            &crate::refresh::coordinator::NewSharing { threshold, holders },
+        ),
         Request::RefreshProgress { session: id } if admin => refresh::handle_progress(state, &id),
         // A refresh's coordinator (an appliance) runs it on every holder and sends its steps;
         // only appliance `from` carries its own round messages.

@@ -58,12 +58,14 @@ impl KeyMathCache {
     /// Most entries kept.
     pub const MAX: usize = 256;
 
-    fn get(&self, key: &KeyInfo) -> Result<Arc<KeyMath>, ApplianceError> {
+    /// The math of `key`'s `epoch` (each epoch has its own sharing).
+    fn get(&self, key: &KeyInfo, epoch: u64) -> Result<Arc<KeyMath>, ApplianceError> {
+        let sharing = key.sharing(epoch);
         let id = (
             key.modulus.clone(),
             key.public_exponent.clone(),
-            key.threshold,
-            key.parties,
+            sharing.threshold,
+            sharing.parties,
         );
         let mut entries = self
             .entries
@@ -73,7 +75,7 @@ impl KeyMathCache {
             return Ok(math.clone());
         }
         let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
-        let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
+        let params = SharingParams::new(usize::from(id.2), usize::from(id.3))?;
         let share_len = Bounds::new(&public, &params)?.share_len();
         let math = Arc::new(KeyMath { public, share_len });
         if entries.len() >= Self::MAX {
@@ -143,7 +145,7 @@ pub fn prepare(
         .storage
         .share_in(key_id, epoch, slot)?
         .ok_or_else(wrong_epoch)?;
-    let math = state.key_math.get(&key)?;
+    let math = state.key_math.get(&key, epoch)?;
     let input = math
         .public
         .integer_from_be(input, "partial-operation input")?;

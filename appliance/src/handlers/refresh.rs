@@ -14,7 +14,23 @@ pub fn handle_refresh_key(
     session: [u8; 16],
 ) -> Result<Response, ApplianceError> {
     Ok(Response::Refreshed(coordinator::coordinate(
-        state, key_id, session,
+        state, key_id, session, None,
+    )?))
+}
+
+/// Moves a key to a new sharing now, with this appliance as the coordinator; blocks until
+/// it is over.
+pub fn handle_reshare_key(
+    state: &State,
+    key_id: &KeyId,
+    session: [u8; 16],
+    reshare: &coordinator::NewSharing,
+) -> Result<Response, ApplianceError> {
+    Ok(Response::Refreshed(coordinator::coordinate(
+        state,
+        key_id,
+        session,
+        Some(reshare),
     )?))
 }
 

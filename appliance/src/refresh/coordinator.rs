@@ -5,11 +5,11 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ittc_threshold::{Combiner, Partial, trial_input};
+use ittc_threshold::{Combiner, Partial, SharingParams, trial_input};
 use ittc_wire::client::Timeouts;
 use ittc_wire::{
     KeyId, KeyStatus, Participant, RefreshOutcome, RefreshSource, RefreshSpec, RefreshStage,
-    RefreshStepKind, RefreshStored, Request, Response,
+    RefreshStepKind, RefreshStored, Request, Resharing, Response,
 };
 use num_bigint::BigUint;
 use tracing::{info, warn};
@@ -30,9 +30,19 @@ const STEP_RETRY: Duration = Duration::from_millis(200);
 /// Who the audit log names for what this appliance does as a coordinator.
 const SELF: &str = "self (refresh coordinator)";
 
-/// Refreshes `key_id` now, with this appliance as the coordinator. On failure before the
-/// commit the key keeps its epoch everywhere (every holder discards what it stored), and
-/// the failure is recorded for status; either way the outcome is audited.
+/// A reshare's new sharing, as the admin asks for it.
+#[derive(Clone, Debug)]
+pub struct NewSharing {
+    /// `k` of the new epoch.
+    pub threshold: u8,
+    /// Every holder of the new epoch, ascending, with its address.
+    pub holders: Vec<Participant>,
+}
+
+/// Refreshes `key_id` now, with this appliance as the coordinator; with `reshare`, moves
+/// it to that sharing instead. On failure before the commit the key keeps its epoch
+/// everywhere (every holder discards what it stored), and the failure is recorded for
+/// status; either way the outcome is audited.
 ///
 /// # Errors
 ///
@@ -41,9 +51,10 @@ pub fn coordinate(
     state: &State,
     key_id: &KeyId,
     session: [u8; 16],
+    reshare: Option<&NewSharing>,
 ) -> Result<RefreshOutcome, ApplianceError> {
     let started = Instant::now();
-    let result = run(state, key_id, session, started);
+    let result = run(state, key_id, session, reshare, started);
     let interval = state.config.refresh.interval;
     let outcome = match &result {
         Ok(done) => {
@@ -67,7 +78,12 @@ pub fn coordinate(
             format!("aborted: {reason}")
         }
     };
-    audit_event(state, SELF, "refresh", key_id, &outcome)?;
+    let what = if reshare.is_some() {
+        "reshare"
+    } else {
+        "refresh"
+    };
+    audit_event(state, SELF, what, key_id, &outcome)?;
     result
 }
 
@@ -75,6 +91,7 @@ fn run(
     state: &State,
     key_id: &KeyId,
     session: [u8; 16],
+    reshare: Option<&NewSharing>,
     started: Instant,
 ) -> Result<RefreshOutcome, ApplianceError> {
     let me = state.config.index;
@@ -87,13 +104,24 @@ fn run(
             "key {key_id} is not committed yet"
         )));
     };
-    if me > key.parties {
+    if !key.sharing(from_epoch).holders.contains(&me) {
         return Err(ApplianceError::Refresh(format!(
             "appliance {me} holds no share of key {key_id}"
         )));
     }
-    let (public, params) = key_params(&key)?;
-    let spec = spec_for(state, &key, from_epoch, session)?;
+    if let Some(new) = reshare
+        && !new.holders.iter().any(|h| h.index == me)
+    {
+        return Err(ApplianceError::Refresh(format!(
+            "appliance {me} cannot coordinate a reshare that leaves it out: ask one of the \
+             new holders"
+        )));
+    }
+    let (public, mut params) = key_params(&key, from_epoch)?;
+    let spec = spec_for(state, &key, from_epoch, session, reshare)?;
+    if let Some(r) = &spec.reshare {
+        params = SharingParams::new(usize::from(r.threshold), usize::from(r.parties()))?;
+    }
     let _claim = state.refresh.claim(key_id, session)?;
     let progress = state.refresh.start_run(session)?;
     test_hooks::pause("coordinator", "begin");
@@ -108,8 +136,10 @@ fn run(
     progress.stage(RefreshStage::Trial);
     let to = spec.to_epoch();
     let input = trial_input(&public, &trial_context(&session, key_id, to));
+    // A holder the reshare leaves out has no new share, and no trial partial.
     let partials: Vec<Partial> = stored
         .iter()
+        .filter(|s| !spec.leaves(s.index))
         .map(|s| Partial {
             index: usize::from(s.index),
             value: BigUint::from_bytes_be(&s.trial),
@@ -225,51 +255,104 @@ fn not_ready(status: &KeyStatus, from_epoch: u64) -> Option<String> {
 
 /// The refresh to run: every holder that answers and holds `from_epoch` takes part (at
 /// least [`quorum`] of them); it starts from the additive shares when every holder of the
-/// epoch's additive layer takes part, else from the shares of `k` participants.
+/// epoch's additive layer takes part, else from the shares of `k` participants. A reshare
+/// adds the new holders that answer and do not hold the key yet; at least [`quorum`] of
+/// the new sharing's holders must receive.
 fn spec_for(
     state: &State,
     key: &KeyInfo,
     from_epoch: u64,
     session: [u8; 16],
+    reshare: Option<&NewSharing>,
 ) -> Result<RefreshSpec, ApplianceError> {
     let me = state.config.index;
-    let addresses = addresses(state, key.parties)?;
+    let old = key.sharing(from_epoch);
+    let mut addresses = addresses(state, &old.holders)?;
+    let joining: Vec<Participant> = reshare
+        .map(|r| {
+            r.holders
+                .iter()
+                .filter(|h| !old.holders.contains(&h.index))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    addresses.extend(joining.iter().cloned());
+    addresses.sort_by_key(|p| p.index);
     let statuses = crate::peers::key_statuses(state, &addresses, &key.key_id);
-    let mut ready = vec![(me, key.layer(from_epoch).own)];
+    let mut ready = vec![(me, old.own_additive)];
     let mut away = Vec::new();
     for (index, status) in statuses {
+        let joins = joining.iter().any(|p| p.index == index);
         match status {
+            Ok(Some(status)) if joins => away.push(format!(
+                "appliance {index} holds the key already (epoch {:?}); it must start without it",
+                status.active_epoch
+            )),
             Ok(Some(status)) => match not_ready(&status, from_epoch) {
                 None => ready.push((index, status.refresh.has_additive)),
                 Some(why) => away.push(format!("appliance {index} {why}")),
             },
+            Ok(None) if joins => ready.push((index, false)),
             Ok(None) => away.push(format!("appliance {index} does not hold the key")),
             Err(e) => away.push(e),
         }
     }
     ready.sort_unstable();
-    let needed = quorum(key.threshold, key.parties);
-    if ready.len() < needed {
+    let old_ready: Vec<(u8, bool)> = ready
+        .iter()
+        .copied()
+        .filter(|(i, _)| old.holders.contains(i))
+        .collect();
+    let holders_count = u8::try_from(old.holders.len()).unwrap_or(u8::MAX);
+    let needed = quorum(old.threshold, holders_count);
+    if old_ready.len() < needed {
         return Err(ApplianceError::Refresh(format!(
             "{} of {} holders can take part and a refresh needs {needed}: {}",
-            ready.len(),
-            key.parties,
+            old_ready.len(),
+            old.holders.len(),
             away.join("; ")
         )));
     }
+    let resharing = match reshare {
+        Some(r) => {
+            let holders: Vec<u8> = r.holders.iter().map(|h| h.index).collect();
+            let receiving = ready.iter().filter(|(i, _)| holders.contains(i)).count();
+            let count = u8::try_from(holders.len()).unwrap_or(u8::MAX);
+            let needed = quorum(r.threshold, count);
+            if receiving < needed {
+                return Err(ApplianceError::Refresh(format!(
+                    "{receiving} of the {} new holders can take part and a reshare needs \
+                     {needed}: {}",
+                    holders.len(),
+                    away.join("; ")
+                )));
+            }
+            Some(Resharing {
+                old_threshold: old.threshold,
+                old_parties: old.parties,
+                threshold: r.threshold,
+                holders,
+                label: key.label.clone(),
+                modulus: key.modulus.clone(),
+                public_exponent: key.public_exponent.clone(),
+            })
+        }
+        None => None,
+    };
     if !away.is_empty() {
         warn!(key = %key.key_id, away = ?away, "refreshing without some holders: they catch up by recovery");
     }
-    let layer = key.layer(from_epoch).holders;
-    let with_additive: Vec<u8> = ready.iter().filter(|r| r.1).map(|r| r.0).collect();
+    let layer = old.additive_holders;
+    let with_additive: Vec<u8> = old_ready.iter().filter(|r| r.1).map(|r| r.0).collect();
     let source = if !layer.is_empty() && layer.iter().all(|h| with_additive.contains(h)) {
         RefreshSource::Additive { holders: layer }
     } else {
         RefreshSource::Shares {
-            set: ready
+            set: old_ready
                 .iter()
                 .map(|r| r.0)
-                .take(usize::from(key.threshold))
+                .take(usize::from(old.threshold))
                 .collect(),
         }
     };
@@ -284,13 +367,15 @@ fn spec_for(
             .filter_map(|(index, _)| addresses.iter().find(|p| p.index == *index).cloned())
             .collect(),
         source,
+        reshare: resharing,
     })
 }
 
-/// Every holder `1..=parties` with the address this appliance reaches it at.
-fn addresses(state: &State, parties: u8) -> Result<Vec<Participant>, ApplianceError> {
-    (1..=parties)
-        .map(|index| {
+/// Each of `holders` with the address this appliance reaches it at.
+fn addresses(state: &State, holders: &[u8]) -> Result<Vec<Participant>, ApplianceError> {
+    holders
+        .iter()
+        .map(|&index| {
             let address = if index == state.config.index {
                 state.config.listen.to_string()
             } else {

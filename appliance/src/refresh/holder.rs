@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ittc_threshold::{
-    HolderShare, Plan, RefreshParty, SecretInt, SharingParams, Source, trial_input,
+    HolderShare, Plan, RefreshParty, RsaPublicKey, SecretInt, SharingParams, Source, trial_input,
 };
 use ittc_wire::{
     KeyId, Participant, RefreshSource, RefreshSpec, RefreshStage, RefreshStepKind, RefreshStored,
@@ -14,28 +14,49 @@ use ittc_wire::{
 };
 use tracing::{info, warn};
 
-use super::{key_params, test_hooks, trial_context};
+use super::{test_hooks, trial_context};
 use crate::error::ApplianceError;
 use crate::handlers::audit_event;
 use crate::peers::{Peer, Session, abort_peers, exchange_round};
 use crate::state::State;
-use crate::storage::{EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, ShareInput};
+use crate::storage::{EpochSecret, EpochSlot, KeyInfo, Leaving, RefreshOrigin, ShareInput};
 
 /// Holder sessions running at once (one per key, and few keys refresh at the same time).
 const MAX_SESSIONS: usize = 16;
 
-/// Checks that this appliance may take part in `spec` now; returns the key.
-fn check(state: &State, spec: &RefreshSpec) -> Result<KeyInfo, ApplianceError> {
+/// Checks that this appliance may take part in `spec` now; returns the key, or `None`
+/// for a new holder of a reshare that does not hold the key yet.
+fn check(state: &State, spec: &RefreshSpec) -> Result<Option<KeyInfo>, ApplianceError> {
     let me = state.config.index;
-    let key = state
-        .storage
-        .key(&spec.key_id)?
-        .ok_or_else(|| ApplianceError::UnknownKey(spec.key_id.to_string()))?;
+    let senders = spec.source.senders();
+    let Some(key) = state.storage.key(&spec.key_id)? else {
+        return match &spec.reshare {
+            Some(_) if spec.receivers().contains(&me) && !senders.contains(&me) => Ok(None),
+            _ => Err(ApplianceError::UnknownKey(spec.key_id.to_string())),
+        };
+    };
+    let old = key.sharing(spec.from_epoch);
     let indices = spec.indices();
-    if indices.last().is_some_and(|&last| last > key.parties) || !indices.contains(&me) {
+    // Every participant holds the old epoch, but a reshare's new holders need not.
+    let must_hold: Vec<u8> = match &spec.reshare {
+        None => indices.clone(),
+        Some(_) => senders.to_vec(),
+    };
+    if !indices.contains(&me) || !must_hold.iter().all(|i| old.holders.contains(i)) {
         return Err(ApplianceError::BadRequest(format!(
-            "the refresh names holders {indices:?}; key {} has 1..={} and this is appliance {me}",
-            spec.key_id, key.parties
+            "the refresh names holders {indices:?}; epoch {} of key {} has {:?} and this is \
+             appliance {me}",
+            spec.from_epoch, spec.key_id, old.holders
+        )));
+    }
+    if let Some(reshare) = &spec.reshare
+        && ((reshare.old_threshold, reshare.old_parties) != (old.threshold, old.parties)
+            || reshare.modulus != key.modulus
+            || reshare.public_exponent != key.public_exponent)
+    {
+        return Err(ApplianceError::BadRequest(format!(
+            "the reshare describes key {} or its epoch {} differently from this appliance",
+            spec.key_id, spec.from_epoch
         )));
     }
     if key.active_epoch != Some(spec.from_epoch) {
@@ -56,32 +77,66 @@ fn check(state: &State, spec: &RefreshSpec) -> Result<KeyInfo, ApplianceError> {
             spec.key_id
         )));
     }
-    Ok(key)
+    if let Some(leaving) = key.leaving {
+        return Err(ApplianceError::Refresh(format!(
+            "key {} is being reshared to epoch {} without this appliance",
+            spec.key_id, leaving.epoch
+        )));
+    }
+    Ok(Some(key))
 }
 
-/// The plan of `spec` for a key of sharing `params`: the same sharing, every participant
-/// a receiver.
-pub fn plan(spec: &RefreshSpec, params: SharingParams) -> Plan {
-    let indices: Vec<usize> = spec.indices().into_iter().map(usize::from).collect();
-    let senders = |set: &[u8]| set.iter().copied().map(usize::from).collect();
-    Plan {
-        old: params,
-        new: params,
+/// The old and new sharings of `spec`, from this appliance's record of the key (`None`
+/// for a new holder of a reshare): `(old k, old n, old holders)` and the new ones.
+type Sharings = ((u8, u8, Vec<u8>), (u8, u8, Vec<u8>));
+
+fn sharings(spec: &RefreshSpec, key: Option<&KeyInfo>) -> Result<Sharings, ApplianceError> {
+    let old = match (key, &spec.reshare) {
+        (Some(key), _) => {
+            let s = key.sharing(spec.from_epoch);
+            (s.threshold, s.parties, s.holders)
+        }
+        (None, Some(r)) => (r.old_threshold, r.old_parties, Vec::new()),
+        (None, None) => return Err(ApplianceError::UnknownKey(spec.key_id.to_string())),
+    };
+    let new = match &spec.reshare {
+        Some(r) => (r.threshold, r.parties(), r.holders.clone()),
+        None => old.clone(),
+    };
+    Ok((old, new))
+}
+
+/// The plan of `spec`, for the old and new sharings ([`sharings`]).
+///
+/// # Errors
+///
+/// `BadRequest` for sharings out of range.
+pub fn plan(spec: &RefreshSpec, (old, new): &Sharings) -> Result<Plan, ApplianceError> {
+    let to_usize = |set: &[u8]| set.iter().copied().map(usize::from).collect::<Vec<_>>();
+    let params = |(k, n, _): &(u8, u8, Vec<u8>)| {
+        SharingParams::new(usize::from(*k), usize::from(*n))
+            .map_err(|e| ApplianceError::BadRequest(format!("refresh sharing: {e}")))
+    };
+    Ok(Plan {
+        old: params(old)?,
+        new: params(new)?,
         source: match &spec.source {
             RefreshSource::Additive { holders } => Source::Additive {
-                holders: senders(holders),
+                holders: to_usize(holders),
             },
-            RefreshSource::Shares { set } => Source::Shares { set: senders(set) },
+            RefreshSource::Shares { set } => Source::Shares { set: to_usize(set) },
         },
-        new_holders: (1..=params.parties()).collect(),
-        receivers: indices,
+        new_holders: to_usize(&new.2),
+        receivers: to_usize(&spec.receivers()),
         absorber: usize::from(spec.absorber),
-    }
+    })
 }
 
-/// Takes part in the refresh `spec`: the rounds with the other participants, then the new
-/// secrets stored as the pending epoch, and the trial partial. `on_stage` hears each
-/// stage reached (the coordinator's progress, when it is this appliance).
+/// Takes part in the refresh or reshare `spec`: the rounds with the other participants,
+/// then the new secrets stored as the pending epoch, and the trial partial (a participant
+/// that a reshare leaves out records that instead, and answers with no trial partial).
+/// `on_stage` hears each stage reached (the coordinator's progress, when it is this
+/// appliance).
 ///
 /// # Errors
 ///
@@ -94,11 +149,19 @@ pub fn run(
     on_stage: &(dyn Fn(RefreshStage) + Sync),
 ) -> Result<RefreshStored, ApplianceError> {
     let key = check(state, spec)?;
-    let (public, params) = key_params(&key)?;
-    let plan = plan(spec, params);
+    let public = match (&key, &spec.reshare) {
+        (Some(key), _) => RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?,
+        (None, Some(r)) => RsaPublicKey::from_be_bytes(&r.modulus, &r.public_exponent)?,
+        (None, None) => return Err(ApplianceError::UnknownKey(spec.key_id.to_string())),
+    };
+    let sharings = sharings(spec, key.as_ref())?;
+    let plan = plan(spec, &sharings)?;
     plan.validate()
         .map_err(|e| ApplianceError::BadRequest(format!("refresh plan: {e}")))?;
+    let old_params = plan.old;
     let me = state.config.index;
+    let in_rounds = plan.participants().contains(&usize::from(me));
+    let receives = plan.receivers.contains(&usize::from(me));
     let _claim = state.refresh.claim(&spec.key_id, spec.session)?;
     let registration =
         state
@@ -128,20 +191,32 @@ pub fn run(
     let receivers = as_u8(&plan.receivers);
 
     let outcome = run_rounds(state, spec.session, &spec.participants, session, |rounds| {
-        let secret = state
-            .storage
-            .share_in(&spec.key_id, spec.from_epoch, EpochSlot::Active)
-            .map_err(|e| e.to_string())?
-            .ok_or("the active epoch's share is gone")?;
-        let holder = HolderShare::new(
-            &public,
-            &params,
-            usize::from(me),
-            secret.additive.clone().map(SecretInt::from_be_bytes),
-            SecretInt::from_be_bytes(secret.share.clone()),
-        )
-        .map_err(|e| format!("this appliance's share does not fit the key: {e}"))?;
-        let mut party = RefreshParty::new(&public, &plan, usize::from(me), Some(&holder))
+        if !in_rounds {
+            // A holder a reshare leaves out and whose values it does not need: it only
+            // keeps the key from other refreshes until the reshare is over.
+            return Ok(None);
+        }
+        let holder = match &key {
+            Some(_) => {
+                let secret = state
+                    .storage
+                    .share_in(&spec.key_id, spec.from_epoch, EpochSlot::Active)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the active epoch's share is gone")?;
+                Some(
+                    HolderShare::new(
+                        &public,
+                        &old_params,
+                        usize::from(me),
+                        secret.additive.clone().map(SecretInt::from_be_bytes),
+                        SecretInt::from_be_bytes(secret.share.clone()),
+                    )
+                    .map_err(|e| format!("this appliance's share does not fit the key: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        let mut party = RefreshParty::new(&public, &plan, usize::from(me), holder.as_ref())
             .map_err(|e| e.to_string())?;
         drop(holder);
         let mut rng = rand::rng();
@@ -180,9 +255,13 @@ pub fn run(
         let received = rounds.secret(pieces, &senders)?;
         audit("refresh_split")?;
         test_hooks::pause("holder", "split");
-        let mut dealt = party
-            .deal(&received, &mut rng)
-            .map_err(|e| bad_value(me, &e))?;
+        let mut dealt = if receives {
+            party
+                .deal(&received, &mut rng)
+                .map_err(|e| bad_value(me, &e))?
+        } else {
+            Vec::new()
+        };
         if let Some(corruption) = test_hooks::corrupt() {
             corrupt_one(&mut dealt, me, spec.absorber, corruption, 2);
         }
@@ -191,7 +270,14 @@ pub fn run(
         let received = rounds.secret(dealt, &receivers)?;
         audit("refresh_deal")?;
         test_hooks::pause("holder", "deal");
-        party.finish(&received).map_err(|e| bad_value(me, &e))
+        if receives {
+            party
+                .finish(&received)
+                .map(Some)
+                .map_err(|e| bad_value(me, &e))
+        } else {
+            Ok(None)
+        }
     });
     let new = outcome.map_err(|reason| {
         warn!(key = %spec.key_id, reason = %reason, "refresh failed: the other holders were told");
@@ -200,24 +286,51 @@ pub fn run(
 
     stage(RefreshStage::Store);
     let to = spec.to_epoch();
+    let origin = RefreshOrigin {
+        session: spec.session,
+        coordinator: spec.coordinator,
+    };
+    let Some(new) = new else {
+        state.storage.mark_leaving(&spec.key_id, to, origin)?;
+        info!(key = %spec.key_id, epoch = to, "reshare: this appliance leaves the key once it is committed");
+        test_hooks::pause("holder", "store");
+        return Ok(RefreshStored {
+            index: me,
+            epoch: to,
+            trial: Vec::new(),
+        });
+    };
+    let (_, (threshold, parties, holders)) = sharings;
+    let (label, modulus, public_exponent) = match (&key, &spec.reshare) {
+        (Some(k), _) => (
+            k.label.clone(),
+            k.modulus.clone(),
+            k.public_exponent.clone(),
+        ),
+        (None, Some(r)) => (
+            r.label.clone(),
+            r.modulus.clone(),
+            r.public_exponent.clone(),
+        ),
+        (None, None) => return Err(ApplianceError::UnknownKey(spec.key_id.to_string())),
+    };
     state.storage.store_share(ShareInput {
         key_id: spec.key_id.clone(),
-        label: key.label.clone(),
+        label,
         epoch: to,
         index: me,
-        threshold: key.threshold,
-        parties: key.parties,
-        modulus: key.modulus.clone(),
-        public_exponent: key.public_exponent.clone(),
+        threshold,
+        parties,
+        modulus,
+        public_exponent,
         secret: EpochSecret {
             additive: new.additive().map(|a| a.as_be_bytes().to_vec()),
             share: new.share().value().as_be_bytes().to_vec(),
         },
-        additive_holders: spec.indices(),
-        refresh: Some(RefreshOrigin {
-            session: spec.session,
-            coordinator: spec.coordinator,
-        }),
+        holders,
+        additive_holders: spec.receivers(),
+        refresh: Some(origin),
+        joins: key.is_none(),
     })?;
     let input = trial_input(&public, &context);
     let trial = state.backend.partial(&public, new.share(), &input)?;
@@ -421,10 +534,20 @@ pub fn step(
     epoch: u64,
     step: RefreshStepKind,
 ) -> Result<(), ApplianceError> {
-    let key = state
-        .storage
-        .key(key_id)?
-        .ok_or_else(|| ApplianceError::UnknownKey(key_id.to_string()))?;
+    let Some(key) = state.storage.key(key_id)? else {
+        // A key a reshare has taken from this appliance, or was to give it and did not:
+        // nothing is left to erase or discard.
+        if matches!(step, RefreshStepKind::Discard | RefreshStepKind::Erase) {
+            return Ok(());
+        }
+        return Err(ApplianceError::UnknownKey(key_id.to_string()));
+    };
+    if let Some(leaving) = key.leaving
+        && leaving.epoch == epoch
+        && leaving.origin.session == *session
+    {
+        return leaving_step(state, caller, &key, leaving, step);
+    }
     match (key.refresh, step) {
         // Nothing of that refresh is stored here (a discard after a failed run, or a
         // repeated erase): nothing to do.
@@ -475,6 +598,54 @@ pub fn step(
                 .storage
                 .discard_pending(key_id, epoch, Some(session))?;
             info!(key = %key_id, epoch, "refresh: pending epoch discarded");
+        }
+    }
+    Ok(())
+}
+
+/// A step of the reshare that leaves this appliance out: ready is nothing to do, commit
+/// records the decision, erase deletes the key with every share, discard forgets the
+/// reshare.
+fn leaving_step(
+    state: &State,
+    caller: Option<u8>,
+    key: &KeyInfo,
+    leaving: Leaving,
+    step: RefreshStepKind,
+) -> Result<(), ApplianceError> {
+    let key_id = &key.key_id;
+    let session = &leaving.origin.session;
+    if caller.is_some_and(|c| c != leaving.origin.coordinator) {
+        return Err(ApplianceError::Forbidden {
+            role: caller.map_or("recovery".into(), |c| format!("appliance-{c}")),
+            request: "a refresh step (only its coordinator may send it)",
+        });
+    }
+    match step {
+        RefreshStepKind::Ready => test_hooks::pause("holder", "ready"),
+        RefreshStepKind::Commit => {
+            state
+                .storage
+                .commit_leaving(key_id, leaving.epoch, Some(session))?;
+            info!(key = %key_id, epoch = leaving.epoch, "reshare committed without this appliance");
+            test_hooks::pause("holder", "commit");
+        }
+        RefreshStepKind::Erase => {
+            if !leaving.committed {
+                return Err(ApplianceError::WrongEpoch {
+                    key: key_id.to_string(),
+                    asked: leaving.epoch,
+                });
+            }
+            state.storage.delete_key(key_id)?;
+            info!(key = %key_id, "reshare over: this appliance's share of the key is erased");
+            test_hooks::pause("holder", "erase");
+        }
+        RefreshStepKind::Discard => {
+            state
+                .storage
+                .discard_leaving(key_id, leaving.epoch, Some(session))?;
+            info!(key = %key_id, epoch = leaving.epoch, "reshare discarded: this appliance keeps the key");
         }
     }
     Ok(())

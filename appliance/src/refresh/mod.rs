@@ -229,14 +229,18 @@ impl Refreshes {
 /// The longest wait between two rebuilds of a share that keep failing.
 pub const MAX_REBUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The public key and sharing of a stored key.
+/// The public key of a stored key, and the sharing of its `epoch`.
 ///
 /// # Errors
 ///
 /// The threshold crate's, for a record that does not describe a usable key.
-pub fn key_params(key: &KeyInfo) -> Result<(RsaPublicKey, SharingParams), ApplianceError> {
+pub fn key_params(
+    key: &KeyInfo,
+    epoch: u64,
+) -> Result<(RsaPublicKey, SharingParams), ApplianceError> {
     let public = RsaPublicKey::from_be_bytes(&key.modulus, &key.public_exponent)?;
-    let params = SharingParams::new(usize::from(key.threshold), usize::from(key.parties))?;
+    let sharing = key.sharing(epoch);
+    let params = SharingParams::new(usize::from(sharing.threshold), usize::from(sharing.parties))?;
     Ok((public, params))
 }
 

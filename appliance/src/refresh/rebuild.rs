@@ -67,13 +67,14 @@ pub fn help(state: &State, spec: &RecoverSpec) -> Result<RecoverPart, ApplianceE
             asked: spec.epoch,
         });
     }
-    let (public, params) = key_params(&key)?;
+    let (public, params) = key_params(&key, spec.epoch)?;
+    let sharing = key.sharing(spec.epoch);
     let helpers: Vec<usize> = spec.indices().into_iter().map(usize::from).collect();
-    if !helpers.contains(&usize::from(me)) || spec.target > key.parties {
+    if !helpers.contains(&usize::from(me)) || !sharing.holders.contains(&spec.target) {
         return Err(ApplianceError::BadRequest(format!(
-            "a recovery of appliance {} by {helpers:?}: this is appliance {me}, key {} has \
-             1..={}",
-            spec.target, spec.key_id, key.parties
+            "a recovery of appliance {} by {helpers:?}: this is appliance {me}, epoch {} of \
+             key {} has holders {:?}",
+            spec.target, spec.epoch, spec.key_id, sharing.holders
         )));
     }
     let secret = state
@@ -125,9 +126,10 @@ pub fn help(state: &State, spec: &RecoverSpec) -> Result<RecoverPart, ApplianceE
         label: key.label.clone(),
         modulus: key.modulus.clone(),
         public_exponent: key.public_exponent.clone(),
-        threshold: key.threshold,
-        parties: key.parties,
-        additive_holders: key.layer(spec.epoch).holders,
+        threshold: sharing.threshold,
+        parties: sharing.parties,
+        additive_holders: sharing.additive_holders,
+        holders: sharing.holders,
         contribution: SecretBytes::new(contribution.as_be_bytes().to_vec()),
         trial: public.integer_to_be(&trial),
     })
@@ -191,6 +193,7 @@ fn run(
             &p.public_exponent,
             p.threshold,
             p.parties,
+            &p.holders,
         ) != (
             epoch,
             &first.label,
@@ -198,11 +201,18 @@ fn run(
             &first.public_exponent,
             first.threshold,
             first.parties,
+            &first.holders,
         )
     }) {
         return Err(ApplianceError::Refresh(format!(
             "appliance {} describes the key or epoch differently from appliance {}",
             odd.index, first.index
+        )));
+    }
+    if !first.holders.contains(&me) {
+        return Err(ApplianceError::Refresh(format!(
+            "epoch {epoch} of key {key_id} has holders {:?}: this appliance is not one",
+            first.holders
         )));
     }
     let public = RsaPublicKey::from_be_bytes(&first.modulus, &first.public_exponent)?;
@@ -242,8 +252,10 @@ fn run(
             additive: None,
             share: share.value().as_be_bytes().to_vec(),
         },
+        holders: first.holders.clone(),
         additive_holders: first.additive_holders.clone(),
         refresh: None,
+        joins: false,
     })?;
     info!(key = %key_id, epoch, helpers = ?spec.indices(), "share rebuilt: this appliance holds the current epoch");
     test_hooks::pause("target", "install");

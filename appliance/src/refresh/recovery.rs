@@ -11,10 +11,15 @@
 //!   active, no holder that answers still has it pending, and the refresh no longer runs
 //!   on its coordinator (whose own erase step would come), erase it. A holder that is
 //!   away does not hold the erasure back: it catches up by a rebuild when it returns.
+//! * **Left out by a reshare.** A reshare that leaves this appliance out and was not
+//!   committed is committed or forgotten as a pending epoch is; once committed, the key is
+//!   erased here when `k` of the new holders have the new epoch active and none has it
+//!   pending.
 //! * **Behind.** When `k` peers hold a newer epoch active than this appliance (or hold a
 //!   key this appliance does not have at all: it was replaced), rebuild this appliance's
 //!   share of that epoch from them ([`super::rebuild`]); a failed rebuild is retried with
-//!   back-off.
+//!   back-off. If that epoch's holders do not include this appliance (a reshare retired
+//!   it while it was away), erase the key here instead.
 //!
 //! Every decision taken here is audited (`self (refresh recovery)`, `self (share
 //! recovery)`) and logged.
@@ -29,7 +34,7 @@ use super::{holder, rebuild};
 use crate::handlers::audit_event;
 use crate::peers;
 use crate::state::State;
-use crate::storage::{KeyInfo, RefreshOrigin};
+use crate::storage::{KeyInfo, Leaving, RefreshOrigin};
 
 /// Who the audit log names for what recovery does.
 const SELF: &str = "self (refresh recovery)";
@@ -76,7 +81,7 @@ pub fn reconcile(state: &State) -> Vec<u8> {
     };
     let waiting = keys
         .iter()
-        .any(|k| k.pending_epoch.is_some() || k.retiring_epoch.is_some());
+        .any(|k| k.pending_epoch.is_some() || k.retiring_epoch.is_some() || k.leaving.is_some());
     if !waiting && let Some(answered) = state.refresh.recent_peer_check(PEER_CHECK) {
         return answered;
     }
@@ -99,8 +104,13 @@ pub fn reconcile(state: &State) -> Vec<u8> {
         if state.refresh.running(&key.key_id).is_some() {
             continue;
         }
+        if let Some(leaving) = key.leaving {
+            left_out(state, &view, key, leaving);
+            continue;
+        }
         match (key.pending_epoch, key.active_epoch, key.refresh) {
-            (Some(pending), Some(_), Some(origin)) => {
+            // With an active epoch, a refresh's; without, a reshare's to a new holder.
+            (Some(pending), _, Some(origin)) => {
                 pending_epoch(state, &view, key, pending, origin);
             }
             (None, Some(active), _) if key.retiring_epoch.is_some() => {
@@ -124,7 +134,21 @@ pub fn reconcile(state: &State) -> Vec<u8> {
 }
 
 fn pending_epoch(state: &State, view: &View, key: &KeyInfo, pending: u64, origin: RefreshOrigin) {
-    let decision = if origin.coordinator == state.config.index {
+    if let Some(step) = decide(state, view, key, pending, origin) {
+        apply(state, key, pending, origin, step);
+    }
+}
+
+/// What becomes of the refresh `origin` to `epoch` that this appliance stored (or that
+/// leaves it out), from what its coordinator reports: commit, discard, or wait (`None`).
+fn decide(
+    state: &State,
+    view: &View,
+    key: &KeyInfo,
+    pending: u64,
+    origin: RefreshOrigin,
+) -> Option<RefreshStepKind> {
+    if origin.coordinator == state.config.index {
         // This appliance coordinated and runs nothing now: it never committed.
         Some(RefreshStepKind::Discard)
     } else {
@@ -140,11 +164,40 @@ fn pending_epoch(state: &State, view: &View, key: &KeyInfo, pending: u64, origin
                 None
             }
         }
-    };
-    let Some(step) = decision else {
+    }
+}
+
+/// A reshare that leaves this appliance out: decided like a pending epoch; once
+/// committed, the key is erased here when `k` of the new holders answer with the new epoch
+/// active, none has it pending, and the reshare no longer runs on its coordinator.
+fn left_out(state: &State, view: &View, key: &KeyInfo, leaving: Leaving) {
+    let origin = leaving.origin;
+    if !leaving.committed {
+        if let Some(step) = decide(state, view, key, leaving.epoch, origin) {
+            apply(state, key, leaving.epoch, origin, step);
+        }
         return;
-    };
-    apply(state, key, pending, origin, step);
+    }
+    if let Ok(Some(status)) = view.key(origin.coordinator, &key.key_id)
+        && status.refresh.running == Some(origin.session)
+    {
+        return;
+    }
+    let mut holding = 0;
+    let mut threshold = None;
+    for &index in view.statuses.keys() {
+        match view.key(index, &key.key_id) {
+            Ok(Some(status)) if status.active_epoch >= Some(leaving.epoch) => {
+                holding += 1;
+                threshold = Some(status.threshold);
+            }
+            Ok(Some(status)) if status.pending_epoch == Some(leaving.epoch) => return,
+            Ok(_) | Err(_) => {}
+        }
+    }
+    if threshold.is_some_and(|k| holding >= usize::from(k)) {
+        apply(state, key, leaving.epoch, origin, RefreshStepKind::Erase);
+    }
 }
 
 fn retiring_epoch(state: &State, view: &View, key: &KeyInfo, active: u64) {
@@ -157,8 +210,9 @@ fn retiring_epoch(state: &State, view: &View, key: &KeyInfo, active: u64) {
     {
         return;
     }
+    let sharing = key.sharing(active);
     let mut holding = 1;
-    for index in (1..=key.parties).filter(|i| *i != me) {
+    for &index in sharing.holders.iter().filter(|i| **i != me) {
         match view.key(index, &key.key_id) {
             Ok(Some(status)) if status.active_epoch >= Some(active) => holding += 1,
             Ok(Some(status)) if status.pending_epoch == Some(active) => {
@@ -169,7 +223,7 @@ fn retiring_epoch(state: &State, view: &View, key: &KeyInfo, active: u64) {
             Ok(_) | Err(_) => {}
         }
     }
-    if holding < usize::from(key.threshold) {
+    if holding < usize::from(sharing.threshold) {
         debug!(key = %key.key_id, holding, "refresh recovery: too few holders of the new epoch answer; old epoch kept");
         return;
     }
@@ -191,39 +245,44 @@ fn catch_up(
 ) {
     let me = state.config.index;
     if let Some(local) = local
-        && (local.pending_epoch.is_some() || local.retiring_epoch.is_some())
+        && (local.pending_epoch.is_some()
+            || local.retiring_epoch.is_some()
+            || local.leaving.is_some())
     {
         // A refresh to finish first (above).
         return;
     }
-    let mut holders: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut sharing = None;
+    // Each epoch some peer has active: who has it, its threshold and its holders.
+    let mut epochs: BTreeMap<u64, (Vec<u8>, u8, Vec<u8>)> = BTreeMap::new();
     for peer in peers {
         if let Ok(Some(status)) = view.key(peer.index, key_id)
             && let Some(epoch) = status.active_epoch
         {
-            holders.entry(epoch).or_default().push(peer.index);
-            sharing = Some((status.threshold, status.parties));
+            let entry = epochs
+                .entry(epoch)
+                .or_insert_with(|| (Vec::new(), status.threshold, status.holders.clone()));
+            entry.0.push(peer.index);
         }
     }
-    let Some((threshold, parties)) = sharing else {
-        return;
-    };
-    if me > parties {
-        return;
-    }
-    let Some((&epoch, helpers)) = holders
+    let Some((&epoch, (helpers, threshold, holders))) = epochs
         .iter()
         .rev()
-        .find(|(_, h)| h.len() >= usize::from(threshold))
+        .find(|(_, (h, k, _))| h.len() >= usize::from(*k))
     else {
         return;
     };
+    let threshold = *threshold;
     let current = local.and_then(|l| l.active_epoch);
-    if current >= Some(epoch)
-        || state.refresh.running(key_id).is_some()
-        || !state.refresh.rebuild_due(key_id)
-    {
+    if current >= Some(epoch) || state.refresh.running(key_id).is_some() {
+        return;
+    }
+    if !holders.contains(&me) {
+        if local.is_some() {
+            retired(state, key_id, epoch);
+        }
+        return;
+    }
+    if !state.refresh.rebuild_due(key_id) {
         return;
     }
     let helpers: Vec<Participant> = helpers
@@ -238,19 +297,16 @@ fn catch_up(
         helpers = ?helpers.iter().map(|h| h.index).collect::<Vec<_>>(),
         "behind the other holders: rebuilding this appliance's share"
     );
-    let first_helper = helpers.first().map(|h| h.index);
+    // A key new here (generated while this appliance was away): its public-key object
+    // too, and whatever else was stored meanwhile, before the key answers here.
+    if local.is_none()
+        && let Some(index) = helpers.first().map(|h| h.index)
+        && let Err(e) = crate::public_state::take_from(state, index)
+    {
+        warn!(key = %key_id, error = %e, "the key's objects were not taken from a peer");
+    }
     match rebuild::rebuild(state, key_id, epoch, helpers) {
-        Ok(()) => {
-            state.refresh.rebuild_done(key_id, true);
-            // A key new here (generated while this appliance was away): its public-key
-            // object too, and whatever else was stored meanwhile.
-            if local.is_none()
-                && let Some(index) = first_helper
-                && let Err(e) = crate::public_state::take_from(state, index)
-            {
-                warn!(key = %key_id, error = %e, "the key's objects were not taken from a peer");
-            }
-        }
+        Ok(()) => state.refresh.rebuild_done(key_id, true),
         Err(e) => {
             warn!(key = %key_id, epoch, error = %e, "rebuilding the share failed; will retry");
             state.refresh.rebuild_done(key_id, false);
@@ -262,6 +318,28 @@ fn catch_up(
                 warn!(key = %key_id, error = %e, "rebuild failure not recorded");
             }
         }
+    }
+}
+
+/// `k` peers have `epoch` of `key_id` active, and its holders leave this appliance out: a
+/// reshare retired it while it was away. Its share of an older epoch is erased.
+fn retired(state: &State, key_id: &KeyId, epoch: u64) {
+    let outcome = match state.storage.delete_key(key_id) {
+        Ok(_) => {
+            info!(key = %key_id, epoch, "a reshare left this appliance out: its share of the key is erased");
+            "ok".to_owned()
+        }
+        Err(e) => {
+            warn!(key = %key_id, error = %e, "erasing the key a reshare took from this appliance failed");
+            crate::error::ApplianceError::from(e)
+                .to_wire()
+                .code
+                .as_str()
+                .to_owned()
+        }
+    };
+    if let Err(e) = audit_event(state, SELF, "reshare_retired", key_id, &outcome) {
+        warn!(error = %e, "retirement not audited");
     }
 }
 

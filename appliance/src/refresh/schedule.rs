@@ -172,7 +172,7 @@ pub fn tick(state: &State) {
         }
         debug!(key = %key.key_id, "scheduled refresh");
         // Failures are logged, audited and recorded by the coordinator.
-        let _ = coordinator::coordinate(state, &key.key_id, rand::random());
+        let _ = coordinator::coordinate(state, &key.key_id, rand::random(), None);
     }
 }
 

@@ -10,7 +10,7 @@ use sled::Transactional;
 
 use super::error::{SledResultExt, TxError, abort};
 use super::keys::{
-    AdditiveLayer, RefreshOrigin, ShareInput, StoredKey, StoredShare, now_unix_ms, share_key,
+    Leaving, RefreshOrigin, ShareInput, StoredKey, StoredShare, now_unix_ms, share_key,
 };
 use super::{Storage, StorageError, codec};
 
@@ -82,6 +82,9 @@ impl Storage {
                         "the share of key {key_id} for epoch {epoch} is missing"
                     ))));
                 }
+                if let Some(sharing) = key.sharing_of(epoch) {
+                    (key.threshold, key.parties) = (sharing.threshold, sharing.parties);
+                }
                 let previous = key.active_epoch.replace(epoch);
                 key.pending_epoch = None;
                 key.pending_ready = false;
@@ -140,15 +143,17 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes the pending `epoch` of a key that has an active epoch (a refresh that
-    /// failed before its commit; `session` if given must be the refresh's), with its epoch
-    /// key. Nothing to do if it is not pending any more and was never committed.
+    /// Deletes the pending `epoch` of a key (a refresh that failed before its commit;
+    /// `session` if given must be the refresh's), with its epoch key; a key that a reshare
+    /// was to give this appliance goes with it. Nothing to do if it is not pending any more
+    /// and was never committed.
     ///
     /// # Errors
     ///
     /// [`StorageError::UnknownKey`]; [`StorageError::WrongEpoch`] if `epoch` is the active
-    /// epoch (committed: too late to discard) or the key has no active epoch (an import:
-    /// delete the key instead); [`StorageError::OtherSession`].
+    /// epoch (committed: too late to discard) or the key has no active epoch and its
+    /// pending one is not from a refresh (an import: delete the key instead);
+    /// [`StorageError::OtherSession`].
     pub fn discard_pending(
         &self,
         key_id: &KeyId,
@@ -156,7 +161,8 @@ impl Storage {
         session: Option<&[u8; 16]>,
     ) -> Result<(), StorageError> {
         self.end_epoch(key_id, |key| {
-            if key.active_epoch.is_none_or(|a| a >= epoch) {
+            let joining = key.active_epoch.is_none() && key.refresh.is_some();
+            if !joining && key.active_epoch.is_none_or(|a| a >= epoch) {
                 return Err(key.wrong_epoch(epoch));
             }
             if key.pending_epoch != Some(epoch) {
@@ -169,6 +175,109 @@ impl Storage {
                 key.refresh = None;
             }
             Ok(Some(epoch))
+        })
+        .map(|_| ())
+    }
+
+    /// Records that this appliance took part in the reshare `origin` to `epoch`, which
+    /// leaves it out: it keeps answering on its active epoch (`epoch − 1`) and takes part
+    /// in no other refresh of the key until the reshare is committed and the key erased,
+    /// or discarded.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`]; [`StorageError::WrongEpoch`] unless the active epoch
+    /// is `epoch − 1`; [`StorageError::RefreshUnfinished`] while an epoch is pending or
+    /// retiring, or another reshare leaves it out.
+    pub fn mark_leaving(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        origin: RefreshOrigin,
+    ) -> Result<(), StorageError> {
+        self.update_key(key_id, |key| {
+            if key.active_epoch.map(|a| a.saturating_add(1)) != Some(epoch) {
+                return Err(key.wrong_epoch(epoch));
+            }
+            if key.pending_epoch.is_some() || key.retiring_epoch.is_some() {
+                return Err(StorageError::RefreshUnfinished {
+                    key_id: key_id.clone(),
+                });
+            }
+            match key.leaving {
+                Some(l) if l.origin == origin && l.epoch == epoch => Ok(()),
+                Some(_) => Err(StorageError::RefreshUnfinished {
+                    key_id: key_id.clone(),
+                }),
+                None => {
+                    key.leaving = Some(Leaving {
+                        epoch,
+                        origin,
+                        committed: false,
+                    });
+                    Ok(())
+                }
+            }
+        })
+        .map(|_| ())
+    }
+
+    /// Records that the reshare to `epoch` that leaves this appliance out was committed
+    /// (`session` if given must be its own). Nothing to do if it was recorded already.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`]; [`StorageError::WrongEpoch`] if no reshare to `epoch`
+    /// leaves it out; [`StorageError::OtherSession`].
+    pub fn commit_leaving(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        session: Option<&[u8; 16]>,
+    ) -> Result<(), StorageError> {
+        self.update_key(key_id, |key| match &mut key.leaving {
+            Some(l) if l.epoch == epoch => {
+                if session.is_some_and(|s| *s != l.origin.session) {
+                    return Err(StorageError::OtherSession {
+                        key_id: key_id.clone(),
+                    });
+                }
+                l.committed = true;
+                Ok(())
+            }
+            _ => Err(key.wrong_epoch(epoch)),
+        })
+        .map(|_| ())
+    }
+
+    /// Forgets a reshare to `epoch` that leaves this appliance out and failed before its
+    /// commit (`session` if given must be its own): the key goes on as before. Nothing to
+    /// do if none is recorded.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::UnknownKey`]; [`StorageError::WrongEpoch`] if it was committed;
+    /// [`StorageError::OtherSession`].
+    pub fn discard_leaving(
+        &self,
+        key_id: &KeyId,
+        epoch: u64,
+        session: Option<&[u8; 16]>,
+    ) -> Result<(), StorageError> {
+        self.update_key(key_id, |key| match key.leaving {
+            Some(l) if l.epoch == epoch => {
+                if session.is_some_and(|s| *s != l.origin.session) {
+                    return Err(StorageError::OtherSession {
+                        key_id: key_id.clone(),
+                    });
+                }
+                if l.committed {
+                    return Err(key.wrong_epoch(epoch));
+                }
+                key.leaving = None;
+                Ok(())
+            }
+            _ => Ok(()),
         })
         .map(|_| ())
     }
@@ -187,11 +296,7 @@ impl Storage {
         let id = input.key_id.as_bytes();
         let epoch = input.epoch;
         let slot = share_key(&input.key_id, epoch);
-        let layer = AdditiveLayer {
-            epoch,
-            holders: input.additive_holders.clone(),
-            own: input.secret.additive.is_some(),
-        };
+        let sharing = input.sharing();
         let now = now_unix_ms();
         let installed = (&self.inner.keys, &self.inner.shares)
             .transaction(|(keys, shares)| {
@@ -220,7 +325,9 @@ impl Storage {
                 key.refresh = None;
                 key.active_since_unix_ms = Some(now);
                 key.last_failure = None;
-                key.layers = vec![layer.clone()];
+                key.sharings = vec![sharing.clone()];
+                (key.threshold, key.parties) = (input.threshold, input.parties);
+                key.leaving = None;
                 keys.insert(id, codec::encode(&key).map_err(abort)?)?;
                 shares.insert(slot.as_slice(), sealed.as_slice())?;
                 Ok::<_, TxError>(erased)
@@ -268,7 +375,13 @@ impl Storage {
                     Some(share) => Some(StoredShare::decode(&share).map_err(abort)?.tag),
                     None => None,
                 };
-                keys.insert(id, codec::encode(&key).map_err(abort)?)?;
+                if key.epochs().next().is_none() {
+                    // A key that had only this epoch (a reshare that was to give it to
+                    // this appliance): nothing of it is left.
+                    keys.remove(id)?;
+                } else {
+                    keys.insert(id, codec::encode(&key).map_err(abort)?)?;
+                }
                 Ok::<_, TxError>(Some((epoch, tag)))
             })
             .db()?;
@@ -320,6 +433,134 @@ mod tests {
             .is_some()
     }
 
+    /// Appliance `me`'s share of key `k` from a reshare of epoch 1 to 3-of-5 (epoch 2).
+    fn reshare_input(me: u8) -> ShareInput {
+        ShareInput {
+            threshold: 3,
+            parties: 5,
+            holders: vec![1, 2, 3, 4, 5],
+            additive_holders: vec![1, 2, 3, 4, 5],
+            refresh: origin(),
+            ..share_input(b"k", 2, me)
+        }
+    }
+
+    #[test]
+    fn a_reshare_gives_a_new_holder_the_key_with_the_new_sharing_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 4);
+        // A refresh does not create a key; a reshare's new holder does.
+        assert!(matches!(
+            storage.store_share(reshare_input(4)),
+            Err(StorageError::UnknownKey { .. })
+        ));
+        let joining = ShareInput {
+            joins: true,
+            ..reshare_input(4)
+        };
+        storage.store_share(joining.clone()).unwrap();
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        assert_eq!((key.active_epoch, key.pending_epoch), (None, Some(2)));
+        let status = key.status();
+        assert_eq!((status.threshold, status.parties), (3, 5));
+        assert_eq!(status.holders, vec![1, 2, 3, 4, 5]);
+        // Rolled back: nothing of the key is left.
+        storage
+            .discard_pending(&id(b"k"), 2, Some(&SESSION))
+            .unwrap();
+        assert_eq!(storage.key(&id(b"k")).unwrap(), None);
+        assert_eq!(epoch_key_files(dir.path()), 0);
+        // Committed: the key is active with the new sharing.
+        storage.store_share(joining).unwrap();
+        storage.mark_ready(&id(b"k"), 2, &SESSION).unwrap();
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        storage
+            .erase_retiring(&id(b"k"), 2, Some(&SESSION))
+            .unwrap();
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        assert_eq!(
+            (key.active_epoch, key.threshold, key.parties),
+            (Some(2), 3, 5)
+        );
+        assert!(serving(&storage, 2));
+    }
+
+    #[test]
+    fn an_old_holder_moves_to_the_new_sharing_at_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        storage.commit_epoch(&id(b"k"), 1).unwrap();
+        storage.store_share(reshare_input(1)).unwrap();
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        // Until the commit the key shows the active epoch's sharing; each epoch has its own.
+        assert_eq!(key.status().threshold, 2);
+        assert_eq!(key.sharing(1).threshold, 2);
+        assert_eq!(key.sharing(2).threshold, 3);
+        storage.mark_ready(&id(b"k"), 2, &SESSION).unwrap();
+        storage.commit_epoch(&id(b"k"), 2).unwrap();
+        let key = storage.key(&id(b"k")).unwrap().unwrap();
+        assert_eq!(key.status().threshold, 3);
+        assert_eq!(
+            key.sharing(1).threshold,
+            2,
+            "the retiring epoch keeps its own"
+        );
+    }
+
+    #[test]
+    fn a_holder_left_out_waits_for_the_commit_then_erases_or_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 2);
+        storage.store_share(share_input(b"k", 1, 2)).unwrap();
+        storage.commit_epoch(&id(b"k"), 1).unwrap();
+        let origin = origin().unwrap();
+        // Only for the epoch after the active one.
+        assert!(matches!(
+            storage.mark_leaving(&id(b"k"), 3, origin),
+            Err(StorageError::WrongEpoch { .. })
+        ));
+        storage.mark_leaving(&id(b"k"), 2, origin).unwrap();
+        storage.mark_leaving(&id(b"k"), 2, origin).unwrap();
+        // No refresh meanwhile, and the old epoch still answers.
+        let mut next = share_input(b"k", 2, 2);
+        next.refresh = Some(origin);
+        assert!(matches!(
+            storage.store_share(next),
+            Err(StorageError::RefreshUnfinished { .. })
+        ));
+        assert!(serving(&storage, 1));
+        // From another session: refused.
+        assert!(matches!(
+            storage.commit_leaving(&id(b"k"), 2, Some(&[1; 16])),
+            Err(StorageError::OtherSession { .. })
+        ));
+        // Rolled back: the key goes on.
+        storage
+            .discard_leaving(&id(b"k"), 2, Some(&SESSION))
+            .unwrap();
+        assert_eq!(storage.key(&id(b"k")).unwrap().unwrap().leaving, None);
+        // Committed: a discard is refused from then on.
+        storage.mark_leaving(&id(b"k"), 2, origin).unwrap();
+        storage
+            .commit_leaving(&id(b"k"), 2, Some(&SESSION))
+            .unwrap();
+        assert!(matches!(
+            storage.discard_leaving(&id(b"k"), 2, None),
+            Err(StorageError::WrongEpoch { .. })
+        ));
+        assert!(
+            storage
+                .key(&id(b"k"))
+                .unwrap()
+                .unwrap()
+                .leaving
+                .unwrap()
+                .committed
+        );
+        assert!(serving(&storage, 1));
+    }
+
     #[test]
     fn a_recovered_epoch_replaces_every_older_one_and_creates_a_missing_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -343,8 +584,11 @@ mod tests {
             (key.active_epoch, key.pending_epoch, key.retiring_epoch),
             (Some(5), None, None)
         );
-        let layer = key.layer(5);
-        assert_eq!((layer.holders, layer.own), (vec![2, 3], false));
+        let sharing = key.sharing(5);
+        assert_eq!(
+            (sharing.additive_holders, sharing.own_additive),
+            (vec![2, 3], false)
+        );
         assert!(serving(&storage, 5) && !serving(&storage, 1));
         assert_eq!(storage.share(&id(b"k"), 1).unwrap(), None);
         assert_eq!(storage.share(&id(b"k"), 2).unwrap(), None);

@@ -37,16 +37,36 @@ pub struct RefreshOrigin {
     pub coordinator: u8,
 }
 
-/// The public facts of one epoch's additive layer on this appliance.
+/// The public facts of one epoch's sharing on this appliance: its threshold and holders
+/// (a reshare changes them from one epoch to the next) and its additive layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
-pub struct AdditiveLayer {
+pub struct EpochSharing {
     /// The epoch.
     pub epoch: u64,
+    /// How many partials combine (`k`).
+    pub threshold: u8,
+    /// The highest holder's index (`n`; `Δ = n!`).
+    pub parties: u8,
+    /// Every holder of the epoch, ascending.
+    pub holders: Vec<u8>,
     /// The holders whose additive shares of the epoch sum to the key's secret, ascending;
     /// empty when there is no such set.
-    pub holders: Vec<u8>,
+    pub additive_holders: Vec<u8>,
     /// Whether this appliance keeps an additive share of the epoch.
-    pub own: bool,
+    pub own_additive: bool,
+}
+
+/// A reshare that leaves this appliance out of the key's next epoch: it took part (it sent
+/// what it was asked to) and keeps its share of the current epoch until the reshare is
+/// over everywhere, then erases the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Leaving {
+    /// The epoch the reshare makes.
+    pub epoch: u64,
+    /// The reshare's session and coordinator.
+    pub origin: RefreshOrigin,
+    /// Whether its coordinator committed it (this appliance only waits to erase then).
+    pub committed: bool,
 }
 
 /// A share to store, with its key's public part (what the provisioning CLI, a key
@@ -71,12 +91,18 @@ pub struct ShareInput {
     pub public_exponent: Vec<u8>,
     /// The epoch's secrets.
     pub secret: EpochSecret,
+    /// Every holder of this epoch's sharing, ascending (`1..=parties` unless a reshare
+    /// left an index out).
+    pub holders: Vec<u8>,
     /// The holders whose additive shares of this epoch sum to the key's secret, ascending
     /// (every holder for an import or a generation, the refresh's receivers after a
     /// refresh); empty for a key without an additive layer.
     pub additive_holders: Vec<u8>,
     /// The refresh this epoch comes from; `None` for an import or a generation.
     pub refresh: Option<RefreshOrigin>,
+    /// Whether a reshare gives this appliance its first share of the key: the key record is
+    /// made with the pending epoch.
+    pub joins: bool,
 }
 
 impl From<ShareRecord> for ShareInput {
@@ -87,6 +113,8 @@ impl From<ShareRecord> for ShareInput {
                 share: record.share.expose_secret().to_vec(),
             },
             additive_holders: (1..=record.parties).collect(),
+            holders: (1..=record.parties).collect(),
+            joins: false,
             key_id: record.key_id,
             label: record.label,
             epoch: record.epoch,
@@ -96,6 +124,20 @@ impl From<ShareRecord> for ShareInput {
             modulus: record.modulus,
             public_exponent: record.public_exponent,
             refresh: None,
+        }
+    }
+}
+
+impl ShareInput {
+    /// The public facts of the epoch's sharing on this appliance.
+    pub(super) fn sharing(&self) -> EpochSharing {
+        EpochSharing {
+            epoch: self.epoch,
+            threshold: self.threshold,
+            parties: self.parties,
+            holders: self.holders.clone(),
+            additive_holders: self.additive_holders.clone(),
+            own_additive: self.secret.additive.is_some(),
         }
     }
 }
@@ -110,8 +152,10 @@ impl fmt::Debug for ShareInput {
             .field("threshold", &self.threshold)
             .field("parties", &self.parties)
             .field("secret", &self.secret)
+            .field("holders", &self.holders)
             .field("additive_holders", &self.additive_holders)
             .field("refresh", &self.refresh)
+            .field("joins", &self.joins)
             .finish_non_exhaustive()
     }
 }
@@ -157,9 +201,10 @@ pub struct KeyInfo {
     pub modulus: Vec<u8>,
     /// The public exponent `e`, big-endian.
     pub public_exponent: Vec<u8>,
-    /// How many partials combine (`k`).
+    /// How many partials combine (`k`) in the active epoch (the pending one before the
+    /// first commit); [`KeyInfo::sharing`] has each epoch's.
     pub threshold: u8,
-    /// How many appliances hold a share (`n`).
+    /// The highest holder's index (`n`) in that epoch.
     pub parties: u8,
     /// The epoch whose share answers clients' partial requests; `None` until the first
     /// commit.
@@ -178,28 +223,39 @@ pub struct KeyInfo {
     pub last_refresh_unix_ms: Option<u64>,
     /// The last refresh that failed here since the last one that succeeded.
     pub last_failure: Option<(u64, String)>,
-    /// The additive layers of the stored epochs.
-    pub layers: Vec<AdditiveLayer>,
+    /// The sharings of the stored epochs.
+    pub sharings: Vec<EpochSharing>,
+    /// A reshare that leaves this appliance out, if one is under way.
+    pub leaving: Option<Leaving>,
 }
 
 impl KeyInfo {
-    /// The additive layer of `epoch`, if it is stored (an epoch without one has an empty
-    /// layer).
-    pub fn layer(&self, epoch: u64) -> AdditiveLayer {
-        self.layers
+    /// The sharing of `epoch`: as recorded with it, else the key's threshold among
+    /// `1..=parties` with no additive layer.
+    pub fn sharing(&self, epoch: u64) -> EpochSharing {
+        self.sharings
             .iter()
             .find(|l| l.epoch == epoch)
             .cloned()
-            .unwrap_or(AdditiveLayer {
+            .unwrap_or_else(|| EpochSharing {
                 epoch,
-                ..AdditiveLayer::default()
+                threshold: self.threshold,
+                parties: self.parties,
+                holders: (1..=self.parties).collect(),
+                ..EpochSharing::default()
             })
+    }
+
+    /// The epoch whose sharing the key shows: the active one, else the pending one.
+    pub fn current_epoch(&self) -> Option<u64> {
+        self.active_epoch.or(self.pending_epoch)
     }
 
     /// The key's entry in a status response. The schedule (`next_due_unix_ms`) and the
     /// running session are the refresh runner's to fill in.
     pub fn status(&self) -> KeyStatus {
-        let layer = self.active_epoch.map(|e| self.layer(e)).unwrap_or_default();
+        let sharing = self.current_epoch().map(|e| self.sharing(e));
+        let own = sharing.as_ref().filter(|_| self.active_epoch.is_some());
         KeyStatus {
             key_id: self.key_id.clone(),
             label: self.label.clone(),
@@ -207,8 +263,11 @@ impl KeyInfo {
             pending_epoch: self.pending_epoch,
             pending_ready: self.pending_ready,
             retiring_epoch: self.retiring_epoch,
-            threshold: self.threshold,
-            parties: self.parties,
+            threshold: sharing.as_ref().map_or(self.threshold, |s| s.threshold),
+            parties: sharing.as_ref().map_or(self.parties, |s| s.parties),
+            holders: sharing
+                .as_ref()
+                .map_or_else(|| (1..=self.parties).collect(), |s| s.holders.clone()),
             refresh: RefreshStatus {
                 last_refresh_unix_ms: self.last_refresh_unix_ms,
                 next_due_unix_ms: None,
@@ -220,8 +279,8 @@ impl KeyInfo {
                 }),
                 running: None,
                 coordinator: self.refresh.map(|r| r.coordinator),
-                additive_holders: layer.holders,
-                has_additive: layer.own,
+                additive_holders: own.map(|s| s.additive_holders.clone()).unwrap_or_default(),
+                has_additive: own.is_some_and(|s| s.own_additive),
             },
         }
     }
@@ -244,7 +303,8 @@ pub(super) struct StoredKey {
     pub(super) active_since_unix_ms: Option<u64>,
     pub(super) last_refresh_unix_ms: Option<u64>,
     pub(super) last_failure: Option<(u64, String)>,
-    pub(super) layers: Vec<AdditiveLayer>,
+    pub(super) sharings: Vec<EpochSharing>,
+    pub(super) leaving: Option<Leaving>,
 }
 
 impl From<StoredKey> for KeyInfo {
@@ -264,7 +324,8 @@ impl From<StoredKey> for KeyInfo {
             active_since_unix_ms: k.active_since_unix_ms,
             last_refresh_unix_ms: k.last_refresh_unix_ms,
             last_failure: k.last_failure,
-            layers: k.layers,
+            sharings: k.sharings,
+            leaving: k.leaving,
         }
     }
 }
@@ -304,19 +365,23 @@ impl StoredKey {
             active_since_unix_ms: None,
             last_refresh_unix_ms: None,
             last_failure: None,
-            layers: Vec::new(),
+            sharings: Vec::new(),
+            leaving: None,
         }
     }
 
-    /// Fails with [`StorageError::Conflict`] naming the first public field that differs.
+    /// Fails with [`StorageError::Conflict`] naming the first public field that differs;
+    /// the sharing (threshold, parties) only for an input that keeps it (an import or a
+    /// generation: a refresh, a reshare or a rebuild carries its epoch's own).
     pub(super) fn check_same_key(&self, input: &ShareInput) -> Result<(), StorageError> {
+        let same_sharing = input.refresh.is_none() && !input.joins;
         let field = if self.modulus != input.modulus {
             "modulus"
         } else if self.public_exponent != input.public_exponent {
             "public exponent"
-        } else if self.threshold != input.threshold {
+        } else if same_sharing && self.threshold != input.threshold {
             "threshold"
-        } else if self.parties != input.parties {
+        } else if same_sharing && self.parties != input.parties {
             "parties"
         } else if self.label != input.label {
             "label"
@@ -329,13 +394,18 @@ impl StoredKey {
         })
     }
 
-    /// Records `layer` for its epoch, dropping the layers of epochs no longer stored.
-    fn set_layer(&mut self, layer: AdditiveLayer) {
+    /// Records `sharing` for its epoch, dropping those of epochs no longer stored.
+    pub(super) fn set_sharing(&mut self, sharing: EpochSharing) {
         let stored: Vec<u64> = self.epochs().collect();
-        self.layers
-            .retain(|l| l.epoch != layer.epoch && stored.contains(&l.epoch));
-        self.layers.push(layer);
-        self.layers.sort_by_key(|l| l.epoch);
+        self.sharings
+            .retain(|l| l.epoch != sharing.epoch && stored.contains(&l.epoch));
+        self.sharings.push(sharing);
+        self.sharings.sort_by_key(|l| l.epoch);
+    }
+
+    /// The recorded sharing of `epoch`, if any.
+    pub(super) fn sharing_of(&self, epoch: u64) -> Option<&EpochSharing> {
+        self.sharings.iter().find(|s| s.epoch == epoch)
     }
 
     /// The epochs whose shares are stored.
@@ -451,6 +521,13 @@ fn validate(input: &ShareInput) -> Result<(), StorageError> {
                 .all(|&h| (1..=input.parties).contains(&h)),
         "additive holders must be ascending indices in 1..=parties",
     )?;
+    check(
+        input.holders.windows(2).all(|w| w[0] < w[1])
+            && input.holders.last() == Some(&input.parties)
+            && input.holders.contains(&input.index)
+            && input.holders.len() >= usize::from(input.threshold),
+        "holders must be ascending, name this appliance, end at parties, and be k or more",
+    )?;
     if let Some(additive) = &input.secret.additive {
         check(
             !additive.is_empty() && additive.len() <= MAX_INTEGER_LEN,
@@ -532,15 +609,11 @@ impl Storage {
             refresh: input.refresh,
             ..StoredKey::new(&input)
         };
-        let layer = AdditiveLayer {
-            epoch: input.epoch,
-            holders: input.additive_holders.clone(),
-            own: input.secret.additive.is_some(),
-        };
+        let sharing = input.sharing();
         let stored = (&self.inner.keys, &self.inner.shares)
             .transaction(|(keys, shares)| {
                 let record = match keys.get(id)? {
-                    None if input.refresh.is_some() => {
+                    None if input.refresh.is_some() && !input.joins => {
                         return Err(abort(StorageError::UnknownKey {
                             key_id: input.key_id.clone(),
                         }));
@@ -558,7 +631,7 @@ impl Storage {
                     }
                 };
                 let mut record = record;
-                record.set_layer(layer.clone());
+                record.set_sharing(sharing.clone());
                 if shares.get(slot.as_slice())?.is_some() {
                     return Err(abort(StorageError::Corrupt(format!(
                         "a share of key {} for epoch {} exists without its key record",
@@ -790,7 +863,7 @@ fn next_epoch(key: &StoredKey, input: &ShareInput) -> Result<(), StorageError> {
         });
     }
     if input.refresh.is_some() {
-        if key.retiring_epoch.is_some() {
+        if key.retiring_epoch.is_some() || key.leaving.is_some() {
             return Err(StorageError::RefreshUnfinished { key_id: key_id() });
         }
         if key.active_epoch.map(|a| a.saturating_add(1)) != Some(epoch) {
@@ -848,11 +921,15 @@ mod tests {
                 .active_since_unix_ms,
             last_refresh_unix_ms: None,
             last_failure: None,
-            layers: vec![AdditiveLayer {
+            sharings: vec![EpochSharing {
                 epoch: 5,
+                threshold: 2,
+                parties: 3,
                 holders: vec![1, 2, 3],
-                own: true,
+                additive_holders: vec![1, 2, 3],
+                own_additive: true,
             }],
+            leaving: None,
         };
         assert_eq!(storage.key(&id(b"k1")).unwrap(), Some(expected.clone()));
         assert_eq!(storage.key(&id(b"nope")).unwrap(), None);
@@ -1141,6 +1218,7 @@ mod tests {
             (
                 ShareInput {
                     parties: 4,
+                    holders: vec![1, 2, 3, 4],
                     ..base()
                 },
                 "parties",
@@ -1211,6 +1289,14 @@ mod tests {
             },
             ShareInput {
                 additive_holders: vec![1, 4],
+                ..base()
+            },
+            ShareInput {
+                holders: vec![2, 3],
+                ..base()
+            },
+            ShareInput {
+                holders: vec![1, 2],
                 ..base()
             },
         ] {

@@ -1,8 +1,13 @@
-//! Opening a database of an older schema: version 2 (before proactive refresh) becomes
-//! version 3 in one transaction.
+//! Opening a database of an older schema: version 2 (before proactive refresh) or 3
+//! (before reshares) becomes version 4 in one transaction.
+//!
+//! Version 3 kept one threshold and number of holders per key, and each epoch's additive
+//! layer; version 4 keeps each epoch's sharing (threshold, holders, additive layer) and a
+//! reshare that leaves the appliance out. The migration rewrites the key records only:
+//! each epoch's sharing is the key's threshold among `1..=parties`.
 //!
 //! Version 2 kept a key's active and pending epochs only, and sealed each share under the
-//! sealing key itself. Version 3 adds the refresh state to every key record and seals each
+//! sealing key itself. Version 3 added the refresh state to every key record and seals each
 //! epoch's secrets under an epoch key of its own (`epoch_keys.rs`). The migration unseals
 //! every share, seals it again under a new epoch key (written to its file first), and
 //! rewrites every key record, every share and the schema version in one transaction: a
@@ -21,7 +26,7 @@ use sled::Transactional;
 use zeroize::Zeroizing;
 
 use super::error::{SledResultExt, TxError};
-use super::keys::{EpochSecret, StoredKey, share_key};
+use super::keys::{EpochSecret, EpochSharing, RefreshOrigin, StoredKey, share_key};
 use super::seal::{Sealed, share_aad};
 use super::{Inner, META_SCHEMA, SCHEMA_VERSION, Storage, StorageError, codec};
 
@@ -38,7 +43,89 @@ struct StoredKeyV2 {
     pending_epoch: Option<u64>,
 }
 
-/// Rewrites a version-2 database as version 3 (see the module docs).
+/// An epoch's additive layer in schema version 3.
+#[derive(Encode, Decode)]
+struct AdditiveLayerV3 {
+    epoch: u64,
+    holders: Vec<u8>,
+    own: bool,
+}
+
+/// The key record of schema version 3.
+#[derive(Encode, Decode)]
+struct StoredKeyV3 {
+    key_id: KeyId,
+    label: String,
+    modulus: Vec<u8>,
+    public_exponent: Vec<u8>,
+    threshold: u8,
+    parties: u8,
+    active_epoch: Option<u64>,
+    pending_epoch: Option<u64>,
+    pending_ready: bool,
+    retiring_epoch: Option<u64>,
+    refresh: Option<RefreshOrigin>,
+    active_since_unix_ms: Option<u64>,
+    last_refresh_unix_ms: Option<u64>,
+    last_failure: Option<(u64, String)>,
+    layers: Vec<AdditiveLayerV3>,
+}
+
+/// Rewrites a version-3 database as version 4 (see the module docs).
+pub(super) fn from_v3(storage: &Storage) -> Result<(), StorageError> {
+    let inner: &Inner = &storage.inner;
+    let mut records = Vec::new();
+    for bytes in inner.keys.iter().values() {
+        let old: StoredKeyV3 = codec::decode(&bytes.db()?, "version 3 key record")?;
+        let mut new = StoredKey {
+            active_epoch: old.active_epoch,
+            pending_epoch: old.pending_epoch,
+            pending_ready: old.pending_ready,
+            retiring_epoch: old.retiring_epoch,
+            refresh: old.refresh,
+            active_since_unix_ms: old.active_since_unix_ms,
+            last_refresh_unix_ms: old.last_refresh_unix_ms,
+            last_failure: old.last_failure,
+            ..StoredKey::empty(
+                old.key_id,
+                old.label,
+                old.modulus,
+                old.public_exponent,
+                (old.threshold, old.parties),
+            )
+        };
+        for epoch in new.epochs().collect::<Vec<_>>() {
+            let layer = old.layers.iter().find(|l| l.epoch == epoch);
+            new.set_sharing(EpochSharing {
+                epoch,
+                threshold: old.threshold,
+                parties: old.parties,
+                holders: (1..=old.parties).collect(),
+                additive_holders: layer.map(|l| l.holders.clone()).unwrap_or_default(),
+                own_additive: layer.is_some_and(|l| l.own),
+            });
+        }
+        records.push((new.key_id.as_bytes().to_vec(), codec::encode(&new)?));
+    }
+    let schema = codec::encode(&SCHEMA_VERSION)?;
+    (&inner.meta, &inner.keys)
+        .transaction(|(meta, keys)| {
+            for (id, record) in &records {
+                keys.insert(id.as_slice(), record.as_slice())?;
+            }
+            meta.insert(META_SCHEMA, schema.as_slice())?;
+            Ok::<_, TxError>(())
+        })
+        .db()?;
+    storage.flush()?;
+    tracing::info!(
+        keys = records.len(),
+        "database migrated to schema version {SCHEMA_VERSION}: a sharing per epoch"
+    );
+    Ok(())
+}
+
+/// Rewrites a version-2 database as version 4 (see the module docs).
 pub(super) fn from_v2(storage: &Storage) -> Result<(), StorageError> {
     let inner: &Inner = &storage.inner;
     let mut records = Vec::new();
@@ -171,6 +258,65 @@ pub fn write_schema_2(
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn a_schema_3_database_gets_a_sharing_per_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1);
+        storage.store_share(share_input(b"k", 1, 1)).unwrap();
+        storage
+            .commit_epoch(&KeyId::new(b"k".to_vec()).unwrap(), 1)
+            .unwrap();
+        // Rewrite the record as a version-3 database held it.
+        let key_id = KeyId::new(b"k".to_vec()).unwrap();
+        let v3 = StoredKeyV3 {
+            key_id: key_id.clone(),
+            label: "signing".into(),
+            modulus: vec![0xc5; 256],
+            public_exponent: vec![1, 0, 1],
+            threshold: 2,
+            parties: 3,
+            active_epoch: Some(1),
+            pending_epoch: None,
+            pending_ready: false,
+            retiring_epoch: None,
+            refresh: None,
+            active_since_unix_ms: Some(5),
+            last_refresh_unix_ms: None,
+            last_failure: None,
+            layers: vec![AdditiveLayerV3 {
+                epoch: 1,
+                holders: vec![1, 2],
+                own: true,
+            }],
+        };
+        storage
+            .inner
+            .keys
+            .insert(key_id.as_bytes(), codec::encode(&v3).unwrap())
+            .unwrap();
+        storage
+            .inner
+            .meta
+            .insert(META_SCHEMA, codec::encode(&3u32).unwrap())
+            .unwrap();
+        drop(storage);
+        let storage = open(dir.path(), 1);
+        let key = storage.key(&key_id).unwrap().unwrap();
+        let sharing = key.sharing(1);
+        assert_eq!(
+            (
+                sharing.threshold,
+                sharing.parties,
+                sharing.holders,
+                sharing.additive_holders,
+                sharing.own_additive
+            ),
+            (2, 3, vec![1, 2, 3], vec![1, 2], true)
+        );
+        assert_eq!(key.active_since_unix_ms, Some(5));
+        assert_eq!(storage.share(&key_id, 1).unwrap().unwrap(), secret_for(1));
+    }
 
     #[test]
     fn a_schema_2_database_is_migrated_and_its_share_kept() {

@@ -102,7 +102,7 @@ use std::task::{Context, Poll};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
 pub use error::StorageError;
-pub use keys::{AdditiveLayer, EpochSecret, EpochSlot, KeyInfo, RefreshOrigin, ShareInput};
+pub use keys::{EpochSecret, EpochSharing, EpochSlot, KeyInfo, Leaving, RefreshOrigin, ShareInput};
 #[doc(hidden)]
 pub use migrate::{SchemaTwoKey, write_schema_2};
 pub use pin::{PinCheck, PinStatus};
@@ -117,7 +117,9 @@ use error::{SledResultExt, TxError, abort};
 /// 3: proactive refresh: a retiring epoch and refresh state per key; each epoch's secrets
 /// (share, additive share, form) sealed under an epoch key of its own. A version-2
 /// database is migrated when opened (`migrate.rs`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: reshares: each epoch's sharing (threshold, holders) with its additive layer, and a
+/// reshare that leaves this appliance out. A version-3 database is migrated when opened.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema version [`Storage::open`] migrates.
 const OLDEST_MIGRATED: u32 = 2;
@@ -243,8 +245,10 @@ impl Storage {
             inner: Arc::new(inner),
         };
         *storage.audit_lock() = head;
-        if schema == OLDEST_MIGRATED {
-            migrate::from_v2(&storage)?;
+        match schema {
+            OLDEST_MIGRATED => migrate::from_v2(&storage)?,
+            3 => migrate::from_v3(&storage)?,
+            _ => {}
         }
         storage.destroy_orphan_epoch_keys()?;
         Ok(storage)
@@ -333,8 +337,8 @@ impl fmt::Debug for PendingFlush {
 
 impl Inner {
     /// Writes the meta records of a new database, or checks those of an existing one;
-    /// returns its schema version ([`SCHEMA_VERSION`], or [`OLDEST_MIGRATED`] for a
-    /// database the caller migrates).
+    /// returns its schema version ([`SCHEMA_VERSION`], or an older one from
+    /// [`OLDEST_MIGRATED`] on for a database the caller migrates).
     fn initialize_or_check(&self) -> Result<u32, StorageError> {
         if self.meta.get(META_SCHEMA).db()?.is_none() {
             self.initialize()?;
@@ -345,7 +349,7 @@ impl Inner {
             .db()?
             .ok_or_else(|| missing("schema version"))?;
         let found: u32 = codec::decode(&schema, "schema version")?;
-        if found != SCHEMA_VERSION && found != OLDEST_MIGRATED {
+        if !(OLDEST_MIGRATED..=SCHEMA_VERSION).contains(&found) {
             return Err(StorageError::Schema {
                 found,
                 expected: SCHEMA_VERSION,

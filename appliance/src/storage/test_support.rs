@@ -64,8 +64,10 @@ pub(super) fn share_input(id: &[u8], epoch: u64, index: u8) -> ShareInput {
         modulus: vec![0xc5; 256],
         public_exponent: vec![1, 0, 1],
         secret: secret_for(epoch),
+        holders: vec![1, 2, 3],
         additive_holders: vec![1, 2, 3],
         refresh: None,
+        joins: false,
     }
 }
 
