@@ -24,6 +24,12 @@ pub fn binary(name: &str) -> PathBuf {
     bin
 }
 
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 /// `ittc ARGS`, with no standard input.
 pub fn ittc(args: &[&str]) -> Command {
     let mut command = Command::new(binary("ittc"));
@@ -116,7 +122,8 @@ impl InitCluster {
         self.dir.display().to_string()
     }
 
-    /// Starts appliance `index` and waits until it listens.
+    /// Starts appliance `index` (one of `ittc init`'s, or one added since) and waits until
+    /// it listens.
     pub fn start(&mut self, index: u8) {
         let (child, _) = ittc_provisioning::process::spawn_appliance(
             &binary("ittc-appliance"),
@@ -126,12 +133,20 @@ impl InitCluster {
             PROCESS_TIMEOUT,
         )
         .unwrap();
-        self.children[usize::from(index) - 1] = Some(child);
+        let slot = usize::from(index) - 1;
+        if self.children.len() <= slot {
+            self.children.resize_with(slot + 1, || None);
+        }
+        self.children[slot] = Some(child);
     }
 
     /// SIGKILL, if running.
     pub fn kill(&mut self, index: u8) {
-        if let Some(mut c) = self.children[usize::from(index) - 1].take() {
+        if let Some(mut c) = self
+            .children
+            .get_mut(usize::from(index) - 1)
+            .and_then(Option::take)
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
