@@ -1,12 +1,13 @@
 //! A new appliance takes the cluster's public state from its peers: when its store holds
-//! no token object and no PIN (a new data folder, as after `ittc appliance replace`), or an
-//! earlier taking was cut short, a thread of its own asks the configured peers, in index
-//! order, for their public state (`PublicState`, one page at a time: token objects, PIN
-//! records with their failure counts, the certificate deny-list) and adopts the first that
-//! has any, keeping whatever was set here meanwhile. Each attempt is bounded (the peer
-//! connection's time limits, a page count); when no peer answers, it tries again after 1 s,
-//! 2 s, 4 s, … at most a minute. It stops once the state is taken, once every peer has
-//! answered with none (a new cluster), or once the store holds state of its own.
+//! no token object and no PIN (a new data folder, as after `ittc appliance replace` or
+//! `ittc appliance add`), or an earlier taking was cut short, a thread of its own asks the
+//! configured peers, in index order, for their public state (`PublicState`, one page at a
+//! time: token objects, PIN records with their failure counts, the certificate deny-list)
+//! and adopts the first that has any, keeping whatever was set here meanwhile. Each
+//! attempt is bounded (the peer connection's time limits, a page count); when no peer
+//! answers, it tries again after 1 s, 2 s, 4 s, … at most a minute. It stops once the state
+//! is taken, once every peer has answered with none (a new cluster), or once the store
+//! holds state of its own.
 //!
 //! Keys and shares are not part of it: rebuilding a lost appliance's shares is the peers'
 //! recovery protocol.

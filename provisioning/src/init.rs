@@ -85,11 +85,15 @@ pub fn init(options: &InitOptions) -> Result<ClusterConfig, CliError> {
         })
         .collect();
     for entry in &appliances {
-        let name = format!("appliance-{}", entry.index);
-        save(dir, &name, &ca.issue(Role::Appliance(entry.index), &name)?)?;
-        write_private(&dir.join(format!("{name}.sealing")), &new_sealing_key())?;
-        let config = appliance_config(entry.index, &hex::encode(cluster_id), &appliances, &[]);
-        write_public(&dir.join(format!("{name}.toml")), &config)?;
+        let files =
+            ApplianceFiles::issue(&ca, entry.index, &hex::encode(cluster_id), &appliances, &[])?;
+        files.write(|ext, contents, private| {
+            write_file(
+                &dir.join(format!("appliance-{}.{ext}", entry.index)),
+                contents,
+                private,
+            )
+        })?;
     }
 
     let config = ClusterConfig {
@@ -115,8 +119,51 @@ pub fn init(options: &InitOptions) -> Result<ClusterConfig, CliError> {
     Ok(config)
 }
 
+/// The extensions of an appliance's own files in the cluster folder: certificate, key,
+/// sealing key, configuration (`appliance-<i>.pem`, …).
+pub(crate) const APPLIANCE_FILES: [&str; 4] = ["pem", "key", "sealing", "toml"];
+
+/// What a new appliance's files hold: a certificate and key for its role, a new sealing
+/// key, and its configuration ([`appliance_config`]), with a new data folder.
+pub(crate) struct ApplianceFiles {
+    certified: CertifiedKey,
+    sealing: zeroize::Zeroizing<String>,
+    config: String,
+}
+
+impl ApplianceFiles {
+    /// Issues appliance `index`'s certificate with `ca` and writes its configuration in a
+    /// cluster of `appliances` (see [`appliance_config`]).
+    pub(crate) fn issue(
+        ca: &ClusterCa,
+        index: u8,
+        cluster_id: &str,
+        appliances: &[ApplianceEntry],
+        revoked: &[String],
+    ) -> Result<Self, CliError> {
+        let name = format!("appliance-{index}");
+        Ok(Self {
+            certified: ca.issue(Role::Appliance(index), &name)?,
+            sealing: new_sealing_key(),
+            config: appliance_config(index, cluster_id, appliances, revoked),
+        })
+    }
+
+    /// Hands each file to `put` as (extension of [`APPLIANCE_FILES`], contents, whether
+    /// it is private).
+    pub(crate) fn write(
+        &self,
+        mut put: impl FnMut(&str, &str, bool) -> Result<(), CliError>,
+    ) -> Result<(), CliError> {
+        put("pem", &self.certified.cert_pem, false)?;
+        put("key", &self.certified.key_pem, true)?;
+        put("sealing", &self.sealing, true)?;
+        put("toml", &self.config, false)
+    }
+}
+
 /// A new sealing key, as the hex text of its file.
-pub(crate) fn new_sealing_key() -> zeroize::Zeroizing<String> {
+fn new_sealing_key() -> zeroize::Zeroizing<String> {
     let mut sealing: [u8; 32] = rand::rng().random();
     let text = zeroize::Zeroizing::new(hex::encode(sealing));
     zeroize::Zeroize::zeroize(&mut sealing);
@@ -127,7 +174,7 @@ pub(crate) fn new_sealing_key() -> zeroize::Zeroizing<String> {
 /// `appliances`: it listens on its own entry's port, keeps its store in
 /// `appliance-<index>-data` beside the file, reaches every other appliance at its entry's
 /// address, and refuses the certificates with the `revoked` serials (hex) from the start.
-pub(crate) fn appliance_config(
+fn appliance_config(
     index: u8,
     cluster_id: &str,
     appliances: &[ApplianceEntry],
@@ -190,6 +237,11 @@ pub(crate) fn write_public(path: &Path, contents: &str) -> Result<(), CliError> 
 /// Creates a file only its owner can read. Refuses to replace an existing file.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), CliError> {
     write_mode(path, contents, 0o600)
+}
+
+/// [`write_private`] if `private`, else [`write_public`].
+pub(crate) fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CliError> {
+    write_mode(path, contents, if private { 0o600 } else { 0o644 })
 }
 
 fn write_mode(path: &Path, contents: &str, mode: u32) -> Result<(), CliError> {

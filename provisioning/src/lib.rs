@@ -4,15 +4,19 @@
 //! One module per command: [`init`] (PKI, sealing keys, configs), [`import`] (the dealer),
 //! [`generate`] (a key without a dealer), [`refresh`] (a new sharing of a key now),
 //! [`pin`], [`status`], [`cert`], [`replace`] (a new appliance in a lost one's place, the
-//! old certificate revoked everywhere), [`demo`] (a local cluster). [`cluster`] opens a cluster
-//! folder and talks to its appliances as admin; [`pki`] is the cluster's certificate
-//! authority; [`token`] signs through the PKCS#11 module as any application does (`ittc sign`, and the
-//! demo's check). `main.rs` is only the command line.
+//! old certificate revoked everywhere), [`add`] (one more appliance, before a reshare gives
+//! it shares), [`demo`] (a local cluster). [`cluster`] opens a cluster folder and talks to
+//! its appliances as admin; `folder` writes the files of a cluster folder that `replace`
+//! and `add` change; [`pki`] is the cluster's certificate authority; [`token`] signs
+//! through the PKCS#11 module as any application does (`ittc sign`, and the demo's check).
+//! `main.rs` is only the command line.
 
+pub mod add;
 pub mod cert;
 pub mod cluster;
 pub mod demo;
 mod error;
+mod folder;
 pub mod generate;
 pub mod import;
 pub mod init;

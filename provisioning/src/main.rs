@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
 use ittc_provisioning::{
-    CliError, cert, demo, generate, import, init, pin, prompt, refresh, replace, reshare, status,
-    token,
+    CliError, add, cert, demo, generate, import, init, pin, prompt, refresh, replace, reshare,
+    status, token,
 };
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
@@ -102,7 +102,7 @@ enum Command {
         #[arg(long)]
         stop: bool,
     },
-    /// Appliances: replace a lost or compromised one.
+    /// Appliances: add one, or replace a lost or compromised one.
     Appliance {
         #[command(subcommand)]
         action: ApplianceAction,
@@ -164,6 +164,32 @@ enum ApplianceAction {
         index: u8,
         /// Where the new appliance is reached: HOST:PORT, or HOST to keep the port
         /// (default: the old address).
+        #[arg(long, value_name = "HOST[:PORT]")]
+        host: Option<String>,
+    },
+    /// Add an appliance to the cluster folder: the first step of growing the cluster.
+    ///
+    /// In the cluster folder (it needs ca.key): a certificate, key, sealing key and
+    /// configuration for the new appliance, as `ittc init` writes them (an empty data
+    /// folder, every other appliance as a peer, the cluster's revoked certificates refused);
+    /// a `[[peers]]` entry for it in the other appliances' configurations; and the appliance
+    /// in pkcs11.toml (the threshold stays). No appliance is asked anything.
+    ///
+    /// If the command is interrupted, run it again: it issues nothing new while an
+    /// addition is under way (the file appliance-INDEX.adding says so) and only finishes
+    /// it.
+    ///
+    /// Then start the new appliance with its files and an empty data folder: it takes the
+    /// token objects, PINs and deny-list from its peers by itself. Restart the others one
+    /// at a time so that they know their new peer, and give the new appliance shares of
+    /// the keys with `ittc cluster reshare`.
+    Add {
+        /// The new appliance's index (default: the lowest that neither pkcs11.toml nor an
+        /// appliance-INDEX.* file in the folder uses).
+        #[arg(long)]
+        index: Option<u8>,
+        /// Where the new appliance is reached: HOST:PORT, or HOST for port 7300+INDEX
+        /// (default: 127.0.0.1:7300+INDEX).
         #[arg(long, value_name = "HOST[:PORT]")]
         host: Option<String>,
     },
@@ -742,6 +768,13 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Appliance {
+            action: ApplianceAction::Add { index, host },
+        } => {
+            let options = add::AddOptions { index, host };
+            let added = add::add(&cluster_dir, &options, &step)?;
+            print_added(&cluster_dir, &added);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -777,15 +810,10 @@ fn print_replaced(dir: &Path, r: &replace::Replaced) {
         );
     }
     if !r.configs_updated.is_empty() {
-        let files: Vec<String> = r
-            .configs_updated
-            .iter()
-            .map(|j| format!("appliance-{j}.toml"))
-            .collect();
         println!(
             "updated with the new address: {}. Copy each to its host and restart that \
              appliance: a running appliance reads its peers' addresses only when it starts.",
-            files.join(", ")
+            config_files(&r.configs_updated)
         );
     }
     for line in &r.configs_not_updated {
@@ -826,6 +854,66 @@ fn print_replaced(dir: &Path, r: &replace::Replaced) {
              replace appliance {i} once more."
         );
     }
+}
+
+/// What `ittc appliance add` did, and what the operator does next.
+fn print_added(dir: &Path, a: &add::Added) {
+    let (i, d) = (a.index, dir.display());
+    if a.was_complete {
+        println!("appliance {i}: added already by an earlier run; nothing was left to do.");
+    } else if a.resumed {
+        println!("appliance {i}: finishing the addition an earlier run started.");
+    }
+    println!(
+        "appliance {i}: certificate (serial {}), key, sealing key and configuration in {d} \
+         (appliance-{i}.pem, .key, .sealing, .toml); it is reached at {}.",
+        a.serial, a.address
+    );
+    let all: Vec<String> = a.appliances.iter().map(u8::to_string).collect();
+    println!(
+        "pkcs11.toml lists appliances {} (threshold {} unchanged).",
+        all.join(", "),
+        a.threshold
+    );
+    let others: Vec<u8> = a.appliances.iter().copied().filter(|j| *j != i).collect();
+    if !a.configs_updated.is_empty() {
+        println!(
+            "appliance {i} added as a peer to {}.",
+            config_files(&a.configs_updated)
+        );
+    }
+    for line in &a.configs_not_updated {
+        eprintln!("note: {line}");
+    }
+    println!("No running appliance has changed. Next:");
+    println!(
+        "  1. on the host of {}, install ca.pem and appliance-{i}.pem, .key, .sealing, .toml \
+         from {d} (docs/operations.md) and start it with an empty data folder: it takes the \
+         token objects, PINs and deny-list from its peers by itself;",
+        a.address
+    );
+    println!(
+        "  2. copy {} to their hosts and restart those appliances one at a time, each back \
+         up (`ittc --cluster {d} status`) before the next, so that they know their new peer;",
+        config_files(&others)
+    );
+    println!(
+        "  3. give appliance {i} shares of the keys: `ittc --cluster {d} cluster reshare \
+         --threshold {} --appliances {}` (this threshold or a new one); until then it holds \
+         none, and the keys sign as before without it;",
+        a.threshold,
+        all.join(",")
+    );
+    println!("  4. then copy pkcs11.toml to every PKCS#11 host.");
+}
+
+/// `appliance-1.toml, appliance-3.toml`.
+fn config_files(indices: &[u8]) -> String {
+    let files: Vec<String> = indices
+        .iter()
+        .map(|j| format!("appliance-{j}.toml"))
+        .collect();
+    files.join(", ")
 }
 
 fn print_next_steps(dir: &Path, message: &Path, len: usize) {

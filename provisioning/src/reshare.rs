@@ -15,11 +15,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ittc_wire::cluster::{ClusterConfig, FILE_NAME};
+use ittc_wire::cluster::FILE_NAME;
 use ittc_wire::{Participant, Request, Response};
 
 use crate::cluster::{Cluster, expect_ok};
 use crate::error::CliError;
+use crate::folder::{ClusterFile, pem_serial};
 use crate::refresh::{Failure, KeyRefresh, Progress, refresh_one};
 use crate::status::StatusReport;
 
@@ -250,7 +251,7 @@ pub fn reshare(
         .filter(|i| !target.appliances.contains(i))
         .collect();
     done.not_erased = wait_erased(cluster, &done.dropped);
-    update_config(&cluster.dir, &cluster.config, target, &done.dropped)?;
+    update_config(&cluster.dir, target, &done.dropped)?;
     done.config_updated = true;
     // Every revoked serial to every remaining appliance (again, for those told before: it
     // is idempotent, and finishes what an earlier run could not).
@@ -310,30 +311,28 @@ fn wait_erased(cluster: &Cluster, dropped: &[u8]) -> Vec<String> {
     lines
 }
 
-/// Writes `target`'s threshold to `pkcs11.toml`, drops the appliances of `dropped` and
-/// puts their certificates (`appliance-<i>.pem` in `dir`, where present) on its `revoked`
-/// list.
-fn update_config(
-    dir: &Path,
-    config: &ClusterConfig,
-    target: &Target,
-    dropped: &[u8],
-) -> Result<(), CliError> {
-    let mut new = config.clone();
-    new.threshold = target.threshold;
-    new.appliances
+/// Writes `target`'s threshold to `pkcs11.toml` in `dir`, drops the appliances of
+/// `dropped` and puts their certificates (`appliance-<i>.pem` in `dir`, where present) on
+/// its `revoked` list.
+fn update_config(dir: &Path, target: &Target, dropped: &[u8]) -> Result<(), CliError> {
+    let mut file = ClusterFile::read(dir)?;
+    let before = file.config.clone();
+    let config = &mut file.config;
+    config.threshold = target.threshold;
+    config
+        .appliances
         .retain(|a| target.appliances.contains(&a.index));
     for i in dropped {
         let pem = dir.join(format!("appliance-{i}.pem"));
         if pem.is_file() {
-            let serial = hex::encode(crate::replace::pem_serial(&pem)?);
-            if !new.revoked.contains(&serial) {
-                new.revoked.push(serial);
+            let serial = hex::encode(pem_serial(&pem)?);
+            if !config.revoked.contains(&serial) {
+                config.revoked.push(serial);
             }
         }
     }
-    if new != *config {
-        crate::replace::write_cluster_config(&dir.join(FILE_NAME), &new)?;
+    if file.config != before {
+        file.write()?;
     }
     Ok(())
 }

@@ -24,6 +24,12 @@ pub fn binary(name: &str) -> PathBuf {
     bin
 }
 
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 /// `ittc ARGS`, with no standard input.
 pub fn ittc(args: &[&str]) -> Command {
     let mut command = Command::new(binary("ittc"));
@@ -116,11 +122,9 @@ impl InitCluster {
         self.dir.display().to_string()
     }
 
-    /// Starts appliance `index` (one added since, too) and waits until it listens.
+    /// Starts appliance `index` (one of `ittc init`'s, or one added since) and waits until
+    /// it listens.
     pub fn start(&mut self, index: u8) {
-        if self.children.len() < usize::from(index) {
-            self.children.resize_with(usize::from(index), || None);
-        }
         let (child, _) = ittc_provisioning::process::spawn_appliance(
             &binary("ittc-appliance"),
             &self.dir.join(format!("appliance-{index}.toml")),
@@ -129,7 +133,11 @@ impl InitCluster {
             PROCESS_TIMEOUT,
         )
         .unwrap();
-        self.children[usize::from(index) - 1] = Some(child);
+        let slot = usize::from(index) - 1;
+        if self.children.len() <= slot {
+            self.children.resize_with(slot + 1, || None);
+        }
+        self.children[slot] = Some(child);
     }
 
     /// SIGKILL, if running.

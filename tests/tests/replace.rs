@@ -1,8 +1,9 @@
 //! Replacing an appliance (`ittc appliance replace`): the old certificate refused by every
 //! appliance on both ends of a connection, the new one accepted, the new appliance filled
 //! with the cluster's token objects and PINs by its peers, and a run that could not reach
-//! every appliance finished by running it again. Real `ittc` and `ittc-appliance`
-//! processes on 127.0.0.1.
+//! every appliance finished by running it again. Adding one (`ittc appliance add`): the new
+//! appliance filled the same way by peers that do not list it yet. Real `ittc` and
+//! `ittc-appliance` processes on 127.0.0.1.
 
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ittc_tests::cli::{InitCluster, ok, run_ittc};
+use ittc_tests::cli::{InitCluster, free_port, ok, run_ittc};
 use ittc_wire::client::{Connection, Timeouts, TlsIdentity};
 use ittc_wire::cluster::{ClusterConfig, FILE_NAME};
 use ittc_wire::{
@@ -64,6 +65,15 @@ fn assert_revoked(result: Result<Connection, ittc_wire::Error>, what: &str) {
 fn serial_of(path: &Path) -> String {
     let der = ittc_provisioning::cert::read_certificate(path).unwrap();
     hex::encode(revocation::certificate_serial(&der).unwrap())
+}
+
+/// Logs in as the user with `pin`; the answer.
+fn user_login(conn: &mut Connection, pin: &[u8]) -> Response {
+    conn.request(&Request::Login {
+        user: UserKind::User,
+        pin: SecretBytes::new(pin.to_vec()),
+    })
+    .unwrap()
 }
 
 /// Waits (at most 30 s) until appliance `index`'s log shows `line`.
@@ -249,12 +259,7 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
     // (b) Appliance 3 alone: the user PIN works, and the objects stored before are there.
     let client = identity(&dir, "client.pem", "client.key");
     let mut conn = connect_at(address(&dir, 3), 3, &client).unwrap();
-    let wrong = conn
-        .request(&Request::Login {
-            user: UserKind::User,
-            pin: SecretBytes::new(b"000000".to_vec()),
-        })
-        .unwrap();
+    let wrong = user_login(&mut conn, b"000000");
     assert!(
         matches!(
             &wrong,
@@ -265,12 +270,7 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
         ),
         "{wrong:?}"
     );
-    let login = conn
-        .request(&Request::Login {
-            user: UserKind::User,
-            pin: SecretBytes::new(b"246810".to_vec()),
-        })
-        .unwrap();
+    let login = user_login(&mut conn, b"246810");
     assert_eq!(login, Response::Ok);
     let Response::Objects(objects) = conn.request(&Request::ListObjects).unwrap() else {
         panic!("no object listing");
@@ -346,11 +346,7 @@ fn a_replacement_that_misses_an_appliance_is_finished_by_running_it_again() {
     let dir = running.dir.clone();
     running.set_user_pin(b"135790");
     let old_serial = serial_of(&dir.join("appliance-3.pem"));
-    let new_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let new_port = free_port();
     let new_address = format!("127.0.0.1:{new_port}");
 
     // Appliance 3 died; appliance 2 is down for now.
@@ -437,4 +433,66 @@ fn a_replacement_that_misses_an_appliance_is_finished_by_running_it_again() {
     assert_eq!(a3["reachable"], true, "{status}");
     assert_eq!(a3["address"], new_address.as_str(), "{status}");
     assert_eq!(a3["revoked_certificates"], 1, "{status}");
+}
+
+#[test]
+fn an_added_appliance_takes_the_public_state_from_peers_that_do_not_list_it_yet() {
+    let mut running = InitCluster::new(3, 2, PIN_COST);
+    let c = running.arg();
+    let dir = running.dir.clone();
+    running.set_user_pin(b"975310");
+    let port = free_port();
+    let new_address = format!("127.0.0.1:{port}");
+
+    let out = ok(run_ittc(&[
+        "--cluster",
+        &c,
+        "appliance",
+        "add",
+        "--host",
+        &new_address,
+    ]));
+    assert!(out.contains("appliance 4: certificate"), "{out}");
+    assert!(
+        out.contains(
+            "appliance 4 added as a peer to appliance-1.toml, appliance-2.toml, appliance-3.toml"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("cluster reshare --threshold 2 --appliances 1,2,3,4"),
+        "{out}"
+    );
+    let config = ClusterConfig::load(&dir.join(FILE_NAME)).unwrap();
+    assert_eq!(config.appliance(4).unwrap().address, new_address);
+    assert_eq!(config.threshold, 2);
+
+    // Appliances 1 to 3 still run as they started: none of them lists appliance 4 as a
+    // peer. They answer it all the same, and it takes their public state.
+    let config4 = dir.join("appliance-4.toml");
+    let mut text = std::fs::read_to_string(&config4).unwrap();
+    text.push_str(PIN_COST);
+    std::fs::write(&config4, text).unwrap();
+    running.start(4);
+    wait_for_log(&running, 4, "public state taken from a peer");
+    let client = identity(&dir, "client.pem", "client.key");
+    let mut conn = connect_at(address(&dir, 4), 4, &client).unwrap();
+    let login = user_login(&mut conn, b"975310");
+    assert_eq!(login, Response::Ok, "the user PIN on appliance 4");
+    drop(conn);
+
+    // The others restarted one at a time, with appliance 4 among their peers now.
+    for j in 1..=3 {
+        running.kill(j);
+        running.start(j);
+    }
+    let (healthy, status) = running.status();
+    assert!(healthy, "{status}");
+    let appliances = status["appliances"].as_array().unwrap();
+    assert_eq!(appliances.len(), 4, "{status}");
+    for a in appliances {
+        assert_eq!(a["reachable"], true, "{status}");
+    }
+    assert_eq!(appliances[3]["index"], 4, "{status}");
+    assert_eq!(appliances[3]["address"], new_address.as_str(), "{status}");
 }
