@@ -409,12 +409,36 @@ impl Cluster {
         id: &[u8],
         label: &str,
     ) -> (SharingParams, Vec<KeyShare>) {
-        let n = self.appliances.len();
-        let params = SharingParams::new(k, n).unwrap();
+        let params = SharingParams::new(k, self.appliances.len()).unwrap();
+        self.store_shares_of(key, params, id, label)
+    }
+
+    /// [`Cluster::import_key`] with a sharing of the first `params.parties()` appliances
+    /// only (the others, if running, get nothing: they can join by a reshare).
+    pub fn import_key_among(
+        &self,
+        key: &RsaPrivateKey,
+        params: SharingParams,
+        id: &[u8],
+        label: &str,
+    ) {
+        self.store_shares_of(key, params, id, label);
+        self.commit_epoch(id, FIRST_EPOCH);
+        self.put_public_key_object(key.public_key(), id, label);
+    }
+
+    fn store_shares_of(
+        &self,
+        key: &RsaPrivateKey,
+        params: SharingParams,
+        id: &[u8],
+        label: &str,
+    ) -> (SharingParams, Vec<KeyShare>) {
+        let (k, n) = (params.threshold(), params.parties());
         let holders = split_key(key, params, Backend::default().get(), &mut rand::rng()).unwrap();
         let key_id = KeyId::new(id.to_vec()).unwrap();
         let public = key.public_key();
-        for a in self.running() {
+        for a in self.running().filter(|a| usize::from(a.index) <= n) {
             let holder = holders
                 .iter()
                 .find(|s| s.index() == usize::from(a.index))

@@ -2,7 +2,8 @@
 //! on the schedule, a k-set that mixes epochs, erasure of the old epoch, a holder whose
 //! values do not fit, refused messages, and a SIGKILL at every named step of a refresh,
 //! of a holder and (separately) of the coordinator, after which the cluster signs and
-//! agrees on one epoch by itself.
+//! agrees on one epoch by itself; the same for a rebuild, and for a reshare (a holder
+//! that joins, one that leaves, and the coordinator).
 
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -842,6 +843,186 @@ fn a_target_killed_before_installing_its_rebuilt_share_rebuilds_it_again() {
 #[test]
 fn a_target_killed_after_installing_keeps_its_rebuilt_share() {
     rebuild_crash_at("target", "install", 3);
+}
+
+/// Four appliances, with a 2-of-3 key on the first three only; the fourth runs, empty.
+fn reshare_cluster() -> (Cluster, RsaPrivateKey) {
+    let mut cluster = Cluster::new(4, &Options::default());
+    for index in 1..=3 {
+        cluster.start(index);
+    }
+    let rsa = Rsa::generate(2048).unwrap();
+    let key = RsaPrivateKey::from_bytes(&rsa.private_key_to_pem().unwrap(), None).unwrap();
+    cluster.import_key_among(&key, SharingParams::new(2, 3).unwrap(), KEY, "reshared");
+    cluster.start(4);
+    cluster.set_user_pin(PIN);
+    (cluster, key)
+}
+
+/// `ReshareKey` to appliance 1 for 2-of-3 on {1, 3, 4}, in a thread of its own.
+fn spawn_reshare(cluster: &Cluster) -> std::thread::JoinHandle<Result<RefreshOutcome, String>> {
+    let holders: Vec<Participant> = [1u8, 3, 4]
+        .into_iter()
+        .map(|index| Participant {
+            index,
+            address: cluster.address(index).to_string(),
+        })
+        .collect();
+    let address = cluster.address(1);
+    let config = cluster.identity("admin").client_config().unwrap();
+    std::thread::spawn(move || {
+        let mut admin = ittc_wire::Connection::connect(
+            address,
+            1,
+            config,
+            Timeouts {
+                connect: Duration::from_secs(3),
+                io: Duration::from_secs(120),
+            },
+            "reshare test",
+        )
+        .map_err(|e| e.to_string())?;
+        match admin.request(&Request::ReshareKey {
+            key_id: key_id(),
+            session: rand::random(),
+            threshold: 2,
+            holders,
+        }) {
+            Ok(Response::Refreshed(outcome)) => Ok(outcome),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+#[test]
+fn a_holder_left_out_while_away_erases_the_key_when_it_returns() {
+    let (mut cluster, key) = reshare_cluster();
+    cluster.stop(2);
+    let outcome = spawn_reshare(&cluster).join().unwrap().unwrap();
+    assert_eq!((outcome.from_epoch, outcome.to_epoch), (1, 2));
+    let params = SharingParams::new(2, 4).unwrap();
+    sign_with(&cluster, key.public_key(), &params, &[3, 4], 2).unwrap();
+    cluster.restart(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&cluster, 2).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "appliance 2 still holds the key:\n{}",
+            cluster.log(2)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(epoch_key_files(&cluster, 2).is_empty());
+    assert!(
+        cluster.log(2).contains("a reshare left this appliance out"),
+        "{}",
+        cluster.log(2)
+    );
+}
+
+/// A reshare interrupted at one step: a 2-of-3 key on appliances {1, 2, 3} is reshared by
+/// appliance 1 to 2-of-3 on {1, 3, 4} (appliance 2 leaves, appliance 4 joins), with
+/// `victim` paused at `role:stage`, SIGKILLed there and started again. The cluster must
+/// settle by itself on the new sharing (`forward`) or the old one, with the appliance that
+/// is out of it holding no key, every holder one key file, and every 2-set signing.
+fn reshare_crash_at(role: &str, stage: &str, victim: u8, forward: bool) {
+    let (mut cluster, key) = reshare_cluster();
+    let hook = format!("{role}:{stage}");
+    cluster.stop(victim);
+    cluster.restart_with_env(victim, &[("ITTC_TEST_REFRESH_PAUSE", &hook)]);
+    let run = spawn_reshare(&cluster);
+    wait_for_log(&cluster, victim, &format!("refresh paused at {hook}"));
+    cluster.kill(victim);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !run.is_finished() {
+        assert!(Instant::now() < deadline, "the reshare request never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answer = run.join().unwrap();
+    cluster.restart(victim);
+    let (epoch, holding, out, params) = if forward {
+        (2, [1u8, 3, 4], 2u8, SharingParams::new(2, 4).unwrap())
+    } else {
+        (1, [1u8, 2, 3], 4u8, SharingParams::new(2, 3).unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: Vec<Option<KeyStatus>> = (1..=4).map(|i| status(&cluster, i)).collect();
+        let done = holding.iter().all(|&i| {
+            seen[usize::from(i) - 1].as_ref().is_some_and(|s| {
+                s.active_epoch == Some(epoch)
+                    && s.pending_epoch.is_none()
+                    && s.retiring_epoch.is_none()
+            })
+        }) && seen[usize::from(out) - 1].is_none();
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{hook} on appliance {victim} (the reshare answered {answer:?}): never settled on \
+             epoch {epoch} at {holding:?} without appliance {out}: {seen:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for (i, a) in holding.iter().enumerate() {
+        for b in &holding[i + 1..] {
+            sign_with(&cluster, key.public_key(), &params, &[*a, *b], epoch)
+                .unwrap_or_else(|e| panic!("{hook}: {e}"));
+        }
+    }
+    for index in holding {
+        assert_eq!(
+            epoch_key_files(&cluster, index).len(),
+            1,
+            "{hook}: appliance {index}"
+        );
+    }
+    assert!(
+        epoch_key_files(&cluster, out).is_empty(),
+        "{hook}: appliance {out} keeps a key file"
+    );
+}
+
+#[test]
+fn a_joining_holder_killed_after_its_first_round_rolls_back() {
+    reshare_crash_at("holder", "split", 4, false);
+}
+
+#[test]
+fn a_joining_holder_killed_after_storing_rolls_back() {
+    reshare_crash_at("holder", "store", 4, false);
+}
+
+#[test]
+fn a_joining_holder_killed_after_committing_goes_forward() {
+    reshare_crash_at("holder", "commit", 4, true);
+}
+
+#[test]
+fn a_leaving_holder_killed_after_recording_that_it_leaves_rolls_back() {
+    reshare_crash_at("holder", "store", 2, false);
+}
+
+#[test]
+fn a_leaving_holder_killed_after_the_commit_erases_the_key_when_back() {
+    reshare_crash_at("holder", "commit", 2, true);
+}
+
+#[test]
+fn a_leaving_holder_killed_after_erasing_stays_without_the_key() {
+    reshare_crash_at("holder", "erase", 2, true);
+}
+
+#[test]
+fn the_reshare_coordinator_killed_after_the_trial_rolls_back() {
+    reshare_crash_at("coordinator", "trial", 1, false);
+}
+
+#[test]
+fn the_reshare_coordinator_killed_after_its_own_commit_goes_forward() {
+    reshare_crash_at("coordinator", "commit", 1, true);
 }
 
 #[test]

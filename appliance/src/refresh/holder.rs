@@ -189,6 +189,13 @@ pub fn run(
     };
     let senders = as_u8(plan.senders());
     let receivers = as_u8(&plan.receivers);
+    // Pieces and dealt values go to the receivers only: a sender that a reshare leaves
+    // out sends its pieces and waits for nothing.
+    let (pieces_from, dealt_from) = if receives {
+        (senders.clone(), receivers.clone())
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     let outcome = run_rounds(state, spec.session, &spec.participants, session, |rounds| {
         if !in_rounds {
@@ -252,7 +259,7 @@ pub fn run(
         if let Some(corruption) = test_hooks::corrupt() {
             corrupt_one(&mut pieces, me, spec.absorber, corruption, 1);
         }
-        let received = rounds.secret(pieces, &senders)?;
+        let received = rounds.secret(pieces, &pieces_from)?;
         audit("refresh_split")?;
         test_hooks::pause("holder", "split");
         let mut dealt = if receives {
@@ -267,7 +274,7 @@ pub fn run(
         }
 
         stage(RefreshStage::Deal);
-        let received = rounds.secret(dealt, &receivers)?;
+        let received = rounds.secret(dealt, &dealt_from)?;
         audit("refresh_deal")?;
         test_hooks::pause("holder", "deal");
         if receives {
