@@ -80,11 +80,16 @@ pub enum Failure {
 impl KeyRefresh {
     /// The line for the operator: `key 0102 refreshed: epoch 3 -> 4 in 0.4 s`, or why not.
     pub fn line(&self) -> String {
+        self.line_as("refresh", "refreshed")
+    }
+
+    /// [`KeyRefresh::line`] for another kind of run (`reshare`, `reshared`).
+    pub fn line_as(&self, noun: &str, done: &str) -> String {
         let id = &self.id;
         match &self.result {
             Ok(o) => {
                 let mut line = format!(
-                    "key {id} refreshed: epoch {} -> {} in {:.1} s",
+                    "key {id} {done}: epoch {} -> {} in {:.1} s",
                     o.from_epoch,
                     o.to_epoch,
                     Duration::from_millis(o.elapsed_ms).as_secs_f64()
@@ -97,12 +102,12 @@ impl KeyRefresh {
                 }
                 line
             }
-            Err(Failure::NotStarted(reason)) => format!("key {id} not refreshed: {reason}"),
+            Err(Failure::NotStarted(reason)) => format!("key {id} not {done}: {reason}"),
             Err(Failure::Failed { appliance, reason }) => format!(
-                "key {id} not refreshed: appliance {appliance}: {reason} (the key keeps its epoch)"
+                "key {id} not {done}: appliance {appliance}: {reason} (the key keeps its epoch)"
             ),
             Err(Failure::NoAnswer { appliance, reason }) => format!(
-                "key {id}: no answer from appliance {appliance} ({reason}); the refresh may \
+                "key {id}: no answer from appliance {appliance} ({reason}); the {noun} may \
                  still complete: see `ittc status`"
             ),
         }
@@ -210,23 +215,7 @@ pub fn refresh(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<Vec<KeyRefresh>, CliError> {
-    let report = crate::status::status(cluster);
-    if !report.appliances.iter().any(|a| a.reachable) {
-        return Err(CliError::Several {
-            summary: "no appliance answers".into(),
-            details: report
-                .appliances
-                .iter()
-                .map(|a| {
-                    format!(
-                        "appliance {}: {}",
-                        a.index,
-                        a.error.as_deref().unwrap_or("no answer")
-                    )
-                })
-                .collect(),
-        });
-    }
+    let report = answering_status(cluster)?;
     let mut results = Vec::new();
     for planned in plan(&report, which) {
         let result = match planned.coordinator {
@@ -251,6 +240,32 @@ pub fn refresh(
         results.push(done);
     }
     Ok(results)
+}
+
+/// The cluster's status, if at least one appliance answers.
+///
+/// # Errors
+///
+/// [`CliError::Several`] naming each appliance and why it does not answer.
+pub(crate) fn answering_status(cluster: &Cluster) -> Result<StatusReport, CliError> {
+    let report = crate::status::status(cluster);
+    if !report.appliances.iter().any(|a| a.reachable) {
+        return Err(CliError::Several {
+            summary: "no appliance answers".into(),
+            details: report
+                .appliances
+                .iter()
+                .map(|a| {
+                    format!(
+                        "appliance {}: {}",
+                        a.index,
+                        a.error.as_deref().unwrap_or("no answer")
+                    )
+                })
+                .collect(),
+        });
+    }
+    Ok(report)
 }
 
 /// Asks `coordinator` to refresh key `id` (hex) with the request `make` builds from the key

@@ -21,7 +21,7 @@ use ittc_wire::{Participant, Request, Response};
 use crate::cluster::{Cluster, expect_ok};
 use crate::error::CliError;
 use crate::folder::{ClusterFile, pem_serial};
-use crate::refresh::{Failure, KeyRefresh, Progress, refresh_one};
+use crate::refresh::{Failure, KeyRefresh, Progress, answering_status, refresh_one};
 use crate::status::StatusReport;
 
 /// The sharing `ittc cluster reshare` asks for.
@@ -106,28 +106,7 @@ impl Reshared {
 
 /// The line for one key: `key 0102 reshared: epoch 3 -> 4 in 0.9 s`, or why not.
 pub fn line(result: &KeyRefresh) -> String {
-    let id = &result.id;
-    match &result.result {
-        Ok(o) => {
-            let mut line = format!(
-                "key {id} reshared: epoch {} -> {} in {:.1} s",
-                o.from_epoch,
-                o.to_epoch,
-                Duration::from_millis(o.elapsed_ms).as_secs_f64()
-            );
-            if !o.erased {
-                line += &format!(
-                    "; some appliances will erase epoch {} themselves",
-                    o.from_epoch
-                );
-            }
-            line
-        }
-        Err(_) => result.line().replace("refreshed", "reshared").replace(
-            "the refresh may still complete",
-            "the reshare may still complete",
-        ),
-    }
+    result.line_as("reshare", "reshared")
 }
 
 /// For each key with a current epoch: the coordinator (the lowest-indexed reachable
@@ -186,23 +165,7 @@ pub fn reshare(
             address: entry.address.clone(),
         });
     }
-    let report = crate::status::status(cluster);
-    if !report.appliances.iter().any(|a| a.reachable) {
-        return Err(CliError::Several {
-            summary: "no appliance answers".into(),
-            details: report
-                .appliances
-                .iter()
-                .map(|a| {
-                    format!(
-                        "appliance {}: {}",
-                        a.index,
-                        a.error.as_deref().unwrap_or("no answer")
-                    )
-                })
-                .collect(),
-        });
-    }
+    let report = answering_status(cluster)?;
     let mut results = Vec::new();
     let mut unchanged = Vec::new();
     for (id, coordinator) in plan(&report, target) {

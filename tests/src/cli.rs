@@ -175,6 +175,39 @@ impl InitCluster {
         path
     }
 
+    /// Where appliance `index` listens, as `pkcs11.toml` says now.
+    pub fn address(&self, index: u8) -> std::net::SocketAddr {
+        ittc_wire::cluster::ClusterConfig::load(&self.dir.join(ittc_wire::cluster::FILE_NAME))
+            .unwrap()
+            .appliance(index)
+            .unwrap()
+            .resolve()
+            .unwrap()
+    }
+
+    /// A new RSA-2048 key, imported with `ittc key import` as `id_hex` with `label`.
+    pub fn import_new_key(
+        &self,
+        label: &str,
+        id_hex: &str,
+    ) -> openssl::rsa::Rsa<openssl::pkey::Private> {
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let keyfile = self.scratch().join(format!("key-{id_hex}.pem"));
+        std::fs::write(&keyfile, rsa.private_key_to_pem().unwrap()).unwrap();
+        ok(run_ittc(&[
+            "--cluster",
+            &self.arg(),
+            "key",
+            "import",
+            "--label",
+            label,
+            "--id",
+            id_hex,
+            &keyfile.display().to_string(),
+        ]));
+        rsa
+    }
+
     /// Signs a message with `ittc sign` through the PKCS#11 module, as an application
     /// does, and checks the signature with OpenSSL and `public`.
     pub fn sign_and_verify<T: HasPublic>(&self, id_hex: &str, pin_file: &str, public: &PKeyRef<T>) {

@@ -27,15 +27,6 @@ fn identity(dir: &Path, cert: &str, key: &str) -> TlsIdentity {
     TlsIdentity::from_pem_files(&dir.join("ca.pem"), &dir.join(cert), &dir.join(key)).unwrap()
 }
 
-fn address(dir: &Path, index: u8) -> SocketAddr {
-    ClusterConfig::load(&dir.join(FILE_NAME))
-        .unwrap()
-        .appliance(index)
-        .unwrap()
-        .resolve()
-        .unwrap()
-}
-
 /// Connects to appliance `index` at `addr` with `who`'s certificate (no deny-list of its
 /// own: what is refused here, the appliance refuses).
 fn connect_at(
@@ -172,7 +163,7 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
     let old = identity(&dir, "appliance-3.pem.old", "appliance-3.key.old");
     for j in [1, 2] {
         assert_revoked(
-            connect_at(address(&dir, j), j, &old),
+            connect_at(running.address(j), j, &old),
             &format!("appliance {j}"),
         );
         assert!(
@@ -214,7 +205,7 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
         ("client.pem", "client.key"),
         ("appliance-2.pem", "appliance-2.key"),
     ] {
-        let mut conn = connect_at(address(&dir, 1), 1, &identity(&dir, cert, key)).unwrap();
+        let mut conn = connect_at(running.address(1), 1, &identity(&dir, cert, key)).unwrap();
         let answer = conn
             .request(&Request::RevokeCertificate {
                 serial: hex::decode(&new_serial).unwrap(),
@@ -246,10 +237,13 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
 
     // (a) The new appliance 3 refuses the old certificate too (its deny-list came from its
     // peers), and every appliance accepts the new one.
-    assert_revoked(connect_at(address(&dir, 3), 3, &old), "the new appliance 3");
+    assert_revoked(
+        connect_at(running.address(3), 3, &old),
+        "the new appliance 3",
+    );
     let new = identity(&dir, "appliance-3.pem", "appliance-3.key");
     for j in [1, 2] {
-        let mut conn = connect_at(address(&dir, j), j, &new).unwrap();
+        let mut conn = connect_at(running.address(j), j, &new).unwrap();
         assert!(matches!(
             conn.request(&Request::Status).unwrap(),
             Response::Status(_)
@@ -258,7 +252,7 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
 
     // (b) Appliance 3 alone: the user PIN works, and the objects stored before are there.
     let client = identity(&dir, "client.pem", "client.key");
-    let mut conn = connect_at(address(&dir, 3), 3, &client).unwrap();
+    let mut conn = connect_at(running.address(3), 3, &client).unwrap();
     let wrong = user_login(&mut conn, b"000000");
     assert!(
         matches!(
@@ -420,7 +414,7 @@ fn a_replacement_that_misses_an_appliance_is_finished_by_running_it_again() {
         new_sealing
     );
     let old = identity(&dir, "appliance-3.pem.old", "appliance-3.key.old");
-    assert_revoked(connect_at(address(&dir, 2), 2, &old), "appliance 2");
+    assert_revoked(connect_at(running.address(2), 2, &old), "appliance 2");
 
     // The new appliance at its new address, with an empty data folder (the old one would
     // not open under the new sealing key): it takes the state and answers.
@@ -476,7 +470,7 @@ fn an_added_appliance_takes_the_public_state_from_peers_that_do_not_list_it_yet(
     running.start(4);
     wait_for_log(&running, 4, "public state taken from a peer");
     let client = identity(&dir, "client.pem", "client.key");
-    let mut conn = connect_at(address(&dir, 4), 4, &client).unwrap();
+    let mut conn = connect_at(running.address(4), 4, &client).unwrap();
     let login = user_login(&mut conn, b"975310");
     assert_eq!(login, Response::Ok, "the user PIN on appliance 4");
     drop(conn);

@@ -53,15 +53,6 @@ fn connect(dir: &Path, addr: SocketAddr, index: u8, who: &str) -> Connection {
     .unwrap()
 }
 
-fn address(dir: &Path, index: u8) -> SocketAddr {
-    ClusterConfig::load(&dir.join(FILE_NAME))
-        .unwrap()
-        .appliance(index)
-        .unwrap()
-        .resolve()
-        .unwrap()
-}
-
 /// Appliance `index`'s partial of key a1 at `epoch` on `input`, as a logged-in client.
 fn partial(dir: &Path, addr: SocketAddr, index: u8, epoch: u64, input: &[u8]) -> Partial {
     let mut conn = connect(dir, addr, index, "client");
@@ -160,20 +151,7 @@ fn a_key_grows_from_2_of_3_to_3_of_5_then_shrinks_to_2_of_4_without_a_retired_ap
     let c = running.arg();
     let dir = running.dir.clone();
     let pin_file = running.set_user_pin(PIN);
-    let rsa = Rsa::generate(2048).unwrap();
-    let keyfile = running.scratch().join("key.pem");
-    std::fs::write(&keyfile, rsa.private_key_to_pem().unwrap()).unwrap();
-    ok(run_ittc(&[
-        "--cluster",
-        &c,
-        "key",
-        "import",
-        "--label",
-        "web",
-        "--id",
-        "a1",
-        &keyfile.display().to_string(),
-    ]));
+    let rsa = running.import_new_key("web", "a1");
     let public_pkey = PKey::from_rsa(
         Rsa::from_public_components(rsa.n().to_owned().unwrap(), rsa.e().to_owned().unwrap())
             .unwrap(),
@@ -233,7 +211,7 @@ fn a_key_grows_from_2_of_3_to_3_of_5_then_shrinks_to_2_of_4_without_a_retired_ap
     let input = public.integer_to_be(&BigUint::from(0x5eed_u32));
     let x = BigUint::from_bytes_be(&input);
     let epoch2: Vec<Partial> = (1..=5)
-        .map(|i| partial(&dir, address(&dir, i), i, 2, &input))
+        .map(|i| partial(&dir, running.address(i), i, 2, &input))
         .collect();
     let combiner = Combiner::new(&public, &p35).unwrap();
     for set in [[0, 1, 2], [2, 3, 4], [0, 3, 4]] {
@@ -242,7 +220,7 @@ fn a_key_grows_from_2_of_3_to_3_of_5_then_shrinks_to_2_of_4_without_a_retired_ap
     }
     assert!(combiner.combine(&x, &epoch2[3..5]).is_err());
     // What appliance 2 holds last, before it is retired.
-    let retired_addr = address(&dir, 2);
+    let retired_addr = running.address(2);
     let stolen = epoch2[1].clone();
 
     // 3-of-5 → 2-of-4 on {1, 3, 4, 5}: appliance 2 retires.
@@ -283,7 +261,7 @@ fn a_key_grows_from_2_of_3_to_3_of_5_then_shrinks_to_2_of_4_without_a_retired_ap
     let combiner = Combiner::new(&public, &p25).unwrap();
     let epoch3: Vec<Partial> = [1u8, 3, 4, 5]
         .into_iter()
-        .map(|i| partial(&dir, address(&dir, i), i, 3, &input))
+        .map(|i| partial(&dir, running.address(i), i, 3, &input))
         .collect();
     assert!(combiner.combine(&x, &epoch3[..2]).is_ok());
     assert!(combiner.combine(&x, &epoch3[2..]).is_ok());

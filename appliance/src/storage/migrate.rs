@@ -107,17 +107,7 @@ pub(super) fn from_v3(storage: &Storage) -> Result<(), StorageError> {
         }
         records.push((new.key_id.as_bytes().to_vec(), codec::encode(&new)?));
     }
-    let schema = codec::encode(&SCHEMA_VERSION)?;
-    (&inner.meta, &inner.keys)
-        .transaction(|(meta, keys)| {
-            for (id, record) in &records {
-                keys.insert(id.as_slice(), record.as_slice())?;
-            }
-            meta.insert(META_SCHEMA, schema.as_slice())?;
-            Ok::<_, TxError>(())
-        })
-        .db()?;
-    storage.flush()?;
+    write_migrated(storage, &records, &[])?;
     tracing::info!(
         keys = records.len(),
         "database migrated to schema version {SCHEMA_VERSION}: a sharing per epoch"
@@ -162,26 +152,37 @@ pub(super) fn from_v2(storage: &Storage) -> Result<(), StorageError> {
         };
         records.push((new.key_id.as_bytes().to_vec(), codec::encode(&new)?));
     }
-    let schema = codec::encode(&SCHEMA_VERSION)?;
-    (&inner.meta, &inner.keys, &inner.shares)
-        .transaction(|(meta, keys, share_tree)| {
-            for (id, record) in &records {
-                keys.insert(id.as_slice(), record.as_slice())?;
-            }
-            for (slot, sealed) in &shares {
-                share_tree.insert(slot.as_slice(), sealed.as_slice())?;
-            }
-            meta.insert(META_SCHEMA, schema.as_slice())?;
-            Ok::<_, TxError>(())
-        })
-        .db()?;
-    storage.flush()?;
+    write_migrated(storage, &records, &shares)?;
     tracing::info!(
         keys = records.len(),
         shares = shares.len(),
         "database migrated to schema version {SCHEMA_VERSION}: shares sealed under epoch keys"
     );
     Ok(())
+}
+
+/// Writes the migrated key `records` and `shares` and this build's schema version in one
+/// transaction, and flushes.
+fn write_migrated(
+    storage: &Storage,
+    records: &[(Vec<u8>, Vec<u8>)],
+    shares: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), StorageError> {
+    let inner: &Inner = &storage.inner;
+    let schema = codec::encode(&SCHEMA_VERSION)?;
+    (&inner.meta, &inner.keys, &inner.shares)
+        .transaction(|(meta, keys, share_tree)| {
+            for (id, record) in records {
+                keys.insert(id.as_slice(), record.as_slice())?;
+            }
+            for (slot, sealed) in shares {
+                share_tree.insert(slot.as_slice(), sealed.as_slice())?;
+            }
+            meta.insert(META_SCHEMA, schema.as_slice())?;
+            Ok::<_, TxError>(())
+        })
+        .db()?;
+    storage.flush()
 }
 
 /// A key as a version-2 database held it (for [`write_schema_2`]).
