@@ -123,13 +123,17 @@ pub fn generate_with_progress(
     let key_id = KeyId::new(spec.id.to_vec()).map_err(|e| CliError::Usage(format!("--id: {e}")))?;
     let n = cluster.parties();
     let all = cluster.indices();
-    if all != (1..=n as u8).collect::<Vec<_>>() || n < 3 {
-        return Err(CliError::Cluster(format!(
-            "key generation needs appliances 1..=n with n ≥ 3, not {all:?}"
-        )));
-    }
+    // The key's `n` is its highest holder's index (an index a reshare retired stays out).
+    let parties = match all.last() {
+        Some(&last) if n >= 3 => last,
+        _ => {
+            return Err(CliError::Cluster(format!(
+                "key generation needs at least 3 appliances, not {all:?}"
+            )));
+        }
+    };
     let threshold = cluster.config.threshold;
-    let params = SharingParams::new(usize::from(threshold), n)?;
+    let params = SharingParams::new(usize::from(threshold), usize::from(parties))?;
 
     progress.step("connecting to the appliances");
     // Only the check: the generation itself runs on connections with a long timeout.
@@ -159,7 +163,8 @@ pub fn generate_with_progress(
             .into_iter()
             .filter(|p| indices.contains(&p.index))
             .collect(),
-        parties: u8::try_from(n).map_err(|_| CliError::Cluster("too many appliances".into()))?,
+        parties,
+        holders: all.clone(),
     });
     progress.step("generating: the appliances search for a modulus together");
     let base = cluster.config.timeouts.timeouts();

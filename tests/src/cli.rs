@@ -185,6 +185,26 @@ impl InitCluster {
             .unwrap()
     }
 
+    /// The public key of key `id`, from appliance 1's public-key object.
+    pub fn public_key(&self, id: &[u8]) -> openssl::pkey::PKey<openssl::pkey::Public> {
+        use ittc_wire::{ObjectId, Request, Response};
+        let cli = ittc_provisioning::cluster::Cluster::open(&self.dir).unwrap();
+        let mut c = cli.connect(1).unwrap();
+        let handle = ObjectId::derived("public-key", id);
+        let Response::Object(object) = c.request(&Request::GetObject { handle }).unwrap() else {
+            panic!("no public key object")
+        };
+        use ittc_wire::attributes::{CKA_MODULUS, CKA_PUBLIC_EXPONENT};
+        let number =
+            |kind| openssl::bn::BigNum::from_slice(object.attribute(kind).unwrap()).unwrap();
+        let rsa = openssl::rsa::Rsa::from_public_components(
+            number(CKA_MODULUS),
+            number(CKA_PUBLIC_EXPONENT),
+        )
+        .unwrap();
+        openssl::pkey::PKey::from_rsa(rsa).unwrap()
+    }
+
     /// A new RSA-2048 key, imported with `ittc key import` as `id_hex` with `label`.
     pub fn import_new_key(
         &self,

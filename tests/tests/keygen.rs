@@ -16,15 +16,11 @@ use std::time::{Duration, Instant};
 use ittc_provisioning::cluster::Cluster as CliCluster;
 use ittc_provisioning::generate::{GenerateSpec, Progress, generate_with_progress};
 use ittc_tests::cli::{InitCluster, ittc, ok};
-use ittc_wire::attributes::{CKA_MODULUS, CKA_PUBLIC_EXPONENT};
 use ittc_wire::client::{Connection, Timeouts};
 use ittc_wire::{
     ErrorCode, KeyId, KeygenProgress, KeygenResult, KeygenSpec, ObjectId, Request, Response,
     SecretBytes, UserKind,
 };
-use openssl::bn::BigNum;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
 
 /// Appliance config that allows the 1024-bit generations these tests run.
 const SMALL_KEYS: &str = "[keygen]\nmin_bits = 1024\ntimeout_ms = 600000\n";
@@ -69,19 +65,6 @@ fn keys_of(cluster: &InitCluster) -> Vec<(u8, String, Option<u64>, Option<u64>)>
     out
 }
 
-/// The public key object of `id`, read from appliance 1.
-fn public_key(cluster: &InitCluster, id: &[u8]) -> PKey<openssl::pkey::Public> {
-    let cli = CliCluster::open(&cluster.dir).unwrap();
-    let mut c = cli.connect(1).unwrap();
-    let handle = ObjectId::derived("public-key", id);
-    let Response::Object(object) = c.request(&Request::GetObject { handle }).unwrap() else {
-        panic!("no public key object")
-    };
-    let n = BigNum::from_slice(object.attribute(CKA_MODULUS).unwrap()).unwrap();
-    let e = BigNum::from_slice(object.attribute(CKA_PUBLIC_EXPONENT).unwrap()).unwrap();
-    PKey::from_rsa(Rsa::from_public_components(n, e).unwrap()).unwrap()
-}
-
 /// The number after `name: ` in the CLI's summary line.
 fn count_after(out: &str, name: &str) -> u64 {
     let rest = &out[out.find(&format!("{name}: ")).unwrap() + name.len() + 2..];
@@ -108,7 +91,7 @@ fn generated_1024_bit_key_signs_through_the_module() {
     for (_, id, active, pending) in &keys {
         assert_eq!((id.as_str(), *active, *pending), ("0a", Some(1), None));
     }
-    running.sign_and_verify("0a", &pin, &public_key(&running, &[0x0a]));
+    running.sign_and_verify("0a", &pin, &running.public_key(&[0x0a]));
 
     // The same id again is refused before anything starts.
     let again = generate(&running, "0a").output().unwrap();
@@ -173,6 +156,7 @@ fn progress_is_reported_while_a_generation_runs_and_not_after() {
         threshold: 2,
         participants: cli.config.participants(),
         parties: 3,
+        holders: vec![1, 2, 3],
     };
     let long = Timeouts {
         connect: Duration::from_secs(5),
@@ -369,7 +353,7 @@ fn an_appliance_killed_midway_leaves_nothing_and_the_next_attempt_works() {
     running.start(3);
     ok(generate(&running, "0b").output().unwrap());
     assert_eq!(keys_of(&running).len(), 3);
-    running.sign_and_verify("0b", &pin, &public_key(&running, &[0x0b]));
+    running.sign_and_verify("0b", &pin, &running.public_key(&[0x0b]));
 }
 
 #[test]
@@ -387,7 +371,7 @@ fn a_key_generated_with_appliances_away_reaches_them_when_they_return() {
         .map(|(index, ..)| index)
         .collect();
     assert_eq!(holders, [1, 2, 3]);
-    let public = public_key(&running, &[0x0c]);
+    let public = running.public_key(&[0x0c]);
     running.sign_and_verify("0c", &pin, &public);
 
     // Two answering are too few: a clear error naming the missing, and nothing changes.

@@ -20,8 +20,9 @@ use num_bigint::BigUint;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 
-/// Cheap PIN hashes: these tests log in often.
-const PIN_COST: &str = "[pin]\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n";
+/// Cheap PIN hashes (these tests log in often), and 1024-bit generated keys.
+const EXTRA: &str = "[pin]\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n\
+                     [keygen]\nmin_bits = 1024\ntimeout_ms = 600000\n";
 const PIN: &[u8] = b"246810";
 
 fn key_id() -> KeyId {
@@ -147,7 +148,7 @@ fn reshare(running: &InitCluster, threshold: &str, appliances: &str) -> String {
 
 #[test]
 fn a_key_grows_from_2_of_3_to_3_of_5_then_shrinks_to_2_of_4_without_a_retired_appliance() {
-    let mut running = InitCluster::new(3, 2, PIN_COST);
+    let mut running = InitCluster::new(3, 2, EXTRA);
     let c = running.arg();
     let dir = running.dir.clone();
     let pin_file = running.set_user_pin(PIN);
@@ -182,7 +183,7 @@ fn a_key_grows_from_2_of_3_to_3_of_5_then_shrinks_to_2_of_4_without_a_retired_ap
             dir.join(format!("appliance-{index}.toml")),
             std::fs::read_to_string(dir.join(format!("appliance-{index}.toml"))).unwrap()
                 + "\n"
-                + PIN_COST,
+                + EXTRA,
         )
         .unwrap();
         running.start(index);
@@ -277,4 +278,29 @@ fn a_key_grows_from_2_of_3_to_3_of_5_then_shrinks_to_2_of_4_without_a_retired_ap
     // Running it again changes nothing.
     let out = reshare(&running, "2", "1,3,4,5");
     assert!(out.contains("key a1: already 2 of [1, 3, 4, 5]"), "{out}");
+
+    // A key generated now is shared among the four, without index 2.
+    ok(run_ittc(&[
+        "--cluster",
+        &c,
+        "key",
+        "generate",
+        "--bits",
+        "1024",
+        "--label",
+        "after",
+        "--id",
+        "b2",
+    ]));
+    let (_, status) = running.status();
+    let b2 = status["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == "b2")
+        .cloned()
+        .unwrap();
+    assert_eq!(b2["members"], serde_json::json!([1, 3, 4, 5]), "{b2}");
+    assert_eq!(b2["holders"], serde_json::json!([1, 3, 4, 5]), "{b2}");
+    running.sign_and_verify("b2", &pin_file, &running.public_key(&[0xb2]));
 }

@@ -161,6 +161,7 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
                 })
                 .to_vec(),
             parties: 5,
+            holders: vec![1, 2, 4, 5],
         }),
         Request::KeygenRound {
             session: [0x5e; 16],

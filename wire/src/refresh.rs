@@ -164,9 +164,10 @@ impl RefreshSpec {
         }
         let indices = self.indices();
         let receivers = self.receivers();
-        if !indices.contains(&self.coordinator) || !receivers.contains(&self.absorber) {
+        // The coordinator's commit is the decision, so it must make the new epoch.
+        if !receivers.contains(&self.coordinator) || !receivers.contains(&self.absorber) {
             return Err(Error::Invalid(
-                "the coordinator must be a participant and the absorber a receiver",
+                "the coordinator and the absorber must be receivers",
             ));
         }
         let senders = self.source.senders();
@@ -502,6 +503,43 @@ mod tests {
         s.absorber = 2;
         s.source = RefreshSource::Shares { set: vec![1, 3] };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn reshares_are_validated() {
+        let resharing = |threshold: u8, holders: Vec<u8>| Resharing {
+            old_threshold: 2,
+            old_parties: 3,
+            threshold,
+            holders,
+            label: "k".into(),
+            modulus: vec![0xc5; 256],
+            public_exponent: vec![3],
+        };
+        // 2-of-{1, 2, 3} to 2-of-{1, 3}: appliance 2 sends and leaves.
+        let mut s = spec();
+        s.reshare = Some(resharing(2, vec![1, 3]));
+        assert!(s.validate().is_ok());
+        assert_eq!(s.receivers(), vec![1, 3]);
+        assert!(s.leaves(2) && !s.leaves(1) && !s.leaves(4));
+        assert_eq!(s.reshare.as_ref().map(Resharing::parties), Some(3));
+        // The coordinator and the absorber must get the new epoch.
+        for (coordinator, absorber) in [(2, 1), (1, 2)] {
+            let mut bad = s.clone();
+            bad.coordinator = coordinator;
+            bad.absorber = absorber;
+            assert!(bad.validate().is_err(), "{coordinator} {absorber}");
+        }
+        for bad in [
+            resharing(1, vec![1, 3]),
+            resharing(3, vec![1, 3]),
+            resharing(2, vec![3, 1]),
+            resharing(2, vec![1, 17]),
+        ] {
+            let mut bad_spec = spec();
+            bad_spec.reshare = Some(bad);
+            assert!(bad_spec.validate().is_err());
+        }
     }
 
     #[test]

@@ -289,9 +289,12 @@ pub struct KeygenSpec {
     /// The appliances that generate the key (this one included), at least 3, ascending
     /// indices in `1..=parties`.
     pub participants: Vec<Participant>,
-    /// `n` of the key: its holders are `1..=parties`; those not among the participants are
-    /// away and get their shares later by recovery.
+    /// `n` of the key: the highest index of its holders.
     pub parties: u8,
+    /// Every holder of the key, ascending, ending at `parties`: the participants, and those
+    /// away, who get their shares later by recovery. `1..=parties` unless a reshare left
+    /// an index out of the cluster.
+    pub holders: Vec<u8>,
 }
 
 /// One appliance taking part in a key generation.
@@ -329,12 +332,17 @@ impl KeygenSpec {
             return Err(Error::Invalid("threshold must be at least 2"));
         }
         if self.parties > MAX_APPLIANCES
-            || self
+            || self.holders.last() != Some(&self.parties)
+            || !self.holders.windows(2).all(|w| w[0] < w[1])
+            || self.holders.first() == Some(&0)
+            || !self
                 .participants
-                .last()
-                .is_some_and(|p| p.index > self.parties)
+                .iter()
+                .all(|p| self.holders.contains(&p.index))
         {
-            return Err(Error::Invalid("participants must be holders 1..=parties"));
+            return Err(Error::Invalid(
+                "participants must be holders, and holders ascending up to parties",
+            ));
         }
         check_sharing(None, self.threshold, m)
     }
@@ -574,6 +582,7 @@ mod tests {
     #[test]
     fn a_generation_may_leave_holders_away() {
         let spec = |indices: &[u8], parties: u8| KeygenSpec {
+            holders: (1..=parties).collect(),
             session: [1; 16],
             key_id: key(),
             label: "k".into(),
@@ -595,6 +604,22 @@ mod tests {
         assert!(spec(&[1, 4], 5).validate().is_err(), "2 participants");
         assert!(spec(&[2, 1, 4], 5).validate().is_err(), "not ascending");
         assert!(spec(&[1, 2, 4], 17).validate().is_err(), "17 appliances");
+        // A cluster without index 3 (retired by a reshare).
+        let gap = KeygenSpec {
+            holders: vec![1, 2, 4, 5],
+            ..spec(&[1, 2, 4], 5)
+        };
+        assert!(gap.validate().is_ok());
+        let on_the_gap = KeygenSpec {
+            holders: vec![1, 2, 4, 5],
+            ..spec(&[1, 2, 3], 5)
+        };
+        assert!(on_the_gap.validate().is_err(), "3 is no holder");
+        let short = KeygenSpec {
+            holders: vec![1, 2, 4],
+            ..spec(&[1, 2, 4], 5)
+        };
+        assert!(short.validate().is_err(), "holders end at parties");
     }
 
     #[test]

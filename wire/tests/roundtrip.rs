@@ -129,6 +129,7 @@ fn keygen_spec() -> impl Strategy<Value = KeygenSpec> {
                     })
                     .collect(),
                 parties: n,
+                holders: (1..=n).collect(),
             },
         )
 }

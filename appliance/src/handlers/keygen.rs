@@ -28,7 +28,7 @@ pub fn handle_generate(state: &State, spec: &KeygenSpec) -> Result<Response, App
             additive: output.holder.additive().map(|a| a.as_be_bytes().to_vec()),
             share: output.holder.share().value().as_be_bytes().to_vec(),
         },
-        holders: (1..=parties).collect(),
+        holders: spec.holders.clone(),
         additive_holders: spec.participants.iter().map(|p| p.index).collect(),
         refresh: None,
         joins: false,

@@ -4,8 +4,9 @@
 //! background thread does both; a refresh it starts runs on that thread, one key after the
 //! other.
 //!
-//! The leader is the appliance with the lowest index among those that answer: appliance 1
-//! while it is up, else the next one. Two appliances that both believe they lead (one
+//! The leader of a key is the holder of its active epoch with the lowest index among those
+//! that answer: appliance 1 while it is up and holds the key, else the next one (an
+//! appliance that a reshare left out does not hold the refreshes back). Two appliances that both believe they lead (one
 //! cannot reach the other) cannot both refresh a key: a refresh needs a majority of the
 //! holders ([`super::coordinator::quorum`]), and a holder takes part in one refresh of a
 //! key at a time and none while an epoch is pending.
@@ -38,9 +39,11 @@ const MAX_RETRY: Duration = Duration::from_secs(15 * 60);
 #[derive(Default)]
 pub struct Schedule {
     entries: Mutex<HashMap<KeyId, Entry>>,
-    /// Whether this appliance leads: no appliance with a lower index answered the last
-    /// pass.
+    /// Whether this appliance leads every key: no appliance with a lower index answered
+    /// the last pass.
     leading: AtomicBool,
+    /// The peers that answered the last pass; `None` before the first.
+    answered: Mutex<Option<Vec<u8>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -73,14 +76,28 @@ impl Schedule {
         });
     }
 
+    /// Whether this appliance leads `key`: no holder of its active epoch with a lower
+    /// index answered the last pass (appliance 1 leads every key it holds).
+    fn leads(&self, me: u8, key: &KeyInfo) -> bool {
+        let Some(active) = key.active_epoch else {
+            return false;
+        };
+        if me == LEADER {
+            return true;
+        }
+        let holders = key.sharing(active).holders;
+        self.answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|answered| !answered.iter().any(|i| *i < me && holders.contains(i)))
+    }
+
     /// When `key` is due here (the first time: its active epoch's age decides), or `None`
     /// if this appliance does not schedule it.
     pub fn due(&self, state: &State, key: &KeyInfo) -> Option<SystemTime> {
         let interval = state.config.refresh.interval;
-        if !state.config.refresh.scheduled()
-            || !(state.config.index == LEADER || self.leading.load(Ordering::Relaxed))
-            || key.active_epoch.is_none()
-        {
+        if !state.config.refresh.scheduled() || !self.leads(state.config.index, key) {
             return None;
         }
         Some(self.with(|e| {
@@ -135,6 +152,12 @@ pub fn tick(state: &State) {
     let answered = recovery::reconcile(state);
     let me = state.config.index;
     let leading = !answered.iter().any(|&i| i < me);
+    *state
+        .refresh
+        .schedule
+        .answered
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(answered);
     let was = state
         .refresh
         .schedule

@@ -336,15 +336,17 @@ impl Module {
         }
         self.require_rw_user(session)?;
         let indices = self.client.indices();
-        let n = indices.len();
+        // The key's `n` is its highest holder's index (an index a reshare retired stays
+        // out of the holders).
+        let n = usize::from(indices.iter().copied().max().unwrap_or(0));
         let template = KeyPairTemplate::parse(public, private, n)?;
-        if n < 3 || indices != (1..=n as u8).collect::<Vec<_>>() {
+        if indices.len() < 3 {
             tracing::error!(
                 ?indices,
-                "key generation needs appliances 1..=n with n ≥ 3 in the configuration"
+                "key generation needs at least 3 appliances in the configuration"
             );
             return Err(Error::FunctionFailed(
-                "key generation needs appliances 1..=n, n ≥ 3".into(),
+                "key generation needs at least 3 appliances".into(),
             ));
         }
         if !self.client.parallel() {
@@ -465,6 +467,8 @@ impl Module {
                 return Err((Failure { error, why }, Vec::new()));
             }
         }
+        let mut holders = self.client.indices();
+        holders.sort_unstable();
         let request = Request::GenerateKey(KeygenSpec {
             session,
             key_id: key_id.clone(),
@@ -478,7 +482,8 @@ impl Module {
                 .into_iter()
                 .filter(|p| indices.contains(&p.index))
                 .collect(),
-            parties: u8::try_from(self.client.indices().len()).unwrap_or(u8::MAX),
+            parties: holders.last().copied().unwrap_or(0),
+            holders,
         });
         let answers = self
             .client
