@@ -1,7 +1,8 @@
 //! Proactive refresh in one process: ten thousand refreshes of RSA-2048 keys with shares
 //! that never grow and signatures that stay byte for byte those of the Wycheproof vectors,
 //! epochs that do not mix, keys of older releases converted on their first refresh,
-//! generated keys refreshed, and holders that send bad values named.
+//! generated keys refreshed, holders that send bad values named, and chains of reshares to
+//! other thresholds and holders.
 
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -631,5 +632,81 @@ proptest! {
             prop_assert!(additive <= bounds.additive_bound().bits());
         }
         signs_the_vectors(&params, &holders, &format!("{k}-of-{n}"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Any chain of reshares (a new threshold and set of holders each time, from the
+    /// additive shares or from the shares of k old holders) keeps the key: after each one,
+    /// k' of the new holders sign, every share is within the new sharing's bounds, and a
+    /// share of the previous sharing combines with no new one.
+    #[test]
+    fn any_chain_of_reshares_keeps_the_key(
+        first in (2usize..=5).prop_flat_map(|n| (2..=n, Just(n))),
+        steps in prop::collection::vec(
+            (prop::sample::subsequence((1usize..=7).collect::<Vec<_>>(), 2..=6), any::<usize>(),
+             any::<bool>(), any::<usize>()),
+            4,
+        ),
+        seed in any::<u64>(),
+    ) {
+        let key = &vectors().key;
+        let public = key.public_key();
+        let backend = Backend::default().get();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (k, n) = first;
+        let mut params = SharingParams::new(k, n).unwrap();
+        let mut holders = split_key(key, params, backend, &mut rng).unwrap();
+        for (new_holders, k_seed, additive, pick) in steps {
+            let new_n = *new_holders.last().unwrap();
+            let new_k = 2 + k_seed % (new_holders.len() - 1);
+            let new = SharingParams::new(new_k, new_n).unwrap();
+            let old: Vec<usize> = holders.iter().map(HolderShare::index).collect();
+            let source = if additive {
+                Source::Additive { holders: old.clone() }
+            } else {
+                // k old holders, starting anywhere.
+                let start = pick % old.len();
+                let mut set: Vec<usize> = (0..params.threshold())
+                    .map(|i| old[(start + i) % old.len()])
+                    .collect();
+                set.sort_unstable();
+                Source::Shares { set }
+            };
+            let plan = Plan {
+                old: params,
+                new,
+                source,
+                new_holders: new_holders.clone(),
+                receivers: new_holders.clone(),
+                absorber: new_holders[pick % new_holders.len()],
+            };
+            let next = run_plan(public, &plan, &holders, &mut rng).unwrap();
+            prop_assert_eq!(next.iter().map(HolderShare::index).collect::<Vec<_>>(), new_holders.clone());
+            let bounds = Bounds::new(public, &new).unwrap();
+            let (share, additive_bits) = largest_bits(&next, &bounds);
+            prop_assert!(share <= u64::from(bounds.share_bits()));
+            prop_assert!(additive_bits <= bounds.additive_bound().bits());
+            signs_the_vectors(&new, &next, &format!("{new_k} of {new_holders:?}"));
+            // The first old holder's share and any k' − 1 new ones do not combine.
+            let input = BigUint::from(0x5eedu32);
+            let partial = |h: &HolderShare| Partial {
+                index: h.index(),
+                value: backend.partial(public, h.share(), &input).unwrap(),
+            };
+            let stale = partial(&holders[0]);
+            let mut mixed: Vec<Partial> = next
+                .iter()
+                .filter(|h| h.index() != stale.index)
+                .take(new_k - 1)
+                .map(partial)
+                .collect();
+            mixed.push(stale);
+            prop_assert!(combine(public, &new, &input, &mixed).is_err());
+            holders = next;
+            params = new;
+        }
     }
 }
