@@ -106,7 +106,7 @@ fn sharings(spec: &RefreshSpec, key: Option<&KeyInfo>) -> Result<Sharings, Appli
     Ok((old, new))
 }
 
-/// The plan of `spec`, for the old and new sharings ([`sharings`]).
+/// The plan of `spec`, for its old and new sharings: `(k, n, holders)` of each.
 ///
 /// # Errors
 ///
