@@ -580,10 +580,12 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             for line in &done.not_erased {
                 eprintln!("warning: {line}: its old shares may remain; wipe its data folder");
             }
-            println!(
-                "appliances that refuse the revoked certificates now: {:?}",
-                done.revoked_on
-            );
+            if done.revoked > 0 {
+                println!(
+                    "appliances that refuse the {} revoked certificate(s) now: {:?}",
+                    done.revoked, done.revoked_on
+                );
+            }
             if !done.not_reached.is_empty() {
                 for line in &done.not_reached {
                     eprintln!("not reached: {line}");

@@ -87,6 +87,9 @@ pub struct Reshared {
     /// Appliances left out that still held a key when the wait for their erasure ended,
     /// or did not answer, one line each: their shares are not known to be erased.
     pub not_erased: Vec<String>,
+    /// How many certificates `pkcs11.toml` revokes (those of appliances left out now or
+    /// before, and of replaced ones).
+    pub revoked: usize,
     /// The appliances that put every revoked certificate on their deny-list.
     pub revoked_on: Vec<u8>,
     /// The appliances that could not be told, one line each.
@@ -202,6 +205,7 @@ pub fn reshare(
         dropped: Vec::new(),
         config_updated: false,
         not_erased: Vec::new(),
+        revoked: 0,
         revoked_on: Vec::new(),
         not_reached: Vec::new(),
     };
@@ -230,6 +234,10 @@ pub fn reshare(
             label: "revoked in pkcs11.toml".to_owned(),
         })
         .collect();
+    done.revoked = requests.len();
+    if requests.is_empty() {
+        return Ok(done);
+    }
     let results = cluster.in_parallel(cluster.indices(), |i| -> Result<(), CliError> {
         let mut c = cluster.connect(i)?;
         requests.iter().try_for_each(|r| expect_ok(i, &mut c, r))
