@@ -46,8 +46,9 @@ pub struct Config {
     /// Proactive refresh of every key with the peers.
     #[serde(default)]
     pub refresh: RefreshConfig,
-    /// Which exponentiation backend runs the partial operation: `openssl` or
-    /// `crypto-bigint`. Default: OpenSSL where this build has it.
+    /// Which exponentiation backend runs the partial operation: `openssl`,
+    /// `crypto-bigint` or `gmp` (each where this build has it). Default: OpenSSL where
+    /// this build has it, else crypto-bigint; GMP only when named.
     #[serde(default)]
     pub backend: Option<String>,
     /// Serial numbers (hex) of certificates to refuse from the start: put on the
@@ -496,6 +497,27 @@ mod tests {
         )
         .unwrap();
         Config::load(&path)
+    }
+
+    #[test]
+    fn backend_names_are_those_this_build_has() {
+        for (name, built) in [
+            ("crypto-bigint", true),
+            ("openssl", cfg!(feature = "openssl-backend")),
+            ("gmp", cfg!(feature = "gmp-backend")),
+            ("GMP", false),
+            ("num-bigint", false),
+        ] {
+            let loaded = load_with(&format!("backend = \"{name}\""));
+            assert_eq!(loaded.is_ok(), built, "{name}");
+            if let Err(err) = loaded {
+                let err = err.to_string();
+                assert!(
+                    err.contains("backend") && err.contains("crypto-bigint"),
+                    "{err}"
+                );
+            }
+        }
     }
 
     #[test]

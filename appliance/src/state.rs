@@ -75,8 +75,8 @@ impl State {
         let deny_list = Arc::new(DenyList::new(storage.clone()));
         let backend = match &config.backend {
             Some(name) => Backend::from_name(name).unwrap_or_default(),
-            // OpenSSL where this build has it (it is listed last), else crypto-bigint.
-            None => Backend::available().last().copied().unwrap_or_default(),
+            // OpenSSL where this build has it, else crypto-bigint; GMP only when named.
+            None => Backend::from_name("openssl").unwrap_or_default(),
         }
         .get();
         let build_variant = format!("{}+rustls-ring", backend.name());

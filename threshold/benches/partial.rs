@@ -6,7 +6,8 @@
 //! * what the PKCS#11 module adds per operation: blinding and unblinding, and combine
 //!   (Lagrange in the exponent, Bezout, the `y^e = c` check) for k = 2, 3, 5.
 //!
-//! Run: `cargo bench -p ittc-threshold --features openssl-backend --bench partial`.
+//! Run: `cargo bench -p ittc-threshold --features openssl-backend --bench partial`; with
+//! `--features openssl-backend,gmp-backend` the GMP backend has its line too.
 //! `ITTC_BENCH_SECONDS` sets the time spent on each figure (default 2).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]

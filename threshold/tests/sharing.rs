@@ -1,6 +1,7 @@
 //! Dealer, partial operations and combine, end to end in one process: Wycheproof keys of
 //! 2048, 3072 and 4096 bits split k-of-n, signatures that must match the vectors byte for
-//! byte, property tests over thresholds and subsets, and both exponentiation backends.
+//! byte, property tests over thresholds and subsets, and every exponentiation backend of
+//! the build (crypto-bigint; OpenSSL and GMP with their features).
 
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -259,10 +260,8 @@ fn every_k_subset_gives_the_same_result_3_of_5() {
     );
 }
 
-#[cfg(feature = "openssl-backend")]
 #[test]
 fn backends_agree_on_random_inputs() {
-    use ittc_threshold::backend::{CryptoBigint, OpenSsl};
     let key = key_2048();
     let shares = shares_2048(2, 3);
     let mut rng = StdRng::seed_from_u64(7);
@@ -271,11 +270,115 @@ fn backends_agree_on_random_inputs() {
         rng.fill(&mut bytes[1..]);
         let input = BigUint::from_bytes_be(&bytes);
         for share in &shares {
-            let a = CryptoBigint
+            let expected = Backend::CryptoBigint
+                .get()
                 .partial(key.public_key(), share, &input)
                 .unwrap();
-            let b = OpenSsl.partial(key.public_key(), share, &input).unwrap();
-            assert_eq!(a, b);
+            for backend in backends() {
+                let got = backend.partial(key.public_key(), share, &input).unwrap();
+                assert_eq!(got, expected, "{}", backend.name());
+            }
+        }
+    }
+}
+
+/// `pow_secret` on the edges, every backend against num-bigint (a reference that is not
+/// constant time, fine for public test values): exponent 0 and 1, all zeros or ones,
+/// leading zero bytes and limbs; base 0, 1 and N − 1; a modulus with a leading zero byte;
+/// and bases with no inverse, which the GMP backend treats apart.
+#[test]
+fn backends_agree_on_the_edges() {
+    let n = key_2048().public_key().n_be();
+    let len = n.len() + 17; // a share-like exponent length: not a whole number of limbs
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut random = |bytes: usize| {
+        let mut v = vec![0u8; bytes];
+        rng.fill(&mut v[..]);
+        v
+    };
+    let mut short = vec![0u8; len];
+    short[len - 1] = 1;
+    let mut leading_zero_limbs = random(len);
+    leading_zero_limbs[..20].fill(0);
+    let exponents: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![1],
+        vec![0; len],
+        short,
+        vec![0xff; len],
+        leading_zero_limbs,
+        random(len),
+    ];
+
+    let mut n_minus_1 = n.clone();
+    *n_minus_1.last_mut().unwrap() -= 1; // N is odd
+    let mut leading_zero_base = random(n.len());
+    leading_zero_base[..9].fill(0);
+    let rsa_bases = vec![
+        vec![0u8; n.len()],
+        vec![1],
+        n_minus_1,
+        leading_zero_base,
+        random(n.len() - 1),
+    ];
+    // (modulus, bases): the RSA modulus, a small one with a leading zero byte, 15 with bases
+    // that share a factor with it, and 1.
+    let cases: Vec<(Vec<u8>, Vec<Vec<u8>>)> = vec![
+        (n.clone(), rsa_bases),
+        (
+            vec![0, 0xc5],
+            vec![vec![0, 0], vec![0, 1], vec![0, 2], vec![0, 0xc4]],
+        ),
+        (
+            vec![15],
+            vec![vec![0], vec![3], vec![5], vec![6], vec![7], vec![14]],
+        ),
+        (vec![1], vec![vec![0]]),
+    ];
+    for (modulus, bases) in &cases {
+        let m = BigUint::from_bytes_be(modulus);
+        for base in bases {
+            for exponent in &exponents {
+                let expected = BigUint::from_bytes_be(base)
+                    .modpow(&BigUint::from_bytes_be(exponent), &m)
+                    .to_bytes_be();
+                let mut padded = vec![0u8; modulus.len() - expected.len()];
+                padded.extend_from_slice(&expected);
+                let case = format!(
+                    "{}-bit modulus, base {}, exponent {:02x?}",
+                    m.bits(),
+                    BigUint::from_bytes_be(base),
+                    exponent
+                );
+                for backend in backends() {
+                    let got = backend
+                        .pow_secret(base, exponent, modulus)
+                        .unwrap_or_else(|e| panic!("{}: {e} ({case})", backend.name()));
+                    assert_eq!(got, padded, "{}: {case}", backend.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn backends_refuse_an_even_modulus_and_a_base_not_below_it() {
+    for backend in backends() {
+        for (base, modulus) in [
+            (&[2u8][..], &[0xc4u8][..]),
+            (&[2], &[0, 0]),
+            (&[0xc5], &[0xc5]),
+            (&[0xc6], &[0xc5]),
+        ] {
+            assert!(
+                matches!(
+                    backend.pow_secret(base, &[3], modulus),
+                    Err(Error::OutOfRange(_))
+                ),
+                "{} with base {base:02x?} and modulus {modulus:02x?}",
+                backend.name()
+            );
         }
     }
 }

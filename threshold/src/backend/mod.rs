@@ -2,12 +2,15 @@
 //!
 //! It is constant time in the share: the exponent is processed over a fixed number of bits
 //! (the public bound [`crate::SharingParams::share_bits`], which every share's encoded length
-//! carries) with fixed windows and no secret-dependent branches or memory accesses. Two
+//! carries) with fixed windows and no secret-dependent branches or memory accesses. Three
 //! implementations exist so that appliances can run different code for it (design.md §6):
-//! crypto-bigint's Montgomery form (pure Rust, always built) and OpenSSL's
-//! `BN_mod_exp_mont_consttime` (feature `openssl-backend`). Both give identical results.
+//! crypto-bigint's Montgomery form (pure Rust, always built), OpenSSL's
+//! `BN_mod_exp_mont_consttime` (feature `openssl-backend`) and GMP's `mpz_powm_sec`
+//! (feature `gmp-backend`, linked to the system's libgmp). All give identical results.
 
 mod crypto_bigint;
+#[cfg(feature = "gmp-backend")]
+mod gmp;
 #[cfg(feature = "openssl-backend")]
 mod openssl;
 
@@ -16,6 +19,8 @@ use num_bigint::BigUint;
 use crate::{Error, KeyShare, RsaPublicKey};
 
 pub use self::crypto_bigint::CryptoBigint;
+#[cfg(feature = "gmp-backend")]
+pub use self::gmp::Gmp;
 #[cfg(feature = "openssl-backend")]
 pub use self::openssl::OpenSsl;
 
@@ -56,6 +61,9 @@ pub enum Backend {
     /// OpenSSL's constant-time BN exponentiation.
     #[cfg(feature = "openssl-backend")]
     OpenSsl,
+    /// GMP's `mpz_powm_sec`, over an exponent of fixed length.
+    #[cfg(feature = "gmp-backend")]
+    Gmp,
 }
 
 impl Backend {
@@ -65,6 +73,8 @@ impl Backend {
             Backend::CryptoBigint,
             #[cfg(feature = "openssl-backend")]
             Backend::OpenSsl,
+            #[cfg(feature = "gmp-backend")]
+            Backend::Gmp,
         ]
     }
 
@@ -82,6 +92,8 @@ impl Backend {
             Backend::CryptoBigint => &CryptoBigint,
             #[cfg(feature = "openssl-backend")]
             Backend::OpenSsl => &OpenSsl,
+            #[cfg(feature = "gmp-backend")]
+            Backend::Gmp => &Gmp,
         }
     }
 }
