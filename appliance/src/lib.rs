@@ -12,7 +12,9 @@
 //! refresh by itself; both carry their messages through [`peers`]. [`revocation`] refuses
 //! certificates on the deny-list, on both ends of a connection; [`public_state`] fills a
 //! new (replaced) appliance's empty store with its peers' token objects, PIN records and
-//! deny-list. What the appliance does not do (yet): rebuild a lost appliance's shares.
+//! deny-list. [`variant`] names this build (exponentiation backend, TLS provider,
+//! allocator) and asks peers for theirs. What the appliance does not do (yet): rebuild a
+//! lost appliance's shares.
 
 pub mod config;
 pub mod error;
@@ -25,6 +27,7 @@ pub mod revocation;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod variant;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -69,7 +72,7 @@ impl StartError {
 /// files are usable.
 pub fn check_config(path: &Path) -> Result<Config, StartError> {
     let config = Config::load(path)?;
-    TlsIdentity::from_pem_files(&config.tls.ca, &config.tls.cert, &config.tls.key)
+    tls_identity(&config)
         .and_then(|id| id.server_config())
         .map_err(|e| ConfigError::new(path, format!("tls: {e}")))?;
     SealingKey::from_file(&config.sealing.key_file)
@@ -77,12 +80,23 @@ pub fn check_config(path: &Path) -> Result<Config, StartError> {
     Ok(config)
 }
 
+/// The appliance's TLS identity, with this build's crypto provider
+/// ([`variant::tls_crypto`]) for its listener and its connections to peers.
+fn tls_identity(config: &Config) -> Result<TlsIdentity, ittc_wire::Error> {
+    TlsIdentity::from_pem_files_with(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        variant::tls_crypto(),
+    )
+}
+
 /// Runs the appliance until SIGTERM or SIGINT. Prints `listening on ADDR` on standard
 /// output once it accepts connections (logs go to standard error).
 pub fn run(path: &Path) -> Result<(), StartError> {
     let config = check_config(path)?;
     install_tracing(&config);
-    let identity = TlsIdentity::from_pem_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let identity = tls_identity(&config)?;
     let acceptor = TlsAcceptor::from(identity.server_config()?);
     // Partial operations run on the runtime's workers (see `server::handle`): one worker
     // more than may run at once keeps the network served while they all exponentiate.

@@ -2,9 +2,23 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ittc_appliance::storage::AuditReport;
+use ittc_appliance::variant;
+
+// The allocator is part of the build variant (docs/diversity.md); `variant::ALLOCATOR`
+// names the one chosen here, by the same features and the same precedence.
+#[cfg(feature = "alloc-jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long `--check-config` waits for each peer, to connect and again to answer `Hello`.
+const PEER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An ittc share appliance: holds shares of RSA keys and answers partial operations over
 /// mutual TLS.
@@ -19,9 +33,15 @@ struct Cli {
     /// The configuration file (TOML).
     #[arg(long, value_name = "FILE", required = false)]
     config: Option<PathBuf>,
-    /// Check the configuration (and its certificate, key and sealing-key files), then exit.
+    /// Check the configuration (and its certificate, key and sealing-key files), ask the
+    /// configured peers which build variant they run (a warning if one runs this build's),
+    /// then exit.
     #[arg(long, requires = "config")]
     check_config: bool,
+    /// Print this build's variant (exponentiation backend, TLS provider, allocator) and
+    /// exit; with --config, with the backend that configuration selects.
+    #[arg(long)]
+    variant: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -54,6 +74,26 @@ enum AuditAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.variant && !cli.check_config {
+        return match cli
+            .config
+            .as_deref()
+            .map(ittc_appliance::config::Config::load)
+        {
+            None => {
+                println!("{}", variant::default_name());
+                ExitCode::SUCCESS
+            }
+            Some(Ok(config)) => {
+                println!("{}", variant::name(variant::backend(&config).name()));
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                eprintln!("ittc-appliance: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match (cli.command, cli.config) {
         (
             Some(Command::Audit {
@@ -91,9 +131,10 @@ fn main() -> ExitCode {
                 );
             }
         }),
-        (None, Some(config)) if cli.check_config => {
-            ittc_appliance::check_config(&config).map(|_| {
-                println!("config {} is valid", config.display());
+        (None, Some(path)) if cli.check_config => {
+            ittc_appliance::check_config(&path).map(|config| {
+                println!("config {} is valid", path.display());
+                check_peer_variants(&config);
             })
         }
         (None, Some(config)) => ittc_appliance::run(&config),
@@ -113,4 +154,40 @@ fn main() -> ExitCode {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints this build's variant and each configured peer's, and warns (on standard error)
+/// about every peer that runs the same one: one exploit of that build would open both.
+/// A peer that does not answer within [`PEER_CHECK_TIMEOUT`] is noted and not compared;
+/// none of this changes the exit code.
+fn check_peer_variants(config: &ittc_appliance::config::Config) {
+    let own = variant::name(variant::backend(config).name());
+    println!("build variant: {own}");
+    let peers = match variant::peer_variants(config, PEER_CHECK_TIMEOUT) {
+        Ok(peers) => peers,
+        Err(e) => {
+            println!("note: peers not asked for their variant: {e}");
+            return;
+        }
+    };
+    if config.peers.is_empty() {
+        println!("note: no peers in the configuration: their variants are not compared");
+    }
+    for p in &peers {
+        match &p.variant {
+            Ok(v) => println!("peer {} ({}) runs {v}", p.index, p.address),
+            Err(e) => println!(
+                "note: peer {} ({}) did not answer, its variant is not compared: {e}",
+                p.index, p.address
+            ),
+        }
+    }
+    for p in variant::same_variant(&own, &peers) {
+        eprintln!(
+            "warning: peer {} ({}) runs the same build variant as this one ({own}): one \
+             exploit of it would open both; install a different variant on one of them \
+             (docs/operations.md)",
+            p.index, p.address
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ittc_threshold::{Backend, PartialExp};
+use ittc_threshold::PartialExp;
 use ittc_wire::UserKind;
 use ittc_wire::identity::Identity;
 use tokio::sync::Semaphore;
@@ -29,7 +29,8 @@ pub struct State {
     pub storage: Storage,
     /// The exponentiation backend of this build and config.
     pub backend: &'static dyn PartialExp,
-    /// Reported in the handshake and status: backend and TLS provider.
+    /// Reported in the handshake and status: backend, TLS provider and allocator
+    /// ([`crate::variant::name`]).
     pub build_variant: String,
     /// Start time, for the uptime.
     pub started: Instant,
@@ -73,13 +74,8 @@ impl State {
             storage.revoke_certificate(&entry)?;
         }
         let deny_list = Arc::new(DenyList::new(storage.clone()));
-        let backend = match &config.backend {
-            Some(name) => Backend::from_name(name).unwrap_or_default(),
-            // OpenSSL where this build has it, else crypto-bigint; GMP only when named.
-            None => Backend::from_name("openssl").unwrap_or_default(),
-        }
-        .get();
-        let build_variant = format!("{}+rustls-ring", backend.name());
+        let backend = crate::variant::backend(&config);
+        let build_variant = crate::variant::name(backend.name());
         let inflight = Semaphore::new(config.limits.max_inflight_partials);
         let workers = Semaphore::new(config.limits.workers());
         Ok(Self {

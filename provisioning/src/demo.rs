@@ -4,7 +4,12 @@
 //! the commands to try next. The appliances keep running in the background; `--stop` stops
 //! them; running the demo again reuses a running cluster or restarts a stopped one with the
 //! same key.
+//!
+//! Appliance i runs build variant i of `scripts/variants` (docs/diversity.md) where that
+//! variant was built, so that the cluster shows what diversity looks like; an appliance
+//! without one runs the `ittc-appliance` next to `ittc`, and the demo says so.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,8 +43,101 @@ pub struct DemoOutcome {
     pub message: PathBuf,
 }
 
-/// Runs the demo in `dir` with `pin` (used when the demo is created).
-pub fn run(dir: &Path, pin: &[u8], progress: &dyn Fn(&str)) -> Result<DemoOutcome, CliError> {
+/// The list that `scripts/variants` writes in its folder: one line per variant built,
+/// `NUMBER NAME`, the binary being `NAME/ittc-appliance` in the same folder.
+pub const VARIANTS_LIST: &str = "variants.txt";
+
+/// Where `scripts/variants` puts its binaries: `variants/` beside the folder of this
+/// program's build (`target/variants` for `target/release/ittc`).
+pub fn default_variants_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.join("variants"))
+}
+
+/// A program for an appliance of the demo, and why that one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplianceProgram {
+    /// The binary.
+    pub path: PathBuf,
+    /// The variant's name, for a variant binary; `None` for the one `ittc-appliance`.
+    pub variant: Option<String>,
+}
+
+/// The variant binaries listed in `dir`'s [`VARIANTS_LIST`], by number: those that exist
+/// and are not older than `default` (an older one was built from an older tree than the
+/// `ittc-appliance` beside `ittc`: `scripts/variants` rebuilds them). Skipped ones are
+/// described in the second list.
+pub fn variant_programs(
+    dir: &Path,
+    default: &Path,
+) -> (BTreeMap<u8, ApplianceProgram>, Vec<String>) {
+    let mut found = BTreeMap::new();
+    let mut skipped = Vec::new();
+    let Ok(list) = std::fs::read_to_string(dir.join(VARIANTS_LIST)) else {
+        return (found, skipped);
+    };
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_default = modified(default);
+    for line in list.lines().map(str::trim) {
+        let Some((number, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let (Ok(number), name) = (number.parse::<u8>(), name.trim()) else {
+            continue;
+        };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            continue;
+        }
+        let path = dir.join(name).join("ittc-appliance");
+        match (modified(&path), newest_default) {
+            (None, _) => skipped.push(format!("variant {number} ({name}): no {}", path.display())),
+            (Some(built), Some(reference)) if built < reference => skipped.push(format!(
+                "variant {number} ({name}): older than {}, rebuild it with scripts/variants",
+                default.display()
+            )),
+            _ => {
+                found.insert(
+                    number,
+                    ApplianceProgram {
+                        path,
+                        variant: Some(name.to_owned()),
+                    },
+                );
+            }
+        }
+    }
+    (found, skipped)
+}
+
+/// The program of each appliance 1..=`count`: variant i for appliance i where there is
+/// one, else `default`.
+pub fn programs_by_index(
+    count: u8,
+    variants: &BTreeMap<u8, ApplianceProgram>,
+    default: &Path,
+) -> Vec<ApplianceProgram> {
+    (1..=count)
+        .map(|index| {
+            variants
+                .get(&index)
+                .cloned()
+                .unwrap_or_else(|| ApplianceProgram {
+                    path: default.to_owned(),
+                    variant: None,
+                })
+        })
+        .collect()
+}
+
+/// Runs the demo in `dir` with `pin` (used when the demo is created), starting appliance i
+/// with variant i from `variants` (a folder written by `scripts/variants`) where it has
+/// one.
+pub fn run(
+    dir: &Path,
+    pin: &[u8],
+    variants: Option<&Path>,
+    progress: &dyn Fn(&str),
+) -> Result<DemoOutcome, CliError> {
     std::fs::create_dir_all(dir).map_err(|e| CliError::file(dir, e))?;
     let dir = dir.canonicalize().map_err(|e| CliError::file(dir, e))?;
     let fresh = !dir.join(ittc_wire::cluster::FILE_NAME).exists();
@@ -60,12 +158,50 @@ pub fn run(dir: &Path, pin: &[u8], progress: &dyn Fn(&str)) -> Result<DemoOutcom
         })?;
         write_private(&dir.join("demo-pin"), &String::from_utf8_lossy(pin))?;
     }
-    for index in 1..=APPLIANCES {
+    let default = appliance_program();
+    let (found, skipped) = match variants {
+        Some(folder) => variant_programs(folder, &default),
+        None => (BTreeMap::new(), Vec::new()),
+    };
+    let programs = programs_by_index(APPLIANCES, &found, &default);
+    if (1..=APPLIANCES).any(|i| !running(&dir, i)) {
+        for reason in &skipped {
+            progress(&format!("not using {reason}"));
+        }
+        if found.is_empty() {
+            progress(&format!(
+                "no build variants{}: every appliance runs {} (scripts/variants builds one \
+                 per appliance)",
+                variants.map_or(String::new(), |v| format!(" in {}", v.display())),
+                default.display()
+            ));
+        }
+    }
+    for (index, program) in (1..=APPLIANCES).zip(&programs) {
         if running(&dir, index) {
             progress(&format!("appliance {index} is running"));
-        } else {
-            progress(&format!("starting appliance {index}"));
-            start(&dir, index)?;
+            continue;
+        }
+        match &program.variant {
+            Some(name) => progress(&format!("starting appliance {index}: variant {name}")),
+            None if !found.is_empty() => progress(&format!(
+                "starting appliance {index}: no variant {index} built, so {}",
+                program.path.display()
+            )),
+            None => progress(&format!("starting appliance {index}")),
+        }
+        match start(&dir, index, &program.path) {
+            // A variant that does not start: the default build instead, so that the demo
+            // still runs.
+            Err(e) if program.variant.is_some() => {
+                progress(&format!(
+                    "warning: variant {} did not start ({e}): appliance {index} runs {} instead",
+                    program.variant.as_deref().unwrap_or("?"),
+                    default.display()
+                ));
+                start(&dir, index, &default)?;
+            }
+            other => other?,
         }
     }
     let cluster = Cluster::open(&dir)?;
@@ -348,9 +484,9 @@ fn running(dir: &Path, index: u8) -> bool {
 
 /// Starts appliance `index` of the cluster in `dir` in its own process group, waits for
 /// it to listen, and records its pid.
-fn start(dir: &Path, index: u8) -> Result<(), CliError> {
+fn start(dir: &Path, index: u8, program: &Path) -> Result<(), CliError> {
     let (child, _) = spawn_appliance(
-        &appliance_program(),
+        program,
         &dir.join(format!("appliance-{index}.toml")),
         &dir.join(format!("appliance-{index}.log")),
         true,
@@ -359,4 +495,60 @@ fn start(dir: &Path, index: u8) -> Result<(), CliError> {
     .map_err(|e| CliError::appliance(index, e))?;
     let pid_path = pid_file(dir, index);
     std::fs::write(&pid_path, child.id().to_string()).map_err(|e| CliError::file(pid_path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appliance_i_runs_variant_i_where_one_is_built() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let default = dir.join("ittc-appliance");
+        std::fs::write(&default, b"default").unwrap();
+        // Variant binaries written after the default one.
+        std::thread::sleep(Duration::from_millis(20));
+        for name in ["openssl+aws-lc-rs+jemalloc", "gmp+ring+system"] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            std::fs::write(dir.join(name).join("ittc-appliance"), b"variant").unwrap();
+        }
+        std::fs::write(
+            dir.join(VARIANTS_LIST),
+            "1 openssl+aws-lc-rs+jemalloc\n2 crypto-bigint+ring+mimalloc\n3 gmp+ring+system\n\
+             junk\n4 ../escape\n",
+        )
+        .unwrap();
+        let (found, skipped) = variant_programs(dir, &default);
+        assert_eq!(found.keys().copied().collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].starts_with("variant 2 (crypto-bigint+ring+mimalloc): no "));
+        let programs = programs_by_index(3, &found, &default);
+        let variants: Vec<Option<&str>> = programs.iter().map(|p| p.variant.as_deref()).collect();
+        assert_eq!(
+            variants,
+            [
+                Some("openssl+aws-lc-rs+jemalloc"),
+                None,
+                Some("gmp+ring+system")
+            ]
+        );
+        assert_eq!(programs[1].path, default);
+        assert_eq!(
+            programs[2].path,
+            dir.join("gmp+ring+system").join("ittc-appliance")
+        );
+
+        // A default binary built after the variants: they are from an older tree.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&default, b"rebuilt").unwrap();
+        let (found, skipped) = variant_programs(dir, &default);
+        assert!(found.is_empty());
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(skipped[0].contains("older than"), "{skipped:?}");
+
+        // No list: no variants, nothing to say.
+        let (found, skipped) = variant_programs(&dir.join("none"), &default);
+        assert!(found.is_empty() && skipped.is_empty());
+    }
 }

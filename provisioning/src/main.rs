@@ -101,6 +101,11 @@ enum Command {
         /// Stop the demo's appliances.
         #[arg(long)]
         stop: bool,
+        /// The build variants for the appliances, as `scripts/variants` writes them
+        /// (appliance i runs variant i; default: `variants/` beside this program's build
+        /// folder, i.e. target/variants).
+        #[arg(long, value_name = "DIR")]
+        variants: Option<PathBuf>,
     },
     /// Appliances: add one, or replace a lost or compromised one.
     Appliance {
@@ -756,8 +761,10 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             dir,
             pin,
             stop: false,
+            variants,
         } => {
-            let outcome = demo::run(&dir, pin.as_bytes(), &step)?;
+            let variants = variants.or_else(demo::default_variants_dir);
+            let outcome = demo::run(&dir, pin.as_bytes(), variants.as_deref(), &step)?;
             print_next_steps(&outcome.dir, &outcome.message, outcome.signature.len());
         }
         Command::Appliance {

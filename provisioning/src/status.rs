@@ -152,6 +152,60 @@ pub struct StatusReport {
     pub keys: Vec<KeyReport>,
     /// How many different build variants answer (diversity).
     pub distinct_variants: usize,
+    /// Build variants that more than one answering appliance runs, with those appliances:
+    /// one exploit of such a variant opens all of them (docs/diversity.md). Empty when
+    /// every answering appliance runs a variant of its own.
+    pub same_variant: Vec<SharedVariant>,
+}
+
+/// A build variant that several appliances run.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SharedVariant {
+    /// The variant, as the appliances report it.
+    pub variant: String,
+    /// The appliances that run it, in index order (at least two).
+    pub appliances: Vec<u8>,
+}
+
+impl SharedVariant {
+    /// `warning: appliances 1 and 3 run the same build variant X: one exploit of it opens
+    /// both; …`
+    fn warning(&self) -> String {
+        let (last, rest) = self.appliances.split_last().unwrap_or((&0, &[]));
+        let listed: Vec<String> = rest.iter().map(u8::to_string).collect();
+        let all = if self.appliances.len() == 2 {
+            "both"
+        } else {
+            "all of them"
+        };
+        format!(
+            "warning: appliances {} and {last} run the same build variant {}: one exploit of \
+             it opens {all}; install a different variant on each (docs/operations.md)",
+            listed.join(", "),
+            printable(&self.variant)
+        )
+    }
+}
+
+/// The variants among `running` (index, variant) that more than one appliance runs.
+fn shared_variants(running: &[(u8, String)]) -> Vec<SharedVariant> {
+    let mut by_variant: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    for (index, variant) in running {
+        by_variant.entry(variant).or_default().push(*index);
+    }
+    let mut shared: Vec<SharedVariant> = by_variant
+        .into_iter()
+        .filter(|(_, appliances)| appliances.len() > 1)
+        .map(|(variant, mut appliances)| {
+            appliances.sort_unstable();
+            SharedVariant {
+                variant: variant.to_owned(),
+                appliances,
+            }
+        })
+        .collect();
+    shared.sort_by_key(|s| s.appliances.first().copied());
+    shared
 }
 
 /// `ittc status` exits with this when a key is unusable or no appliance answers.
@@ -216,10 +270,11 @@ impl StatusReport {
                 );
             }
         }
-        out += &format!(
-            "  build variants answering: {}\n\nkeys:\n",
-            self.distinct_variants
-        );
+        out += &format!("  build variants answering: {}\n", self.distinct_variants);
+        for shared in &self.same_variant {
+            out += &format!("  {}\n", shared.warning());
+        }
+        out += "\nkeys:\n";
         if self.keys.is_empty() {
             out += "  (none)\n";
         }
@@ -460,6 +515,7 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
     // Per key id, each answering appliance's view of the key, in index order.
     let mut sightings: BTreeMap<Vec<u8>, Vec<(u8, KeyStatus)>> = BTreeMap::new();
     let mut variants = BTreeSet::new();
+    let mut running: Vec<(u8, String)> = Vec::new();
     for Answer {
         index,
         address,
@@ -469,6 +525,7 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
         match status {
             Ok(s) => {
                 variants.insert(s.build_variant.clone());
+                running.push((index, s.build_variant.clone()));
                 for k in s.keys {
                     sightings
                         .entry(k.key_id.as_bytes().to_vec())
@@ -510,6 +567,7 @@ pub fn report(cluster_id: String, threshold: u8, answers: Vec<Answer>) -> Status
         appliances,
         keys,
         distinct_variants: variants.len(),
+        same_variant: shared_variants(&running),
     }
 }
 
@@ -959,5 +1017,79 @@ mod tests {
 
     fn report_of(answers: Vec<Answer>) -> StatusReport {
         report("c".into(), 2, answers)
+    }
+
+    /// Appliance `index` answering, running `variant`.
+    fn running(index: u8, variant: &str) -> Answer {
+        let mut answer = up(index, Vec::new());
+        if let Ok(s) = &mut answer.status {
+            s.build_variant = variant.into();
+        }
+        answer
+    }
+
+    #[test]
+    fn appliances_that_run_the_same_variant_are_named_in_a_warning() {
+        // Three appliances, three variants: no warning.
+        let report = report_of(vec![
+            running(1, "openssl+aws-lc-rs+jemalloc"),
+            running(2, "crypto-bigint+ring+mimalloc"),
+            running(3, "gmp+ring+system"),
+        ]);
+        assert_eq!(report.distinct_variants, 3);
+        assert!(report.same_variant.is_empty());
+        let text = report.render();
+        assert!(
+            text.contains("  build variants answering: 3\n\nkeys:\n"),
+            "{text}"
+        );
+        assert!(!text.contains("warning"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["same_variant"], serde_json::json!([]));
+
+        // 1 and 4 share one variant, 2, 3 and 5 another; 6 is down and not counted.
+        let report = report_of(vec![
+            running(1, "openssl+ring+system"),
+            running(2, "crypto-bigint+ring+mimalloc"),
+            running(3, "crypto-bigint+ring+mimalloc"),
+            running(4, "openssl+ring+system"),
+            running(5, "crypto-bigint+ring+mimalloc"),
+            down(6),
+        ]);
+        assert_eq!(report.distinct_variants, 2);
+        assert_eq!(
+            report.same_variant,
+            [
+                SharedVariant {
+                    variant: "openssl+ring+system".into(),
+                    appliances: vec![1, 4],
+                },
+                SharedVariant {
+                    variant: "crypto-bigint+ring+mimalloc".into(),
+                    appliances: vec![2, 3, 5],
+                },
+            ]
+        );
+        let text = report.render();
+        assert!(
+            text.contains(
+                "  build variants answering: 2\n  warning: appliances 1 and 4 run the same \
+                 build variant openssl+ring+system: one exploit of it opens both; install a \
+                 different variant on each (docs/operations.md)\n  warning: appliances 2, 3 \
+                 and 5 run the same build variant crypto-bigint+ring+mimalloc: one exploit of \
+                 it opens all of them;"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["same_variant"],
+            serde_json::json!([
+                {"variant": "openssl+ring+system", "appliances": [1, 4]},
+                {"variant": "crypto-bigint+ring+mimalloc", "appliances": [2, 3, 5]},
+            ])
+        );
+        // A warning does not change the exit code: diversity is the operator's choice.
+        assert_eq!(report.exit_code(), 0);
     }
 }

@@ -7,7 +7,9 @@
 //! wait is bounded.
 //!
 //! The appliance binary is looked up next to the test executable (`target/<profile>/`), so
-//! build it first: the README's test command (`cargo test --workspace`) does.
+//! build it first: the README's test command (`cargo test --workspace`) does. An appliance
+//! can run another binary instead ([`Cluster::set_binary`]), such as a build variant of
+//! `scripts/variants` ([`variant_binaries`]).
 
 // A harness: a failure to set up is a test failure, reported with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -87,6 +89,8 @@ pub struct Appliance {
     /// The address it listens on, picked free when the cluster was written.
     listen: SocketAddr,
     log: PathBuf,
+    /// The binary it runs, if not [`appliance_binary`].
+    binary: Option<PathBuf>,
 }
 
 /// A cluster of n appliances in a temporary folder.
@@ -101,6 +105,34 @@ pub struct Cluster {
 
 fn write(path: &Path, contents: &[u8]) {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// The build variants that `scripts/variants` left in `target/variants/` (beside the
+/// folder of the running test's profile), in the order of its matrix: `(number, name,
+/// binary)`, only those whose binary exists. Empty when it has not run. The binaries are
+/// release builds of whatever tree was there when it ran.
+pub fn variant_binaries() -> Vec<(u8, String, PathBuf)> {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/variants
+    let Some(dir) = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(|t| t.join("variants"))
+    else {
+        return Vec::new();
+    };
+    let list = std::fs::read_to_string(dir.join("variants.txt")).unwrap_or_default();
+    list.lines()
+        .filter_map(|line| {
+            let (number, name) = line.trim().split_once(' ')?;
+            let binary = dir.join(name.trim()).join("ittc-appliance");
+            if !binary.is_file() {
+                return None;
+            }
+            Some((number.parse().ok()?, name.trim().to_owned(), binary))
+        })
+        .collect()
 }
 
 /// The `ittc-appliance` binary next to the running test executable.
@@ -202,6 +234,7 @@ impl Cluster {
                 child: None,
                 listen,
                 log: root.join(format!("{name}.log")),
+                binary: None,
             });
         }
         Self {
@@ -224,6 +257,20 @@ impl Cluster {
 
     fn appliance(&mut self, index: u8) -> &mut Appliance {
         self.appliances.get_mut(usize::from(index) - 1).unwrap()
+    }
+
+    /// Makes appliance `index` run `binary` (another build variant, say) from its next
+    /// start or restart on, instead of [`appliance_binary`].
+    pub fn set_binary(&mut self, index: u8, binary: impl Into<PathBuf>) {
+        let binary = binary.into();
+        assert!(binary.is_file(), "{} is missing", binary.display());
+        self.appliance(index).binary = Some(binary);
+    }
+
+    /// [`Cluster::set_binary`], then [`Cluster::start`].
+    pub fn start_with_binary(&mut self, index: u8, binary: impl Into<PathBuf>) -> SocketAddr {
+        self.set_binary(index, binary);
+        self.start(index)
     }
 
     /// Starts appliance `index` and waits until it listens; returns its address.
@@ -253,8 +300,8 @@ impl Cluster {
 
     /// Runs appliance `index` with `env` and waits for its `listening on` line.
     fn spawn(&mut self, index: u8, env: &[(&str, &str)]) -> Result<SocketAddr, String> {
-        let bin = appliance_binary();
         let a = self.appliance(index);
+        let bin = a.binary.clone().unwrap_or_else(appliance_binary);
         assert!(a.child.is_none(), "appliance {index} is running already");
         let (child, address) = ittc_provisioning::process::spawn_appliance_with_env(
             &bin,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-pub use crate::tls::TlsIdentity;
+pub use crate::tls::{KeyLoader, TlsCrypto, TlsIdentity};
 use crate::{
     Error, HelloInfo, Identity, MAX_APPLIANCES, PROTOCOL_VERSION, Request, Response, Role,
     peer_identity, read_frame_blocking, role_dns_name, write_frame_blocking,

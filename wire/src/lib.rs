@@ -87,7 +87,7 @@ pub use response::{
 pub use revocation::RevokedCertificate;
 pub use secret::SecretBytes;
 pub use sync::{PinRecord, PublicState};
-pub use tls::TlsIdentity;
+pub use tls::{KeyLoader, TlsCrypto, TlsIdentity};
 pub use wire_error::{ErrorCode, WireError};
 
 /// The protocol version this crate speaks, sent in [`Request::Hello`] and answered in
