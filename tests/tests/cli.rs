@@ -324,22 +324,7 @@ fn key_refresh_and_status_show_new_epochs_and_failures() {
     let mut running = InitCluster::new(4, 2, "");
     let c = running.arg();
     let pin = running.set_user_pin(b"112233\n");
-    let key = Rsa::generate(2048).unwrap();
-    let keyfile = write(
-        &running.scratch().join("key.pem"),
-        &key.private_key_to_pem().unwrap(),
-    );
-    ok(run_ittc(&[
-        "--cluster",
-        &c,
-        "key",
-        "import",
-        "--label",
-        "web",
-        "--id",
-        "b2",
-        &keyfile,
-    ]));
+    let key = running.import_new_key("web", "b2");
     let public = PKey::from_rsa(key).unwrap();
 
     let out = ok(run_ittc(&["--cluster", &c, "key", "refresh", "--id", "b2"]));

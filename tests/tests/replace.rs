@@ -93,21 +93,7 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
     let dir = running.dir.clone();
     let pin = running.set_user_pin(b"246810");
     // A key (its public-key object on every appliance) and a certificate object.
-    let key = Rsa::generate(2048).unwrap();
-    let keyfile = running.scratch().join("key.pem");
-    std::fs::write(&keyfile, key.private_key_to_pem().unwrap()).unwrap();
-    let keyfile = keyfile.display().to_string();
-    ok(run_ittc(&[
-        "--cluster",
-        &c,
-        "key",
-        "import",
-        "--label",
-        "web",
-        "--id",
-        "a1",
-        &keyfile,
-    ]));
+    let key = running.import_new_key("web", "a1");
     let cert_file = dir.join("client.pem").display().to_string();
     ok(run_ittc(&[
         "--cluster",

@@ -60,12 +60,12 @@ impl KeyMathCache {
 
     /// The math of `key`'s `epoch` (each epoch has its own sharing).
     fn get(&self, key: &KeyInfo, epoch: u64) -> Result<Arc<KeyMath>, ApplianceError> {
-        let sharing = key.sharing(epoch);
+        let (threshold, parties) = key.sharing_params(epoch);
         let id = (
             key.modulus.clone(),
             key.public_exponent.clone(),
-            sharing.threshold,
-            sharing.parties,
+            threshold,
+            parties,
         );
         let mut entries = self
             .entries

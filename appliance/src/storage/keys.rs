@@ -246,6 +246,15 @@ impl KeyInfo {
             })
     }
 
+    /// `(k, n)` of `epoch`, as [`KeyInfo::sharing`] has them, without copying the holder
+    /// lists (the partial operation asks for them every time).
+    pub fn sharing_params(&self, epoch: u64) -> (u8, u8) {
+        self.sharings
+            .iter()
+            .find(|l| l.epoch == epoch)
+            .map_or((self.threshold, self.parties), |s| (s.threshold, s.parties))
+    }
+
     /// The epoch whose sharing the key shows: the active one, else the pending one.
     pub fn current_epoch(&self) -> Option<u64> {
         self.active_epoch.or(self.pending_epoch)
