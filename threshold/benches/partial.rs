@@ -1,6 +1,6 @@
 //! The cost of one partial operation next to its references, in one run on the same keys:
 //!
-//! * one partial `c^(s_i) mod N` with each backend compiled in (2-of-3 sharing),
+//! * one partial `c^(s_i + i·2^L) mod N` with each backend compiled in (2-of-3 sharing),
 //! * OpenSSL's ordinary CRT signature (`RSA_private_encrypt`, no padding) with the same key,
 //! * OpenSSL's constant-time exponentiation with a random exponent of the share's length,
 //! * what the PKCS#11 module adds per operation: blinding and unblinding, and combine

@@ -16,7 +16,8 @@ use num_traits::{One, Zero};
 use crate::key::pow_public;
 use crate::{Blinding, Error, RsaPublicKey, SharingParams};
 
-/// One appliance's partial result `x_i = c^(s_i) mod N`.
+/// One appliance's partial result `x_i = c^(s_i + i·2^L) mod N` (the offset, a public
+/// sharing of zero, cancels in the combine; see [`crate::partial_exponent`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partial {
     /// The appliance index, 1..=n.

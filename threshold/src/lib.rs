@@ -29,7 +29,7 @@ pub mod padding;
 pub mod refresh;
 mod secret;
 
-pub use backend::{Backend, PartialExp};
+pub use backend::{Backend, PartialExp, partial_exponent};
 pub use blind::Blinding;
 pub use combine::{CombineOutcome, Combiner, Partial, combine, combine_robust};
 pub use dealer::{KeyShare, SharingParams, split_key};

@@ -97,4 +97,7 @@ pub use wire_error::{ErrorCode, WireError};
 /// and the public state a replaced appliance takes from its peers
 /// ([`Request::PublicState`]). Version 4 added reshares ([`Request::ReshareKey`],
 /// [`RefreshSpec::reshare`]) and each key's holders in [`KeyStatus`] and [`RecoverPart`].
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 5 changed what a partial is: `c^(s_i + i·2^L)`, whose exponent has a length
+/// independent of the share (`ittc_threshold::partial_exponent`); partials of versions 4
+/// and 5 do not combine with each other.
+pub const PROTOCOL_VERSION: u16 = 5;

@@ -165,7 +165,8 @@ pub fn prepare(
 }
 
 impl Prepared {
-    /// `input^(s_i) mod N`, constant time in the share.
+    /// The partial `input^(s_i + i·2^L) mod N` ([`ittc_threshold::partial_exponent`]),
+    /// constant time in the share.
     ///
     /// Runs on a runtime worker that the server has admitted (see `server.rs`).
     pub fn compute(self, state: &State) -> Result<Response, ApplianceError> {

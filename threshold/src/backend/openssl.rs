@@ -1,5 +1,10 @@
 //! The OpenSSL backend: `BN_mod_exp` with `BN_FLG_CONSTTIME` on the exponent, which OpenSSL
 //! routes to `BN_mod_exp_mont_consttime` for an odd modulus.
+//!
+//! That function runs over all the limbs the exponent occupies (`p->top`), and reading
+//! bytes into a `BIGNUM` drops leading zero limbs: a partial's exponent starts with the
+//! appliance's index, never zero ([`super::partial_exponent`]), so its limb count depends
+//! on public values only.
 
 use openssl::bn::{BigNum, BigNumContext};
 
