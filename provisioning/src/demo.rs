@@ -63,6 +63,29 @@ pub struct ApplianceProgram {
     pub variant: Option<String>,
 }
 
+/// The variants listed in `dir`'s [`VARIANTS_LIST`], in its order: `(number, name,
+/// binary)`, the binary being `dir/NAME/ittc-appliance` whether or not it exists. Lines
+/// that are not `NUMBER NAME`, or whose name is not a plain folder name, are left out.
+pub fn listed_variants(dir: &Path) -> Vec<(u8, String, PathBuf)> {
+    let Ok(list) = std::fs::read_to_string(dir.join(VARIANTS_LIST)) else {
+        return Vec::new();
+    };
+    list.lines()
+        .filter_map(|line| {
+            let (number, name) = line.trim().split_once(' ')?;
+            let (number, name) = (number.parse::<u8>().ok()?, name.trim());
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return None;
+            }
+            Some((
+                number,
+                name.to_owned(),
+                dir.join(name).join("ittc-appliance"),
+            ))
+        })
+        .collect()
+}
+
 /// The variant binaries listed in `dir`'s [`VARIANTS_LIST`], by number: those that exist
 /// and are not older than `default` (an older one was built from an older tree than the
 /// `ittc-appliance` beside `ittc`: `scripts/variants` rebuilds them). Skipped ones are
@@ -73,22 +96,9 @@ pub fn variant_programs(
 ) -> (BTreeMap<u8, ApplianceProgram>, Vec<String>) {
     let mut found = BTreeMap::new();
     let mut skipped = Vec::new();
-    let Ok(list) = std::fs::read_to_string(dir.join(VARIANTS_LIST)) else {
-        return (found, skipped);
-    };
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let newest_default = modified(default);
-    for line in list.lines().map(str::trim) {
-        let Some((number, name)) = line.split_once(' ') else {
-            continue;
-        };
-        let (Ok(number), name) = (number.parse::<u8>(), name.trim()) else {
-            continue;
-        };
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            continue;
-        }
-        let path = dir.join(name).join("ittc-appliance");
+    for (number, name, path) in listed_variants(dir) {
         match (modified(&path), newest_default) {
             (None, _) => skipped.push(format!("variant {number} ({name}): no {}", path.display())),
             (Some(built), Some(reference)) if built < reference => skipped.push(format!(
@@ -100,7 +110,7 @@ pub fn variant_programs(
                     number,
                     ApplianceProgram {
                         path,
-                        variant: Some(name.to_owned()),
+                        variant: Some(name),
                     },
                 );
             }

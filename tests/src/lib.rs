@@ -107,31 +107,32 @@ fn write(path: &Path, contents: &[u8]) {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-/// The build variants that `scripts/variants` left in `target/variants/` (beside the
-/// folder of the running test's profile), in the order of its matrix: `(number, name,
-/// binary)`, only those whose binary exists. Empty when it has not run. The binaries are
-/// release builds of whatever tree was there when it ran.
+/// The build variants that `scripts/variants` built, in the order of its matrix:
+/// `(number, name, binary)`, only those whose binary exists; empty when it has not run.
+/// Those of `scripts/variants --debug` (the test command runs it, from the tree under
+/// test), in `variants/` beside the running test's profile folder, come first; else the
+/// release builds of `target/variants/`, which are of whatever tree was there when it ran.
 pub fn variant_binaries() -> Vec<(u8, String, PathBuf)> {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/variants
-    let Some(dir) = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .map(|t| t.join("variants"))
-    else {
-        return Vec::new();
-    };
-    let list = std::fs::read_to_string(dir.join("variants.txt")).unwrap_or_default();
-    list.lines()
-        .filter_map(|line| {
-            let (number, name) = line.trim().split_once(' ')?;
-            let binary = dir.join(name.trim()).join("ittc-appliance");
-            if !binary.is_file() {
-                return None;
-            }
-            Some((number.parse().ok()?, name.trim().to_owned(), binary))
-        })
+    // target/<profile>/deps/<test> → target/<profile>/variants, then target/variants.
+    let profile = exe.parent().and_then(Path::parent);
+    let folders = [
+        profile.map(|p| p.join("variants")),
+        profile.and_then(Path::parent).map(|t| t.join("variants")),
+    ];
+    folders
+        .into_iter()
+        .flatten()
+        .map(|dir| variants_in(&dir))
+        .find(|found| !found.is_empty())
+        .unwrap_or_default()
+}
+
+/// The variants listed in `dir` whose binary exists.
+fn variants_in(dir: &Path) -> Vec<(u8, String, PathBuf)> {
+    ittc_provisioning::demo::listed_variants(dir)
+        .into_iter()
+        .filter(|(_, _, binary)| binary.is_file())
         .collect()
 }
 

@@ -4,8 +4,8 @@
 //! every result checked by OpenSSL; and every seed of the wire fuzz corpus is sent to
 //! each variant, which must go on answering. Real appliance processes on 127.0.0.1.
 //!
-//! Ignored until the test command builds the variants: run `scripts/variants`, then
-//! `cargo test -p ittc-tests --test variants -- --ignored`.
+//! The test command builds the variants first (`scripts/variants --debug`); to run these
+//! alone, do that, then `cargo test -p ittc-tests --test variants`.
 
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -183,7 +183,6 @@ fn refresh(cluster: &Cluster, id: &[u8]) -> u64 {
 }
 
 #[test]
-#[ignore = "needs the variants of scripts/variants; not in CI yet (issue 15)"]
 fn a_mixed_cluster_imports_generates_signs_decrypts_refreshes_and_rebuilds() {
     let mut cluster = mixed_cluster();
     // An imported key.
@@ -261,7 +260,6 @@ fn a_mixed_cluster_imports_generates_signs_decrypts_refreshes_and_rebuilds() {
 /// to each variant, on a mutual-TLS connection with the client's certificate; every
 /// variant must still answer afterwards, and none may have died.
 #[test]
-#[ignore = "needs the variants of scripts/variants; not in CI yet (issue 15)"]
 fn every_variant_survives_the_fuzz_corpus() {
     let mut cluster = mixed_cluster();
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode");
