@@ -7,8 +7,10 @@
 //! each with the floor, ittc and SoftHSM2 in turn, and pairs each ratio within its round.
 //! `--json FILE` writes the same figures. `--quick` covers RSA-2048 2-of-3 only and
 //! finishes in under a minute; the full run adds 3072 and 4096 bits and 3-of-5.
-//! `compare` measures two appliance builds in turn instead, and `keygen` times key
-//! generation.
+//! Where `scripts/variants` has built the appliance's build variants (docs/diversity.md),
+//! it also measures one partial served by each, next to the floor; `variants` measures
+//! only that. `compare` measures two appliance builds in turn instead, and `keygen` times
+//! key generation.
 //!
 //! Build first: `cargo build --release -p ittc-bench -p ittc-appliance -p ittc-pkcs11`
 //! (the benchmark runs the appliance and loads the module from its own folder), and
@@ -19,6 +21,7 @@ mod floor;
 mod keygen;
 mod report;
 mod setup;
+mod variants;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +56,16 @@ enum Run {
     /// one per appliance build (and module), measured in turn round after round; prints
     /// the change of 2-thread throughput and 1-thread median with its standard error.
     Compare(compare::CompareArgs),
+    /// Measure only one partial served by each build variant of `scripts/variants` (and
+    /// the default build), next to the floor: RSA-2048, one appliance per build.
+    Variants {
+        /// Rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Partials per build and round.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Time dealerless key generation on a local 3-appliance cluster instead: median and
     /// spread over several runs, with candidates tried, biprimality tests and rounds.
     Keygen {
@@ -127,24 +140,38 @@ fn measure_module(
 }
 
 fn run(cli: &Cli) -> Result<Report, String> {
-    let plan = if cli.quick {
-        Plan {
-            configs: vec![(2048, 2, 3)],
-            rounds: 3,
-            samples: 70,
-            seconds: 0.6,
-            floor_budget: Duration::from_millis(300),
-            threads: vec![1, 2, 4, 16],
-        }
+    let (plan, variant_plan) = if cli.quick {
+        (
+            Plan {
+                configs: vec![(2048, 2, 3)],
+                rounds: 3,
+                samples: 70,
+                seconds: 0.6,
+                floor_budget: Duration::from_millis(300),
+                threads: vec![1, 2, 4, 16],
+            },
+            variants::VariantPlan {
+                rounds: 3,
+                samples: 40,
+                floor_budget: Duration::from_millis(300),
+            },
+        )
     } else {
-        Plan {
-            configs: vec![(2048, 2, 3), (3072, 2, 3), (4096, 2, 3), (2048, 3, 5)],
-            rounds: 5,
-            samples: 200,
-            seconds: 1.0,
-            floor_budget: Duration::from_millis(500),
-            threads: vec![1, 2, 4, 16],
-        }
+        (
+            Plan {
+                configs: vec![(2048, 2, 3), (3072, 2, 3), (4096, 2, 3), (2048, 3, 5)],
+                rounds: 5,
+                samples: 200,
+                seconds: 1.0,
+                floor_budget: Duration::from_millis(500),
+                threads: vec![1, 2, 4, 16],
+            },
+            variants::VariantPlan {
+                rounds: 5,
+                samples: 200,
+                floor_budget: Duration::from_millis(500),
+            },
+        )
     };
     let bins = bin_dir()?;
     let module = bins.join("libittc_pkcs11.so");
@@ -193,7 +220,8 @@ fn run(cli: &Cli) -> Result<Report, String> {
         }
         configs.push(ConfigFigures::new(bits, k, n, rounds));
     }
-    Ok(Report::new(cli.quick, configs))
+    let variants = variants::measure(2048, &bins, &variant_plan)?;
+    Ok(Report::new(cli.quick, configs, variants))
 }
 
 /// Prints a report's table and, with `--json`, writes it as JSON.
@@ -242,6 +270,19 @@ fn main() -> ExitCode {
         Some(Run::Compare(args)) => {
             let report = bin_dir().and_then(|bins| compare::run(args, &bins));
             finish(&cli, report, compare::CompareReport::table)
+        }
+        Some(Run::Variants { rounds, samples }) => {
+            let plan = variants::VariantPlan {
+                rounds: *rounds,
+                samples: *samples,
+                floor_budget: Duration::from_millis(500),
+            };
+            let report = bin_dir().and_then(|bins| {
+                variants::measure(2048, &bins, &plan)?.ok_or_else(|| {
+                    "no build variants beside this build: run scripts/variants first".to_owned()
+                })
+            });
+            finish(&cli, report, variants::VariantsReport::table)
         }
         Some(Run::Keygen { bits, runs }) => {
             let report = bin_dir().and_then(|bins| keygen::measure(*bits, *runs, &bins));

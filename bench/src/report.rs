@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::floor::Floor;
+use crate::variants::VariantsReport;
 use crate::worker::{Latency, ModuleFigures};
 
 /// The three headline ratios.
@@ -52,7 +53,7 @@ pub fn throughput_at(figures: &ModuleFigures, threads: usize) -> f64 {
 }
 
 /// The median of some values (the upper one of the middle two); 0 for none.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -170,6 +171,8 @@ pub struct Report {
     pub date: String,
     /// Every configuration.
     pub configs: Vec<ConfigFigures>,
+    /// One partial per build variant, where `scripts/variants` has built them.
+    pub variants: Option<VariantsReport>,
 }
 
 fn cpu_model() -> String {
@@ -200,7 +203,7 @@ pub fn machine_line() -> String {
 
 impl Report {
     /// Assembles the report.
-    pub fn new(quick: bool, configs: Vec<ConfigFigures>) -> Self {
+    pub fn new(quick: bool, configs: Vec<ConfigFigures>, variants: Option<VariantsReport>) -> Self {
         let ratios = configs
             .iter()
             .find(|c| c.bits == 2048 && c.threshold == 2 && c.parties == 3)
@@ -213,6 +216,7 @@ impl Report {
             cores: cores(),
             date: today(),
             configs,
+            variants,
         }
     }
 
@@ -288,6 +292,12 @@ impl Report {
                 r.latency_vs_floor,
                 100.0 * r.throughput_vs_bound
             );
+        }
+        match &self.variants {
+            Some(v) => out += &v.table(),
+            None => {
+                out += "\nNo build variants beside this build (scripts/variants builds them): one partial per variant not measured.\n";
+            }
         }
         out
     }

@@ -73,6 +73,16 @@ pub fn start_cluster(
     program: &Path,
     appliance_extra: &str,
 ) -> Result<Appliances, String> {
+    start_cluster_of(k, &vec![program; usize::from(n)], appliance_extra)
+}
+
+/// [`start_cluster`] with appliance i running `programs[i − 1]` (n = their number).
+pub fn start_cluster_of(
+    k: u8,
+    programs: &[&Path],
+    appliance_extra: &str,
+) -> Result<Appliances, String> {
+    let n = u8::try_from(programs.len()).map_err(|_| "too many appliances")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let cluster_dir = dir.path().to_owned();
     let mut hosts = Vec::new();
@@ -90,7 +100,7 @@ pub fn start_cluster(
         dir,
         children: Vec::new(),
     };
-    for index in 1..=n {
+    for (index, program) in (1..=n).zip(programs) {
         let config = cluster_dir.join(format!("appliance-{index}.toml"));
         let mut text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
         text.push_str(appliance_extra);
@@ -125,7 +135,16 @@ pub fn ittc_cluster_with(
     n: u8,
     program: &Path,
 ) -> Result<IttcCluster, String> {
-    let appliances = start_cluster(k, n, program, "")?;
+    ittc_cluster_of(key, k, &vec![program; usize::from(n)])
+}
+
+/// [`ittc_cluster_with`] with appliance i running `programs[i − 1]`.
+pub fn ittc_cluster_of(
+    key: RsaPrivateKey,
+    k: u8,
+    programs: &[&Path],
+) -> Result<IttcCluster, String> {
+    let appliances = start_cluster_of(k, programs, "")?;
     let id = hex::decode(KEY_ID).map_err(|e| e.to_string())?;
     ittc_provisioning::import::import(&appliances.cluster()?, &key, &id, "bench", None, &|_| {})
         .map_err(|e| e.to_string())?;
