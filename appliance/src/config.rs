@@ -57,6 +57,31 @@ pub struct Config {
     /// revoked peer before it has taken its peers' deny-list.
     #[serde(default)]
     pub revoked: Vec<String>,
+    /// How the process protects itself.
+    #[serde(default)]
+    pub process: ProcessConfig,
+}
+
+/// How the process protects itself (docs/appliance.md, "Process hygiene").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Run even as root (user id 0); `--allow-root` says the same. Default: no, an
+    /// appliance runs as a user of its own.
+    pub allow_root: bool,
+    /// Keep the process's memory, where shares and keys pass, out of swap (`mlockall`,
+    /// each page as it is first touched). Best effort: without `CAP_IPC_LOCK` it is done
+    /// only when `RLIMIT_MEMLOCK` is unlimited, and what happened is logged at start.
+    pub lock_memory: bool,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            allow_root: false,
+            lock_memory: true,
+        }
+    }
 }
 
 /// Certificate files, PEM.

@@ -19,6 +19,7 @@
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod hygiene;
 pub mod keygen;
 pub mod peers;
 pub mod public_state;
@@ -56,13 +57,23 @@ pub enum StartError {
     /// Binding or the runtime failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Started as root without `process.allow_root` or `--allow-root`. Exit code 2.
+    #[error(
+        "refusing to run as root: run the appliance as a user of its own (the systemd unit \
+         uses `ittc`; docs/appliance.md), or allow it with --allow-root or \
+         `[process] allow_root = true`"
+    )]
+    Root,
+    /// The process could not be made non-dumpable.
+    #[error("making the process non-dumpable (prctl PR_SET_DUMPABLE): {0}")]
+    Dumpable(std::io::Error),
 }
 
 impl StartError {
     /// The process exit code: 2 for configuration errors, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Config(_) => 2,
+            StartError::Config(_) | StartError::Root => 2,
             _ => 1,
         }
     }
@@ -93,9 +104,36 @@ fn tls_identity(config: &Config) -> Result<TlsIdentity, ittc_wire::Error> {
 
 /// Runs the appliance until SIGTERM or SIGINT. Prints `listening on ADDR` on standard
 /// output once it accepts connections (logs go to standard error).
-pub fn run(path: &Path) -> Result<(), StartError> {
+///
+/// Before it reads a secret, the process makes itself non-dumpable, refuses to go on as
+/// root unless `allow_root` (or `process.allow_root`) says so, and locks its memory where
+/// it can ([`hygiene`]).
+pub fn run(path: &Path, allow_root: bool) -> Result<(), StartError> {
+    hygiene::make_non_dumpable().map_err(StartError::Dumpable)?;
+    let loaded = Config::load(path)?;
+    let as_root = hygiene::is_root();
+    if as_root && !(allow_root || loaded.process.allow_root) {
+        return Err(StartError::Root);
+    }
+    let memory = if loaded.process.lock_memory {
+        hygiene::lock_memory()
+    } else {
+        hygiene::MemoryLock::NotLocked("process.lock_memory is false".into())
+    };
     let config = check_config(path)?;
     install_tracing(&config);
+    tracing::info!(
+        dumpable = hygiene::is_dumpable(),
+        root = as_root,
+        memory = %memory,
+        "process hygiene"
+    );
+    if as_root {
+        tracing::warn!("running as root, as allowed: an appliance should run as a user of its own");
+    }
+    if let hygiene::MemoryLock::NotLocked(why) = &memory {
+        tracing::warn!(%why, "memory not locked: shares may reach swap");
+    }
     let identity = tls_identity(&config)?;
     let acceptor = TlsAcceptor::from(identity.server_config()?);
     // Partial operations run on the runtime's workers (see `server::handle`): one worker

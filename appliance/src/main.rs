@@ -38,6 +38,10 @@ struct Cli {
     /// then exit.
     #[arg(long, requires = "config")]
     check_config: bool,
+    /// Run even as root (user id 0), which the appliance otherwise refuses; the
+    /// configuration's `[process] allow_root = true` says the same.
+    #[arg(long)]
+    allow_root: bool,
     /// Print this build's variant (exponentiation backend, TLS provider, allocator) and
     /// exit; with --config, with the backend that configuration selects.
     #[arg(long)]
@@ -74,6 +78,12 @@ enum AuditAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any command reads a secret (the sealing key, the store): no core dump, and no
+    // process of this user may attach or read this one's memory.
+    if let Err(e) = ittc_appliance::hygiene::make_non_dumpable() {
+        eprintln!("ittc-appliance: making the process non-dumpable: {e}");
+        return ExitCode::FAILURE;
+    }
     if cli.variant && !cli.check_config {
         return match cli
             .config
@@ -137,7 +147,7 @@ fn main() -> ExitCode {
                 check_peer_variants(&config);
             })
         }
-        (None, Some(config)) => ittc_appliance::run(&config),
+        (None, Some(config)) => ittc_appliance::run(&config, cli.allow_root),
         (None, None) => {
             eprintln!("ittc-appliance: --config FILE is required (see --help)");
             return ExitCode::from(2);

@@ -23,6 +23,10 @@ pub fn appliance_program() -> PathBuf {
 /// to `timeout` for its `listening on ADDR` line, and returns the child and the address.
 /// With `own_group`, the appliance gets its own process group, so that a Ctrl-C in the
 /// terminal that started it does not reach it (the demo's appliances outlive `ittc`).
+///
+/// These local clusters run as whoever starts them: started as root (a container, a fresh
+/// machine), the appliance is given `--allow-root`, which it otherwise refuses; it logs a
+/// warning. A deployed appliance runs as a user of its own (the systemd unit).
 pub fn spawn_appliance(
     program: &Path,
     config: &Path,
@@ -48,9 +52,11 @@ pub fn spawn_appliance_with_env(
         .open(log)
         .map_err(|e| CliError::file(log, e))?;
     let mut command = Command::new(program);
+    command.arg("--config").arg(config);
+    if rustix::process::geteuid().is_root() {
+        command.arg("--allow-root");
+    }
     command
-        .arg("--config")
-        .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
