@@ -18,7 +18,16 @@
 //! (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`) that case makes the requests one after the
 //! other. No lock is held across network I/O: the pool mutex is held only to pop or push a
 //! connection.
+//!
+//! A private operation asks for its k partials with [`ApplianceClient::gather`], which does
+//! not wait on a hung appliance: a partial that has not come back within three times the
+//! recent 99th percentile of partial latency (bounded by `timeouts.hedge_floor_ms` and
+//! `hedge_ceiling_ms`) is also asked of another appliance, on the same thread (`poll` over
+//! the connections), and the first k good answers win. The connection to the late
+//! appliance goes back to the pool still waiting for its answer, which is read and dropped
+//! when it comes; until then, or for `retry_after_ms`, that appliance is asked last.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -68,6 +77,47 @@ struct ApplianceState {
     address: String,
     idle: Mutex<Vec<Pooled>>,
     down_until: Mutex<Option<Instant>>,
+    /// Since when a partial of this appliance was given up on (another answered
+    /// instead); cleared by its next answer.
+    late_since: Mutex<Option<Instant>>,
+}
+
+/// Latencies of recent partials kept for the wait before a hedge.
+const LATENCY_SAMPLES: usize = 256;
+/// Below this many samples the wait is the ceiling.
+const MIN_LATENCY_SAMPLES: usize = 20;
+
+/// The latencies of the most recent partials, any appliance.
+#[derive(Default)]
+struct Latencies(VecDeque<Duration>);
+
+impl Latencies {
+    fn record(&mut self, latency: Duration) {
+        if self.0.len() == LATENCY_SAMPLES {
+            self.0.pop_front();
+        }
+        self.0.push_back(latency);
+    }
+
+    /// Three times the 99th percentile, within `[floor, ceiling]`; the ceiling while
+    /// fewer than [`MIN_LATENCY_SAMPLES`] are known.
+    fn hedge_after(&self, floor: Duration, ceiling: Duration) -> Duration {
+        if self.0.len() < MIN_LATENCY_SAMPLES {
+            return ceiling;
+        }
+        let mut sorted: Vec<Duration> = self.0.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = (sorted.len() * 99).div_ceil(100).saturating_sub(1);
+        let p99 = sorted.get(at).copied().unwrap_or(ceiling);
+        p99.saturating_mul(3).clamp(floor, ceiling)
+    }
+}
+
+/// A request in flight on a pooled connection, sent at `sent`.
+struct Flight<'a> {
+    a: &'a ApplianceState,
+    pooled: Pooled,
+    sent: Instant,
 }
 
 /// The connections to every appliance of one cluster.
@@ -81,6 +131,9 @@ pub struct ApplianceClient {
     appliances: Vec<ApplianceState>,
     credentials: Mutex<Option<Credentials>>,
     rotate: AtomicUsize,
+    latencies: Mutex<Latencies>,
+    /// Bounds of the wait before a hedge.
+    hedge: (Duration, Duration),
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
@@ -122,6 +175,7 @@ impl ApplianceClient {
                 address: a.address.clone(),
                 idle: Mutex::new(Vec::new()),
                 down_until: Mutex::new(None),
+                late_since: Mutex::new(None),
             })
             .collect();
         Self {
@@ -134,6 +188,8 @@ impl ApplianceClient {
             appliances,
             credentials: Mutex::new(None),
             rotate: AtomicUsize::new(0),
+            latencies: Mutex::new(Latencies::default()),
+            hedge: config.timeouts.hedge_bounds(),
         }
     }
 
@@ -153,7 +209,8 @@ impl ApplianceClient {
     }
 
     /// The appliances not in back-off, in an order that rotates from call to call so that
-    /// load spreads over the cluster.
+    /// load spreads over the cluster; those that were late lately (see [`Self::gather`])
+    /// come last.
     pub fn available(&self) -> Vec<u8> {
         let now = Instant::now();
         let mut up: Vec<u8> = self
@@ -166,7 +223,14 @@ impl ApplianceClient {
             let start = self.rotate.fetch_add(1, Ordering::Relaxed) % up.len();
             up.rotate_left(start);
         }
+        up.sort_by_key(|&i| self.state(i).is_some_and(|a| self.is_late(a, now)));
         up
+    }
+
+    /// Whether `a` left a partial unanswered within the last `retry_after`.
+    fn is_late(&self, a: &ApplianceState, now: Instant) -> bool {
+        lock(&a.late_since)
+            .is_some_and(|since| now.saturating_duration_since(since) < self.retry_after)
     }
 
     /// Remembers the login to replay on connections; `None` forgets it (logout).
@@ -245,6 +309,7 @@ impl ApplianceClient {
         match result {
             Ok(response) => {
                 *lock(&a.down_until) = None;
+                *lock(&a.late_since) = None;
                 if let (Request::Login { user, .. }, Response::Ok) = (request, &response) {
                     pooled.login = Some(*user);
                 }
@@ -281,11 +346,25 @@ impl ApplianceClient {
 
     /// The most recently pooled connection to `a` that `fits`, dropping on the way every
     /// connection the appliance has closed meanwhile (its idle timeout): those are not a
-    /// failure of the appliance.
+    /// failure of the appliance. A connection still waiting for the answer of a request
+    /// given up on is taken only once that answer has come; it is read and dropped first.
     fn pop_live(&self, a: &ApplianceState, fits: impl Fn(&Pooled) -> bool) -> Option<Pooled> {
-        let mut idle = lock(&a.idle);
-        while let Some(position) = idle.iter().rposition(&fits) {
-            let pooled = idle.swap_remove(position);
+        loop {
+            let mut pooled = {
+                let mut idle = lock(&a.idle);
+                let position = idle
+                    .iter()
+                    .rposition(|p| fits(p) && (!p.conn.is_awaiting() || p.conn.answer_arrived()))?;
+                idle.swap_remove(position)
+            };
+            if pooled.conn.is_awaiting() {
+                // The late answer is here: the appliance answers again.
+                if pooled.conn.discard_late_answer().is_err() {
+                    continue;
+                }
+                *lock(&a.late_since) = None;
+                tracing::debug!(appliance = a.index, "late answer read and dropped");
+            }
             if !pooled.conn.is_stale() {
                 return Some(pooled);
             }
@@ -294,7 +373,6 @@ impl ApplianceClient {
                 "pooled connection closed by the appliance"
             );
         }
-        None
     }
 
     fn check_in(&self, a: &ApplianceState, pooled: Pooled) {
@@ -385,6 +463,199 @@ impl ApplianceClient {
                 .collect();
         }
         in_parallel(indices, |i| self.exchange(i, &make(i)))
+    }
+
+    /// Asks `candidates`, in their order, for `request` until `want` answers satisfy
+    /// `good`, without waiting on a hung appliance.
+    ///
+    /// The first `want` are asked at once: on pooled connections that are ready, else as
+    /// [`Self::fan_out`] does (connecting and logging in, in parallel where threads are
+    /// allowed). An answer that is not good, or a failure, is replaced by asking the next
+    /// candidate. When no answer has come for the hedge wait (three times the recent 99th
+    /// percentile of good answers' latency, within the configured floor and ceiling), the
+    /// next candidate is asked as well, and again after each further wait; the first
+    /// `want` good answers win. The wait for answers uses `poll` on this thread, so it
+    /// needs no thread of its own. Requests left unanswered once enough have come stay on
+    /// their pooled connections, whose appliances count as late (asked last) until they
+    /// answer; nothing at all within `request_ms` is a timeout, as elsewhere.
+    ///
+    /// Returns the answers read, in the order they came, and every appliance asked.
+    pub fn gather(
+        &self,
+        candidates: &[u8],
+        want: usize,
+        request: &Request,
+        good: impl Fn(u8, &Response) -> bool,
+    ) -> (Answers, Vec<u8>) {
+        let deadline = Instant::now().checked_add(self.timeouts.io);
+        let wait = lock(&self.latencies).hedge_after(self.hedge.0, self.hedge.1);
+        let mut queue: VecDeque<&ApplianceState> =
+            candidates.iter().filter_map(|&i| self.state(i)).collect();
+        let mut round = Round {
+            answers: Vec::new(),
+            asked: Vec::new(),
+            good: 0,
+            flights: Vec::new(),
+        };
+        // The first `want`: those with a ready connection first, at once; only if too few
+        // have one, the first others through fan_out (connecting, logging in). A hung
+        // appliance's connections all wait for answers, so it is not connected to anew
+        // (which would wait the same) while others can answer.
+        let mut unready = Vec::new();
+        while round.flights.len() < want {
+            let Some(a) = queue.pop_front() else { break };
+            match self.ready(a) {
+                Some(pooled) => {
+                    round.asked.push(a.index);
+                    self.send_in_flight(a, pooled, request, &mut round);
+                }
+                None => unready.push(a),
+            }
+        }
+        let missing = want.saturating_sub(round.flights.len()).min(unready.len());
+        let connect: Vec<u8> = unready.drain(..missing).map(|a| a.index).collect();
+        queue.extend(unready);
+        if !connect.is_empty() {
+            round.asked.extend(&connect);
+            for (index, result) in self.fan_out(&connect, request) {
+                round.count(index, result, &good);
+            }
+        }
+        let mut next_hedge = Instant::now() + wait;
+        loop {
+            while round.good + round.flights.len() < want {
+                let Some(a) = queue.pop_front() else { break };
+                self.start_one(a, request, &good, &mut round);
+            }
+            let now = Instant::now();
+            if round.good >= want || round.flights.is_empty() || deadline.is_some_and(|d| now >= d)
+            {
+                break;
+            }
+            let until = if queue.is_empty() {
+                deadline
+            } else {
+                Some(deadline.map_or(next_hedge, |d| d.min(next_hedge)))
+            };
+            let timeout = until.map_or(self.timeouts.io, |u| u.saturating_duration_since(now));
+            let connections: Vec<&Connection> =
+                round.flights.iter().map(|f| &f.pooled.conn).collect();
+            let arrived =
+                ittc_wire::client::readable(&connections, timeout).unwrap_or_else(|err| {
+                    tracing::warn!(%err, "poll failed; reading the answers in turn");
+                    vec![true; connections.len()]
+                });
+            if !arrived.contains(&true) {
+                let now = Instant::now();
+                if now >= next_hedge {
+                    if let Some(a) = queue.pop_front() {
+                        for f in &round.flights {
+                            if now.saturating_duration_since(f.sent) >= wait {
+                                *lock(&f.a.late_since) = Some(now);
+                            }
+                        }
+                        tracing::debug!(
+                            hedge = a.index,
+                            ?wait,
+                            "no answer in time: asking another appliance too"
+                        );
+                        self.start_one(a, request, &good, &mut round);
+                    }
+                    next_hedge = now + wait;
+                }
+                continue;
+            }
+            let flights = std::mem::take(&mut round.flights);
+            for (flight, arrived) in flights.into_iter().zip(arrived) {
+                if arrived {
+                    self.read_answer(flight, request, &good, &mut round);
+                } else {
+                    round.flights.push(flight);
+                }
+            }
+        }
+        let now = Instant::now();
+        for flight in std::mem::take(&mut round.flights) {
+            if deadline.is_some_and(|d| now >= d) {
+                // Nothing within the whole exchange time: a timeout, as anywhere else.
+                let err = ittc_wire::Error::Timeout;
+                self.mark_down(flight.a, &err);
+                round
+                    .answers
+                    .push((flight.a.index, Err(ExchangeError::Transport(err))));
+            } else {
+                // Enough came from others: the connection goes back waiting for its answer.
+                if now.saturating_duration_since(flight.sent) >= wait {
+                    *lock(&flight.a.late_since) = Some(now);
+                }
+                self.check_in(flight.a, flight.pooled);
+            }
+        }
+        (round.answers, round.asked)
+    }
+
+    /// Asks `a`: on a ready pooled connection without waiting for the answer, else the
+    /// whole exchange now, as [`Self::exchange`] does (connecting and logging in). An
+    /// appliance that was late and has no ready connection is skipped: its connections
+    /// still wait for earlier answers, and a new one would wait the same.
+    fn start_one<'a>(
+        &self,
+        a: &'a ApplianceState,
+        request: &Request,
+        good: &impl Fn(u8, &Response) -> bool,
+        round: &mut Round<'a>,
+    ) {
+        round.asked.push(a.index);
+        if let Some(pooled) = self.ready(a) {
+            self.send_in_flight(a, pooled, request, round);
+        } else if self.is_late(a, Instant::now()) {
+            round.answers.push((a.index, Err(ExchangeError::BackedOff)));
+        } else {
+            let result = self.exchange(a.index, request);
+            round.count(a.index, result, good);
+        }
+    }
+
+    fn send_in_flight<'a>(
+        &self,
+        a: &'a ApplianceState,
+        mut pooled: Pooled,
+        request: &Request,
+        round: &mut Round<'a>,
+    ) {
+        match pooled.conn.send(request) {
+            Ok(()) => round.flights.push(Flight {
+                a,
+                pooled,
+                sent: Instant::now(),
+            }),
+            Err(err) => {
+                let result = self.settle(a, pooled, request, Err(ExchangeError::Transport(err)));
+                round.answers.push((a.index, result));
+            }
+        }
+    }
+
+    /// Reads an answer that has arrived; a good one's latency goes into the hedge wait.
+    fn read_answer(
+        &self,
+        mut flight: Flight<'_>,
+        request: &Request,
+        good: &impl Fn(u8, &Response) -> bool,
+        round: &mut Round<'_>,
+    ) {
+        let index = flight.a.index;
+        let result = flight
+            .pooled
+            .conn
+            .receive()
+            .map_err(ExchangeError::Transport);
+        let latency = flight.sent.elapsed();
+        let result = self.settle(flight.a, flight.pooled, request, result);
+        if result.as_ref().is_ok_and(|r| good(index, r)) {
+            lock(&self.latencies).record(latency);
+        }
+        round.count(index, result, good);
     }
 
     /// The requests go out one after the other from this thread (a write of a few hundred
@@ -487,6 +758,32 @@ impl ApplianceClient {
     }
 }
 
+/// Answers of several appliances, each with its index.
+pub type Answers = Vec<(u8, std::result::Result<Response, ExchangeError>)>;
+
+/// The state of one [`ApplianceClient::gather`].
+struct Round<'a> {
+    answers: Answers,
+    asked: Vec<u8>,
+    /// Good answers among `answers`.
+    good: usize,
+    flights: Vec<Flight<'a>>,
+}
+
+impl Round<'_> {
+    fn count(
+        &mut self,
+        index: u8,
+        result: std::result::Result<Response, ExchangeError>,
+        good: &impl Fn(u8, &Response) -> bool,
+    ) {
+        if result.as_ref().is_ok_and(|r| good(index, r)) {
+            self.good += 1;
+        }
+        self.answers.push((index, result));
+    }
+}
+
 /// The module error for an appliance's refusal.
 pub fn wire_error(err: &WireError) -> Error {
     match err.code {
@@ -530,4 +827,42 @@ fn in_parallel(
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hedge_wait_is_three_times_the_p99_within_its_bounds() {
+        let ms = Duration::from_millis;
+        let (floor, ceiling) = (ms(20), ms(300));
+        let mut latencies = Latencies::default();
+        // Too few samples: the ceiling.
+        for _ in 0..MIN_LATENCY_SAMPLES - 1 {
+            latencies.record(ms(4));
+        }
+        assert_eq!(latencies.hedge_after(floor, ceiling), ceiling);
+        // 4 ms everywhere: 12 ms, raised to the floor.
+        latencies.record(ms(4));
+        assert_eq!(latencies.hedge_after(floor, ceiling), floor);
+        // 99 at 5 ms and one at 40 ms: the p99 is 5 ms. One more at 40 ms makes it 40 ms,
+        // and the wait three times that, 120 ms.
+        let mut latencies = Latencies::default();
+        for i in 0..100 {
+            latencies.record(if i == 50 { ms(40) } else { ms(5) });
+        }
+        assert_eq!(latencies.hedge_after(floor, ceiling), floor);
+        latencies.record(ms(40));
+        assert_eq!(latencies.hedge_after(floor, ceiling), ms(120));
+        // A slow spell: the ceiling bounds it; the window forgets after 256 samples.
+        for _ in 0..10 {
+            latencies.record(ms(500));
+        }
+        assert_eq!(latencies.hedge_after(floor, ceiling), ceiling);
+        for _ in 0..LATENCY_SAMPLES {
+            latencies.record(ms(5));
+        }
+        assert_eq!(latencies.hedge_after(floor, ceiling), floor);
+    }
 }

@@ -1,6 +1,7 @@
-//! One private operation across the cluster: blind, ask k appliances in parallel, combine
-//! robustly (asking the others if a partial is missing or wrong), check, unblind. Any
-//! appliance whose partial takes part in no verifying set is named in the log.
+//! One private operation across the cluster: blind, ask k appliances at once (another one
+//! too when one is slow to answer: [`ApplianceClient::gather`]), combine robustly (asking
+//! the others if a partial is missing or wrong), check, unblind. Any appliance whose
+//! partial takes part in no verifying set is named in the log.
 
 use ittc_threshold::{Blinding, Error as ThresholdError, Partial};
 use ittc_wire::{Request, Response};
@@ -36,14 +37,20 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
             available.len()
         )));
     }
-    let (first, rest) = available.split_at(k);
     let request = Request::Partial {
         key_id: key.key_id.clone(),
         epoch: key.epoch,
         input,
     };
+    let is_partial = |index: u8, answer: &Response| matches!(answer, Response::PartialResult(p) if p.index == index && p.epoch == key.epoch);
+    let (answers, asked) = client.gather(&available, k, &request, is_partial);
+    let rest: Vec<u8> = available
+        .iter()
+        .copied()
+        .filter(|i| !asked.contains(i))
+        .collect();
     let mut stale = false;
-    let mut partials = collect(client.fan_out(first, &request), key, &mut stale);
+    let mut partials = collect(answers, key, &mut stale);
     let mut asked_rest = false;
     loop {
         if partials.len() >= k {
@@ -83,7 +90,7 @@ pub fn raw_private(client: &ApplianceClient, key: &KeyEntry, m: &BigUint) -> Res
             return Err(Error::Device("not enough correct partial results".into()));
         }
         asked_rest = true;
-        partials.extend(collect(client.fan_out(rest, &request), key, &mut stale));
+        partials.extend(collect(client.fan_out(&rest, &request), key, &mut stale));
     }
 }
 

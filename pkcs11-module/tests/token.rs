@@ -384,6 +384,109 @@ fn a_dead_appliance_costs_nothing_and_two_dead_fail_fast_then_recover_body() {
 }
 
 #[test]
+fn a_hung_appliance_is_asked_around_and_no_signature_waits_for_it() {
+    isolated(
+        "a_hung_appliance_is_asked_around_and_no_signature_waits_for_it",
+        a_hung_appliance_is_asked_around_and_no_signature_waits_for_it_body,
+    );
+}
+
+/// Four threads sign for `run`; each signature is verified with OpenSSL. Returns the
+/// signatures made, the failures and the longest signature.
+fn sign_under_load(fx: &Fixture, run: Duration) -> (usize, usize, Duration) {
+    let public = fx.public();
+    let stop_at = Instant::now() + run;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let public = public.clone();
+                scope.spawn(move || {
+                    let session = fx.session();
+                    let key = find_one(&session, ObjectClass::PRIVATE_KEY);
+                    let (mut made, mut failed, mut longest) = (0, 0, Duration::ZERO);
+                    while Instant::now() < stop_at {
+                        let msg = format!("thread {t}, signature {made}");
+                        let start = Instant::now();
+                        match session.sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes()) {
+                            Ok(sig) => {
+                                longest = longest.max(start.elapsed());
+                                verify_pkcs1(
+                                    &public,
+                                    MessageDigest::sha256(),
+                                    msg.as_bytes(),
+                                    &sig,
+                                );
+                                made += 1;
+                            }
+                            Err(_) => failed += 1,
+                        }
+                    }
+                    (made, failed, longest)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold((0, 0, Duration::ZERO), |(m, f, l), (m2, f2, l2)| {
+                (m + m2, f + f2, l.max(l2))
+            })
+    })
+}
+
+fn a_hung_appliance_is_asked_around_and_no_signature_waits_for_it_body() {
+    let fx = Fixture::new(&Setup::new(2, 3));
+    // The module's login, for every session of the threads.
+    let _login = fx.user_session();
+    // Warm up (connections, the latencies the hedge wait is made of), then no fault.
+    sign_under_load(&fx, Duration::from_secs(1));
+    let (healthy, failed, _) = sign_under_load(&fx, Duration::from_secs(4));
+    assert_eq!(failed, 0);
+    // Appliance 3 hangs (SIGSTOP) for 3 s, answers for 1 s, hangs again for 3 s.
+    let hung = std::thread::scope(|scope| {
+        let toggler = scope.spawn(|| {
+            for (stop, run) in [(3000, 1000), (3000, 0)] {
+                fx.cluster.signal(3, "STOP");
+                std::thread::sleep(Duration::from_millis(stop));
+                fx.cluster.signal(3, "CONT");
+                std::thread::sleep(Duration::from_millis(run));
+            }
+        });
+        let result = sign_under_load(&fx, Duration::from_secs(7));
+        toggler.join().unwrap();
+        result
+    });
+    let (made, failed, longest) = hung;
+    assert_eq!(failed, 0, "{made} signatures, {failed} failures");
+    assert!(
+        longest < Duration::from_secs(1),
+        "the longest signature took {longest:?}"
+    );
+    // Throughput with a hung appliance, against without (4 s against 7 s of signing).
+    let ratio = (made as f64 / 7.0) / (healthy as f64 / 4.0);
+    assert!(
+        ratio >= 0.8,
+        "{made} signatures in 7 s with appliance 3 hung, {healthy} in 4 s without: {ratio:.2}"
+    );
+
+    // Killed under load: its requests fail at once and go to the others.
+    let (made, failed, longest) = std::thread::scope(|scope| {
+        let killer = scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            fx.cluster.signal(3, "KILL");
+        });
+        let result = sign_under_load(&fx, Duration::from_secs(2));
+        killer.join().unwrap();
+        result
+    });
+    assert_eq!(failed, 0, "{made} signatures, {failed} failures");
+    assert!(
+        longest < Duration::from_secs(1),
+        "the longest signature took {longest:?}"
+    );
+}
+
+#[test]
 fn three_of_five_signs_and_decrypts() {
     isolated("three_of_five_signs_and_decrypts", || {
         let fx = Fixture::new(&Setup::new(3, 5));

@@ -352,6 +352,18 @@ impl Cluster {
         })
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to appliance `index`: a hung appliance, and back.
+    pub fn signal(&self, index: u8, signal: &str) {
+        let a = &self.appliances[usize::from(index) - 1];
+        let child = a.child.as_ref().expect("appliance not running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} appliance {index}");
+    }
+
     /// SIGKILL, no warning.
     pub fn kill(&mut self, index: u8) {
         let a = self.appliance(index);

@@ -15,6 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
@@ -197,6 +198,30 @@ impl Connection {
         tcp.set_nonblocking(false).is_err() || stale
     }
 
+    /// Whether a request was sent on this connection and its answer not read yet.
+    pub fn is_awaiting(&self) -> bool {
+        self.channel.awaiting && !self.channel.broken
+    }
+
+    /// Whether bytes of the awaited answer have arrived (or the appliance closed the
+    /// connection): [`Connection::receive`] then does not wait for the appliance. Does not
+    /// block.
+    pub fn answer_arrived(&self) -> bool {
+        self.is_awaiting() && matches!(readable(&[self], Duration::ZERO).as_deref(), Ok([true]))
+    }
+
+    /// Reads the answer of a request that was given up on (another appliance answered
+    /// instead) once it has arrived, and drops it, so that the connection can take
+    /// requests again; within a fresh `io` timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::receive`].
+    pub fn discard_late_answer(&mut self) -> Result<(), Error> {
+        self.channel.stream.sock.deadline = deadline(self.channel.io);
+        self.channel.receive().map(|_| ())
+    }
+
     /// Sends one request and reads its response, within the `io` timeout.
     ///
     /// A [`Response::Error`] is a successful exchange and comes back as
@@ -236,6 +261,33 @@ impl Connection {
     pub fn receive(&mut self) -> Result<Response, Error> {
         self.channel.receive()
     }
+}
+
+/// Which of `connections` have bytes to read (or were closed by the appliance), waiting up
+/// to `timeout` for the first; all `false` when none has by then. Bytes that the TLS
+/// layer already holds do not count: call it only while an answer is awaited and nothing
+/// of it was read yet, as after [`Connection::send`].
+///
+/// # Errors
+///
+/// The `poll` system call's.
+pub fn readable(connections: &[&Connection], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut fds: Vec<PollFd<'_>> = connections
+        .iter()
+        .map(|c| PollFd::new(&c.channel.stream.sock.tcp, PollFlags::IN))
+        .collect();
+    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    rustix::event::poll(&mut fds, Some(&timeout))?;
+    Ok(fds
+        .iter()
+        .map(|fd| {
+            fd.revents()
+                .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
+        })
+        .collect())
 }
 
 impl fmt::Debug for Connection {

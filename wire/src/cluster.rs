@@ -101,6 +101,12 @@ pub struct TimeoutConfig {
     /// (`C_GenerateKeyPair`); longer than the appliances' own `keygen.timeout_ms`
     /// (600 s by default), after which they give up by themselves.
     pub keygen_ms: u64,
+    /// A partial that has not come back within three times the recent 99th percentile of
+    /// partial latency is also asked of another appliance (a hedge); this is the least
+    /// that wait may be.
+    pub hedge_floor_ms: u64,
+    /// The most that wait may be, also before enough latencies are known.
+    pub hedge_ceiling_ms: u64,
 }
 
 impl Default for TimeoutConfig {
@@ -110,6 +116,8 @@ impl Default for TimeoutConfig {
             request_ms: 10_000,
             retry_after_ms: 5_000,
             keygen_ms: 660_000,
+            hedge_floor_ms: 20,
+            hedge_ceiling_ms: 300,
         }
     }
 }
@@ -126,6 +134,15 @@ impl TimeoutConfig {
     /// The back-off after a failure.
     pub fn retry_after(&self) -> Duration {
         Duration::from_millis(self.retry_after_ms)
+    }
+
+    /// The bounds of the wait before a hedge: `(floor, ceiling)`.
+    pub fn hedge_bounds(&self) -> (Duration, Duration) {
+        let floor = Duration::from_millis(self.hedge_floor_ms);
+        (
+            floor,
+            Duration::from_millis(self.hedge_ceiling_ms).max(floor),
+        )
     }
 
     /// How long to wait for a key generation's answers.

@@ -181,6 +181,8 @@ struct Inner {
     pin_params: argon2::Params,
     /// The audit head, cached; appends hold this lock (see the module docs).
     audit_head: Mutex<AuditHead>,
+    /// Held through each PIN check (`pin.rs`): one at a time.
+    pin_check: Mutex<()>,
 }
 
 impl Storage {
@@ -238,6 +240,7 @@ impl Storage {
             max_pin_failures: opts.max_pin_failures,
             pin_params,
             audit_head: Mutex::new(AuditHead::GENESIS),
+            pin_check: Mutex::new(()),
         };
         let schema = inner.initialize_or_check()?;
         let head = audit::recover_head(&inner.audit, &inner.meta)?;

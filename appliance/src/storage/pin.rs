@@ -8,6 +8,11 @@
 //! [`PinCheck::Incorrect`] with `remaining: 0` (if the PIN was wrong) and locks the PIN;
 //! later attempts return [`PinCheck::Locked`] without computing a hash. Only
 //! [`Storage::set_pin`] unlocks.
+//!
+//! PIN checks run one at a time (a lock held from the count to the verdict). Otherwise
+//! correct attempts in parallel, a client opening several connections at once, would
+//! each count the others' pending attempts as failures, and enough of them would lock
+//! the PIN although every one was right.
 
 use argon2::password_hash::Error as HashError;
 use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
@@ -124,6 +129,11 @@ impl Storage {
     pub fn check_pin(&self, user: UserKind, pin: &[u8]) -> Result<PinCheck, StorageError> {
         let key = pin_key(user);
         let max = self.inner.max_pin_failures;
+        let _one_at_a_time = self
+            .inner
+            .pin_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let admission = self
             .inner
             .pins
@@ -298,6 +308,25 @@ mod tests {
         drop(storage);
         let storage = open(dir.path(), 1);
         assert_eq!(storage.check_pin(USER, b"1234").unwrap(), PinCheck::Correct);
+    }
+
+    #[test]
+    fn right_pins_checked_in_parallel_never_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(dir.path(), 1); // max_pin_failures: 3
+        storage.set_pin(USER, b"1234").unwrap();
+        // Twelve connections logging in at once, four times the limit.
+        let outcomes: Vec<PinCheck> = std::thread::scope(|scope| {
+            let checks: Vec<_> = (0..12)
+                .map(|_| scope.spawn(|| storage.check_pin(USER, b"1234").unwrap()))
+                .collect();
+            checks.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert!(
+            outcomes.iter().all(|o| *o == PinCheck::Correct),
+            "{outcomes:?}"
+        );
+        assert_eq!(storage.pin_status(USER).unwrap(), status(true, 0, false));
     }
 
     #[test]

@@ -256,6 +256,7 @@ impl Fixture {
                 request_ms: 5000,
                 retry_after_ms: setup.retry_after_ms,
                 keygen_ms: KEYGEN_TIMEOUT_MS,
+                ..TimeoutConfig::default()
             },
             token: TokenConfig::default(),
         };
