@@ -138,6 +138,8 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     /// Time in-flight requests get to finish at shutdown, ms.
     pub shutdown_grace_ms: u64,
+    /// The most the share database keeps cached in memory, MiB.
+    pub store_cache_mb: u64,
 }
 
 impl Default for Limits {
@@ -152,6 +154,7 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
             shutdown_grace_ms: 10_000,
+            store_cache_mb: 64,
         }
     }
 }
@@ -418,6 +421,7 @@ impl Config {
             ("limits.read_timeout_ms", l.read_timeout_ms),
             ("limits.write_timeout_ms", l.write_timeout_ms),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("limits.store_cache_mb", l.store_cache_mb),
             ("pin.max_failures", u64::from(self.pin.max_failures)),
             ("keygen.timeout_ms", self.keygen.timeout_ms),
             ("keygen.max_sessions", self.keygen.max_sessions as u64),

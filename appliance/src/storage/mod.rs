@@ -142,6 +142,9 @@ pub struct StorageOptions {
     pub argon2_t_cost: u32,
     /// Argon2id parallelism for new PIN hashes (default 1).
     pub argon2_p_cost: u32,
+    /// The most the database keeps cached in memory, bytes (default 64 MiB; sled's own
+    /// default, 1 GiB, would let the resident size grow with the audit log).
+    pub cache_bytes: u64,
 }
 
 impl Default for StorageOptions {
@@ -151,6 +154,7 @@ impl Default for StorageOptions {
             argon2_m_cost_kib: argon2::Params::DEFAULT_M_COST,
             argon2_t_cost: argon2::Params::DEFAULT_T_COST,
             argon2_p_cost: argon2::Params::DEFAULT_P_COST,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -222,7 +226,11 @@ impl Storage {
         )
         .map_err(|_| StorageError::Invalid("Argon2 parameters out of range"))?;
 
-        let db = sled::Config::new().path(dir).open().db()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .open()
+            .db()?;
         let tree = |name: &str| db.open_tree(name).db();
         let epoch_keys = epoch_keys::EpochKeys::open(dir, appliance_index)?;
         let inner = Inner {

@@ -21,6 +21,7 @@ pub(super) fn test_options() -> StorageOptions {
         argon2_m_cost_kib: 8,
         argon2_t_cost: 1,
         argon2_p_cost: 1,
+        ..StorageOptions::default()
     }
 }
 
