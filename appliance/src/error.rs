@@ -145,6 +145,7 @@ fn storage_code(e: &StorageError) -> ErrorCode {
             ErrorCode::Busy
         }
         StorageError::OtherSession { .. } => ErrorCode::Forbidden,
+        StorageError::Superseded { .. } => ErrorCode::Superseded,
         StorageError::WrongIndex { .. } | StorageError::Invalid(_) => ErrorCode::BadRequest,
         StorageError::Unseal
         | StorageError::WrongSealingKey

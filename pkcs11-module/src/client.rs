@@ -799,7 +799,8 @@ pub fn wire_error(err: &WireError) -> Error {
         | ErrorCode::FrameTooLarge
         | ErrorCode::AlreadyExists
         | ErrorCode::Busy
-        | ErrorCode::Internal => Error::Device(err.to_string()),
+        | ErrorCode::Internal
+        | ErrorCode::Superseded => Error::Device(err.to_string()),
     }
 }
 

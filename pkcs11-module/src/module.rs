@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use cryptoki_sys as ck;
 use cryptoki_sys::{CK_FLAGS, CK_OBJECT_HANDLE, CK_SESSION_HANDLE, CK_SLOT_ID, CK_ULONG};
 use ittc_wire::cluster::ClusterConfig;
-use ittc_wire::{ObjectClass, ObjectId, Request, Response, SecretBytes, TokenObject, UserKind};
+use ittc_wire::{
+    ErrorCode, ObjectClass, ObjectId, ObjectVersion, Request, Response, SecretBytes, TokenObject,
+    UserKind,
+};
 use num_bigint::BigUint;
 use zeroize::Zeroizing;
 
@@ -42,6 +45,11 @@ pub struct InitOptions {
 /// The objects, as last read from the appliances.
 struct TokenView {
     stored: Vec<TokenObject>,
+    /// The version read of every object, deleted ones included.
+    versions: HashMap<ObjectId, ObjectVersion>,
+    /// Whether an appliance read holds an older version of an object that was not
+    /// repaired because no user was logged in (a user's login reads again).
+    unrepaired: bool,
     keys: Vec<KeyEntry>,
     view: Vec<Object>,
 }
@@ -319,7 +327,13 @@ impl Module {
         state.login = Some(user);
         self.client
             .set_credentials(Some((user, Zeroizing::new(pin.to_vec()))));
+        drop(state);
         tracing::info!(?user, "logged in");
+        // Objects that appliances hold in older versions are repaired now that a user may
+        // write: read again.
+        if user == UserKind::User && lock(&self.view).as_ref().is_some_and(|v| v.unrepaired) {
+            self.invalidate_view();
+        }
         Ok(())
     }
 
@@ -423,61 +437,158 @@ impl Module {
                 "appliance {index} answered status oddly"
             )));
         };
-        // The objects from up to k appliances (the one that answered the status first),
-        // merged; an appliance that fails here is skipped.
+        // Every available appliance lists its objects with their versions; the newest
+        // version of each wins, and the appliances behind are repaired.
         let mut readers = vec![index];
         readers.extend(self.client.available().into_iter().filter(|i| *i != index));
-        let mut readings = Vec::new();
+        let mut listings = Vec::new();
         let mut last_error = None;
-        for reader in readers {
-            if readings.len() >= self.client.threshold() {
-                break;
-            }
-            match self.read_objects(reader) {
-                Ok(objects) => readings.push((reader, objects)),
+        for (reader, answer) in self.client.fan_out(&readers, &Request::ListObjects) {
+            match answer {
+                Ok(Response::Objects(list)) => listings.push((reader, list)),
+                Ok(other) => {
+                    tracing::warn!(
+                        appliance = reader,
+                        kind = other.kind(),
+                        "objects not listed"
+                    );
+                    last_error = Some(Error::Device(format!(
+                        "appliance {reader} did not list objects"
+                    )));
+                }
                 Err(err) => {
-                    tracing::warn!(appliance = reader, %err, "objects not read");
-                    last_error = Some(err);
+                    tracing::warn!(appliance = reader, %err, "objects not listed");
+                    last_error = Some(Error::Device(format!("appliance {reader}: {err}")));
                 }
             }
         }
-        if readings.is_empty() {
+        if listings.is_empty() {
             return Err(last_error.unwrap_or_else(|| Error::Device("no appliance to read".into())));
         }
-        let stored = objects::merge_readings(&readings);
-        let keys = objects::build_keys(&status.keys, &stored);
-        let view = objects::build_view(&keys, &stored);
-        Ok(TokenView { stored, keys, view })
-    }
-
-    /// Every object appliance `index` stores.
-    fn read_objects(&self, index: u8) -> Result<Vec<TokenObject>> {
-        let listing = self
-            .client
-            .exchange(index, &Request::ListObjects)
-            .map_err(|err| Error::Device(format!("appliance {index}: {err}")))?;
-        let Response::Objects(summaries) = listing else {
-            return Err(Error::Device(format!(
-                "appliance {index} did not list objects"
-            )));
-        };
-        let mut stored = Vec::with_capacity(summaries.len());
-        for summary in summaries {
-            let request = Request::GetObject {
-                handle: summary.handle,
-            };
-            match self.client.exchange(index, &request) {
-                Ok(Response::Object(object)) => stored.push(object),
-                Ok(other) => tracing::warn!(
-                    appliance = index,
-                    kind = other.kind(),
-                    handle = summary.handle.0,
-                    "object not readable"
-                ),
-                Err(err) => return Err(Error::Device(format!("appliance {index}: {err}"))),
+        // Every acknowledged write reached k appliances: n - k + 1 readers meet them all.
+        let meets_every_write = self.client.indices().len() + 1 - self.client.threshold();
+        if listings.len() < meets_every_write {
+            tracing::warn!(
+                read = listings.len(),
+                needed = meets_every_write,
+                "objects read from too few appliances to be sure of the latest changes"
+            );
+        }
+        let readings = objects::newest(&listings);
+        let mut stored = Vec::new();
+        let mut versions = HashMap::new();
+        for reading in &readings {
+            if reading.class.is_none() {
+                versions.insert(reading.handle, reading.version);
+                continue;
+            }
+            match self.fetch_object(reading) {
+                Some((object, version)) => {
+                    versions.insert(reading.handle, version);
+                    stored.push((object, version));
+                }
+                None => {
+                    tracing::warn!(object = reading.handle.0, holders = ?reading.holders, "object not readable")
+                }
             }
         }
-        Ok(stored)
+        let unrepaired = self.repair(&readings, &stored);
+        let stored: Vec<TokenObject> = stored.into_iter().map(|(o, _)| o).collect();
+        let keys = objects::build_keys(&status.keys, &stored);
+        let view = objects::build_view(&keys, &stored);
+        Ok(TokenView {
+            stored,
+            versions,
+            unrepaired,
+            keys,
+            view,
+        })
+    }
+
+    /// The newest version of an object, from the first of its holders that gives it.
+    fn fetch_object(&self, reading: &objects::Reading) -> Option<(TokenObject, ObjectVersion)> {
+        let request = Request::GetObject {
+            handle: reading.handle,
+        };
+        for holder in &reading.holders {
+            match self.client.exchange(*holder, &request) {
+                // A version newer than listed: written since; newer is better.
+                Ok(Response::Object { object, version })
+                    if object.handle == reading.handle && version >= reading.version =>
+                {
+                    return Some((object, version));
+                }
+                Ok(other) => tracing::warn!(
+                    appliance = holder,
+                    kind = other.kind(),
+                    object = reading.handle.0,
+                    "object not as listed"
+                ),
+                Err(err) => {
+                    tracing::warn!(appliance = holder, %err, object = reading.handle.0, "object not read")
+                }
+            }
+        }
+        None
+    }
+
+    /// Writes the newest version of each object to the appliances that hold an older one
+    /// (or none). Writing takes a logged-in user: without one, nothing is written and this
+    /// returns `true` (the view is read again after a user's login).
+    fn repair(
+        &self,
+        readings: &[objects::Reading],
+        stored: &[(TokenObject, ObjectVersion)],
+    ) -> bool {
+        let behind: Vec<&objects::Reading> =
+            readings.iter().filter(|r| !r.stale.is_empty()).collect();
+        if behind.is_empty() {
+            return false;
+        }
+        if lock(&self.state).login != Some(UserKind::User) {
+            tracing::info!(
+                objects = behind.len(),
+                "appliances hold older versions of objects; they are repaired once a user logs in"
+            );
+            return true;
+        }
+        for reading in behind {
+            let request = match reading.class {
+                None => Request::DeleteObject {
+                    handle: reading.handle,
+                    version: reading.version,
+                },
+                Some(_) => match stored.iter().find(|(o, _)| o.handle == reading.handle) {
+                    Some((object, version)) => Request::PutObject {
+                        object: object.clone(),
+                        version: *version,
+                    },
+                    None => continue,
+                },
+            };
+            for (index, answer) in self.client.fan_out(&reading.stale, &request) {
+                match answer {
+                    Ok(Response::Ok) => tracing::info!(
+                        appliance = index,
+                        object = reading.handle.0,
+                        deleted = reading.class.is_none(),
+                        "object repaired"
+                    ),
+                    // Written there since by someone else: newer still.
+                    Ok(Response::Error(err)) if err.code == ErrorCode::Superseded => {}
+                    Ok(Response::Error(err)) => {
+                        tracing::warn!(appliance = index, %err, object = reading.handle.0, "object not repaired")
+                    }
+                    Ok(other) => {
+                        tracing::warn!(appliance = index, kind = other.kind(), "odd answer")
+                    }
+                    Err(err) => {
+                        tracing::warn!(appliance = index, %err, object = reading.handle.0, "object not repaired")
+                    }
+                }
+            }
+        }
+        false
     }
 
     fn visible(view: &TokenView, login: Option<UserKind>) -> impl Iterator<Item = &Object> {
@@ -570,37 +681,50 @@ impl Module {
         })
     }
 
-    /// Writes an object to every available appliance; k must accept.
+    /// Stores a new version of `object` (a change, or a new object).
     fn put_everywhere(&self, object: TokenObject) -> Result<()> {
-        let request = Request::PutObject(object);
-        self.write_everywhere(&request)
+        self.write_object(object.handle, Some(object))
     }
 
-    fn write_everywhere(&self, request: &Request) -> Result<()> {
-        let answers = self.client.fan_out(&self.client.available(), request);
+    /// Writes a new version of object `handle` (`object`, or its deletion) to every
+    /// available appliance, newer than the version read. At least k must store it;
+    /// otherwise it is undone: the version read (or a deletion, for a new object) is
+    /// written again, as a newer version still, to the same appliances.
+    fn write_object(&self, handle: ObjectId, object: Option<TokenObject>) -> Result<()> {
+        let view = self.view()?;
+        let seen = view.versions.get(&handle).copied();
+        let previous = view.stored.iter().find(|o| o.handle == handle).cloned();
+        drop(view);
+        let k = self.client.threshold();
+        let indices = self.client.available();
+        if indices.len() < k {
+            return Err(Error::Device(format!(
+                "{} appliances reachable; a change to an object needs {k}",
+                indices.len()
+            )));
+        }
+        let version = new_version(seen)?;
+        let request = object_request(handle, object, version);
+        let answers = self.client.fan_out(&indices, &request);
         self.invalidate_view();
-        let mut accepted = 0;
-        let mut refusal = None;
-        for (index, answer) in answers {
-            match answer {
-                Ok(Response::Ok) => accepted += 1,
-                Ok(Response::Error(err)) => {
-                    tracing::warn!(appliance = index, %err, kind = request.kind(), "write refused");
-                    refusal = Some(wire_error(&err));
-                }
-                Ok(other) => tracing::error!(appliance = index, kind = other.kind(), "odd answer"),
-                Err(err) => {
-                    tracing::warn!(appliance = index, %err, "write not delivered; that appliance is now stale")
-                }
-            }
+        let (accepted, refusal) = tally(answers, request.kind());
+        if accepted >= k {
+            return Ok(());
         }
-        if let Some(err) = refusal {
-            return Err(err);
-        }
-        if accepted < self.client.threshold() {
-            return Err(Error::Device("too few appliances stored the change".into()));
-        }
-        Ok(())
+        let undo = object_request(handle, previous, new_version(Some(version))?);
+        let (undone, _) = tally(self.client.fan_out(&indices, &undo), "undo");
+        tracing::warn!(
+            object = handle.0,
+            accepted,
+            needed = k,
+            undone,
+            "a change stored on too few appliances was undone"
+        );
+        Err(refusal.unwrap_or_else(|| {
+            Error::Device(format!(
+                "{accepted} appliances stored the change, {k} needed; it was undone"
+            ))
+        }))
     }
 
     /// `C_SetAttributeValue`: `CKA_ID` and `CKA_LABEL` of any object, and the value
@@ -762,7 +886,7 @@ impl Module {
             return Err(Error::ActionProhibited);
         }
         let id = object.stored.ok_or(Error::ObjectHandleInvalid)?;
-        self.write_everywhere(&Request::DeleteObject { handle: id })
+        self.write_object(id, None)
     }
 
     // ----- keys for operations -----
@@ -1131,6 +1255,56 @@ impl Module {
 }
 
 /// A fresh random object id, below 2^62 (above are key and session-object handles).
+/// A version newer than `seen`, for a write now.
+fn new_version(seen: Option<ObjectVersion>) -> Result<ObjectVersion> {
+    let writer = rand::Rng::next_u64(&mut crate::rng()?);
+    Ok(ObjectVersion::next(seen, writer))
+}
+
+/// The request that writes `object` as object `handle`'s `version`, or deletes it.
+fn object_request(
+    handle: ObjectId,
+    object: Option<TokenObject>,
+    version: ObjectVersion,
+) -> Request {
+    match object {
+        Some(object) => Request::PutObject { object, version },
+        None => Request::DeleteObject { handle, version },
+    }
+}
+
+/// How many appliances stored a write, and the refusal to report if too few did
+/// (`Superseded`: a newer version is there, written by someone else meanwhile).
+fn tally(
+    answers: Vec<(
+        u8,
+        std::result::Result<Response, crate::client::ExchangeError>,
+    )>,
+    kind: &str,
+) -> (usize, Option<Error>) {
+    let mut accepted = 0;
+    let mut refusal = None;
+    for (index, answer) in answers {
+        match answer {
+            Ok(Response::Ok) => accepted += 1,
+            Ok(Response::Error(err)) => {
+                tracing::warn!(appliance = index, %err, kind, "write refused");
+                refusal = Some(match err.code {
+                    ErrorCode::Superseded => Error::Device(
+                        "the object was changed elsewhere meanwhile; read it again".into(),
+                    ),
+                    _ => wire_error(&err),
+                });
+            }
+            Ok(other) => tracing::error!(appliance = index, kind = other.kind(), "odd answer"),
+            Err(err) => {
+                tracing::warn!(appliance = index, %err, kind, "write not delivered; that appliance is now stale")
+            }
+        }
+    }
+    (accepted, refusal)
+}
+
 fn new_object_id() -> Result<u64> {
     let mut rng = crate::rng()?;
     loop {

@@ -8,7 +8,9 @@
 use cryptoki_sys as ck;
 use cryptoki_sys::{CK_ATTRIBUTE_TYPE, CK_OBJECT_HANDLE};
 use ittc_threshold::{Combiner, RsaPublicKey, SharingParams};
-use ittc_wire::{KeyId, KeyStatus, ObjectClass, ObjectId, TokenObject};
+use ittc_wire::{
+    KeyId, KeyStatus, ObjectClass, ObjectId, ObjectSummary, ObjectVersion, TokenObject,
+};
 
 use crate::attributes::{Attr, CKA_ITTC_KEY_ID, bool_value, rsa_spki, to_native, ulong};
 
@@ -130,50 +132,62 @@ pub fn stub_of<'a>(objects: &'a [TokenObject], key_id: &KeyId) -> Option<&'a Tok
         .find(|o| o.class == ObjectClass::PrivateKey && links_to(o, key_id))
 }
 
-/// The objects as several appliances listed them, merged: every object any of them holds
-/// (a write one appliance missed, or a deletion one missed, shows up), and where their
-/// versions of an object differ, the version most of them hold (ties: the first
-/// appliance's). Each disagreement is logged with the object and the appliances.
-pub fn merge_readings(readings: &[(u8, Vec<TokenObject>)]) -> Vec<TokenObject> {
-    let mut merged: Vec<TokenObject> = Vec::new();
-    let mut handles: Vec<ObjectId> = Vec::new();
-    for (_, objects) in readings {
-        for o in objects {
-            if !handles.contains(&o.handle) {
-                handles.push(o.handle);
+/// One object across the appliances read: its newest version, who holds that, and who
+/// holds an older one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// The object.
+    pub handle: ObjectId,
+    /// The newest version any appliance listed.
+    pub version: ObjectVersion,
+    /// That version's class, or `None` if it deleted the object.
+    pub class: Option<ObjectClass>,
+    /// The appliances that listed exactly that version.
+    pub holders: Vec<u8>,
+    /// The appliances to repair: those with an older version of the object, and, if the
+    /// newest version is an object, those with none (an appliance without any record of
+    /// a deleted object shows it deleted already).
+    pub stale: Vec<u8>,
+}
+
+/// The newest version of every object that several appliances listed, in handle order.
+/// Two records with the same version and different classes cannot both come from an
+/// honest writer; the first appliance's wins.
+pub fn newest(listings: &[(u8, Vec<ObjectSummary>)]) -> Vec<Reading> {
+    let mut newest: std::collections::BTreeMap<ObjectId, (ObjectVersion, Option<ObjectClass>)> =
+        std::collections::BTreeMap::new();
+    for (_, list) in listings {
+        for summary in list {
+            let entry = newest
+                .entry(summary.handle)
+                .or_insert((summary.version, summary.class));
+            if summary.version > entry.0 {
+                *entry = (summary.version, summary.class);
             }
         }
     }
-    for handle in handles {
-        // Each distinct version of the object, with the appliances holding it.
-        let mut versions: Vec<(&TokenObject, Vec<u8>)> = Vec::new();
-        let mut missing = Vec::new();
-        for (index, objects) in readings {
-            match objects.iter().find(|o| o.handle == handle) {
-                Some(o) => match versions.iter_mut().find(|(v, _)| *v == o) {
-                    Some((_, holders)) => holders.push(*index),
-                    None => versions.push((o, vec![*index])),
-                },
-                None => missing.push(*index),
+    newest
+        .into_iter()
+        .map(|(handle, (version, class))| {
+            let mut holders = Vec::new();
+            let mut stale = Vec::new();
+            for (index, list) in listings {
+                match list.iter().find(|s| s.handle == handle) {
+                    Some(s) if s.version == version && s.class == class => holders.push(*index),
+                    Some(_) => stale.push(*index),
+                    None if class.is_some() => stale.push(*index),
+                    None => {}
+                }
             }
-        }
-        if versions.len() > 1 || !missing.is_empty() {
-            tracing::warn!(
-                object = handle.0,
-                versions = versions.len(),
-                ?missing,
-                "appliances disagree about an object; using the version most of them hold"
-            );
-        }
-        let best = versions
-            .iter()
-            .enumerate()
-            .max_by_key(|(pos, (_, holders))| (holders.len(), std::cmp::Reverse(*pos)));
-        if let Some((_, (object, _))) = best {
-            merged.push((*object).clone());
-        }
-    }
-    merged
+            Reading {
+                handle,
+                version,
+                class,
+                holders,
+                stale,
+            }
+        })
+        .collect()
 }
 
 /// The usable keys: every key in the status that has a public key object.
@@ -370,29 +384,69 @@ fn private_key_attrs(key: &KeyEntry, id: Vec<u8>, label: Vec<u8>) -> Vec<Attr> {
 mod tests {
     use super::*;
 
-    fn data(id: u64, value: &[u8]) -> TokenObject {
-        let mut o = TokenObject {
-            handle: ObjectId(id),
-            class: ObjectClass::Data,
-            attributes: Vec::new(),
-        };
-        o.set_attribute(u64::from(ck::CKA_VALUE), value.to_vec());
-        o
+    fn listed(handle: u64, counter: u64, class: Option<ObjectClass>) -> ObjectSummary {
+        ObjectSummary {
+            handle: ObjectId(handle),
+            version: ObjectVersion { counter, writer: 0 },
+            class,
+        }
     }
 
     #[test]
-    fn merged_readings_are_the_union_with_the_majority_version() {
-        let readings = vec![
-            (1, vec![data(1, b"old"), data(2, b"x")]),
-            (2, vec![data(1, b"new"), data(3, b"y")]),
-            (3, vec![data(1, b"new"), data(2, b"x")]),
+    fn the_newest_version_wins_and_the_others_are_stale() {
+        let data = Some(ObjectClass::Data);
+        let listings = vec![
+            // Appliance 3 was down: it missed the deletion of 1, the change to 2 and the
+            // creation of 4.
+            (
+                1,
+                vec![listed(1, 2, None), listed(2, 5, data), listed(4, 1, data)],
+            ),
+            (
+                3,
+                vec![listed(1, 1, data), listed(2, 3, data), listed(3, 1, data)],
+            ),
+            (2, vec![listed(2, 5, data), listed(4, 1, data)]),
         ];
-        let merged = merge_readings(&readings);
-        assert_eq!(merged, vec![data(1, b"new"), data(2, b"x"), data(3, b"y")]);
-        // A tie keeps the first appliance's version.
-        let tie = vec![(2, vec![data(1, b"a")]), (1, vec![data(1, b"b")])];
-        assert_eq!(merge_readings(&tie), vec![data(1, b"a")]);
-        assert!(merge_readings(&[]).is_empty());
+        let readings = newest(&listings);
+        let summary: Vec<_> = readings
+            .iter()
+            .map(|r| {
+                (
+                    r.handle.0,
+                    r.version.counter,
+                    r.class,
+                    r.holders.clone(),
+                    r.stale.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                // Deleted: 3 must learn it; 2, with no record, shows it deleted already.
+                (1, 2, None, vec![1], vec![3]),
+                (2, 5, data, vec![1, 2], vec![3]),
+                // Only 3 has it (created while 1 and 2 were away): 1 and 2 get it.
+                (3, 1, data, vec![3], vec![1, 2]),
+                (4, 1, data, vec![1, 2], vec![3]),
+            ]
+        );
+        assert!(newest(&[]).is_empty());
+    }
+
+    #[test]
+    fn one_version_under_two_classes_keeps_the_first_appliances() {
+        let listings = vec![
+            (2, vec![listed(1, 7, Some(ObjectClass::Data))]),
+            (1, vec![listed(1, 7, Some(ObjectClass::Certificate))]),
+        ];
+        let readings = newest(&listings);
+        assert_eq!(readings[0].class, Some(ObjectClass::Data));
+        assert_eq!(
+            (readings[0].holders.clone(), readings[0].stale.clone()),
+            (vec![2], vec![1])
+        );
     }
 
     #[test]

@@ -438,35 +438,40 @@ fn a_hung_appliance_is_asked_around_and_no_signature_waits_for_it_body() {
     let fx = Fixture::new(&Setup::new(2, 3));
     // The module's login, for every session of the threads.
     let _login = fx.user_session();
-    // Warm up (connections, the latencies the hedge wait is made of), then no fault.
+    // Warm up (connections, the latencies the hedge wait is made of).
     sign_under_load(&fx, Duration::from_secs(1));
-    let (healthy, failed, _) = sign_under_load(&fx, Duration::from_secs(4));
-    assert_eq!(failed, 0);
-    // Appliance 3 hangs (SIGSTOP) for 3 s, answers for 1 s, hangs again for 3 s.
-    let hung = std::thread::scope(|scope| {
-        let toggler = scope.spawn(|| {
-            for (stop, run) in [(3000, 1000), (3000, 0)] {
+    // Windows without a fault (2 s) and with appliance 3 hung (SIGSTOP, 3 s) take turns,
+    // twice, so that whatever else loads the machine weighs on both alike. After each
+    // hang, half a second unmeasured lets appliance 3 answer what it was sent.
+    let (mut healthy, mut made, mut longest) = (0, 0, Duration::ZERO);
+    for _ in 0..2 {
+        let (signed, failed, _) = sign_under_load(&fx, Duration::from_secs(2));
+        assert_eq!(failed, 0);
+        healthy += signed;
+        let (signed, failed, slowest) = std::thread::scope(|scope| {
+            let toggler = scope.spawn(|| {
                 fx.cluster.signal(3, "STOP");
-                std::thread::sleep(Duration::from_millis(stop));
+                std::thread::sleep(Duration::from_secs(3));
                 fx.cluster.signal(3, "CONT");
-                std::thread::sleep(Duration::from_millis(run));
-            }
+            });
+            let result = sign_under_load(&fx, Duration::from_secs(3));
+            toggler.join().unwrap();
+            result
         });
-        let result = sign_under_load(&fx, Duration::from_secs(7));
-        toggler.join().unwrap();
-        result
-    });
-    let (made, failed, longest) = hung;
-    assert_eq!(failed, 0, "{made} signatures, {failed} failures");
+        assert_eq!(failed, 0, "{signed} signatures, {failed} failures");
+        made += signed;
+        longest = longest.max(slowest);
+        sign_under_load(&fx, Duration::from_millis(500));
+    }
     assert!(
         longest < Duration::from_secs(1),
         "the longest signature took {longest:?}"
     );
-    // Throughput with a hung appliance, against without (4 s against 7 s of signing).
-    let ratio = (made as f64 / 7.0) / (healthy as f64 / 4.0);
+    // Throughput with a hung appliance, against without (6 s against 4 s of signing).
+    let ratio = (made as f64 / 6.0) / (healthy as f64 / 4.0);
     assert!(
         ratio >= 0.8,
-        "{made} signatures in 7 s with appliance 3 hung, {healthy} in 4 s without: {ratio:.2}"
+        "{made} signatures in 6 s with appliance 3 hung, {healthy} in 4 s without: {ratio:.2}"
     );
 
     // Killed under load: its requests fail at once and go to the others.
@@ -808,11 +813,11 @@ fn connections_the_appliances_closed_for_idling_are_replaced() {
     );
 }
 
-/// How many objects appliance `index` stores.
+/// How many objects appliance `index` stores (deleted ones not counted).
 fn stored_objects(fx: &Fixture, index: u8) -> usize {
     let mut c = fx.cluster.user_session(index, PIN.as_bytes());
     match c.request(&Request::ListObjects).unwrap() {
-        Response::Objects(list) => list.len(),
+        Response::Objects(list) => list.iter().filter(|o| o.class.is_some()).count(),
         other => panic!("appliance {index} listed {other:?}"),
     }
 }
@@ -1514,4 +1519,206 @@ fn generate_key_pair_checks_session_login_and_templates_body() {
         .sign(&Mechanism::Sha256RsaPkcs, key, b"still here")
         .unwrap();
     verify_pkcs1(&fx.public(), MessageDigest::sha256(), b"still here", &sig);
+}
+
+/// A self-signed certificate of the fixture's key, DER.
+fn certificate_der(fx: &Fixture, name: &str) -> Vec<u8> {
+    let mut subject = openssl::x509::X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
+    let mut builder = openssl::x509::X509::builder().unwrap();
+    builder.set_version(2).unwrap();
+    builder.set_subject_name(&subject).unwrap();
+    builder.set_issuer_name(&subject).unwrap();
+    builder.set_pubkey(&fx.openssl).unwrap();
+    builder
+        .set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    builder
+        .set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    builder.sign(&fx.openssl, MessageDigest::sha256()).unwrap();
+    builder.build().to_der().unwrap()
+}
+
+/// Loads a new instance of the module, as a new application would: nothing cached.
+fn reload(fx: &mut Fixture) {
+    fx.pkcs11.take().unwrap().finalize().unwrap();
+    fx.load(CInitializeFlags::OS_LOCKING_OK);
+}
+
+/// What appliance `index` stores of object `handle`: `None` if nothing or a tombstone,
+/// else the object's `CKA_LABEL` and `CKA_VALUE`.
+fn stored_on(fx: &Fixture, index: u8, handle: u64) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut c = fx.cluster.user_session(index, PIN.as_bytes());
+    let request = Request::GetObject {
+        handle: ittc_wire::ObjectId(handle),
+    };
+    match c.request(&request).unwrap() {
+        Response::Object { object, .. } => {
+            let get = |kind: u64| object.attribute(kind).unwrap_or_default().to_vec();
+            Some((get(0x03), get(0x11)))
+        }
+        Response::Error(err) if err.code == ittc_wire::ErrorCode::NotFound => None,
+        other => panic!("appliance {index}: {other:?}"),
+    }
+}
+
+#[test]
+fn an_object_deleted_while_an_appliance_was_down_stays_deleted() {
+    isolated(
+        "an_object_deleted_while_an_appliance_was_down_stays_deleted",
+        an_object_deleted_while_an_appliance_was_down_stays_deleted_body,
+    );
+}
+
+fn an_object_deleted_while_an_appliance_was_down_stays_deleted_body() {
+    let mut fx = Fixture::new(&Setup::new(2, 3));
+    let session = fx.user_session();
+    let doomed = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Label(b"doomed".to_vec()),
+            Attribute::Value(b"payload".to_vec()),
+        ])
+        .unwrap();
+    let old_der = certificate_der(&fx, "before");
+    let cert = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(cryptoki::object::CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Id(vec![0x42]),
+            Attribute::Label(b"before".to_vec()),
+            Attribute::Value(old_der.clone()),
+        ])
+        .unwrap();
+    assert_eq!(
+        stored_on(&fx, 3, doomed.handle()),
+        Some((b"doomed".to_vec(), b"payload".to_vec()))
+    );
+
+    // Appliance 3 is down while the data object is deleted and the certificate renamed.
+    fx.cluster.stop(3);
+    session.destroy_object(doomed).unwrap();
+    session
+        .update_attributes(cert, &[Attribute::Label(b"after".to_vec())])
+        .unwrap();
+    drop(session);
+    fx.cluster.start(3);
+    // Appliance 3 still has the old versions.
+    assert!(stored_on(&fx, 3, doomed.handle()).is_some());
+    assert_eq!(
+        stored_on(&fx, 3, cert.handle()).unwrap().0,
+        b"before".to_vec()
+    );
+
+    // The labels of the token's public objects.
+    let labels = |session: &cryptoki::session::Session| -> Vec<Vec<u8>> {
+        let template = [Attribute::Token(true), Attribute::Private(false)];
+        let mut labels: Vec<Vec<u8>> = session
+            .find_objects(&template)
+            .unwrap()
+            .into_iter()
+            .map(|h| {
+                match session
+                    .get_attributes(h, &[AttributeType::Label])
+                    .unwrap()
+                    .as_slice()
+                {
+                    [Attribute::Label(l)] => l.clone(),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        labels.sort();
+        labels
+    };
+    // Through {1, 3}, not logged in: deleted, renamed; nothing is written.
+    fx.cluster.stop(2);
+    reload(&mut fx);
+    let anonymous = fx.session();
+    let seen = labels(&anonymous);
+    assert!(!seen.contains(&b"doomed".to_vec()), "{seen:?}");
+    assert!(seen.contains(&b"after".to_vec()), "{seen:?}");
+    assert!(!seen.contains(&b"before".to_vec()), "{seen:?}");
+    assert!(stored_on(&fx, 3, doomed.handle()).is_some());
+    // A user's login repairs appliance 3.
+    anonymous
+        .login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
+        .unwrap();
+    assert_eq!(labels(&anonymous), seen);
+    assert_eq!(stored_on(&fx, 3, doomed.handle()), None);
+    assert_eq!(
+        stored_on(&fx, 3, cert.handle()),
+        Some((b"after".to_vec(), old_der))
+    );
+    drop(anonymous);
+
+    // Through {2, 3}: the same.
+    fx.cluster.start(2);
+    fx.cluster.stop(1);
+    reload(&mut fx);
+    let session = fx.session();
+    assert_eq!(labels(&session), seen);
+}
+
+#[test]
+fn a_change_that_reaches_fewer_than_k_appliances_fails_and_is_undone() {
+    isolated(
+        "a_change_that_reaches_fewer_than_k_appliances_fails_and_is_undone",
+        a_change_that_reaches_fewer_than_k_appliances_fails_and_is_undone_body,
+    );
+}
+
+fn a_change_that_reaches_fewer_than_k_appliances_fails_and_is_undone_body() {
+    let mut fx = Fixture::new(&Setup::new(2, 3));
+    let session = fx.user_session();
+    let object = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"kept".to_vec()),
+            Attribute::Value(b"v1".to_vec()),
+        ])
+        .unwrap();
+    // The module has not noticed yet that 2 and 3 are gone: it writes to all three, and
+    // only appliance 1 takes the change.
+    fx.cluster.kill(2);
+    fx.cluster.kill(3);
+    let refused = session
+        .update_attributes(object, &[Attribute::Value(b"v2".to_vec())])
+        .unwrap_err();
+    assert_eq!(rv(refused), RvError::DeviceError);
+    // Undone on appliance 1.
+    assert_eq!(
+        stored_on(&fx, 1, object.handle()),
+        Some((b"kept".to_vec(), b"v1".to_vec()))
+    );
+    // With no quorum in reach, a change is refused before anything is written.
+    assert_eq!(
+        rv(session
+            .update_attributes(object, &[Attribute::Value(b"v3".to_vec())])
+            .unwrap_err()),
+        RvError::DeviceError
+    );
+    drop(session);
+    fx.cluster.start(2);
+    fx.cluster.start(3);
+    reload(&mut fx);
+    let session = fx.user_session();
+    let value = session
+        .get_attributes(object, &[AttributeType::Value])
+        .unwrap();
+    assert_eq!(value, vec![Attribute::Value(b"v1".to_vec())]);
+    for index in 1..=3 {
+        assert_eq!(
+            stored_on(&fx, index, object.handle()),
+            Some((b"kept".to_vec(), b"v1".to_vec())),
+            "appliance {index}"
+        );
+    }
 }

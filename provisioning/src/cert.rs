@@ -2,8 +2,10 @@
 //! the demo store next to a key.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use ittc_wire::{ObjectId, Request, TokenObject};
+use ittc_wire::{ObjectId, ObjectVersion, Request, TokenObject};
+use rand::RngExt as _;
 
 use crate::cluster::{Cluster, expect_ok, on_all};
 use crate::error::CliError;
@@ -75,10 +77,29 @@ fn der_integer(content: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Stores `object` on every appliance (all must be reachable).
+/// A version for an object written now: by the clock, and newer than every version this
+/// process made before (an import's rollback deletes what it wrote a moment ago, maybe in
+/// the same millisecond).
+pub(crate) fn object_version() -> ObjectVersion {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = ObjectVersion::next(None, rand::rng().random());
+    let mut last = LAST.load(Ordering::SeqCst);
+    loop {
+        let counter = now.counter.max(last.saturating_add(1));
+        match LAST.compare_exchange(last, counter, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return ObjectVersion { counter, ..now },
+            Err(newer) => last = newer,
+        }
+    }
+}
+
+/// Stores `object` on every appliance (all must be reachable), as a new version.
 pub fn store_everywhere(cluster: &Cluster, object: &TokenObject) -> Result<(), CliError> {
     let mut connections = cluster.connect_all()?;
-    let request = Request::PutObject(object.clone());
+    let request = Request::PutObject {
+        object: object.clone(),
+        version: object_version(),
+    };
     on_all(&mut connections, |i, c| expect_ok(i, c, &request)).map_err(|details| {
         CliError::Several {
             summary: "the object is not stored on every appliance; run the command again".into(),

@@ -200,8 +200,12 @@ pub(crate) fn finish(
             &key.public.e_be(),
         )];
         objects.extend(key.certificate.cloned());
+        let version = crate::cert::object_version();
         for object in &objects {
-            let request = Request::PutObject(object.clone());
+            let request = Request::PutObject {
+                object: object.clone(),
+                version,
+            };
             on_all(connections, |i, c| expect_ok(i, c, &request)).map_err(|details| {
                 CliError::Several {
                     summary: "storing the objects failed".into(),
@@ -323,8 +327,12 @@ fn roll_back(
                 Err(e) => return Err(e),
             };
             for handle in &handles {
-                // Absent objects are fine: they may never have been stored.
-                let _ = c.request(&Request::DeleteObject { handle: *handle });
+                // Absent objects are fine: they may never have been stored. The version
+                // is newer than the one this process wrote them with.
+                let _ = c.request(&Request::DeleteObject {
+                    handle: *handle,
+                    version: crate::cert::object_version(),
+                });
             }
             match c.request(&Request::DeleteKey {
                 key_id: key_id.clone(),

@@ -191,7 +191,8 @@ impl InitCluster {
         let cli = ittc_provisioning::cluster::Cluster::open(&self.dir).unwrap();
         let mut c = cli.connect(1).unwrap();
         let handle = ObjectId::derived("public-key", id);
-        let Response::Object(object) = c.request(&Request::GetObject { handle }).unwrap() else {
+        let Response::Object { object, .. } = c.request(&Request::GetObject { handle }).unwrap()
+        else {
             panic!("no public key object")
         };
         use ittc_wire::attributes::{CKA_MODULUS, CKA_PUBLIC_EXPONENT};

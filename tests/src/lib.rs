@@ -545,8 +545,12 @@ impl Cluster {
             &public.n_be(),
             &public.e_be(),
         );
+        let request = Request::PutObject {
+            object,
+            version: ittc_wire::ObjectVersion::next(None, 1),
+        };
         for a in self.running() {
-            self.admin_ok(a.index, &Request::PutObject(object.clone()));
+            self.admin_ok(a.index, &request);
         }
     }
 

@@ -267,7 +267,7 @@ fn an_uncommitted_key_serves_only_the_admins_trial_until_it_is_committed() {
         })
         .unwrap()
     {
-        Response::Object(o) => assert_eq!(o.class, ObjectClass::PublicKey),
+        Response::Object { object, .. } => assert_eq!(object.class, ObjectClass::PublicKey),
         other => panic!("{other:?}"),
     }
 }
@@ -701,6 +701,12 @@ fn kill_under_load<T: Send + 'static>(
     acknowledged
 }
 
+/// The version the load writes its objects with.
+const FIRST: ittc_wire::ObjectVersion = ittc_wire::ObjectVersion {
+    counter: 1,
+    writer: 0,
+};
+
 #[test]
 fn sigkill_under_load_loses_no_acknowledged_write() {
     let mut cluster = Cluster::new(1, &Options::default());
@@ -711,7 +717,11 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
             let mut handles = (0..10_000u64).map(move |i| w * 1_000_000 + i);
             Box::new(move || {
                 let handle = handles.next()?;
-                match c.request(&Request::PutObject(object(handle))) {
+                let put = Request::PutObject {
+                    object: object(handle),
+                    version: FIRST,
+                };
+                match c.request(&put) {
                     Ok(Response::Ok) => Some(handle),
                     _ => None,
                 }
@@ -743,7 +753,10 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
             handle: ObjectId(sample)
         })
         .unwrap(),
-        Response::Object(object(sample))
+        Response::Object {
+            object: object(sample),
+            version: FIRST
+        }
     );
 }
 

@@ -297,7 +297,7 @@ fn pin_change_and_cert_add_reach_every_appliance() {
             })
             .unwrap()
         {
-            ittc_wire::Response::Object(o) => o,
+            ittc_wire::Response::Object { object, .. } => object,
             other => panic!("{other:?}"),
         };
         use ittc_wire::attributes::*;

@@ -416,7 +416,7 @@ fn a_key_generated_with_appliances_away_reaches_them_when_they_return() {
         assert!(
             matches!(
                 c.request(&Request::GetObject { handle }).unwrap(),
-                Response::Object(_)
+                Response::Object { .. }
             ),
             "appliance {index} lacks the key's public-key object"
         );

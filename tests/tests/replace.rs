@@ -261,7 +261,7 @@ fn a_replaced_appliances_old_certificate_is_refused_and_the_new_one_takes_the_pu
         handles.contains(&ittc_tests::public_key_object_id(&[0xa1])),
         "{handles:?}"
     );
-    let Response::Object(object) = conn
+    let Response::Object { object, .. } = conn
         .request(&Request::GetObject {
             handle: cert_object,
         })

@@ -198,7 +198,10 @@ mod tests {
             Some(17)
         );
         assert_eq!(read_ulong(object.attribute(CKA_CLASS).unwrap()), Some(2));
-        let request = crate::Request::PutObject(object.clone());
+        let request = crate::Request::PutObject {
+            object: object.clone(),
+            version: crate::ObjectVersion::ORIGINAL,
+        };
         let bytes = crate::encode(&request).unwrap();
         assert_eq!(crate::decode::<crate::Request>(&bytes).unwrap(), request);
         let mut renamed = object.clone();

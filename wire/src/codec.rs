@@ -231,11 +231,14 @@ mod tests {
             kind: 0x11,
             value: vec![0; MAX_ATTRIBUTE_VALUE_LEN],
         };
-        let object = Request::PutObject(TokenObject {
-            handle: ObjectId(1),
-            class: ObjectClass::Data,
-            attributes: vec![attribute; MAX_FRAME / MAX_ATTRIBUTE_VALUE_LEN],
-        });
+        let object = Request::PutObject {
+            object: TokenObject {
+                handle: ObjectId(1),
+                class: ObjectClass::Data,
+                attributes: vec![attribute; MAX_FRAME / MAX_ATTRIBUTE_VALUE_LEN],
+            },
+            version: crate::ObjectVersion::ORIGINAL,
+        };
         assert!(matches!(
             encode(&object),
             Err(Error::FrameTooLarge { max: MAX_FRAME, .. })

@@ -10,11 +10,11 @@ use crate::codec::{self, Message};
 use crate::frame::{read_frame_blocking, write_frame_blocking};
 use crate::{
     Attribute, Error, ErrorCode, HelloInfo, KEYGEN_EPOCH, KeyId, KeyStatus, KeygenProgress,
-    KeygenResult, KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PROTOCOL_VERSION,
-    PartialResult, Participant, RecoverPart, RecoverSpec, RefreshFailure, RefreshOutcome,
-    RefreshProgress, RefreshSource, RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind,
-    RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind,
-    WireError,
+    KeygenResult, KeygenSpec, ObjectClass, ObjectId, ObjectRecord, ObjectSummary, ObjectVersion,
+    PROTOCOL_VERSION, PartialResult, Participant, RecoverPart, RecoverSpec, RefreshFailure,
+    RefreshOutcome, RefreshProgress, RefreshSource, RefreshSpec, RefreshStage, RefreshStatus,
+    RefreshStepKind, RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo,
+    TokenObject, UserKind, WireError,
 };
 use crate::{PinRecord, PublicState, Resharing, RevokedCertificate};
 
@@ -74,6 +74,13 @@ fn key_id() -> Result<KeyId, Error> {
     KeyId::new(b"ittc-key-1".to_vec())
 }
 
+fn version() -> ObjectVersion {
+    ObjectVersion {
+        counter: 1_765_000_000_123,
+        writer: 0x8899_aabb_ccdd_eeff,
+    }
+}
+
 fn token_object() -> TokenObject {
     TokenObject {
         handle: ObjectId(0x0102_0304_0506_0708),
@@ -116,9 +123,13 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
         Request::GetObject {
             handle: ObjectId(42),
         },
-        Request::PutObject(token_object()),
+        Request::PutObject {
+            object: token_object(),
+            version: version(),
+        },
         Request::DeleteObject {
             handle: ObjectId(u64::MAX),
+            version: version(),
         },
         Request::Status,
         Request::StoreShare(ShareRecord {
@@ -298,18 +309,29 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
         Response::Objects(vec![
             ObjectSummary {
                 handle: ObjectId(1),
-                class: ObjectClass::PrivateKey,
+                version: version(),
+                class: Some(ObjectClass::PrivateKey),
             },
             ObjectSummary {
                 handle: ObjectId(2),
-                class: ObjectClass::PublicKey,
+                version: version(),
+                class: Some(ObjectClass::PublicKey),
             },
             ObjectSummary {
                 handle: ObjectId(3),
-                class: ObjectClass::Data,
+                version: version(),
+                class: Some(ObjectClass::Data),
+            },
+            ObjectSummary {
+                handle: ObjectId(4),
+                version: ObjectVersion::ORIGINAL,
+                class: None,
             },
         ]),
-        Response::Object(token_object()),
+        Response::Object {
+            object: token_object(),
+            version: version(),
+        },
         Response::Status(StatusInfo {
             protocol_version: PROTOCOL_VERSION,
             software_version: "0.1.0".into(),
@@ -402,7 +424,18 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
                 label: "appliance 3".into(),
                 revoked_unix_ms: 1_765_000_000_000,
             }],
-            objects: vec![token_object()],
+            objects: vec![
+                ObjectRecord {
+                    handle: token_object().handle,
+                    version: version(),
+                    object: Some(token_object()),
+                },
+                ObjectRecord {
+                    handle: ObjectId(9),
+                    version: version(),
+                    object: None,
+                },
+            ],
             next: Some(ObjectId(0x0102_0304_0506_0709)),
         }),
     ])

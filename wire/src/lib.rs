@@ -75,7 +75,9 @@ pub use identity::{
 };
 pub use key_id::KeyId;
 pub use limits::MAX_FRAME;
-pub use objects::{Attribute, ObjectClass, ObjectId, ObjectSummary, TokenObject};
+pub use objects::{
+    Attribute, ObjectClass, ObjectId, ObjectRecord, ObjectSummary, ObjectVersion, TokenObject,
+};
 pub use refresh::{
     RecoverPart, RecoverSpec, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSource,
     RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Resharing,
@@ -99,5 +101,6 @@ pub use wire_error::{ErrorCode, WireError};
 /// [`RefreshSpec::reshare`]) and each key's holders in [`KeyStatus`] and [`RecoverPart`].
 /// Version 5 changed what a partial is: `c^(s_i + i·2^L)`, whose exponent has a length
 /// independent of the share (`ittc_threshold::partial_exponent`); partials of versions 4
-/// and 5 do not combine with each other.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// and 5 do not combine with each other. Version 6 gave token objects versions and
+/// tombstones ([`ObjectVersion`], [`ObjectRecord`], [`ErrorCode::Superseded`]).
+pub const PROTOCOL_VERSION: u16 = 6;

@@ -16,7 +16,7 @@ use crate::Error;
 /// certificate: even with a value of [`MAX_ATTRIBUTE_VALUE_LEN`] (far above real
 /// certificates, which stay under 16 KiB) and a few dozen other attributes it needs about
 /// 70 KiB. The largest lists are smaller still: a [`crate::StatusInfo`] with [`MAX_KEYS`]
-/// keys is about 90 KiB, a listing of [`MAX_OBJECTS`] summaries about 50 KiB. 1 MiB leaves
+/// keys is about 90 KiB, a listing of [`MAX_OBJECTS`] summaries about 120 KiB. 1 MiB leaves
 /// a margin of ten while bounding what one peer can make an appliance allocate per frame.
 pub const MAX_FRAME: usize = 1 << 20;
 
@@ -52,8 +52,15 @@ pub const MAX_ATTRIBUTES: usize = 128;
 /// Longest attribute value (64 KiB): four times the largest certificates seen in practice.
 pub const MAX_ATTRIBUTE_VALUE_LEN: usize = 64 * 1024;
 
-/// Most objects in one [`crate::Response::Objects`] listing.
+/// Most objects in one [`crate::Response::Objects`] listing, tombstones included.
 pub const MAX_OBJECTS: usize = 4096;
+
+/// Most tombstones (deleted objects' versions) an appliance keeps; the oldest go first.
+pub const MAX_TOMBSTONES: usize = 1024;
+
+/// Most live token objects an appliance stores: with [`MAX_TOMBSTONES`], a listing never
+/// exceeds [`MAX_OBJECTS`].
+pub const MAX_LIVE_OBJECTS: usize = MAX_OBJECTS - MAX_TOMBSTONES;
 
 /// Most keys in one [`crate::StatusInfo`].
 pub const MAX_KEYS: usize = 256;

@@ -8,7 +8,7 @@ use crate::limits::{
 };
 use crate::refresh::{MAX_REFRESH_MESSAGE_LEN, RecoverSpec, RefreshSpec, RefreshStepKind};
 use crate::revocation::{check_label, check_serial};
-use crate::{Error, KeyId, MAX_APPLIANCES, ObjectId, SecretBytes, TokenObject};
+use crate::{Error, KeyId, MAX_APPLIANCES, ObjectId, ObjectVersion, SecretBytes, TokenObject};
 
 /// A request to an appliance. Each is answered by one [`crate::Response`]: the one named
 /// on the variant, or [`crate::Response::Error`].
@@ -65,13 +65,24 @@ pub enum Request {
         handle: ObjectId,
     },
 
-    /// Creates or replaces a token object. Answered by `Ok`.
-    PutObject(TokenObject),
+    /// Creates or replaces a token object, unless a newer version of it is stored.
+    /// Answered by `Ok` (also if exactly this version is stored), or
+    /// [`crate::ErrorCode::Superseded`].
+    PutObject {
+        /// The object.
+        object: TokenObject,
+        /// Its version: newer than every version the writer read.
+        version: ObjectVersion,
+    },
 
-    /// Deletes a token object. Answered by `Ok`.
+    /// Deletes a token object, leaving a tombstone of this version, unless a newer version
+    /// of it is stored. Answered by `Ok` (also if the appliance never had the object), or
+    /// [`crate::ErrorCode::Superseded`].
     DeleteObject {
         /// The object.
         handle: ObjectId,
+        /// The tombstone's version: newer than every version the writer read.
+        version: ObjectVersion,
     },
 
     /// Asks for the appliance's status. Answered by [`crate::Response::Status`].
@@ -387,7 +398,7 @@ impl Request {
             Request::Partial { .. } => "partial",
             Request::ListObjects => "list_objects",
             Request::GetObject { .. } => "get_object",
-            Request::PutObject(_) => "put_object",
+            Request::PutObject { .. } => "put_object",
             Request::DeleteObject { .. } => "delete_object",
             Request::Status => "status",
             Request::StoreShare(_) => "store_share",
@@ -432,7 +443,7 @@ impl Request {
             Request::Partial { input, .. } => {
                 check_len(input.len(), MAX_INTEGER_LEN, "partial input too long")
             }
-            Request::PutObject(object) => object.validate(),
+            Request::PutObject { object, .. } => object.validate(),
             Request::StoreShare(record) => record.validate(),
             Request::GenerateKey(spec) => spec.validate(),
             Request::KeygenRound { message, .. } => check_len(

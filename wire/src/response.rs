@@ -7,7 +7,7 @@ use crate::limits::{
 };
 use crate::refresh::{RecoverPart, RefreshOutcome, RefreshProgress, RefreshStatus, RefreshStored};
 use crate::sync::PublicState;
-use crate::{Error, KeyId, ObjectSummary, TokenObject, WireError};
+use crate::{Error, KeyId, ObjectSummary, ObjectVersion, TokenObject, WireError};
 
 /// An appliance's answer to one [`crate::Request`].
 ///
@@ -22,10 +22,17 @@ pub enum Response {
     Ok,
     /// The answer to [`crate::Request::Partial`].
     PartialResult(PartialResult),
-    /// The answer to [`crate::Request::ListObjects`]: at most [`MAX_OBJECTS`] entries.
+    /// The answer to [`crate::Request::ListObjects`]: at most [`MAX_OBJECTS`] entries,
+    /// tombstones included.
     Objects(Vec<ObjectSummary>),
-    /// The answer to [`crate::Request::GetObject`].
-    Object(TokenObject),
+    /// The answer to [`crate::Request::GetObject`]: the object and its version (a deleted
+    /// object is [`crate::ErrorCode::NotFound`]).
+    Object {
+        /// The object.
+        object: TokenObject,
+        /// Its version.
+        version: ObjectVersion,
+    },
     /// The answer to [`crate::Request::Status`].
     Status(StatusInfo),
     /// The answer to [`crate::Request::GenerateKey`]: the key this appliance holds a
@@ -54,7 +61,7 @@ impl Response {
             Response::Ok => "ok",
             Response::PartialResult(_) => "partial_result",
             Response::Objects(_) => "objects",
-            Response::Object(_) => "object",
+            Response::Object { .. } => "object",
             Response::Status(_) => "status",
             Response::KeyGenerated(_) => "key_generated",
             Response::KeygenProgress(_) => "keygen_progress",
@@ -79,7 +86,7 @@ impl Response {
                 "partial result too long",
             ),
             Response::Objects(list) => check_len(list.len(), MAX_OBJECTS, "too many objects"),
-            Response::Object(object) => object.validate(),
+            Response::Object { object, .. } => object.validate(),
             Response::Status(status) => status.validate(),
             Response::KeyGenerated(result) => {
                 check_len(result.modulus.len(), MAX_INTEGER_LEN, "modulus too long")?;
@@ -354,7 +361,11 @@ mod tests {
         assert!(status(vec![bad_threshold]).validate().is_err());
         let summary = ObjectSummary {
             handle: crate::ObjectId(1),
-            class: crate::ObjectClass::Data,
+            version: crate::ObjectVersion {
+                counter: u64::MAX,
+                writer: u64::MAX,
+            },
+            class: Some(crate::ObjectClass::Data),
         };
         assert!(
             Response::Objects(vec![summary; MAX_OBJECTS])
@@ -366,6 +377,8 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        // The longest listing fits in a frame.
+        assert!(crate::encode(&Response::Objects(vec![summary; MAX_OBJECTS])).is_ok());
         let long_message = Response::Error(WireError {
             code: ErrorCode::Internal,
             message: "m".repeat(crate::limits::MAX_ERROR_MESSAGE_LEN + 1),

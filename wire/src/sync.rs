@@ -6,7 +6,7 @@ use bincode::{Decode, Encode};
 
 use crate::limits::{MAX_OBJECTS, MAX_PIN_VERIFIER_LEN, MAX_REVOKED, check_len};
 use crate::revocation::RevokedCertificate;
-use crate::{Error, ObjectId, SecretBytes, TokenObject, UserKind};
+use crate::{Error, ObjectId, ObjectRecord, SecretBytes, UserKind};
 
 /// One PIN as an appliance stores it: the verifier, never the PIN.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -36,8 +36,8 @@ pub struct PublicState {
     /// page.
     pub revoked: Vec<RevokedCertificate>,
     /// Token objects with handles from the request's `from` on, in handle order, at most
-    /// [`MAX_OBJECTS`].
-    pub objects: Vec<TokenObject>,
+    /// [`MAX_OBJECTS`], with their versions; tombstones included.
+    pub objects: Vec<ObjectRecord>,
     /// Where the next page starts (ask again with `from` = this), or `None` after the
     /// last object.
     pub next: Option<ObjectId>,
@@ -59,6 +59,6 @@ impl PublicState {
             .iter()
             .try_for_each(RevokedCertificate::validate)?;
         check_len(self.objects.len(), MAX_OBJECTS, "too many objects")?;
-        self.objects.iter().try_for_each(TokenObject::validate)
+        self.objects.iter().try_for_each(ObjectRecord::validate)
     }
 }

@@ -77,11 +77,13 @@ pub enum ErrorCode {
     Busy,
     /// Something failed inside the appliance; its log says what.
     Internal,
+    /// A newer version of the object is stored: the write lost to another.
+    Superseded,
 }
 
 impl ErrorCode {
     /// Every code, in encoding order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::UnsupportedVersion,
         ErrorCode::BadRequest,
         ErrorCode::FrameTooLarge,
@@ -96,6 +98,7 @@ impl ErrorCode {
         ErrorCode::AlreadyExists,
         ErrorCode::Busy,
         ErrorCode::Internal,
+        ErrorCode::Superseded,
     ];
 
     /// A short fixed name, e.g. `"pin_locked"`.
@@ -115,6 +118,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
+            ErrorCode::Superseded => "superseded",
         }
     }
 }

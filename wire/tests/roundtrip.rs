@@ -7,11 +7,12 @@
 use ittc_wire::fuzz::decode_any;
 use ittc_wire::{
     Attribute, Error, ErrorCode, HelloInfo, KeyId, KeyStatus, KeygenProgress, KeygenResult,
-    KeygenSpec, ObjectClass, ObjectId, ObjectSummary, PartialResult, Participant, PinRecord,
-    PublicState, RefreshFailure, RefreshOutcome, RefreshProgress, RefreshSource, RefreshSpec,
-    RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored, Request, Resharing, Response,
-    RevokedCertificate, SecretBytes, ShareRecord, StatusInfo, TokenObject, UserKind, WireError,
-    decode, encode, read_frame, read_frame_blocking, write_frame, write_frame_blocking,
+    KeygenSpec, ObjectClass, ObjectId, ObjectRecord, ObjectSummary, ObjectVersion, PartialResult,
+    Participant, PinRecord, PublicState, RefreshFailure, RefreshOutcome, RefreshProgress,
+    RefreshSource, RefreshSpec, RefreshStage, RefreshStatus, RefreshStepKind, RefreshStored,
+    Request, Resharing, Response, RevokedCertificate, SecretBytes, ShareRecord, StatusInfo,
+    TokenObject, UserKind, WireError, decode, encode, read_frame, read_frame_blocking, write_frame,
+    write_frame_blocking,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -279,7 +280,7 @@ fn public_state() -> impl Strategy<Value = Response> {
     (
         vec(pin, 0..=2),
         vec(revoked(), 0..4),
-        vec(object(), 0..4),
+        vec(record(), 0..4),
         any::<Option<u64>>(),
     )
         .prop_map(|(pins, revoked, objects, next)| {
@@ -290,6 +291,19 @@ fn public_state() -> impl Strategy<Value = Response> {
                 next: next.map(ObjectId),
             })
         })
+}
+
+fn version() -> impl Strategy<Value = ObjectVersion> {
+    (any::<u64>(), any::<u64>()).prop_map(|(counter, writer)| ObjectVersion { counter, writer })
+}
+
+/// A stored object or a tombstone, under the object's own handle.
+fn record() -> impl Strategy<Value = ObjectRecord> {
+    (object(), version(), any::<bool>()).prop_map(|(object, version, deleted)| ObjectRecord {
+        handle: object.handle,
+        version,
+        object: (!deleted).then_some(object),
+    })
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -311,9 +325,10 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|h| Request::GetObject {
             handle: ObjectId(h)
         }),
-        object().prop_map(Request::PutObject),
-        any::<u64>().prop_map(|h| Request::DeleteObject {
-            handle: ObjectId(h)
+        (object(), version()).prop_map(|(object, version)| Request::PutObject { object, version }),
+        (any::<u64>(), version()).prop_map(|(h, version)| Request::DeleteObject {
+            handle: ObjectId(h),
+            version,
         }),
         Just(Request::Status),
         share_record().prop_map(Request::StoreShare),
@@ -491,10 +506,14 @@ fn keygen_response() -> impl Strategy<Value = Response> {
 }
 
 fn response() -> impl Strategy<Value = Response> {
-    let summary = (any::<u64>(), class()).prop_map(|(h, class)| ObjectSummary {
-        handle: ObjectId(h),
-        class,
-    });
+    let summary =
+        (any::<u64>(), version(), proptest::option::of(class())).prop_map(|(h, version, class)| {
+            ObjectSummary {
+                handle: ObjectId(h),
+                version,
+                class,
+            }
+        });
     prop_oneof![
         (select(ErrorCode::ALL.to_vec()), name())
             .prop_map(|(code, message)| Response::Error(WireError { code, message })),
@@ -517,7 +536,7 @@ fn response() -> impl Strategy<Value = Response> {
             })
         }),
         vec(summary, 0..50).prop_map(Response::Objects),
-        object().prop_map(Response::Object),
+        (object(), version()).prop_map(|(object, version)| Response::Object { object, version }),
         status().prop_map(Response::Status),
         keygen_response(),
         refresh_response(),

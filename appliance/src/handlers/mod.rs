@@ -170,10 +170,10 @@ fn audited(request: &Request) -> Option<Option<String>> {
         | Request::ReshareKey { key_id, .. } => Some(Some(key_id.to_string())),
         Request::RefreshRun(spec) => Some(Some(spec.key_id.to_string())),
         Request::RecoverRun(spec) => Some(Some(spec.key_id.to_string())),
-        Request::GetObject { handle } | Request::DeleteObject { handle } => {
+        Request::GetObject { handle } | Request::DeleteObject { handle, .. } => {
             Some(Some(format!("object {}", handle.0)))
         }
-        Request::PutObject(obj) => Some(Some(format!("object {}", obj.handle.0))),
+        Request::PutObject { object, .. } => Some(Some(format!("object {}", object.handle.0))),
         Request::Login { .. }
         | Request::Logout
         | Request::SetPin { .. }
@@ -250,17 +250,17 @@ fn respond(
         Request::Logout if client => login::handle_logout(session),
         Request::ListObjects if client || admin => objects::handle_list(state),
         Request::GetObject { handle } if client || admin => objects::handle_get(state, handle),
-        Request::PutObject(object) if client || admin => {
+        Request::PutObject { object, version } if client || admin => {
             if client {
                 require_login(session, UserKind::User)?;
             }
-            objects::handle_put(state, &object)
+            objects::handle_put(state, &object, version)
         }
-        Request::DeleteObject { handle } if client || admin => {
+        Request::DeleteObject { handle, version } if client || admin => {
             if client {
                 require_login(session, UserKind::User)?;
             }
-            objects::handle_delete(state, handle)
+            objects::handle_delete(state, handle, version)
         }
         Request::StoreShare(record) if admin => admin::handle_store_share(state, record),
         Request::DeleteKey { key_id } if admin => admin::handle_delete_key(state, &key_id),

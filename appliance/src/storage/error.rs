@@ -73,6 +73,13 @@ pub enum StorageError {
         key_id: KeyId,
     },
 
+    /// A newer version of the object is stored (or another record with the same version).
+    #[error("object {}: a newer version is stored", .handle.0)]
+    Superseded {
+        /// The object.
+        handle: ittc_wire::ObjectId,
+    },
+
     /// The share is for another appliance.
     #[error("share for appliance {got} offered to appliance {expected}")]
     WrongIndex {

@@ -18,6 +18,7 @@
 //! | `shares` | key id length (1 byte), key id, epoch (8 bytes) | the share of that epoch, sealed |
 //! | `pins` | 0 (user) or 1 (security officer) | the PIN's Argon2id PHC string, failure count, lock flag |
 //! | `objects` | object id (8 bytes) | the [`ittc_wire::TokenObject`], as the wire encodes it |
+//! | `object_versions` | object id (8 bytes) | the object's [`ittc_wire::ObjectVersion`]; with no object in `objects`, a tombstone (none for an object stored before versions) |
 //! | `revoked` | certificate serial (big-endian, no leading zero byte) | the deny-list entry's label and time |
 //! | `meta` | `public_state_taking` | present while the public state is being taken from a peer (`public_state.rs`) |
 //! | `audit` | sequence number (8 bytes) | an [`AuditEntry`] with its sequence number, previous hash and hash |
@@ -68,6 +69,7 @@
 //!   handlers').
 //! * It does not log; its errors never contain secrets.
 //! * It does not replicate objects or read them from a quorum; that is the module's job.
+//!   It keeps the newest version of each object it is sent, and refuses an older one.
 //! * It does not yet discard the pending epoch of a committed key (a failed refresh):
 //!   proactive refresh will add that. An import that was never committed is discarded by
 //!   [`Storage::delete_key`].
@@ -174,6 +176,8 @@ struct Inner {
     shares: sled::Tree,
     pins: sled::Tree,
     objects: sled::Tree,
+    /// Every object's version, tombstones included (`objects.rs`).
+    object_versions: sled::Tree,
     audit: sled::Tree,
     /// The certificate deny-list (`revoked.rs`).
     revoked: sled::Tree,
@@ -239,6 +243,7 @@ impl Storage {
             shares: tree("shares")?,
             pins: tree("pins")?,
             objects: tree("objects")?,
+            object_versions: tree("object_versions")?,
             audit: tree("audit")?,
             revoked: tree("revoked")?,
             db: db.clone(),
@@ -403,6 +408,7 @@ impl Inner {
             &self.shares,
             &self.pins,
             &self.objects,
+            &self.object_versions,
             &self.audit,
             &self.revoked,
         ];
@@ -615,14 +621,17 @@ mod tests {
                 })
                 .unwrap();
             storage
-                .put_object(&ittc_wire::TokenObject {
-                    handle: ittc_wire::ObjectId(1),
-                    class: ittc_wire::ObjectClass::Data,
-                    attributes: vec![ittc_wire::Attribute {
-                        kind: 0x11,
-                        value: control.clone(),
-                    }],
-                })
+                .put_object(
+                    &ittc_wire::TokenObject {
+                        handle: ittc_wire::ObjectId(1),
+                        class: ittc_wire::ObjectClass::Data,
+                        attributes: vec![ittc_wire::Attribute {
+                            kind: 0x11,
+                            value: control.clone(),
+                        }],
+                    },
+                    ittc_wire::ObjectVersion::ORIGINAL,
+                )
                 .unwrap();
             storage.set_pin(UserKind::User, b"123456").unwrap();
             storage.flush().unwrap();

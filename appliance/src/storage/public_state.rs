@@ -139,6 +139,10 @@ mod tests {
         }
     }
 
+    fn version(counter: u64) -> ittc_wire::ObjectVersion {
+        ittc_wire::ObjectVersion { counter, writer: 1 }
+    }
+
     /// Every page from `from`, as a peer asks for them.
     fn all_pages(storage: &Storage, budget: usize) -> Vec<PublicState> {
         let mut pages = Vec::new();
@@ -167,8 +171,11 @@ mod tests {
         })
         .unwrap();
         for handle in [5, 1, u64::MAX, 300] {
-            peer.put_object(&object(handle, 1000)).unwrap();
+            peer.put_object(&object(handle, 1000), version(handle))
+                .unwrap();
         }
+        // A deleted object passes on as its tombstone.
+        peer.delete_object(ObjectId(40), version(40)).unwrap();
         // About two objects a page.
         let pages = all_pages(&peer, 2500);
         assert!(pages.len() >= 2, "{}", pages.len());
@@ -183,7 +190,7 @@ mod tests {
             .iter()
             .flat_map(|p| p.objects.iter().map(|o| o.handle.0))
             .collect();
-        assert_eq!(handles, vec![1, 5, 300, u64::MAX]);
+        assert_eq!(handles, vec![1, 5, 40, 300, u64::MAX]);
 
         let new = open(&dir.path().join("new"), 3);
         assert!(new.needs_public_state().unwrap());
@@ -199,12 +206,16 @@ mod tests {
         assert_eq!(
             total,
             Adopted {
-                objects: 4,
+                objects: 5,
                 pins: 1,
                 revoked: 1
             }
         );
-        assert_eq!(new.object(ObjectId(300)).unwrap(), Some(object(300, 1000)));
+        assert_eq!(
+            new.object(ObjectId(300)).unwrap(),
+            Some((object(300, 1000), version(300)))
+        );
+        assert_eq!(new.objects().unwrap(), peer.objects().unwrap());
         assert!(new.is_revoked(&[0x3c; 20]).unwrap());
         assert_eq!(
             new.check_pin(UserKind::User, b"1234").unwrap(),
@@ -220,8 +231,8 @@ mod tests {
     fn an_object_larger_than_the_budget_still_moves() {
         let dir = tempfile::tempdir().unwrap();
         let peer = open(&dir.path().join("peer"), 1);
-        peer.put_object(&object(7, 5000)).unwrap();
-        peer.put_object(&object(8, 10)).unwrap();
+        peer.put_object(&object(7, 5000), version(1)).unwrap();
+        peer.put_object(&object(8, 10), version(1)).unwrap();
         let pages = all_pages(&peer, 1000);
         let handles: Vec<u64> = pages
             .iter()
@@ -237,7 +248,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(&dir.path().join("a"), 1);
         assert!(storage.needs_public_state().unwrap());
-        storage.put_object(&object(1, 1)).unwrap();
+        storage.put_object(&object(1, 1), version(1)).unwrap();
         assert!(!storage.needs_public_state().unwrap());
         let other = open(&dir.path().join("b"), 1);
         other.set_pin(UserKind::SecurityOfficer, b"1234").unwrap();

@@ -25,8 +25,8 @@ use ittc_threshold::padding::HashAlg;
 use ittc_threshold::{Combiner, Partial, RsaPublicKey, SharingParams};
 use ittc_wire::limits::MAX_LABEL_LEN;
 use ittc_wire::{
-    ErrorCode, KEYGEN_EPOCH, KeyId, KeygenResult, KeygenSpec, ObjectClass, ObjectId, Request,
-    Response, TokenObject,
+    ErrorCode, KEYGEN_EPOCH, KeyId, KeygenResult, KeygenSpec, ObjectClass, ObjectId, ObjectVersion,
+    Request, Response, TokenObject,
 };
 use num_bigint::BigUint;
 
@@ -213,10 +213,17 @@ impl KeyPairTemplate {
 struct Objects {
     public: TokenObject,
     stub: Option<TokenObject>,
+    /// Their version: the first of new objects.
+    version: ObjectVersion,
 }
 
 impl Objects {
-    fn new(key_id: &KeyId, template: &KeyPairTemplate, public: &RsaPublicKey) -> Self {
+    fn new(
+        key_id: &KeyId,
+        template: &KeyPairTemplate,
+        public: &RsaPublicKey,
+        version: ObjectVersion,
+    ) -> Self {
         let n = public.n_be();
         // Without CKA_ID: the SHA-1 of the modulus, as NSS and OpenSC make it.
         let id = template
@@ -260,6 +267,7 @@ impl Objects {
         Self {
             public: object,
             stub,
+            version,
         }
     }
 }
@@ -376,13 +384,16 @@ impl Module {
             "generating a key pair on the appliances");
         let (public_key, stats) = match self.run_generation(&indices, &key_id, &template) {
             Ok(generated) => generated,
-            Err((failure, stored_on)) => return Err(self.roll_back(&key_id, &stored_on, failure)),
+            Err((failure, stored_on)) => {
+                return Err(self.roll_back(&key_id, &stored_on, None, failure));
+            }
         };
-        let objects = Objects::new(&key_id, &template, &public_key);
+        let version = super::new_version(None)?;
+        let objects = Objects::new(&key_id, &template, &public_key, version);
         if let Err(failure) =
             self.finish_generation(&indices, &key_id, &public_key, &params, &objects)
         {
-            return Err(self.roll_back(&key_id, &indices, failure));
+            return Err(self.roll_back(&key_id, &indices, Some(version), failure));
         }
         self.invalidate_view();
         tracing::info!(
@@ -571,9 +582,11 @@ impl Module {
     ) -> std::result::Result<(), Failure> {
         self.trial(indices, key_id, public, params)?;
         for object in std::iter::once(&objects.public).chain(objects.stub.iter()) {
-            let answers = self
-                .client
-                .fan_out(indices, &Request::PutObject(object.clone()));
+            let request = Request::PutObject {
+                object: object.clone(),
+                version: objects.version,
+            };
+            let answers = self.client.fan_out(indices, &request);
             self.invalidate_view();
             all_ok(answers).map_err(|why| {
                 Failure::device(format!("storing the key's objects failed: {why}"))
@@ -645,16 +658,29 @@ impl Module {
         Ok(())
     }
 
-    /// Deletes the key and its objects everywhere after `failure`; logs why and what is
-    /// left; returns the error for the caller.
-    fn roll_back(&self, key_id: &KeyId, stored_on: &[u8], failure: Failure) -> Error {
+    /// Deletes the key and its objects (if `written`, in that version) everywhere after
+    /// `failure`; logs why and what is left; returns the error for the caller.
+    fn roll_back(
+        &self,
+        key_id: &KeyId,
+        stored_on: &[u8],
+        written: Option<ObjectVersion>,
+        failure: Failure,
+    ) -> Error {
         tracing::error!(key = %key_id, why = %failure.why, "key generation failed; rolling back");
         let indices = self.client.indices();
-        for handle in [public_object_id(key_id), stub_object_id(key_id)] {
-            // Absent objects are fine: they may never have been stored.
-            let _ = self
-                .client
-                .fan_out(&indices, &Request::DeleteObject { handle });
+        if let Some(written) = written {
+            for handle in [public_object_id(key_id), stub_object_id(key_id)] {
+                // Absent objects are fine: they may never have been stored.
+                match super::new_version(Some(written)) {
+                    Ok(version) => {
+                        let _ = self
+                            .client
+                            .fan_out(&indices, &Request::DeleteObject { handle, version });
+                    }
+                    Err(err) => tracing::error!(%err, "objects not deleted"),
+                }
+            }
         }
         self.invalidate_view();
         let delete = Request::DeleteKey {
@@ -849,7 +875,7 @@ mod tests {
         };
         let public = RsaPublicKey::from_be_bytes(&rsa_n, &[1, 0, 1]).unwrap();
         let mut template = KeyPairTemplate::parse(&[bits(1024)], &[], 3).unwrap();
-        let o = Objects::new(&key_id, &template, &public);
+        let o = Objects::new(&key_id, &template, &public, ObjectVersion::ORIGINAL);
         assert_eq!(
             o.public.attribute(u64::from(ck::CKA_ID)),
             Some(HashAlg::Sha1.digest(&rsa_n).as_slice())
@@ -860,7 +886,7 @@ mod tests {
         );
         assert!(o.stub.is_none());
         template.private_label = "private".into();
-        let o = Objects::new(&key_id, &template, &public);
+        let o = Objects::new(&key_id, &template, &public, ObjectVersion::ORIGINAL);
         let stub = o.stub.unwrap();
         assert_eq!(stub.handle, stub_object_id(&key_id));
         assert_eq!(
