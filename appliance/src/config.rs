@@ -120,8 +120,12 @@ pub struct Peer {
 pub struct Limits {
     /// Largest frame accepted, in bytes (at most the protocol's 1 MiB).
     pub max_frame: usize,
-    /// Concurrent connections; more are closed at once.
+    /// Concurrent authenticated connections (past the TLS handshake); more are closed at
+    /// once.
     pub max_connections: usize,
+    /// Connections still in their TLS handshake; a new one closes the one that has waited
+    /// longest.
+    pub max_handshakes: usize,
     /// Partial operations admitted at once (running or waiting for a core); more get
     /// `Busy`.
     pub max_inflight_partials: usize,
@@ -147,6 +151,7 @@ impl Default for Limits {
         Self {
             max_frame: ittc_wire::MAX_FRAME,
             max_connections: 256,
+            max_handshakes: 1024,
             max_inflight_partials: 64,
             partial_workers: 0,
             handshake_timeout_ms: 5_000,
@@ -413,6 +418,7 @@ impl Config {
         }
         for (field, value) in [
             ("limits.max_connections", l.max_connections as u64),
+            ("limits.max_handshakes", l.max_handshakes as u64),
             (
                 "limits.max_inflight_partials",
                 l.max_inflight_partials as u64,

@@ -15,7 +15,9 @@
 use std::fmt;
 
 use rustix::mm::{MlockAllFlags, mlockall};
-use rustix::process::{DumpableBehavior, Resource, geteuid, getrlimit, set_dumpable_behavior};
+use rustix::process::{
+    DumpableBehavior, Resource, geteuid, getrlimit, set_dumpable_behavior, setrlimit,
+};
 use rustix::thread::{CapabilitySet, capabilities};
 
 /// Makes the process non-dumpable.
@@ -79,11 +81,35 @@ pub fn lock_memory() -> MemoryLock {
     }
 }
 
+/// Raises the soft limit on open files to `want` (or the hard limit, if lower); returns the
+/// soft limit in force after. Each connection takes a descriptor, and the usual soft limit
+/// of 1024 is below what `max_connections` and `max_handshakes` allow together.
+pub fn raise_file_limit(want: u64) -> u64 {
+    let mut limit = getrlimit(Resource::Nofile);
+    let target = limit.maximum.map_or(want, |hard| hard.min(want));
+    if limit.current.is_some_and(|soft| soft < target) {
+        limit.current = Some(target);
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            return getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn the_file_limit_is_raised_up_to_the_hard_limit() {
+        let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(u64::MAX);
+        let want = hard.min(4096);
+        assert!(raise_file_limit(want) >= want);
+        // Never lowered.
+        assert!(raise_file_limit(16) >= want);
+    }
 
     #[test]
     fn a_process_made_non_dumpable_says_so() {

@@ -24,6 +24,7 @@ pub mod keygen;
 pub mod peers;
 pub mod public_state;
 pub mod refresh;
+pub mod refusals;
 pub mod revocation;
 pub mod server;
 pub mod state;
@@ -122,10 +123,15 @@ pub fn run(path: &Path, allow_root: bool) -> Result<(), StartError> {
     };
     let config = check_config(path)?;
     install_tracing(&config);
+    // A descriptor per connection and handshake, and room for the store and the peers.
+    let files = hygiene::raise_file_limit(
+        (config.limits.max_connections + config.limits.max_handshakes) as u64 + 256,
+    );
     tracing::info!(
         dumpable = hygiene::is_dumpable(),
         root = as_root,
         memory = %memory,
+        open_files = files,
         "process hygiene"
     );
     if as_root {

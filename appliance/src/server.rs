@@ -2,10 +2,11 @@
 //! every step under a timeout, a cap on connections and on partial operations, and a
 //! graceful stop.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ittc_wire::frame::{HEADER_LEN, body_len};
@@ -14,7 +15,7 @@ use ittc_wire::revocation::certificate_serial;
 use ittc_wire::{ErrorCode, Request, Response, WireError, codec, write_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
@@ -23,7 +24,58 @@ use zeroize::Zeroizing;
 
 use crate::error::ApplianceError;
 use crate::handlers::dispatch;
+use crate::refusals::{Refusal, Refusals};
 use crate::state::{Session, State};
+
+/// The connections in their TLS handshake, oldest first, each with the signal that closes
+/// it. At most `max_handshakes`: a new one closes the oldest.
+struct Handshakes {
+    next: u64,
+    waiting: BTreeMap<u64, Arc<Notify>>,
+    max: usize,
+}
+
+impl Handshakes {
+    /// Registers a new connection; signals the oldest to close if that makes one too
+    /// many.
+    fn enter(registry: &Arc<Mutex<Self>>) -> InHandshake {
+        let signal = Arc::new(Notify::new());
+        let mut this = registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = this.next;
+        this.next += 1;
+        this.waiting.insert(id, Arc::clone(&signal));
+        if this.waiting.len() > this.max
+            && let Some((_, oldest)) = this.waiting.pop_first()
+        {
+            // Stored if the oldest is not waiting on it yet: it closes when it does.
+            oldest.notify_one();
+        }
+        InHandshake {
+            id,
+            signal,
+            registry: Arc::clone(registry),
+        }
+    }
+}
+
+/// A connection's place among the handshakes; leaves when dropped.
+struct InHandshake {
+    id: u64,
+    signal: Arc<Notify>,
+    registry: Arc<Mutex<Handshakes>>,
+}
+
+impl Drop for InHandshake {
+    fn drop(&mut self) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .waiting
+            .remove(&self.id);
+    }
+}
 
 /// Serves until `shutdown` resolves, then stops accepting, lets each connection finish the
 /// request it is handling (within the configured grace period), flushes the store and
@@ -36,6 +88,12 @@ pub async fn serve(
 ) {
     let limits = state.config.limits.clone();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(Mutex::new(Handshakes {
+        next: 0,
+        waiting: BTreeMap::new(),
+        max: limits.max_handshakes,
+    }));
+    let refusals = Arc::new(Refusals::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -46,25 +104,25 @@ pub async fn serve(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    refusals.note(Refusal::AcceptFailed, &e);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
         };
         // Reap finished connections so the set does not grow without end.
         while tasks.try_join_next().is_some() {}
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            warn!(%peer, limit = limits.max_connections, "connection refused: too many connections");
-            drop(tcp);
-            continue;
-        };
+        let handshake = Handshakes::enter(&handshakes);
         let (state, acceptor, stop) = (state.clone(), acceptor.clone(), stop_rx.clone());
+        let (refusals, connections) = (Arc::clone(&refusals), Arc::clone(&connections));
         let span = info_span!("conn", %peer);
         tasks.spawn(
             async move {
-                connection(state, acceptor, tcp, peer, stop).await;
-                drop(permit);
+                let peer = Peer {
+                    address: peer,
+                    refusals: &refusals,
+                };
+                connection(state, acceptor, tcp, peer, handshake, connections, stop).await;
             }
             .instrument(span),
         );
@@ -90,24 +148,52 @@ pub async fn serve(
     info!("stopped");
 }
 
+/// The peer of a connection, and where its refusals are noted.
+struct Peer<'a> {
+    address: SocketAddr,
+    refusals: &'a Refusals,
+}
+
+impl Peer<'_> {
+    fn refuse(&self, kind: Refusal, why: impl std::fmt::Display) {
+        self.refusals
+            .note(kind, &format_args!("{why} (peer {})", self.address));
+    }
+}
+
 async fn connection(
     state: Arc<State>,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
-    peer: SocketAddr,
+    peer: Peer<'_>,
+    handshake: InHandshake,
+    connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = &state.config.limits;
-    let mut tls = match timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
+    let accepted = tokio::select! {
+        accepted = timeout(limits.handshake_timeout(), acceptor.accept(tcp)) => accepted,
+        () = handshake.signal.notified() => {
+            peer.refuse(Refusal::HandshakeEvicted, "newer handshakes waiting");
+            return;
+        }
+    };
+    drop(handshake);
+    let mut tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            warn!(error = %e, "TLS handshake refused");
+            peer.refuse(Refusal::HandshakeFailed, e);
             return;
         }
         Err(_) => {
-            warn!("TLS handshake timed out");
+            peer.refuse(Refusal::HandshakeTimeout, "no certificate in time");
             return;
         }
+    };
+    // Authenticated: one of `max_connections`, held until the connection closes.
+    let Ok(_permit) = connections.try_acquire_owned() else {
+        peer.refuse(Refusal::TooManyConnections, "all connections in use");
+        return;
     };
     let certificate = tls
         .get_ref()
@@ -118,18 +204,18 @@ async fn connection(
     let identity = match certificate.as_deref().map(identity_from_cert) {
         Some(Ok(identity)) => identity,
         Some(Err(e)) => {
-            warn!(error = %e, "certificate names no ittc role: refused");
+            peer.refuse(Refusal::NoRole, e);
             return;
         }
         None => {
-            warn!("no client certificate: refused");
+            peer.refuse(Refusal::NoRole, "no client certificate");
             return;
         }
     };
     // The deny-list: a revoked certificate's first request is answered with the refusal
     // (so that the peer reads why), within the read timeout, and the connection closes.
     let Some(Ok(serial)) = certificate.as_deref().map(certificate_serial) else {
-        warn!("client certificate without a readable serial: refused");
+        peer.refuse(Refusal::NoRole, "no readable serial in the certificate");
         return;
     };
     let span = info_span!("peer", who = %identity);
@@ -137,7 +223,7 @@ async fn connection(
         async {
             let refusal = refuse_revoked(&state, &identity, &serial).await;
             if let Ok(Ok(Some(_))) =
-                timeout(limits.read_timeout(), read_request(&mut tls, &state)).await
+                timeout(limits.read_timeout(), read_request(&mut tls, &state, &peer)).await
             {
                 let _ = timeout(limits.write_timeout(), write_frame(&mut tls, &refusal)).await;
             }
@@ -147,14 +233,14 @@ async fn connection(
         .await;
         return;
     }
-    let mut session = Session::new(identity, peer);
+    let mut session = Session::new(identity, peer.address);
     async {
         info!("connected");
         loop {
             let request = tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                r = read_request(&mut tls, &state) => r,
+                r = read_request(&mut tls, &state, &peer) => r,
             };
             let (response, close) = match request {
                 Ok(None) => break,
@@ -225,6 +311,7 @@ enum ReadFailure {
 async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     state: &State,
+    peer: &Peer<'_>,
 ) -> Result<Option<Result<Request, WireError>>, ReadFailure> {
     let limits = &state.config.limits;
     let mut header = [0u8; HEADER_LEN];
@@ -244,15 +331,14 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     let len = match body_len(header) {
         Ok(len) if len <= limits.max_frame => len,
         Ok(len) => {
-            warn!(
-                len,
-                limit = limits.max_frame,
-                "frame over the configured limit"
+            peer.refuse(
+                Refusal::FrameTooLarge,
+                format_args!("{len} bytes, the limit is {}", limits.max_frame),
             );
             return Err(ReadFailure::Refuse(too_large(len, limits.max_frame)));
         }
         Err(e) => {
-            warn!(error = %e, "bad frame header");
+            peer.refuse(Refusal::BadFrameHeader, &e);
             return Err(ReadFailure::Refuse(WireError::new(
                 ErrorCode::FrameTooLarge,
                 e.to_string(),
@@ -266,7 +352,7 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
         Err(_) => return Err(ReadFailure::Drop("read timeout inside a frame")),
     }
     Ok(Some(codec::decode::<Request>(&body).map_err(|e| {
-        warn!(error = %e, "undecodable request");
+        peer.refuse(Refusal::Undecodable, &e);
         WireError::new(ErrorCode::BadRequest, format!("undecodable request: {e}"))
     })))
 }
