@@ -77,9 +77,9 @@ struct ApplianceState {
     address: String,
     idle: Mutex<Vec<Pooled>>,
     down_until: Mutex<Option<Instant>>,
-    /// Since when a partial of this appliance was given up on (another answered
-    /// instead); cleared by its next answer.
-    late_since: Mutex<Option<Instant>>,
+    /// When a partial of this appliance was first and last given up on (another
+    /// answered instead); cleared by its next answer.
+    late_since: Mutex<Option<(Instant, Instant)>>,
 }
 
 /// Latencies of recent partials kept for the wait before a hedge.
@@ -230,7 +230,15 @@ impl ApplianceClient {
     /// Whether `a` left a partial unanswered within the last `retry_after`.
     fn is_late(&self, a: &ApplianceState, now: Instant) -> bool {
         lock(&a.late_since)
-            .is_some_and(|since| now.saturating_duration_since(since) < self.retry_after)
+            .is_some_and(|(_, last)| now.saturating_duration_since(last) < self.retry_after)
+    }
+
+    /// Late, with no answer since, for longer than the hedge ceiling: hung rather than
+    /// slow. A new connection to it would wait as long as its pooled ones.
+    fn is_hung(&self, a: &ApplianceState, now: Instant) -> bool {
+        self.is_late(a, now)
+            && lock(&a.late_since)
+                .is_some_and(|(first, _)| now.saturating_duration_since(first) >= self.hedge.1)
     }
 
     /// Remembers the login to replay on connections; `None` forgets it (logout).
@@ -551,7 +559,7 @@ impl ApplianceClient {
                     if let Some(a) = queue.pop_front() {
                         for f in &round.flights {
                             if now.saturating_duration_since(f.sent) >= wait {
-                                *lock(&f.a.late_since) = Some(now);
+                                mark_late(f.a, now);
                             }
                         }
                         tracing::debug!(
@@ -586,7 +594,7 @@ impl ApplianceClient {
             } else {
                 // Enough came from others: the connection goes back waiting for its answer.
                 if now.saturating_duration_since(flight.sent) >= wait {
-                    *lock(&flight.a.late_since) = Some(now);
+                    mark_late(flight.a, now);
                 }
                 self.check_in(flight.a, flight.pooled);
             }
@@ -596,8 +604,10 @@ impl ApplianceClient {
 
     /// Asks `a`: on a ready pooled connection without waiting for the answer, else the
     /// whole exchange now, as [`Self::exchange`] does (connecting and logging in). An
-    /// appliance that was late and has no ready connection is skipped: its connections
-    /// still wait for earlier answers, and a new one would wait the same.
+    /// appliance that has been late for longer than the hedge ceiling and has no ready
+    /// connection is skipped: it is hung rather than slow, its connections still wait for
+    /// earlier answers, and a new one would wait the same. One late for less (slow under
+    /// load, say) is asked on a new connection.
     fn start_one<'a>(
         &self,
         a: &'a ApplianceState,
@@ -608,7 +618,7 @@ impl ApplianceClient {
         round.asked.push(a.index);
         if let Some(pooled) = self.ready(a) {
             self.send_in_flight(a, pooled, request, round);
-        } else if self.is_late(a, Instant::now()) {
+        } else if self.is_hung(a, Instant::now()) {
             round.answers.push((a.index, Err(ExchangeError::BackedOff)));
         } else {
             let result = self.exchange(a.index, request);
@@ -801,6 +811,15 @@ pub fn wire_error(err: &WireError) -> Error {
         | ErrorCode::Busy
         | ErrorCode::Internal
         | ErrorCode::Superseded => Error::Device(err.to_string()),
+    }
+}
+
+/// Notes that a partial of `a` was given up on at `now`.
+fn mark_late(a: &ApplianceState, now: Instant) {
+    let mut late = lock(&a.late_since);
+    match late.as_mut() {
+        Some((_, last)) => *last = now,
+        None => *late = Some((now, now)),
     }
 }
 

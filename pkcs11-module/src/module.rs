@@ -466,7 +466,8 @@ impl Module {
             return Err(last_error.unwrap_or_else(|| Error::Device("no appliance to read".into())));
         }
         // Every acknowledged write reached k appliances: n - k + 1 readers meet them all.
-        let meets_every_write = self.client.indices().len() + 1 - self.client.threshold();
+        let meets_every_write =
+            (self.client.indices().len() + 1).saturating_sub(self.client.threshold());
         if listings.len() < meets_every_write {
             tracing::warn!(
                 read = listings.len(),
