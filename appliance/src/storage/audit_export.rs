@@ -445,8 +445,9 @@ impl Storage {
     ///
     /// [`StorageError::Invalid`] if the store has no export folder or
     /// `policy.file_entries` is 0; [`StorageError::Corrupt`] if the export files and the
-    /// database disagree, or an entry due does not link (nothing is moved then: run a
-    /// verification to see where); [`StorageError::Io`] or [`StorageError::Db`].
+    /// database disagree (nothing is moved then), or an entry due does not link (the
+    /// entries before it are moved, it and those after it stay: a verification names
+    /// the break); [`StorageError::Io`] or [`StorageError::Db`].
     pub fn audit_export(
         &self,
         policy: &ExportPolicy,
