@@ -60,6 +60,60 @@ pub struct Config {
     /// How the process protects itself.
     #[serde(default)]
     pub process: ProcessConfig,
+    /// The audit log's retention and export.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// How much of the audit log the database keeps, and where the rest goes (docs/appliance.md,
+/// "Audit log"). An entry leaves the database once it is past the newest `keep_entries`
+/// or older than `keep_days`, whichever comes first.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The folder of the export files (JSON lines). Default: `audit-export` in
+    /// `data_dir`.
+    pub export_dir: Option<PathBuf>,
+    /// The newest entries the database keeps; 0: no limit by count.
+    pub keep_entries: u64,
+    /// Entries older than this many days leave the database; 0: no limit by age.
+    pub keep_days: u64,
+    /// How often the appliance moves entries out, in seconds; 0: never (the database then
+    /// keeps every entry).
+    pub export_interval_s: u64,
+    /// The most entries in one export file.
+    pub file_entries: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            export_dir: None,
+            keep_entries: 100_000,
+            keep_days: 0,
+            export_interval_s: 60,
+            file_entries: 1_000_000,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The longest `keep_days` accepted (about 100 years).
+    pub const MAX_KEEP_DAYS: u64 = 36_500;
+
+    /// How often entries are moved out; zero when never.
+    pub fn export_interval(&self) -> Duration {
+        Duration::from_secs(self.export_interval_s)
+    }
+
+    /// The retention as the store applies it.
+    pub fn policy(&self) -> crate::storage::ExportPolicy {
+        crate::storage::ExportPolicy {
+            keep_entries: self.keep_entries,
+            keep_ms: self.keep_days.saturating_mul(86_400_000),
+            file_entries: self.file_entries,
+        }
+    }
 }
 
 /// How the process protects itself (docs/appliance.md, "Process hygiene").
@@ -347,6 +401,9 @@ impl Config {
             toml::from_str(&text).map_err(|e| ConfigError::new(path, toml_error(&text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        if config.audit.export_dir.is_none() {
+            config.audit.export_dir = Some(config.data_dir.join("audit-export"));
+        }
         config
             .check()
             .map_err(|(field, msg)| ConfigError::new(path, format!("{field}: {msg}")))?;
@@ -360,7 +417,10 @@ impl Config {
             &mut self.tls.cert,
             &mut self.tls.key,
             &mut self.sealing.key_file,
-        ] {
+        ]
+        .into_iter()
+        .chain(self.audit.export_dir.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -373,6 +433,15 @@ impl Config {
             .iter()
             .filter_map(|text| parse_serial(text))
             .collect()
+    }
+
+    /// The folder of the audit export files (`audit.export_dir`, by default in
+    /// `data_dir`).
+    pub fn audit_export_dir(&self) -> PathBuf {
+        self.audit
+            .export_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-export"))
     }
 
     /// The cluster id as bytes.
@@ -475,6 +544,24 @@ impl Config {
                 format!("{bad:?} is not a certificate serial in hex"),
             ));
         }
+        let audit = &self.audit;
+        if audit.file_entries == 0 {
+            return Err(("audit.file_entries", "must be at least 1".into()));
+        }
+        if audit.keep_days > AuditConfig::MAX_KEEP_DAYS {
+            return Err((
+                "audit.keep_days",
+                format!("must be at most {}", AuditConfig::MAX_KEEP_DAYS),
+            ));
+        }
+        if audit.export_interval_s > 0 && audit.keep_entries == 0 && audit.keep_days == 0 {
+            return Err((
+                "audit.keep_entries",
+                "keep_entries and keep_days are both 0 (no retention): set one, or \
+                 export_interval_s = 0 to keep every entry in the database"
+                    .into(),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err((
                 "log.level",
@@ -553,6 +640,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_audit_retention_is_read_and_checked() {
+        let config = load_with("").unwrap();
+        assert_eq!(config.audit.keep_entries, 100_000);
+        assert_eq!(config.audit.export_interval_s, 60);
+        assert!(config.audit_export_dir().ends_with("d/audit-export"));
+        let config = load_with(
+            "[audit]\nexport_dir = \"exports\"\nkeep_entries = 0\nkeep_days = 30\n\
+             export_interval_s = 5\nfile_entries = 10",
+        )
+        .unwrap();
+        assert!(config.audit_export_dir().ends_with("exports"));
+        assert!(config.audit_export_dir().is_absolute());
+        assert_eq!(config.audit.policy().keep_ms, 30 * 86_400_000);
+        for (bad, field) in [
+            ("[audit]\nfile_entries = 0", "audit.file_entries"),
+            ("[audit]\nkeep_entries = 0", "audit.keep_entries"),
+            ("[audit]\nkeep_days = 40000", "audit.keep_days"),
+            ("[audit]\nkeep = 5", "keep"),
+        ] {
+            let err = load_with(bad).unwrap_err().to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+        // No retention is fine when nothing is exported.
+        assert!(load_with("[audit]\nkeep_entries = 0\nexport_interval_s = 0").is_ok());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! refresh by itself; both carry their messages through [`peers`]. [`revocation`] refuses
 //! certificates on the deny-list, on both ends of a connection; [`public_state`] fills a
 //! new (replaced) appliance's empty store with its peers' token objects, PIN records and
-//! deny-list. [`variant`] names this build (exponentiation backend, TLS provider,
+//! deny-list. [`retention`] moves audit entries past the retention from the store to export
+//! files on a schedule. [`variant`] names this build (exponentiation backend, TLS provider,
 //! allocator) and asks peers for theirs. What the appliance does not do (yet): rebuild a
 //! lost appliance's shares.
 
@@ -25,23 +26,27 @@ pub mod peers;
 pub mod public_state;
 pub mod refresh;
 pub mod refusals;
+pub mod retention;
 pub mod revocation;
 pub mod server;
 pub mod state;
 pub mod storage;
 pub mod variant;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ittc_wire::client::TlsIdentity;
+use ittc_wire::{Request, Response};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, LogFormat};
 pub use crate::error::{ApplianceError, ConfigError};
 use crate::state::State;
-use crate::storage::{AuditEntry, AuditReport, SealingKey, Storage, StorageError};
+use crate::storage::{AuditEntry, AuditHead, AuditReport, SealingKey, Storage, StorageError};
 
 /// Why the appliance could not start (or a tool could not run).
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,9 @@ pub enum StartError {
     /// The process could not be made non-dumpable.
     #[error("making the process non-dumpable (prctl PR_SET_DUMPABLE): {0}")]
     Dumpable(std::io::Error),
+    /// A running appliance was to be asked (its store being in use) and did not answer.
+    #[error("{0}")]
+    Running(String),
 }
 
 impl StartError {
@@ -158,6 +166,7 @@ pub fn run(path: &Path, allow_root: bool) -> Result<(), StartError> {
         tracing::info!(%address, index = state.config.index, variant = %state.build_variant, "appliance started");
         refresh::schedule::start(state.clone());
         public_state::start(state.clone());
+        retention::start(state.clone());
         println!("listening on {address}");
         use std::io::Write as _;
         std::io::stdout().flush()?;
@@ -166,21 +175,114 @@ pub fn run(path: &Path, allow_root: bool) -> Result<(), StartError> {
     })
 }
 
-/// `ittc-appliance audit verify`: checks the audit chain of a stopped appliance.
-pub fn verify_audit(path: &Path) -> Result<AuditReport, StartError> {
-    Ok(open_stopped(path)?.audit_verify()?)
+/// How long `ittc-appliance audit verify` waits for a running appliance's answer: it
+/// reads the whole log first (about a million entries a few seconds).
+const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Who checked the chain for `ittc-appliance audit verify`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditVerifier {
+    /// This process, in the store of a stopped appliance.
+    Store,
+    /// The running appliance at this address, asked with its own certificate.
+    Running(SocketAddr),
 }
 
-/// `ittc-appliance audit show`: the audit entries of a stopped appliance, oldest first.
-pub fn audit_entries(path: &Path) -> Result<Vec<(u64, AuditEntry)>, StartError> {
-    Ok(open_stopped(path)?.audit_entries(0, usize::MAX)?)
-}
-
-/// The store of a stopped appliance (its configuration's data folder and sealing key).
-fn open_stopped(path: &Path) -> Result<Storage, StartError> {
+/// `ittc-appliance audit verify`: checks the audit chain through the export files and the
+/// store. It opens the store of a stopped appliance; while the appliance runs (the store
+/// is locked), it asks the appliance instead (`AuditVerify` over TLS, with the
+/// appliance's own certificate from the configuration, at its `listen` address).
+pub fn verify_audit(path: &Path) -> Result<(AuditReport, AuditVerifier), StartError> {
     let config = Config::load(path)?;
+    match open_store(&config) {
+        Ok(storage) => Ok((storage.audit_verify()?, AuditVerifier::Store)),
+        Err(StartError::Storage(StorageError::Io(in_use))) => {
+            let address = local_address(&config)?;
+            let report = ask_running(&config, address).map_err(|e| {
+                StartError::Running(format!(
+                    "the store cannot be opened ({in_use}), and the running appliance at \
+                     {address} did not answer: {e}"
+                ))
+            })?;
+            Ok((report, AuditVerifier::Running(address)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Where this host reaches the appliance its configuration describes: `listen`, with a
+/// loopback address for an unspecified one.
+fn local_address(config: &Config) -> Result<SocketAddr, StartError> {
+    let mut address = config.listen;
+    if address.port() == 0 {
+        return Err(StartError::Running(
+            "the store is in use, and the configuration's listen port is 0 (chosen at \
+             start), so the running appliance cannot be asked"
+                .into(),
+        ));
+    }
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(address)
+}
+
+/// Asks the running appliance to check its chain.
+fn ask_running(config: &Config, address: SocketAddr) -> Result<AuditReport, String> {
+    let identity = tls_identity(config).map_err(|e| e.to_string())?;
+    let client = identity.client_config().map_err(|e| e.to_string())?;
+    let timeouts = ittc_wire::Timeouts {
+        connect: Duration::from_secs(5),
+        io: AUDIT_VERIFY_TIMEOUT,
+    };
+    let name = concat!(
+        "ittc-appliance ",
+        env!("CARGO_PKG_VERSION"),
+        " audit verify"
+    );
+    let mut connection =
+        ittc_wire::Connection::connect(address, config.index, client, timeouts, name)
+            .map_err(|e| e.to_string())?;
+    match connection.request(&Request::AuditVerify) {
+        Ok(Response::AuditVerified(found)) => Ok(match found.broken {
+            None => AuditReport::Intact {
+                entries: found.entries,
+                head: AuditHead {
+                    seq: found.entries,
+                    hash: found.head,
+                },
+                exported: found.exported,
+                files: found.export_files,
+            },
+            Some(broken) => AuditReport::Broken {
+                seq: broken.seq,
+                reason: broken.reason,
+            },
+        }),
+        Ok(Response::Error(e)) => Err(e.to_string()),
+        Ok(other) => Err(format!("unexpected answer: {}", other.kind())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `ittc-appliance audit show`: calls `f` on every audit entry of a stopped appliance,
+/// oldest first: those in the export files, then those in the store.
+pub fn audit_entries(path: &Path, f: impl FnMut(u64, &AuditEntry)) -> Result<(), StartError> {
+    let config = Config::load(path)?;
+    Ok(open_store(&config)?.audit_visit(f)?)
+}
+
+/// The store of a stopped appliance (its configuration's data folder, sealing key and
+/// audit export folder).
+fn open_store(config: &Config) -> Result<Storage, StartError> {
     let key = SealingKey::from_file(&config.sealing.key_file)?;
-    let options = crate::storage::StorageOptions::default();
+    let options = crate::storage::StorageOptions {
+        audit_export_dir: Some(config.audit_export_dir()),
+        ..crate::storage::StorageOptions::default()
+    };
     Ok(Storage::open(&config.data_dir, key, config.index, options)?)
 }
 

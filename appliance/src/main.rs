@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ittc_appliance::AuditVerifier;
 use ittc_appliance::storage::AuditReport;
 use ittc_appliance::variant;
 
@@ -61,14 +62,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditAction {
-    /// Check the hash chain of a stopped appliance and name the first broken entry.
+    /// Check the hash chain, through the export files and the store, and name the first
+    /// broken entry; asks the appliance itself (with its own certificate) when it runs.
     Verify {
         /// The appliance's configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Print the entries of a stopped appliance, oldest first, one per line (sequence
-    /// number, time, who, request, key, result), tab-separated.
+    /// Print the entries of a stopped appliance, oldest first (the export files', then the
+    /// store's), one per line (sequence number, time, who, request, key, result),
+    /// tab-separated.
     Show {
         /// The appliance's configuration file.
         #[arg(long, value_name = "FILE")]
@@ -111,16 +114,32 @@ fn main() -> ExitCode {
             }),
             _,
         ) => match ittc_appliance::verify_audit(&config) {
-            Ok(AuditReport::Intact { entries, head }) => {
-                println!(
-                    "audit log intact: {entries} entries, head {}",
-                    hex(&head.hash)
-                );
-                return ExitCode::SUCCESS;
-            }
-            Ok(AuditReport::Broken { seq, reason }) => {
-                eprintln!("audit log broken at entry {seq}: {reason}");
-                return ExitCode::FAILURE;
+            Ok((report, verifier)) => {
+                let by = match verifier {
+                    AuditVerifier::Store => String::new(),
+                    AuditVerifier::Running(address) => {
+                        format!(" (checked by the running appliance at {address})")
+                    }
+                };
+                return match report {
+                    AuditReport::Intact {
+                        entries,
+                        head,
+                        exported,
+                        files,
+                    } => {
+                        println!(
+                            "audit log intact: {entries} entries ({exported} of them in {files} \
+                             export files), head {}{by}",
+                            hex(&head.hash)
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    AuditReport::Broken { seq, reason } => {
+                        eprintln!("audit log broken at entry {seq}: {reason}{by}");
+                        ExitCode::FAILURE
+                    }
+                };
             }
             Err(e) => Err(e),
         },
@@ -129,17 +148,15 @@ fn main() -> ExitCode {
                 action: AuditAction::Show { config },
             }),
             _,
-        ) => ittc_appliance::audit_entries(&config).map(|entries| {
-            for (seq, e) in entries {
-                println!(
-                    "{seq}\t{}\t{}\t{}\t{}\t{}",
-                    e.time_unix_ms,
-                    e.client,
-                    e.request,
-                    e.key_id.as_deref().unwrap_or("-"),
-                    e.result
-                );
-            }
+        ) => ittc_appliance::audit_entries(&config, |seq, e| {
+            println!(
+                "{seq}\t{}\t{}\t{}\t{}\t{}",
+                e.time_unix_ms,
+                e.client,
+                e.request,
+                e.key_id.as_deref().unwrap_or("-"),
+                e.result
+            );
         }),
         (None, Some(path)) if cli.check_config => {
             ittc_appliance::check_config(&path).map(|config| {

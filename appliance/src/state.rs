@@ -62,6 +62,7 @@ impl State {
             argon2_t_cost: config.pin.argon2_t_cost,
             argon2_p_cost: config.pin.argon2_p_cost,
             cache_bytes: config.limits.store_cache_mb.saturating_mul(1 << 20),
+            audit_export_dir: Some(config.audit_export_dir()),
         };
         let storage = Storage::open(&config.data_dir, key, config.index, options)?;
         for serial in config.revoked_serials() {

@@ -12,6 +12,7 @@
 //! `main.rs` is only the command line.
 
 pub mod add;
+pub mod audit;
 pub mod cert;
 pub mod cluster;
 pub mod demo;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
 use ittc_provisioning::{
-    CliError, add, cert, demo, generate, import, init, pin, prompt, refresh, replace, reshare,
-    status, token,
+    CliError, add, audit, cert, demo, generate, import, init, pin, prompt, refresh, replace,
+    reshare, status, token,
 };
 use ittc_threshold::RsaPrivateKey;
 use ittc_wire::UserKind;
@@ -70,6 +70,11 @@ enum Command {
     Cert {
         #[command(subcommand)]
         action: CertAction,
+    },
+    /// The appliances' audit logs.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// Sign a file with SHA256-RSA-PKCS through the PKCS#11 module, as an application does
     /// (the module finds its cluster through $ITTC_PKCS11_CONFIG or its usual places).
@@ -286,6 +291,14 @@ impl Who {
             UserKind::User
         }
     }
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Every appliance checks its audit chain, through its export files and its store,
+    /// and names the first broken entry. Exit status 0 when every chain is intact, 1 when
+    /// one is broken or an appliance does not answer.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -660,6 +673,18 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let new = prompt::pin(new_pin_file.as_deref(), "new PIN: ", true)?;
             pin::change(&cluster, who.kind(), &old, &new)?;
             println!("PIN changed on {} appliances.", cluster.parties());
+        }
+        Command::Audit {
+            action: AuditAction::Verify,
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let checked = audit::verify(&cluster);
+            for c in &checked {
+                println!("{}", c.render());
+            }
+            if !checked.iter().all(audit::Checked::intact) {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Status { json } => {
             let cluster = Cluster::open(&cluster_dir)?;

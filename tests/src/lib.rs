@@ -58,6 +58,8 @@ pub struct Options {
     /// `refresh.interval` (`"0"`: no scheduled refresh, the default of the tests; a
     /// refresh then runs only when a test asks).
     pub refresh_interval: &'static str,
+    /// The body of the `[audit]` section (retention and export), if not empty.
+    pub audit: String,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             backend: None,
             keygen_min_bits: None,
             refresh_interval: "0",
+            audit: String::new(),
         }
     }
 }
@@ -197,6 +200,11 @@ impl Cluster {
                 .keygen_min_bits
                 .map(|bits| format!("\n[keygen]\nmin_bits = {bits}\n"))
                 .unwrap_or_default();
+            let audit = if options.audit.is_empty() {
+                String::new()
+            } else {
+                format!("\n[audit]\n{}\n", options.audit)
+            };
             let listen = addresses[usize::from(index) - 1];
             let peers: String = (1..=n)
                 .filter(|i| *i != index)
@@ -215,7 +223,7 @@ impl Cluster {
                  max_connections = {}\nhandshake_timeout_ms = 3000\nread_timeout_ms = 3000\nshutdown_grace_ms = 5000\n\n\
                  [pin]\nmax_failures = {}\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n\n\
                  [log]\nformat = \"{}\"\nlevel = \"info,ittc_appliance=debug\"\n\n\
-                 [refresh]\ninterval = \"{}\"\n{keygen}{peers}",
+                 [refresh]\ninterval = \"{}\"\n{keygen}{audit}{peers}",
                 hex::encode(cluster_id),
                 options.max_frame,
                 options.max_inflight_partials,
@@ -328,6 +336,14 @@ impl Cluster {
     /// The address of appliance `index` (running or not: every config names a fixed one).
     pub fn address(&self, index: u8) -> SocketAddr {
         self.appliances[usize::from(index) - 1].listen
+    }
+
+    /// The process id of appliance `index`, if it runs.
+    pub fn pid(&self, index: u8) -> Option<u32> {
+        self.appliances[usize::from(index) - 1]
+            .child
+            .as_ref()
+            .map(Child::id)
     }
 
     /// Whether appliance `index` runs.

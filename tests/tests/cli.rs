@@ -397,3 +397,22 @@ fn key_refresh_and_status_show_new_epochs_and_failures() {
     assert!(healthy, "{status}");
     running.sign_and_verify("b2", &pin, &public);
 }
+
+#[test]
+fn audit_verify_asks_every_appliance_and_fails_for_one_away() {
+    let mut running = InitCluster::new(3, 2, "");
+    let c = running.arg();
+    running.set_user_pin(b"123456");
+    let out = ok(run_ittc(&["--cluster", &c, "audit", "verify"]));
+    let intact = out
+        .lines()
+        .filter(|l| l.contains(": intact, ") && l.contains(" entries (0 in 0 export files)"))
+        .count();
+    assert_eq!(intact, 3, "{out}");
+    running.kill(3);
+    let away = run_ittc(&["--cluster", &c, "audit", "verify"]);
+    assert_eq!(away.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&away.stdout);
+    assert!(stdout.contains("appliance 3: not checked"), "{stdout}");
+    assert!(stdout.contains("appliance 1: intact"), "{stdout}");
+}

@@ -16,7 +16,7 @@ use crate::{
     RefreshStepKind, RefreshStored, Request, Response, SecretBytes, ShareRecord, StatusInfo,
     TokenObject, UserKind, WireError,
 };
-use crate::{PinRecord, PublicState, Resharing, RevokedCertificate};
+use crate::{AuditBreak, AuditVerification, PinRecord, PublicState, Resharing, RevokedCertificate};
 
 /// Tries every decoder on `data`: [`codec::decode`] as a [`Request`] and as a
 /// [`Response`], and [`read_frame_blocking`] of as many frames of each as `data` holds.
@@ -283,6 +283,7 @@ pub fn sample_requests() -> Result<Vec<Request>, Error> {
                 })
                 .collect(),
         },
+        Request::AuditVerify,
     ])
 }
 
@@ -437,6 +438,18 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
                 },
             ],
             next: Some(ObjectId(0x0102_0304_0506_0709)),
+        }),
+        Response::AuditVerified(AuditVerification {
+            entries: 1_000_042,
+            head: [0x5c; 32],
+            exported: 1_000_000,
+            export_files: 1,
+            broken: Some(AuditBreak {
+                seq: 17,
+                reason: "audit-00000000000000000000.jsonl line 19: the entry does not match \
+                         its hash"
+                    .into(),
+            }),
         }),
     ])
 }

@@ -84,7 +84,8 @@ pub use refresh::{
 };
 pub use request::{KEYGEN_EPOCH, KeygenSpec, Participant, Request, ShareRecord, UserKind};
 pub use response::{
-    HelloInfo, KeyStatus, KeygenProgress, KeygenResult, PartialResult, Response, StatusInfo,
+    AuditBreak, AuditVerification, HelloInfo, KeyStatus, KeygenProgress, KeygenResult,
+    PartialResult, Response, StatusInfo,
 };
 pub use revocation::RevokedCertificate;
 pub use secret::SecretBytes;
@@ -102,5 +103,6 @@ pub use wire_error::{ErrorCode, WireError};
 /// Version 5 changed what a partial is: `c^(s_i + i·2^L)`, whose exponent has a length
 /// independent of the share (`ittc_threshold::partial_exponent`); partials of versions 4
 /// and 5 do not combine with each other. Version 6 gave token objects versions and
-/// tombstones ([`ObjectVersion`], [`ObjectRecord`], [`ErrorCode::Superseded`]).
+/// tombstones ([`ObjectVersion`], [`ObjectRecord`], [`ErrorCode::Superseded`]) and added
+/// [`Request::AuditVerify`], the audit chain checked by a running appliance.
 pub const PROTOCOL_VERSION: u16 = 6;

@@ -277,6 +277,13 @@ pub enum Request {
         /// reach it at (an appliance prefers its own `peers` entry).
         holders: Vec<Participant>,
     },
+
+    /// Admin, or the appliance itself (its own certificate, as `ittc-appliance audit
+    /// verify` uses on the appliance's host): check the audit chain through the export
+    /// files and the store. Answered by [`crate::Response::AuditVerified`], with a broken
+    /// chain reported there rather than as an error. Takes as long as reading the whole
+    /// log does.
+    AuditVerify,
 }
 
 /// The epoch a generated key's shares are stored under (as for an imported key).
@@ -425,6 +432,7 @@ impl Request {
             Request::RevokeCertificate { .. } => "revoke_cert",
             Request::PublicState { .. } => "public_state",
             Request::ReshareKey { .. } => "reshare_key",
+            Request::AuditVerify => "audit_verify",
         }
     }
 
@@ -471,7 +479,8 @@ impl Request {
             | Request::KeygenProgress { .. }
             | Request::RefreshKey { .. }
             | Request::RefreshStep { .. }
-            | Request::RefreshProgress { .. } => Ok(()),
+            | Request::RefreshProgress { .. }
+            | Request::AuditVerify => Ok(()),
             Request::RevokeCertificate { serial, label } => {
                 check_serial(serial)?;
                 check_label(label)
@@ -584,7 +593,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            28,
+            29,
             "every variant has a sample and a distinct kind"
         );
         assert!(kinds.iter().all(|k| k.len() <= 16));
@@ -652,7 +661,8 @@ mod tests {
         assert_eq!(samples[23].kind(), "refresh_progress");
         assert_eq!(samples[24].kind(), "recover_run");
         assert_eq!(samples[26].kind(), "public_state");
-        assert_eq!(samples.last().map(Request::kind), Some("reshare_key"));
+        let last_two: Vec<_> = samples.iter().rev().take(2).map(Request::kind).collect();
+        assert_eq!(last_two, ["audit_verify", "reshare_key"]);
     }
 
     #[test]

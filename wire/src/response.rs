@@ -3,7 +3,8 @@
 use bincode::{Decode, Encode};
 
 use crate::limits::{
-    MAX_INTEGER_LEN, MAX_KEYS, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECTS, check_len, check_sharing,
+    MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, MAX_KEYS, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECTS,
+    check_len, check_sharing,
 };
 use crate::refresh::{RecoverPart, RefreshOutcome, RefreshProgress, RefreshStatus, RefreshStored};
 use crate::sync::PublicState;
@@ -50,6 +51,8 @@ pub enum Response {
     RecoverPart(RecoverPart),
     /// The answer to [`crate::Request::PublicState`]: one page.
     PublicState(PublicState),
+    /// The answer to [`crate::Request::AuditVerify`].
+    AuditVerified(AuditVerification),
 }
 
 impl Response {
@@ -70,6 +73,7 @@ impl Response {
             Response::RefreshProgress(_) => "refresh_progress",
             Response::RecoverPart(_) => "recover_part",
             Response::PublicState(_) => "public_state",
+            Response::AuditVerified(_) => "audit_verified",
         }
     }
 
@@ -106,8 +110,40 @@ impl Response {
                 Ok(())
             }
             Response::PublicState(state) => state.validate(),
+            Response::AuditVerified(report) => report.broken.as_ref().map_or(Ok(()), |b| {
+                check_len(
+                    b.reason.len(),
+                    MAX_ERROR_MESSAGE_LEN,
+                    "audit break reason too long",
+                )
+            }),
         }
     }
+}
+
+/// What an appliance found when it checked its audit chain ([`crate::Request::AuditVerify`]).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AuditVerification {
+    /// How many entries the chain has (the head's sequence number).
+    pub entries: u64,
+    /// The hash of the last entry (32 zero bytes for an empty log).
+    pub head: [u8; 32],
+    /// How many of the entries (the oldest) are in export files; 0 for a broken chain.
+    pub exported: u64,
+    /// How many export files hold them; 0 for a broken chain.
+    pub export_files: u64,
+    /// The first break, if the chain is broken.
+    pub broken: Option<AuditBreak>,
+}
+
+/// Where an audit chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AuditBreak {
+    /// The first broken or missing entry's sequence number.
+    pub seq: u64,
+    /// What is wrong (and in which export file and line), at most
+    /// [`MAX_ERROR_MESSAGE_LEN`] bytes.
+    pub reason: String,
 }
 
 /// Who answered a `Hello`.
@@ -322,7 +358,7 @@ mod tests {
         kinds.dedup();
         assert_eq!(
             kinds.len(),
-            14,
+            15,
             "every variant has a sample and a distinct kind"
         );
     }
@@ -347,7 +383,8 @@ mod tests {
         assert_eq!(samples[8].kind(), "keygen_progress");
         assert_eq!(samples[11].kind(), "refresh_progress");
         assert_eq!(samples[12].kind(), "recover_part");
-        assert_eq!(samples.last().map(Response::kind), Some("public_state"));
+        assert_eq!(samples[13].kind(), "public_state");
+        assert_eq!(samples.last().map(Response::kind), Some("audit_verified"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! every other request on tokio's blocking pool (PIN hashes, key generation, flushes).
 
 mod admin;
+mod audit;
 mod hello;
 mod keygen;
 mod login;
@@ -182,7 +183,7 @@ fn audited(request: &Request) -> Option<Option<String>> {
             Some(Some(format!("certificate {}", hex::encode(serial))))
         }
         // PIN verifiers leave the appliance: every page is recorded.
-        Request::PublicState { .. } => Some(None),
+        Request::PublicState { .. } | Request::AuditVerify => Some(None),
     }
 }
 
@@ -371,6 +372,11 @@ fn respond(
         }
         Request::PublicState { from } if matches!(role, Role::Appliance(_)) => {
             public_state::handle_public_state(state, from)
+        }
+        // The admin, or this appliance's own certificate: `ittc-appliance audit verify` on
+        // the appliance's host, which holds its key and configuration.
+        Request::AuditVerify if admin || role == Role::Appliance(state.config.index) => {
+            audit::handle_verify(state)
         }
         _ => Err(forbidden()),
     }

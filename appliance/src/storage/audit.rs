@@ -17,11 +17,13 @@
 //! is adopted at the next start if it links. Appends are serialized by a mutex around the
 //! cached head and read nothing from the chain.
 
+use std::path::Path;
 use std::sync::MutexGuard;
 
 use bincode::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
+use super::audit_export::{ExportDir, FileReader, list_files, load_base};
 use super::error::SledResultExt;
 use super::{PendingFlush, Storage, StorageError, codec};
 
@@ -73,6 +75,10 @@ pub enum AuditReport {
         entries: u64,
         /// The verified head.
         head: AuditHead,
+        /// How many of them are in export files (the first ones).
+        exported: u64,
+        /// How many export files hold them.
+        files: u64,
     },
     /// The chain is broken; `seq` is the first entry found broken.
     Broken {
@@ -85,21 +91,104 @@ pub enum AuditReport {
 
 /// An entry as stored, under the key `seq` (8 bytes, big-endian).
 #[derive(Encode, Decode)]
-struct StoredEntry {
-    seq: u64,
-    prev: [u8; 32],
-    hash: [u8; 32],
-    entry: AuditEntry,
+pub(super) struct StoredEntry {
+    pub(super) seq: u64,
+    pub(super) prev: [u8; 32],
+    pub(super) hash: [u8; 32],
+    pub(super) entry: AuditEntry,
 }
 
 /// `SHA-256(prev || encode(seq, entry))`.
-fn chain_hash(prev: &[u8; 32], seq: u64, entry: &AuditEntry) -> Result<[u8; 32], StorageError> {
+pub(super) fn chain_hash(
+    prev: &[u8; 32],
+    seq: u64,
+    entry: &AuditEntry,
+) -> Result<[u8; 32], StorageError> {
     let body = codec::encode(&(seq, entry))?;
     Ok(Sha256::new()
         .chain_update(prev)
         .chain_update(&body)
         .finalize()
         .into())
+}
+
+fn broken(seq: u64, reason: String) -> AuditReport {
+    AuditReport::Broken { seq, reason }
+}
+
+/// An export file's name, for reports.
+fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Checks one export file, named as starting at `named`, from the chain's position `at`
+/// on; moves `at` past its last entry. Names the first broken line.
+fn verify_file(
+    path: &Path,
+    named: u64,
+    at: &mut AuditHead,
+) -> Result<Option<AuditReport>, StorageError> {
+    let name = display_name(path);
+    let mut reader = FileReader::open(path)?;
+    let (first, prev) = match reader.header()? {
+        Ok(header) => header,
+        Err(why) => return Ok(Some(broken(at.seq, format!("{name} line 1: {why}")))),
+    };
+    if first != named {
+        let reason = format!("{name} line 1: the header says the file starts at entry {first}");
+        return Ok(Some(broken(at.seq, reason)));
+    }
+    if first > at.seq {
+        let reason = format!(
+            "entries {} to {} are missing: the next export file, {name}, starts at entry {first}",
+            at.seq,
+            first - 1
+        );
+        return Ok(Some(broken(at.seq, reason)));
+    }
+    if first < at.seq {
+        let reason = format!("{name} starts at entry {first}, which an earlier file holds");
+        return Ok(Some(broken(first, reason)));
+    }
+    if prev != at.hash {
+        let reason = format!("{name} line 1: the header does not link to the entry before it");
+        return Ok(Some(broken(first, reason)));
+    }
+    while let Some(line) = reader.entry()? {
+        let seq = at.seq;
+        let line = match line {
+            Ok(line) => line,
+            Err(why) => {
+                return Ok(Some(broken(
+                    seq,
+                    format!("{name} line {}: {why}", reader.line),
+                )));
+            }
+        };
+        if line.seq != seq {
+            let reason = format!(
+                "{name} line {} is entry {}, not {seq}",
+                reader.line, line.seq
+            );
+            return Ok(Some(broken(seq, reason)));
+        }
+        let hash = chain_hash(&at.hash, seq, &line.entry)?;
+        if hash != line.hash {
+            let reason = format!(
+                "{name} line {}: the entry does not match its hash",
+                reader.line
+            );
+            return Ok(Some(broken(seq, reason)));
+        }
+        *at = AuditHead {
+            seq: seq.saturating_add(1),
+            hash,
+        };
+    }
+    Ok(None)
 }
 
 /// The stored head, or the genesis head for an empty log.
@@ -233,62 +322,169 @@ impl Storage {
         load_head(&self.inner.meta)
     }
 
-    /// Reads the whole chain up to the stored head and checks every link; names the
-    /// first broken entry. Entries appended while it runs are not examined.
+    /// Reads the whole chain up to the stored head, through the export files in order and
+    /// then the database from its base, and checks every link; names the first broken
+    /// entry (and the export file and line, for one in a file). Entries appended while it
+    /// runs are not examined. It first finishes an export that a crash interrupted (see
+    /// `audit_export.rs`), and no export runs while it reads.
     ///
     /// # Errors
     ///
-    /// [`StorageError::Corrupt`] if the head itself does not decode, [`StorageError::Db`].
-    /// A damaged entry is not an error but a [`AuditReport::Broken`].
+    /// [`StorageError::Corrupt`] if the head itself does not decode, [`StorageError::Io`]
+    /// if an export file cannot be read, [`StorageError::Db`]. A damaged entry, line or
+    /// file is not an error but a [`AuditReport::Broken`].
     pub fn audit_verify(&self) -> Result<AuditReport, StorageError> {
+        let export = self.inner.audit_export.as_ref();
+        let _export = export.map(ExportDir::lock);
+        if let Some(export) = export {
+            // A disagreement between the files and the database is named by the walk.
+            match self.reconcile(export.path()) {
+                Ok(_) | Err(StorageError::Corrupt(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let head = self.audit_head()?;
-        let broken = |seq, reason: String| Ok(AuditReport::Broken { seq, reason });
-        let mut prev = AuditHead::GENESIS.hash;
-        let mut expected = 0u64;
-        for item in self.inner.audit.range(..head.seq.to_be_bytes()) {
+        let base = load_base(&self.inner.meta)?;
+        let mut at = AuditHead::GENESIS;
+        let mut files = 0u64;
+        if let Some(export) = export {
+            for (named, path) in list_files(export.path())? {
+                files = files.saturating_add(1);
+                if let Some(broken) = verify_file(&path, named, &mut at)? {
+                    return Ok(broken);
+                }
+            }
+        }
+        if at.seq < base.seq {
+            return Ok(broken(
+                at.seq,
+                format!(
+                    "entries {} to {} are in no export file (the database starts at entry {})",
+                    at.seq,
+                    base.seq - 1,
+                    base.seq
+                ),
+            ));
+        }
+        if at.seq > base.seq {
+            return Ok(broken(
+                base.seq,
+                format!(
+                    "entries {} to {} are in an export file and in the database, and differ",
+                    base.seq,
+                    at.seq - 1
+                ),
+            ));
+        }
+        if at.hash != base.hash {
+            return Ok(broken(
+                base.seq.saturating_sub(1),
+                "the last exported entry does not match the database's base".into(),
+            ));
+        }
+        if let Some(broken) = self.verify_database(base, head)? {
+            return Ok(broken);
+        }
+        Ok(AuditReport::Intact {
+            entries: head.seq,
+            head,
+            exported: base.seq,
+            files,
+        })
+    }
+
+    /// Checks the entries in the database, from `base` to `head`.
+    fn verify_database(
+        &self,
+        base: AuditHead,
+        head: AuditHead,
+    ) -> Result<Option<AuditReport>, StorageError> {
+        let mut prev = base.hash;
+        let mut expected = base.seq;
+        let range = base.seq.to_be_bytes()..head.seq.to_be_bytes();
+        for item in self.inner.audit.range(range) {
             let (key, value) = item.db()?;
             let Ok(key) = <[u8; 8]>::try_from(key.as_ref()) else {
-                return broken(expected, "an entry has a malformed key".into());
+                return Ok(Some(broken(
+                    expected,
+                    "an entry has a malformed key".into(),
+                )));
             };
             let seq = u64::from_be_bytes(key);
             if seq != expected {
-                return broken(expected, format!("entry {expected} is missing"));
+                return Ok(Some(broken(
+                    expected,
+                    format!("entry {expected} is missing"),
+                )));
             }
             let Ok(stored) = codec::decode::<StoredEntry>(&value, "audit entry") else {
-                return broken(seq, "the entry does not decode".into());
+                return Ok(Some(broken(seq, "the entry does not decode".into())));
             };
             if stored.seq != seq {
-                return broken(seq, format!("the entry says it is number {}", stored.seq));
+                let reason = format!("the entry says it is number {}", stored.seq);
+                return Ok(Some(broken(seq, reason)));
             }
             if stored.prev != prev {
-                return broken(seq, "the entry does not link to the previous one".into());
+                let reason = "the entry does not link to the previous one".into();
+                return Ok(Some(broken(seq, reason)));
             }
             let hash = chain_hash(&prev, seq, &stored.entry)?;
             if hash != stored.hash {
-                return broken(seq, "the entry does not match its hash".into());
+                let reason = "the entry does not match its hash".into();
+                return Ok(Some(broken(seq, reason)));
             }
             prev = hash;
             expected = seq.saturating_add(1);
         }
         if expected != head.seq {
-            return broken(
-                expected,
-                format!("entry {expected} is missing (the head counts {})", head.seq),
-            );
+            let reason = format!("entry {expected} is missing (the head counts {})", head.seq);
+            return Ok(Some(broken(expected, reason)));
         }
         if prev != head.hash {
-            return broken(
-                head.seq.saturating_sub(1),
-                "the last entry does not match the head".into(),
-            );
+            let reason = "the last entry does not match the head".into();
+            return Ok(Some(broken(head.seq.saturating_sub(1), reason)));
         }
-        Ok(AuditReport::Intact {
-            entries: head.seq,
-            head,
-        })
+        Ok(None)
     }
 
-    /// Up to `max` entries from sequence number `from_seq` on, with their numbers.
+    /// Calls `f` on every entry, oldest first: those in the export files, then those in
+    /// the database. Checks nothing but that each line is an entry ([`Storage::audit_verify`]
+    /// checks the chain).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Corrupt`] naming the file and line of a line that is not an
+    /// entry, or for an entry in the database that does not decode; [`StorageError::Io`],
+    /// [`StorageError::Db`].
+    pub fn audit_visit(&self, mut f: impl FnMut(u64, &AuditEntry)) -> Result<(), StorageError> {
+        let export = self.inner.audit_export.as_ref();
+        let _export = export.map(ExportDir::lock);
+        if let Some(export) = export {
+            for (_, path) in list_files(export.path())? {
+                let mut reader = FileReader::open(&path)?;
+                let name = display_name(&path);
+                let at = |line: u64, why: String| {
+                    StorageError::Corrupt(format!("{name} line {line}: {why}"))
+                };
+                reader.header()?.map_err(|why| at(1, why))?;
+                while let Some(line) = reader.entry()? {
+                    let line = line.map_err(|why| at(reader.line, why))?;
+                    f(line.seq, &line.entry);
+                }
+            }
+        }
+        let base = load_base(&self.inner.meta)?;
+        for item in self.inner.audit.range(base.seq.to_be_bytes()..) {
+            let (_, value) = item.db()?;
+            let stored: StoredEntry = codec::decode(&value, "audit entry")?;
+            f(stored.seq, &stored.entry);
+        }
+        Ok(())
+    }
+
+    /// Up to `max` entries from sequence number `from_seq` on, with their numbers, from
+    /// the database (entries that went to export files are not there:
+    /// [`Storage::audit_visit`] reads those too).
     ///
     /// # Errors
     ///
@@ -345,6 +541,15 @@ mod tests {
         head
     }
 
+    fn intact(entries: u64, head: AuditHead) -> AuditReport {
+        AuditReport::Intact {
+            entries,
+            head,
+            exported: 0,
+            files: 0,
+        }
+    }
+
     fn broken_at(storage: &Storage) -> u64 {
         match storage.audit_verify().unwrap() {
             AuditReport::Broken { seq, .. } => seq,
@@ -359,17 +564,11 @@ mod tests {
         assert_eq!(storage.audit_head().unwrap(), AuditHead::GENESIS);
         assert_eq!(
             storage.audit_verify().unwrap(),
-            AuditReport::Intact {
-                entries: 0,
-                head: AuditHead::GENESIS
-            }
+            intact(0, AuditHead::GENESIS)
         );
         let head = append(&storage, 0..10);
         assert_eq!(storage.audit_head().unwrap(), head);
-        assert_eq!(
-            storage.audit_verify().unwrap(),
-            AuditReport::Intact { entries: 10, head }
-        );
+        assert_eq!(storage.audit_verify().unwrap(), intact(10, head));
         let entries = storage.audit_entries(3, 4).unwrap();
         assert_eq!(entries, (3..7).map(|i| (i, entry(i))).collect::<Vec<_>>());
         assert_eq!(storage.audit_entries(9, 100).unwrap().len(), 1);
@@ -501,13 +700,7 @@ mod tests {
         assert_eq!(stored.prev, head.hash);
         drop(storage);
         let storage = open(dir.path(), 1);
-        assert_eq!(
-            storage.audit_verify().unwrap(),
-            AuditReport::Intact {
-                entries: 9,
-                head: later
-            }
-        );
+        assert_eq!(storage.audit_verify().unwrap(), intact(9, later));
     }
 
     /// Writes entry `head.seq` the way an append does, without storing the head: the
@@ -540,13 +733,7 @@ mod tests {
         assert_eq!(adopted.seq, 5);
         assert_eq!(adopted.hash, chain_hash(&head.hash, 4, &entry(4)).unwrap());
         let later = append(&storage, 5..7);
-        assert_eq!(
-            storage.audit_verify().unwrap(),
-            AuditReport::Intact {
-                entries: 7,
-                head: later
-            }
-        );
+        assert_eq!(storage.audit_verify().unwrap(), intact(7, later));
     }
 
     #[test]
@@ -581,10 +768,7 @@ mod tests {
         });
         let head = storage.audit_head().unwrap();
         assert_eq!(head.seq, 40);
-        assert_eq!(
-            storage.audit_verify().unwrap(),
-            AuditReport::Intact { entries: 40, head }
-        );
+        assert_eq!(storage.audit_verify().unwrap(), intact(40, head));
     }
 
     #[test]
@@ -627,10 +811,7 @@ mod tests {
         assert_eq!(head.seq, 22);
         drop(storage);
         let storage = open(dir.path(), 1);
-        assert_eq!(
-            storage.audit_verify().unwrap(),
-            AuditReport::Intact { entries: 22, head }
-        );
+        assert_eq!(storage.audit_verify().unwrap(), intact(22, head));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | `meta` | `appliance_index` | this appliance's index, fixed at creation |
 //! | `meta` | `key_check` | a constant sealed under the sealing key |
 //! | `meta` | `audit_head` | the audit chain's [`AuditHead`] |
+//! | `meta` | `audit_base` | the [`AuditHead`] after the last entry exported to files (`audit_export.rs`); absent while none is |
 //! | `keys` | key id | a key's public part: label, modulus, public exponent, threshold, parties, active epoch (none until the first commit) and pending epoch |
 //! | `shares` | key id length (1 byte), key id, epoch (8 bytes) | the share of that epoch, sealed |
 //! | `pins` | 0 (user) or 1 (security officer) | the PIN's Argon2id PHC string, failure count, lock flag |
@@ -21,7 +22,10 @@
 //! | `object_versions` | object id (8 bytes) | the object's [`ittc_wire::ObjectVersion`]; with no object in `objects`, a tombstone (none for an object stored before versions) |
 //! | `revoked` | certificate serial (big-endian, no leading zero byte) | the deny-list entry's label and time |
 //! | `meta` | `public_state_taking` | present while the public state is being taken from a peer (`public_state.rs`) |
-//! | `audit` | sequence number (8 bytes) | an [`AuditEntry`] with its sequence number, previous hash and hash |
+//! | `audit` | sequence number (8 bytes) | an [`AuditEntry`] with its sequence number, previous hash and hash; from the base on |
+//!
+//! Audit entries past the retention leave the database for JSON-lines files in the export
+//! folder ([`StorageOptions::audit_export_dir`]; `audit_export.rs` has the format).
 //!
 //! # What is sealed
 //!
@@ -49,7 +53,10 @@
 //! disk). Multi-record changes (a share with its key record, a commit with the erasure of
 //! the previous share, a PIN failure count with its lock) are sled transactions, so a
 //! crash leaves all or none of them; an audit entry and the head after it are two writes,
-//! and an entry whose head a crash lost is adopted at the next start (see `audit.rs`).
+//! and an entry whose head a crash lost is adopted at the next start (see `audit.rs`). An
+//! audit export `fsync`s its file lines before the transaction that removes those entries
+//! and moves the base, and finishes an export that a crash interrupted before it does
+//! anything else (see `audit_export.rs`).
 //! [`Storage::check_pin`] counts an attempt as a failure and flushes that *before* it
 //! computes the hash, and clears it again when the PIN is right: an attempt interrupted by
 //! a crash (or a power cut timed by an attacker) counts as a failure, and parallel attempts
@@ -60,7 +67,9 @@
 //! [`Storage`] is cheap to clone (an `Arc`), `Send` and `Sync`; the daemon calls it from
 //! many threads. Read-modify-write sequences are transactions. Audit appends are serialized
 //! by a mutex around the cached head (no chain reads); the flush happens after the mutex is
-//! released, so concurrent appends share `fsync`s.
+//! released, so concurrent appends share `fsync`s. Audit exports and verifications are
+//! serialized by a lock of their own, which appends never take; an export takes the head
+//! mutex only to copy the head.
 //!
 //! # What this module does not do
 //!
@@ -81,6 +90,7 @@
 //!   the head elsewhere (the status response reports it) to detect that.
 
 mod audit;
+mod audit_export;
 mod codec;
 mod epoch_keys;
 mod epochs;
@@ -97,12 +107,13 @@ mod test_support;
 
 use core::fmt;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
+pub use audit_export::{ExportOutcome, ExportPolicy};
 pub use error::StorageError;
 pub use keys::{EpochSecret, EpochSharing, EpochSlot, KeyInfo, Leaving, RefreshOrigin, ShareInput};
 #[doc(hidden)]
@@ -147,6 +158,10 @@ pub struct StorageOptions {
     /// The most the database keeps cached in memory, bytes (default 64 MiB; sled's own
     /// default, 1 GiB, would let the resident size grow with the audit log).
     pub cache_bytes: u64,
+    /// The folder of the audit export files ([`Storage::audit_export`] writes them,
+    /// [`Storage::audit_verify`] reads them); `None`: the store exports nothing, and its
+    /// chain must start in the database.
+    pub audit_export_dir: Option<PathBuf>,
 }
 
 impl Default for StorageOptions {
@@ -157,6 +172,7 @@ impl Default for StorageOptions {
             argon2_t_cost: argon2::Params::DEFAULT_T_COST,
             argon2_p_cost: argon2::Params::DEFAULT_P_COST,
             cache_bytes: 64 << 20,
+            audit_export_dir: None,
         }
     }
 }
@@ -189,6 +205,8 @@ struct Inner {
     pin_params: argon2::Params,
     /// The audit head, cached; appends hold this lock (see the module docs).
     audit_head: Mutex<AuditHead>,
+    /// The audit export folder and its lock, if the store has one.
+    audit_export: Option<audit_export::ExportDir>,
     /// Held through each PIN check (`pin.rs`): one at a time.
     pin_check: Mutex<()>,
 }
@@ -253,6 +271,7 @@ impl Storage {
             max_pin_failures: opts.max_pin_failures,
             pin_params,
             audit_head: Mutex::new(AuditHead::GENESIS),
+            audit_export: opts.audit_export_dir.map(audit_export::ExportDir::new),
             pin_check: Mutex::new(()),
         };
         let schema = inner.initialize_or_check()?;
