@@ -1,8 +1,9 @@
 //! The built `libittc_pkcs11.so` called the way a careless C application calls it: random
 //! sequences of `C_` calls with random arguments (NULL pointers, short buffers, stale and
 //! foreign handles, calls in the wrong session state), from one thread and from several at
-//! once, against a real 2-of-3 cluster. Nothing may crash or hang, and every return code
-//! must be one that PKCS#11 v2.40 lists for the function that returned it ([`allowed`]).
+//! once, and across a `fork`, against a real 2-of-3 cluster. Nothing may crash or hang,
+//! and every return code must be one that PKCS#11 v2.40 lists for the function that
+//! returned it ([`allowed`]).
 //!
 //! The calls go through the module's own `CK_FUNCTION_LIST`, not the `cryptoki` crate,
 //! whose safe API cannot pass a NULL pointer or a short buffer. Calling C functions is
@@ -1184,4 +1185,157 @@ fn random_c_call_sequences_from_four_threads_get_only_allowed_codes_body() {
     reset(&m);
     let session = fx.user_session();
     find_one(&session, ObjectClass::PRIVATE_KEY);
+}
+
+#[test]
+fn a_forked_child_initializes_again_and_the_parent_carries_on() {
+    isolated(
+        "a_forked_child_initializes_again_and_the_parent_carries_on",
+        a_forked_child_initializes_again_and_the_parent_carries_on_body,
+    );
+}
+
+/// What the child of the fork does: its inherited session is not its own, calls before
+/// `C_Initialize` get allowed codes, and after it the token works.
+fn after_fork(m: &Module, keys: &Keys, inherited: CK_SESSION_HANDLE) -> Result<(), TestCaseError> {
+    let f = m.list;
+    // SAFETY: plain data.
+    let mut info: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a live local.
+    let rv = unsafe { f.C_GetSessionInfo.unwrap()(inherited, &raw mut info) };
+    check("C_GetSessionInfo", rv)?;
+    let mut model = Model::new(keys, true);
+    model.open.push(inherited);
+    run(
+        m,
+        &mut model,
+        &Op::SignWith {
+            session: Handle::Open(0),
+            outs: vec![Out::Large],
+        },
+    )?;
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: ptr::null_mut(),
+    };
+    // SAFETY: `args` is a live CK_C_INITIALIZE_ARGS.
+    let rv = unsafe { f.C_Initialize.unwrap()((&raw mut args).cast::<c_void>()) };
+    prop_assert_eq!(rv, CKR_OK, "C_Initialize in the child");
+    let mut model = Model::new(keys, true);
+    let ops = [
+        Op::SignWith {
+            session: Handle::Open(0),
+            outs: vec![Out::Null, Out::Short(3), Out::Large],
+        },
+        Op::DecryptWith {
+            session: Handle::Open(0),
+            outs: vec![Out::Large],
+        },
+    ];
+    play(m, &mut model, true, &ops)?;
+    // And without the randomness: the child's own session signs.
+    prop_assert!(!model.open.is_empty(), "no session in the child");
+    let h = model.open[0];
+    let rv = init(
+        f.C_SignInit.unwrap(),
+        h,
+        CKM_SHA256_RSA_PKCS,
+        false,
+        keys.private,
+    );
+    prop_assert_eq!(rv, CKR_OK, "C_SignInit in the child");
+    prop_assert_eq!(sign_once(m, h), (CKR_OK, 256), "C_Sign in the child");
+    Ok(())
+}
+
+fn a_forked_child_initializes_again_and_the_parent_carries_on_body() {
+    let fx = Fixture::new(&setup());
+    let keys = keys(&fx);
+    let m = Module::load();
+    reset(&m);
+    let mut model = Model::new(&keys, true);
+    // The parent has a session, is logged in, and has a signing operation under way.
+    play(&m, &mut model, true, &[]).unwrap();
+    let h = model.open[0];
+    let f = m.list;
+    assert_eq!(
+        init(
+            f.C_SignInit.unwrap(),
+            h,
+            CKM_SHA256_RSA_PKCS,
+            false,
+            keys.private
+        ),
+        CKR_OK
+    );
+
+    // SAFETY: the child calls the module (whose C_Initialize is made for a forked
+    // child) and leaves with _exit, running no destructor of the parent's state.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // A panic must not unwind into a second copy of the test harness.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| after_fork(&m, &keys, h)));
+        let code = match result {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => {
+                eprintln!("the forked child: {e}");
+                1
+            }
+            Err(_) => 2,
+        };
+        // SAFETY: ends the child without unwinding into the parent's test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let start = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a live local; `pid` is our child.
+        let done = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
+        if done == pid {
+            break;
+        }
+        if start.elapsed() > BUDGET {
+            // SAFETY: `pid` is our child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the forked child hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked child failed (status {status:#x})"
+    );
+
+    // The parent's operation survived the child.
+
+    assert_eq!(
+        sign_once(&m, h),
+        (CKR_OK, 256),
+        "the parent's C_Sign after the fork"
+    );
+    reset(&m);
+}
+
+/// One `C_Sign` into a large buffer: its code and the signature's length.
+fn sign_once(m: &Module, h: CK_SESSION_HANDLE) -> (CK_RV, CK_ULONG) {
+    let mut out = vec![0u8; 1024];
+    let mut out_len = out.len() as CK_ULONG;
+    let mut data = b"signed around a fork".to_vec();
+    // SAFETY: live local buffers with their lengths.
+    let rv = unsafe {
+        m.list.C_Sign.unwrap()(
+            h,
+            data.as_mut_ptr(),
+            data.len() as CK_ULONG,
+            out.as_mut_ptr(),
+            &raw mut out_len,
+        )
+    };
+    (rv, out_len)
 }
