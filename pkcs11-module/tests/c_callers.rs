@@ -420,8 +420,17 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (slot(), any::<bool>()).prop_map(|(slot, null)| Op::GetTokenInfo { slot, null }),
         2 => (
             handle(),
-            prop_oneof![4 => Just(CKU_USER), 1 => Just(CKU_SO), 1 => Just(CKU_CONTEXT_SPECIFIC), 1 => Just(7)],
-            prop_oneof![4 => Just(Pin::Right), 1 => Just(Pin::Wrong), 1 => Just(Pin::NullWithLen)],
+            prop_oneof![
+                4 => Just(CKU_USER),
+                1 => Just(CKU_SO),
+                1 => Just(CKU_CONTEXT_SPECIFIC),
+                1 => Just(7),
+            ],
+            prop_oneof![
+                4 => Just(Pin::Right),
+                1 => Just(Pin::Wrong),
+                1 => Just(Pin::NullWithLen),
+            ],
         )
             .prop_map(|(session, user, pin)| Op::Login { session, user, pin }),
         1 => handle().prop_map(Op::Logout),
@@ -438,18 +447,38 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(session, template)| Op::FindObjectsInit { session, template }),
         2 => (handle(), 0..4u64, prop::bool::weighted(0.2), prop::bool::weighted(0.2)).prop_map(
-            |(session, max, null_out, null_count)| Op::FindObjects { session, max, null_out, null_count }
+            |(session, max, null_out, null_count)| Op::FindObjects {
+                session,
+                max,
+                null_out,
+                null_count,
+            }
         ),
         1 => handle().prop_map(Op::FindObjectsFinal),
         3 => (handle(), object(), attribute(), out())
-            .prop_map(|(session, object, kind, out)| Op::GetAttributeValue { session, object, kind, out }),
+            .prop_map(|(session, object, kind, out)| Op::GetAttributeValue {
+                session,
+                object,
+                kind,
+                out,
+            }),
         2 => (handle(), mechanism(), prop::bool::weighted(0.3), object()).prop_map(
-            |(session, mechanism, null_params, key)| Op::SignInit { session, mechanism, null_params, key }
+            |(session, mechanism, null_params, key)| Op::SignInit {
+                session,
+                mechanism,
+                null_params,
+                key,
+            }
         ),
         2 => (handle(), prop_oneof![Just(0usize), Just(32), 0..300usize], out())
             .prop_map(|(session, len, out)| Op::Sign { session, len, out }),
         1 => (handle(), mechanism(), prop::bool::weighted(0.3), object()).prop_map(
-            |(session, mechanism, null_params, key)| Op::DecryptInit { session, mechanism, null_params, key }
+            |(session, mechanism, null_params, key)| Op::DecryptInit {
+                session,
+                mechanism,
+                null_params,
+                key,
+            }
         ),
         1 => (handle(), prop_oneof![Just(256usize), 0..300usize], out())
             .prop_map(|(session, len, out)| Op::Decrypt { session, len, out }),
