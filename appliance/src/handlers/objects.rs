@@ -6,6 +6,24 @@ use ittc_wire::{ObjectId, ObjectVersion, Response, TokenObject};
 use crate::error::ApplianceError;
 use crate::state::State;
 
+/// How far ahead of this appliance's clock a version's counter may be. Versions are the
+/// writers' clocks; one far in the future would make the object unchangeable for as long.
+const MAX_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Refuses a version whose counter is more than [`MAX_AHEAD_MS`] ahead of the clock.
+fn check_version(version: ObjectVersion) -> Result<(), ApplianceError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if version.counter > now.saturating_add(MAX_AHEAD_MS) {
+        return Err(ApplianceError::BadRequest(format!(
+            "object version {} is more than a day ahead of this appliance's clock",
+            version.counter
+        )));
+    }
+    Ok(())
+}
+
 /// Every object's handle and class.
 pub fn handle_list(state: &State) -> Result<Response, ApplianceError> {
     Ok(Response::Objects(state.storage.objects()?))
@@ -27,6 +45,7 @@ pub fn handle_put(
     object: &TokenObject,
     version: ObjectVersion,
 ) -> Result<Response, ApplianceError> {
+    check_version(version)?;
     state.storage.put_object(object, version)?;
     Ok(Response::Ok)
 }
@@ -37,6 +56,39 @@ pub fn handle_delete(
     handle: ObjectId,
     version: ObjectVersion,
 ) -> Result<Response, ApplianceError> {
+    check_version(version)?;
     state.storage.delete_object(handle, version)?;
     Ok(Response::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_far_in_the_future_are_refused() {
+        let now = ObjectVersion::next(None, 0);
+        assert!(check_version(now).is_ok());
+        assert!(check_version(ObjectVersion::ORIGINAL).is_ok());
+        let ahead = ObjectVersion {
+            counter: now.counter + MAX_AHEAD_MS / 2,
+            writer: 0,
+        };
+        assert!(check_version(ahead).is_ok());
+        let far = ObjectVersion {
+            counter: now.counter + 2 * MAX_AHEAD_MS,
+            writer: 0,
+        };
+        assert!(matches!(
+            check_version(far),
+            Err(ApplianceError::BadRequest(_))
+        ));
+        assert!(
+            check_version(ObjectVersion {
+                counter: u64::MAX,
+                writer: 0
+            })
+            .is_err()
+        );
+    }
 }
