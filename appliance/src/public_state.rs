@@ -13,7 +13,7 @@
 //! recovery protocol.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ittc_wire::client::Timeouts;
 use ittc_wire::limits::MAX_OBJECTS;
@@ -251,9 +251,7 @@ fn ask(
 /// Records what was taken in the audit log.
 fn audit(state: &State, from: u8, result: &str) {
     let entry = AuditEntry {
-        time_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        time_unix_ms: ittc_wire::now_unix_ms(),
         client: "self (public state)".to_owned(),
         request: "public_state_taken".to_owned(),
         key_id: Some(format!("from appliance {from}")),

@@ -8,7 +8,7 @@
 //! entries then stay in the store until the next export succeeds.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::state::State;
 
@@ -30,9 +30,7 @@ async fn run(state: Arc<State>, interval: Duration) {
     loop {
         ticker.tick().await;
         let storage = state.storage.clone();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = ittc_wire::now_unix_ms();
         let result = tokio::task::spawn_blocking(move || storage.audit_export(&policy, now))
             .await
             .map_err(|e| e.to_string())

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ittc_wire::limits::MAX_REVOKED;
 use ittc_wire::revocation::{Revocations, certificate_serial};
@@ -80,9 +80,7 @@ impl DenyList {
             return;
         }
         let entry = AuditEntry {
-            time_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            time_unix_ms: ittc_wire::now_unix_ms(),
             client: who.to_owned(),
             request: what.to_owned(),
             key_id: Some(format!("certificate {serial_hex}")),

@@ -69,9 +69,7 @@ impl State {
             let entry = ittc_wire::RevokedCertificate {
                 serial,
                 label: "from the configuration".into(),
-                revoked_unix_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                revoked_unix_ms: ittc_wire::now_unix_ms(),
             };
             storage.revoke_certificate(&entry)?;
         }

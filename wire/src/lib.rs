@@ -93,6 +93,14 @@ pub use sync::{PinRecord, PublicState};
 pub use tls::{KeyLoader, TlsCrypto, TlsIdentity};
 pub use wire_error::{ErrorCode, WireError};
 
+/// Milliseconds since the Unix epoch by the system clock (0 before it; saturating far
+/// after): the unit of every time the protocol and the stores carry.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The protocol version this crate speaks, sent in [`Request::Hello`] and answered in
 /// [`HelloInfo`]. Version 2 added proactive refresh (the additive share in
 /// [`ShareRecord`], refresh state in [`KeyStatus`], the refresh requests). Version 3 added

@@ -87,10 +87,7 @@ impl ObjectVersion {
     /// The version of a write now (by the system clock) after having read `seen`, by a
     /// writer that drew the random number `writer`: [`ObjectVersion::after`].
     pub fn next(seen: Option<ObjectVersion>, writer: u64) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self::after(seen, now, writer)
+        Self::after(seen, crate::now_unix_ms(), writer)
     }
 
     /// The version of a write after having read `seen` (`None`: the writer read no

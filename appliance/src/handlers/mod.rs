@@ -19,7 +19,7 @@ mod revocation;
 
 pub use partial::KeyMathCache;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ittc_wire::identity::Role;
 use ittc_wire::{Request, Response, UserKind};
@@ -104,9 +104,7 @@ fn audit_entry(
     result: String,
 ) -> AuditEntry {
     AuditEntry {
-        time_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        time_unix_ms: ittc_wire::now_unix_ms(),
         client: session.identity.to_string(),
         request: kind.to_owned(),
         key_id,
@@ -128,9 +126,7 @@ pub fn audit_event(
     result: &str,
 ) -> Result<(), ApplianceError> {
     state.storage.audit_append(&AuditEntry {
-        time_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        time_unix_ms: ittc_wire::now_unix_ms(),
         client: client.to_owned(),
         request: request.to_owned(),
         key_id: Some(key_id.to_string()),

@@ -12,9 +12,7 @@ const MAX_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Refuses a version whose counter is more than [`MAX_AHEAD_MS`] ahead of the clock.
 fn check_version(version: ObjectVersion) -> Result<(), ApplianceError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = ittc_wire::now_unix_ms();
     if version.counter > now.saturating_add(MAX_AHEAD_MS) {
         return Err(ApplianceError::BadRequest(format!(
             "object version {} is more than a day ahead of this appliance's clock",

@@ -2,8 +2,6 @@
 //! old one). The server refuses what is on it (`server.rs`), and so does every
 //! connection this appliance opens to a peer ([`crate::revocation::DenyList`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use ittc_wire::{Response, RevokedCertificate};
 
 use crate::error::ApplianceError;
@@ -18,9 +16,7 @@ pub fn handle_revoke(
     let entry = RevokedCertificate {
         serial,
         label,
-        revoked_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        revoked_unix_ms: ittc_wire::now_unix_ms(),
     };
     let serial = hex::encode(&entry.serial);
     if state.storage.revoke_certificate(&entry)? {

@@ -9,9 +9,7 @@ use ittc_wire::KeyId;
 use sled::Transactional;
 
 use super::error::{SledResultExt, TxError, abort};
-use super::keys::{
-    Leaving, RefreshOrigin, ShareInput, StoredKey, StoredShare, now_unix_ms, share_key,
-};
+use super::keys::{Leaving, RefreshOrigin, ShareInput, StoredKey, StoredShare, share_key};
 use super::{Storage, StorageError, codec};
 
 /// A refresh step's check of the session it belongs to: the one recorded with the
@@ -65,7 +63,7 @@ impl Storage {
     pub fn commit_epoch(&self, key_id: &KeyId, epoch: u64) -> Result<(), StorageError> {
         let id = key_id.as_bytes();
         let slot = share_key(key_id, epoch);
-        let now = now_unix_ms();
+        let now = ittc_wire::now_unix_ms();
         let erased = (&self.inner.keys, &self.inner.shares)
             .transaction(|(keys, shares)| {
                 let Some(bytes) = keys.get(id)? else {
@@ -297,7 +295,7 @@ impl Storage {
         let epoch = input.epoch;
         let slot = share_key(&input.key_id, epoch);
         let sharing = input.sharing();
-        let now = now_unix_ms();
+        let now = ittc_wire::now_unix_ms();
         let installed = (&self.inner.keys, &self.inner.shares)
             .transaction(|(keys, shares)| {
                 let mut key = match keys.get(id)? {

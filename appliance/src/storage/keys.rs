@@ -16,7 +16,6 @@
 //! epoch's own key (`epoch_keys.rs`), which erasing the epoch destroys.
 
 use core::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bincode::{Decode, Encode};
 use ittc_wire::limits::{MAX_ERROR_MESSAGE_LEN, MAX_INTEGER_LEN, MAX_LABEL_LEN};
@@ -490,13 +489,6 @@ pub(super) fn share_key(key_id: &KeyId, epoch: u64) -> Vec<u8> {
     key
 }
 
-/// Milliseconds since the Unix epoch.
-pub(super) fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Checks the sizes and the sharing parameters of a share to store.
 fn validate(input: &ShareInput) -> Result<(), StorageError> {
     let check = |ok: bool, what: &'static str| {
@@ -814,7 +806,7 @@ impl Storage {
         while !reason.is_char_boundary(cut) {
             cut -= 1;
         }
-        let failure = (now_unix_ms(), reason[..cut].to_owned());
+        let failure = (ittc_wire::now_unix_ms(), reason[..cut].to_owned());
         self.update_key(key_id, |key| {
             key.last_failure = Some(failure.clone());
             Ok(())
