@@ -479,13 +479,28 @@ fn read_pid(dir: &Path, index: u8) -> Option<u32> {
         .ok()
 }
 
+/// Whether process `pid` exists and has not exited: a killed appliance stays a zombie
+/// until its parent (often not this process) reaps it, and `kill -0` still finds it.
 fn alive(pid: u32) -> bool {
-    Command::new("kill")
+    let exists = Command::new("kill")
         .arg("-0")
         .arg(pid.to_string())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    exists && !zombie(pid)
+}
+
+/// Whether `/proc` says process `pid` is a zombie (state `Z`, after its name in
+/// parentheses); `false` where `/proc` cannot tell.
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        .is_some_and(|state| state == 'Z')
 }
 
 fn running(dir: &Path, index: u8) -> bool {
@@ -510,6 +525,22 @@ fn start(dir: &Path, index: u8, program: &Path) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_child_not_yet_reaped_is_not_alive() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(alive(child.id()));
+        child.kill().unwrap();
+        // Not reaped yet: a zombie, which `kill -0` still finds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !zombie(child.id()) {
+            assert!(std::time::Instant::now() < deadline, "never a zombie");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(child.id()));
+        child.wait().unwrap();
+        assert!(!alive(child.id()));
+    }
 
     #[test]
     fn appliance_i_runs_variant_i_where_one_is_built() {
