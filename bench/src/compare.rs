@@ -160,6 +160,7 @@ pub fn run(args: &CompareArgs, bins: &Path) -> Result<CompareReport, String> {
         seconds: args.seconds,
         floor_budget: Duration::ZERO,
         threads: vec![args.threads],
+        first_runs: 0,
     };
     let key = setup::dealer_key(2048)?;
     eprintln!(

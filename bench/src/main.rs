@@ -17,6 +17,7 @@
 //! install SoftHSM2 (`apt-get install softhsm2`). `scripts/bench` does both.
 
 mod compare;
+mod first;
 mod floor;
 mod keygen;
 mod report;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::report::{ConfigFigures, Report, Round};
+use crate::report::{ConfigFigures, FirstPair, Report, Round};
 use crate::worker::{ModuleFigures, WorkerArgs};
 
 /// Benchmark ittc through PKCS#11 against SoftHSM2 and the arithmetic floor.
@@ -52,6 +53,10 @@ enum Run {
     /// (internal) measure one module; run by the benchmark itself.
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// (internal) one fresh process's first signature, each step timed; run by the
+    /// benchmark itself.
+    #[command(hide = true)]
+    FirstSign(first::FirstArgs),
     /// Compare two builds instead: two local 2-of-3 clusters with the same RSA-2048 key,
     /// one per appliance build (and module), measured in turn round after round; prints
     /// the change of 2-thread throughput and 1-thread median with its standard error.
@@ -92,6 +97,8 @@ struct Plan {
     /// The floor's time per round.
     floor_budget: Duration,
     threads: Vec<usize>,
+    /// Fresh processes signing once, per module and round (RSA-2048 2-of-3).
+    first_runs: usize,
 }
 
 fn bin_dir() -> Result<PathBuf, String> {
@@ -149,6 +156,7 @@ fn run(cli: &Cli) -> Result<Report, String> {
                 seconds: 0.6,
                 floor_budget: Duration::from_millis(300),
                 threads: vec![1, 2, 4, 16],
+                first_runs: 5,
             },
             variants::VariantPlan {
                 rounds: 3,
@@ -165,6 +173,7 @@ fn run(cli: &Cli) -> Result<Report, String> {
                 seconds: 1.0,
                 floor_budget: Duration::from_millis(500),
                 threads: vec![1, 2, 4, 16],
+                first_runs: 10,
             },
             variants::VariantPlan {
                 rounds: 5,
@@ -212,10 +221,28 @@ fn run(cli: &Cli) -> Result<Report, String> {
                 (round == 1).then_some(bits),
                 &plan,
             )?;
+            // What a process that signs once and exits pays, at the headline size.
+            let first = if (bits, k, n) == (2048, 2, 3) {
+                Some(FirstPair {
+                    ittc: first::measure(
+                        &module,
+                        ("ITTC_PKCS11_CONFIG", &cluster.appliances.config()),
+                        plan.first_runs,
+                    )?,
+                    softhsm: first::measure(
+                        Path::new(setup::SOFTHSM_MODULE),
+                        ("SOFTHSM2_CONF", &hsm.config()),
+                        plan.first_runs,
+                    )?,
+                })
+            } else {
+                None
+            };
             rounds.push(Round {
                 ittc,
                 softhsm,
                 floor,
+                first,
             });
         }
         configs.push(ConfigFigures::new(bits, k, n, rounds));
@@ -250,23 +277,25 @@ fn finish<R: serde::Serialize>(
     }
 }
 
+/// A child's figures on standard output as one JSON line, or its error on standard error.
+fn child_output<T: serde::Serialize>(figures: Result<T, String>) -> ExitCode {
+    match figures.and_then(|f| serde_json::to_string(&f).map_err(|e| e.to_string())) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Run::Worker(args)) => {
-            match worker::run(args)
-                .and_then(|f| serde_json::to_string(&f).map_err(|e| e.to_string()))
-            {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some(Run::Worker(args)) => child_output(worker::run(args)),
+        Some(Run::FirstSign(args)) => child_output(first::run(args)),
         Some(Run::Compare(args)) => {
             let report = bin_dir().and_then(|bins| compare::run(args, &bins));
             finish(&cli, report, compare::CompareReport::table)

@@ -71,7 +71,7 @@ pub struct ModuleFigures {
     pub throughput: Vec<(usize, f64)>,
 }
 
-fn fail(what: &str) -> impl Fn(cryptoki::error::Error) -> String + '_ {
+pub(crate) fn fail(what: &str) -> impl Fn(cryptoki::error::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
@@ -129,7 +129,11 @@ fn latencies<const N: usize>(
     }))
 }
 
-fn find(session: &Session, class: ObjectClass, id: &[u8]) -> Result<ObjectHandle, String> {
+pub(crate) fn find(
+    session: &Session,
+    class: ObjectClass,
+    id: &[u8],
+) -> Result<ObjectHandle, String> {
     session
         .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
         .map_err(fail("C_FindObjects"))?
