@@ -265,6 +265,9 @@ pub struct PinPolicy {
     pub argon2_t_cost: u32,
     /// Argon2id lanes.
     pub argon2_p_cost: u32,
+    /// Seconds a login's PIN, once proven by the hash, is accepted again without it; 0
+    /// never (storage's `pin.rs`).
+    pub remember_s: u64,
 }
 
 impl Default for PinPolicy {
@@ -275,6 +278,7 @@ impl Default for PinPolicy {
             argon2_m_cost_kib: 19 * 1024,
             argon2_t_cost: 2,
             argon2_p_cost: 1,
+            remember_s: 300,
         }
     }
 }

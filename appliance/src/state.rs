@@ -61,6 +61,7 @@ impl State {
             argon2_m_cost_kib: config.pin.argon2_m_cost_kib,
             argon2_t_cost: config.pin.argon2_t_cost,
             argon2_p_cost: config.pin.argon2_p_cost,
+            pin_remember: std::time::Duration::from_secs(config.pin.remember_s),
             cache_bytes: config.limits.store_cache_mb.saturating_mul(1 << 20),
             audit_export_dir: Some(config.audit_export_dir()),
         };

@@ -6,14 +6,15 @@ use crate::error::ApplianceError;
 use crate::state::{Session, State};
 use crate::storage::PinCheck;
 
-/// Checks `pin` for `user` (counting failures persistently) and logs the connection in.
+/// Checks `pin` for `user` (counting failures persistently; a PIN proven recently is
+/// accepted without the hash) and logs the connection in.
 pub fn handle_login(
     state: &State,
     session: &mut Session,
     user: UserKind,
     pin: &[u8],
 ) -> Result<Response, ApplianceError> {
-    match state.storage.check_pin(user, pin)? {
+    match state.storage.check_login_pin(user, pin)? {
         PinCheck::Correct => {
             session.login = Some(user);
             Ok(Response::Ok)

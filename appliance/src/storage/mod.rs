@@ -155,6 +155,9 @@ pub struct StorageOptions {
     pub argon2_t_cost: u32,
     /// Argon2id parallelism for new PIN hashes (default 1).
     pub argon2_p_cost: u32,
+    /// How long a login's PIN, once proven by the hash, is accepted again without it
+    /// (default 5 minutes; zero: never). See `pin.rs`.
+    pub pin_remember: std::time::Duration,
     /// The most the database keeps cached in memory, bytes (default 64 MiB; sled's own
     /// default, 1 GiB, would let the resident size grow with the audit log).
     pub cache_bytes: u64,
@@ -171,6 +174,7 @@ impl Default for StorageOptions {
             argon2_m_cost_kib: argon2::Params::DEFAULT_M_COST,
             argon2_t_cost: argon2::Params::DEFAULT_T_COST,
             argon2_p_cost: argon2::Params::DEFAULT_P_COST,
+            pin_remember: std::time::Duration::from_secs(300),
             cache_bytes: 64 << 20,
             audit_export_dir: None,
         }
@@ -209,6 +213,11 @@ struct Inner {
     audit_export: Option<audit_export::ExportDir>,
     /// Held through each PIN check (`pin.rs`): one at a time.
     pin_check: Mutex<()>,
+    /// The PINs proven recently (`pin.rs`).
+    remembered: Mutex<pin::Remembered>,
+    /// Argon2id verifications so far, for the tests of the PINs remembered.
+    #[cfg(test)]
+    pin_hashes: std::sync::atomic::AtomicU32,
 }
 
 impl Storage {
@@ -273,6 +282,9 @@ impl Storage {
             audit_head: Mutex::new(AuditHead::GENESIS),
             audit_export: opts.audit_export_dir.map(audit_export::ExportDir::new),
             pin_check: Mutex::new(()),
+            remembered: Mutex::new(pin::Remembered::new(opts.pin_remember)),
+            #[cfg(test)]
+            pin_hashes: std::sync::atomic::AtomicU32::new(0),
         };
         let schema = inner.initialize_or_check()?;
         let head = audit::recover_head(&inner.audit, &inner.meta)?;

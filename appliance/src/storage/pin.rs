@@ -13,11 +13,30 @@
 //! correct attempts in parallel, a client opening several connections at once, would
 //! each count the others' pending attempts as failures, and enough of them would lock
 //! the PIN although every one was right.
+//!
+//! # A PIN proven recently
+//!
+//! A login ([`Storage::check_login_pin`]) that Argon2id has just proven right is
+//! remembered for `pin.remember_s` (default 300 s): the same PIN for the same user kind is
+//! then accepted again without the hash, so that a tool that starts a new process for
+//! each signature (`openssl ca`, ssh) does not pay the hash on every appliance each time.
+//! What is remembered is an HMAC-SHA256 tag of the PIN under a random key of this process,
+//! in memory only, and a digest of the verifier it was proven against. A remembered PIN
+//! counts only while the stored verifier is the same, unlocked and with no failure since;
+//! any other PIN takes the counted, slow path, and a wrong one or a lock forgets what was
+//! remembered for that user kind, as does setting the PIN. So guessing costs what it cost
+//! before, and the disk holds nothing new (docs/security.md, "PINs").
+
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::Error as HashError;
 use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
 use bincode::{Decode, Encode};
+use hmac::{Hmac, KeyInit, Mac};
 use ittc_wire::{PinRecord, SecretBytes, UserKind};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use super::error::{SledResultExt, TxError, abort};
 use super::{Storage, StorageError, codec};
@@ -78,6 +97,96 @@ enum Admission {
     },
 }
 
+/// The PINs proven recently, one per user kind (see the module docs).
+pub(super) struct Remembered {
+    /// This process's key for the tags; never stored, zeroized on drop.
+    key: Zeroizing<[u8; 32]>,
+    /// How long a proof counts; zero: nothing is remembered.
+    ttl: Duration,
+    /// By [`pin_key`]: the user, then the security officer.
+    entries: [Option<Proof>; 2],
+}
+
+/// One PIN proven by the slow check.
+struct Proof {
+    /// HMAC-SHA256 of the PIN under [`Remembered::key`].
+    tag: Zeroizing<[u8; 32]>,
+    /// SHA-256 of the verifier (PHC string) it was proven against.
+    verifier: [u8; 32],
+    /// When it stops counting.
+    until: Instant,
+}
+
+impl Remembered {
+    /// Nothing remembered yet; proofs count for `ttl`.
+    pub(super) fn new(ttl: Duration) -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::fill(&mut key[..]);
+        Self {
+            key,
+            ttl,
+            entries: [None, None],
+        }
+    }
+
+    fn tag(&self, pin: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key[..])
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(pin);
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
+    fn slot(&mut self, user: UserKind) -> &mut Option<Proof> {
+        let [user_slot, officer_slot] = &mut self.entries;
+        match user {
+            UserKind::User => user_slot,
+            UserKind::SecurityOfficer => officer_slot,
+        }
+    }
+
+    /// Whether `pin` is the PIN proven last for `user`, within the time, against a
+    /// verifier whose digest is `verifier` (computed only if a proof is at hand).
+    fn proves(
+        &mut self,
+        user: UserKind,
+        pin: &[u8],
+        verifier: impl FnOnce() -> Option<[u8; 32]>,
+    ) -> bool {
+        let tag = self.tag(pin);
+        let slot = self.slot(user);
+        let Some(proof) = slot else {
+            return false;
+        };
+        if Instant::now() >= proof.until {
+            *slot = None;
+            return false;
+        }
+        if !bool::from(proof.tag[..].ct_eq(&tag[..])) {
+            return false;
+        }
+        verifier().is_some_and(|v| v == proof.verifier)
+    }
+
+    fn remember(&mut self, user: UserKind, pin: &[u8], phc: &str) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let Some(until) = Instant::now().checked_add(self.ttl) else {
+            return;
+        };
+        let proof = Proof {
+            tag: self.tag(pin),
+            verifier: Sha256::digest(phc.as_bytes()).into(),
+            until,
+        };
+        *self.slot(user) = Some(proof);
+    }
+
+    fn forget(&mut self, user: UserKind) {
+        *self.slot(user) = None;
+    }
+}
+
 fn pin_key(user: UserKind) -> [u8; 1] {
     match user {
         UserKind::User => [0],
@@ -116,7 +225,15 @@ impl Storage {
                 Ok::<_, TxError>(())
             })
             .db()?;
+        self.remembered().forget(user);
         self.flush()
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.inner
+            .remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Checks a PIN (see the module docs for the counting rules).
@@ -127,13 +244,52 @@ impl Storage {
     ///
     /// [`StorageError::Corrupt`] if the stored hash is unreadable, [`StorageError::Db`].
     pub fn check_pin(&self, user: UserKind, pin: &[u8]) -> Result<PinCheck, StorageError> {
-        let key = pin_key(user);
+        let _one_at_a_time = self.one_pin_check();
+        Ok(self.check_pin_slowly(user, pin)?.0)
+    }
+
+    /// [`Storage::check_pin`] for a login: a PIN proven recently is accepted without the
+    /// hash (see the module docs); one proven now is remembered.
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::check_pin`].
+    pub fn check_login_pin(&self, user: UserKind, pin: &[u8]) -> Result<PinCheck, StorageError> {
+        let _one_at_a_time = self.one_pin_check();
         let max = self.inner.max_pin_failures;
-        let _one_at_a_time = self
-            .inner
+        let proven = self.remembered().proves(user, pin, || {
+            let bytes = self.inner.pins.get(pin_key(user)).ok()??;
+            let record: StoredPin = codec::decode(&bytes, "PIN record").ok()?;
+            (!record.is_locked(max) && record.failures == 0)
+                .then(|| Sha256::digest(record.phc.as_bytes()).into())
+        });
+        if proven {
+            return Ok(PinCheck::Correct);
+        }
+        let (check, phc) = self.check_pin_slowly(user, pin)?;
+        if let (PinCheck::Correct, Some(phc)) = (check, phc) {
+            self.remembered().remember(user, pin, &phc);
+        }
+        Ok(check)
+    }
+
+    fn one_pin_check(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
             .pin_check
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The counted check, under the lock of [`Storage::one_pin_check`]; with a correct
+    /// PIN, also the verifier it was checked against. Anything but a correct PIN forgets
+    /// the PIN remembered for `user`.
+    fn check_pin_slowly(
+        &self,
+        user: UserKind,
+        pin: &[u8],
+    ) -> Result<(PinCheck, Option<String>), StorageError> {
+        let key = pin_key(user);
+        let max = self.inner.max_pin_failures;
         let admission = self
             .inner
             .pins
@@ -155,20 +311,32 @@ impl Storage {
             })
             .db()?;
         let (phc, failures) = match admission {
-            Admission::NotSet => return Ok(PinCheck::NotSet),
-            Admission::Locked => return Ok(PinCheck::Locked),
             Admission::Counted { phc, failures } => (phc, failures),
+            Admission::NotSet => {
+                self.remembered().forget(user);
+                return Ok((PinCheck::NotSet, None));
+            }
+            Admission::Locked => {
+                self.remembered().forget(user);
+                return Ok((PinCheck::Locked, None));
+            }
         };
         self.flush()?;
 
+        #[cfg(test)]
+        self.inner
+            .pin_hashes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match Argon2::default().verify_password(pin, phc.as_str()) {
             Ok(()) => {
                 self.clear_failures(user, &phc)?;
-                Ok(PinCheck::Correct)
+                Ok((PinCheck::Correct, Some(phc)))
             }
-            Err(HashError::PasswordInvalid) => Ok(PinCheck::Incorrect {
-                remaining: max.saturating_sub(failures),
-            }),
+            Err(HashError::PasswordInvalid) => {
+                self.remembered().forget(user);
+                let remaining = max.saturating_sub(failures);
+                Ok((PinCheck::Incorrect { remaining }, None))
+            }
             Err(err) => Err(StorageError::Corrupt(format!(
                 "the stored PIN hash is unusable: {err}"
             ))),
@@ -272,6 +440,9 @@ impl Storage {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use super::super::StorageOptions;
     use super::super::test_support::*;
     use super::*;
 
@@ -327,6 +498,112 @@ mod tests {
             "{outcomes:?}"
         );
         assert_eq!(storage.pin_status(USER).unwrap(), status(true, 0, false));
+    }
+
+    fn hashes(storage: &Storage) -> u32 {
+        storage
+            .inner
+            .pin_hashes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn remembering(dir: &Path, ttl: Duration) -> Storage {
+        let options = StorageOptions {
+            pin_remember: ttl,
+            ..test_options()
+        };
+        try_open(dir, TEST_KEY, 1, options).unwrap()
+    }
+
+    #[test]
+    fn a_login_pin_proven_recently_is_accepted_without_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = remembering(dir.path(), Duration::from_secs(300));
+        storage.set_pin(USER, b"right").unwrap();
+        storage.set_pin(SO, b"officer").unwrap();
+        let correct = PinCheck::Correct;
+        assert_eq!(storage.check_login_pin(USER, b"right").unwrap(), correct);
+        assert_eq!(hashes(&storage), 1);
+        for _ in 0..5 {
+            assert_eq!(storage.check_login_pin(USER, b"right").unwrap(), correct);
+        }
+        assert_eq!(hashes(&storage), 1);
+        // Another PIN, or the other user kind, is not what was proven.
+        let wrong = storage.check_login_pin(USER, b"wrong").unwrap();
+        assert_eq!(wrong, PinCheck::Incorrect { remaining: 2 });
+        assert_eq!(storage.check_login_pin(SO, b"right").unwrap(), wrong);
+        assert_eq!(hashes(&storage), 3);
+        // The wrong PIN counted and made the appliance forget: the right one pays again
+        // (and clears the count), then is remembered again.
+        assert_eq!(storage.pin_status(USER).unwrap(), status(true, 1, false));
+        assert_eq!(storage.check_login_pin(USER, b"right").unwrap(), correct);
+        assert_eq!(storage.check_login_pin(USER, b"right").unwrap(), correct);
+        assert_eq!(hashes(&storage), 4);
+        assert_eq!(storage.pin_status(USER).unwrap(), status(true, 0, false));
+        // The plain check (a PIN change's) never takes the shortcut.
+        assert_eq!(storage.check_pin(USER, b"right").unwrap(), correct);
+        assert_eq!(hashes(&storage), 5);
+        // A new PIN: the old one is not accepted, whatever was remembered.
+        assert_eq!(storage.check_login_pin(USER, b"right").unwrap(), correct);
+        storage.set_pin(USER, b"changed").unwrap();
+        let old = storage.check_login_pin(USER, b"right").unwrap();
+        assert_eq!(old, PinCheck::Incorrect { remaining: 2 });
+        // Nothing of it is in the database.
+        drop(storage);
+        let storage = remembering(dir.path(), Duration::from_secs(300));
+        assert_eq!(storage.check_login_pin(USER, b"changed").unwrap(), correct);
+        assert_eq!(hashes(&storage), 1);
+    }
+
+    #[test]
+    fn a_locked_pin_stays_locked_for_a_remembered_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = remembering(dir.path(), Duration::from_secs(300));
+        storage.set_pin(USER, b"right").unwrap();
+        assert_eq!(
+            storage.check_login_pin(USER, b"right").unwrap(),
+            PinCheck::Correct
+        );
+        for _ in 0..3 {
+            storage.check_login_pin(USER, b"wrong").unwrap();
+        }
+        assert_eq!(
+            storage.check_login_pin(USER, b"right").unwrap(),
+            PinCheck::Locked
+        );
+        assert_eq!(storage.pin_status(USER).unwrap(), status(true, 3, true));
+    }
+
+    #[test]
+    fn a_proof_counts_for_its_time_only_and_not_at_all_when_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = remembering(dir.path(), Duration::from_millis(200));
+        storage.set_pin(USER, b"right").unwrap();
+        assert_eq!(
+            storage.check_login_pin(USER, b"right").unwrap(),
+            PinCheck::Correct
+        );
+        assert_eq!(
+            storage.check_login_pin(USER, b"right").unwrap(),
+            PinCheck::Correct
+        );
+        assert_eq!(hashes(&storage), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            storage.check_login_pin(USER, b"right").unwrap(),
+            PinCheck::Correct
+        );
+        assert_eq!(hashes(&storage), 2);
+        drop(storage);
+
+        let storage = remembering(dir.path(), Duration::ZERO);
+        for _ in 0..3 {
+            assert_eq!(
+                storage.check_login_pin(USER, b"right").unwrap(),
+                PinCheck::Correct
+            );
+        }
+        assert_eq!(hashes(&storage), 3);
     }
 
     #[test]
