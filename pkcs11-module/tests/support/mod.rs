@@ -161,6 +161,9 @@ pub struct Setup {
     pub rendezvous: bool,
     /// Appliance options.
     pub options: Options,
+    /// The appliance binary, if not the one next to the test executable (the fuzz
+    /// target's).
+    pub appliance: Option<PathBuf>,
 }
 
 impl Setup {
@@ -173,6 +176,7 @@ impl Setup {
             bad: Vec::new(),
             rendezvous: false,
             options: Options::default(),
+            appliance: None,
         }
     }
 
@@ -212,6 +216,11 @@ impl Fixture {
     /// The cluster and its configuration written to `config`; the module not loaded.
     pub fn prepare(setup: &Setup, config: &Path) -> Self {
         let mut cluster = Cluster::new(setup.n, &setup.options);
+        if let Some(binary) = &setup.appliance {
+            for i in 1..=setup.n {
+                cluster.set_binary(i, binary);
+            }
+        }
         cluster.start_all();
         let rsa = Rsa::generate(2048).unwrap();
         let key = RsaPrivateKey::from_bytes(&rsa.private_key_to_pem().unwrap(), None).unwrap();
