@@ -6,7 +6,8 @@
 //! floor on the same modulus, and prints one table with the ratios. It measures in rounds,
 //! each with the floor, ittc and SoftHSM2 in turn, and pairs each ratio within its round.
 //! `--json FILE` writes the same figures. `--quick` covers RSA-2048 2-of-3 only and
-//! finishes in under a minute; the full run adds 3072 and 4096 bits and 3-of-5.
+//! finishes in under a minute; the full run adds 3072 and 4096 bits and 3-of-5;
+//! `--only BITS:K:N` picks the configurations instead.
 //! Where `scripts/variants` has built the appliance's build variants (docs/diversity.md),
 //! it also measures one partial served by each, next to the floor; `variants` measures
 //! only that. `compare` measures two appliance builds in turn instead, and `keygen` times
@@ -41,6 +42,10 @@ struct Cli {
     /// RSA-2048 2-of-3 only, short runs (under a minute).
     #[arg(long)]
     quick: bool,
+    /// Measure only this configuration, BITS:K:N (for example 2048:3:5); repeat for
+    /// several. The rounds and samples stay those of the mode (`--quick` or full).
+    #[arg(long, value_name = "BITS:K:N", value_parser = parse_config)]
+    only: Vec<(usize, u8, u8)>,
     /// Also write the figures as JSON to FILE.
     #[arg(long, value_name = "FILE", global = true)]
     json: Option<PathBuf>,
@@ -182,6 +187,10 @@ fn run(cli: &Cli) -> Result<Report, String> {
             },
         )
     };
+    let mut plan = plan;
+    if !cli.only.is_empty() {
+        plan.configs.clone_from(&cli.only);
+    }
     let bins = bin_dir()?;
     let module = bins.join("libittc_pkcs11.so");
     if !module.is_file() || !bins.join("ittc-appliance").is_file() {
@@ -275,6 +284,21 @@ fn finish<R: serde::Serialize>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `BITS:K:N`, as `--only` takes it.
+fn parse_config(text: &str) -> Result<(usize, u8, u8), String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [bits, k, n] = parts.as_slice() else {
+        return Err("BITS:K:N, for example 2048:3:5".into());
+    };
+    let bits: usize = bits.parse().map_err(|e| format!("bits: {e}"))?;
+    let k: u8 = k.parse().map_err(|e| format!("k: {e}"))?;
+    let n: u8 = n.parse().map_err(|e| format!("n: {e}"))?;
+    if ![1024, 2048, 3072, 4096].contains(&bits) || k < 2 || n < k {
+        return Err("bits 1024, 2048, 3072 or 4096, and 2 ≤ k ≤ n".into());
+    }
+    Ok((bits, k, n))
 }
 
 /// A child's figures on standard output as one JSON line, or its error on standard error.

@@ -193,6 +193,29 @@ impl ConfigFigures {
         )
     }
 
+    /// Where this machine has fewer cores than the k partials of a signature, they cannot
+    /// all run at once (on separate appliance hosts they would): the least one signature
+    /// can take here is k·partial/cores + combine, and the latency against that.
+    fn crowded_line(&self) -> String {
+        let cores = cores();
+        let k = usize::from(self.threshold);
+        if k <= cores {
+            return String::new();
+        }
+        let least = |r: &Round| k as f64 * r.floor.partial_ms / cores as f64 + r.floor.combine_ms;
+        format!(
+            "\nRSA-{} {}-of-{}: {k} partials on {cores} cores cannot all run at once on this \
+             machine. The least a signature can take here is k × partial ÷ cores + combine = \
+             {:.2} ms; the 1-thread C_Sign p50 is {:.2}× that (and {:.2}× the floor).\n",
+            self.bits,
+            self.threshold,
+            self.parties,
+            median(self.rounds.iter().map(least)),
+            self.ratio(|r| r.ittc.sign_pkcs1.p50_ms / least(r)),
+            self.ratios.latency_vs_floor,
+        )
+    }
+
     /// The median over the rounds of one per-round ratio.
     fn ratio(&self, f: impl Fn(&Round) -> f64) -> f64 {
         median(self.rounds.iter().map(f))
@@ -342,6 +365,7 @@ impl Report {
         }
         for c in &self.configs {
             out += &c.first_table();
+            out += &c.crowded_line();
         }
         match &self.variants {
             Some(v) => out += &v.table(),
