@@ -1,6 +1,7 @@
 //! Candidate shares `p_i`, `q_i` and the public sieve on `N`.
 //!
-//! Party 1 draws `p_1, q_1 ≡ 3 (mod 4)`, every other party `p_i, q_i ≡ 0 (mod 4)`, all
+//! Without the distributed sieve (`sieving.rs`, which replaces [`draw`] by its own lift of
+//! an additive share of `p mod M` and keeps the same bound and residues mod 4), party 1 draws `p_1, q_1 ≡ 3 (mod 4)`, every other party `p_i, q_i ≡ 0 (mod 4)`, all
 //! uniform below a bound `X ≈ 1.69·2^(bits/2)/n`, so that `p = Σ p_i ≡ 3 (mod 4)` and
 //! `N = p·q` lands on the requested bit length for most candidates. No party's share is
 //! larger than the others' (a larger share would tell its owner the top bits of `p`); the
@@ -11,8 +12,9 @@
 //! This module checks it publicly on `N`: `l | N` exactly when `l | p` or `l | q`, so trial
 //! division of the revealed `N` by every odd prime below the sieve bound drops the same
 //! candidates a sieve on `p` and `q` would, before anyone spends an exponentiation on them.
-//! What it does not save is the BGW evaluation of the rejected candidates (cheap, and
-//! batched); distributed sieving (Malkin–Wu–Boneh) would, and is left for later.
+//! What it does not save is the BGW evaluation of the rejected candidates; the distributed
+//! sieve does, for the primes in its `M`, and leaves this one the primes up to `n` and those
+//! between the two bounds.
 
 use num_bigint::{BigRng010, BigUint};
 use rand::CryptoRng;
