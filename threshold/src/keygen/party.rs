@@ -783,7 +783,7 @@ impl Party {
                 .to_bytes_be(),
         );
         let g = biprimality::base_vartime(n, round);
-        Ok(g.modpow(&BigUint::from_bytes_be(&exponent), n))
+        Ok(biprimality::pow(&g, &exponent, n)?)
     }
 
     /// Decodes one value modulo `n` per entry of `bounds`, each below its bound.
