@@ -96,8 +96,12 @@ use crate::{HolderShare, KeyShare, RsaPublicKey, SharingParams};
 
 /// Default number of Boneh–Franklin rounds: error below 2^-80 with the 1/2 bound per round.
 pub const DEFAULT_BIPRIMALITY_ROUNDS: u32 = 80;
-/// Default sieve bound: trial division of every `N` by the odd primes below 2^16.
-pub const DEFAULT_SIEVE_BOUND: u32 = 1 << 16;
+/// Default public sieve bound: trial division of every `N` by the odd primes below 2^14
+/// (those not in the distributed sieve's `M`). A prime `l` rejects a modulus with
+/// probability about `2/l` and saves a Boneh–Franklin exponentiation (about 2.4 ms at 2048
+/// bits), while trial division costs every modulus about 0.3 µs per prime: past about 2^14
+/// the division costs more than it saves (measured in docs/performance.md).
+pub const DEFAULT_SIEVE_BOUND: u32 = 1 << 14;
 /// Default cap on batches before giving up (about 25 times the expected number).
 pub const DEFAULT_MAX_BATCHES: u32 = 1000;
 /// Bits of the share bound that the distributed sieve's modulus `M` must leave free: `M`

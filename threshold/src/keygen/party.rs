@@ -40,6 +40,8 @@ pub struct Party {
     sieve: Sieve,
     /// `Z_M` of the distributed sieve, if it is on.
     sieve_ring: Option<Ring>,
+    /// Trial division by the primes of `M`, to draw units.
+    sieve_units: Sieve,
     round: u32,
     stats: KeygenStats,
     state: State,
@@ -183,6 +185,7 @@ impl Party {
         let sieve_ring = sieving::modulus_for(params)
             .map(|m| Ring::new(m, params.parties))
             .transpose()?;
+        let sieved = sieving::primes(params.distributed_sieve_bound, params.parties);
         let share_len = usize::try_from(share_bound.bits().div_ceil(8))
             .map_err(|_| KeygenError::Params("modulus size"))?;
         Ok(Self {
@@ -193,7 +196,8 @@ impl Party {
             share_bound,
             share_len,
             modulus_len: params.bits.div_ceil(8),
-            sieve: Sieve::new(params.sieve_bound)?,
+            sieve: Sieve::new_except(params.sieve_bound, &sieved)?,
+            sieve_units: Sieve::from_primes(&sieved),
             sieve_ring,
             round: 0,
             stats: KeygenStats::default(),
@@ -390,7 +394,7 @@ impl Party {
         let mut own = Vec::with_capacity(values);
         let mut zero = Vec::with_capacity(values);
         for _ in 0..values {
-            let a = sieving::random_unit_vartime(ring.modulus(), rng);
+            let a = sieving::random_unit_vartime(ring.modulus(), &self.sieve_units, rng);
             let shares = ring.share(&a, t, rng);
             let zeros = ring.share(&BigUint::zero(), 2 * t, rng);
             for (j, msg) in out.iter_mut().enumerate() {
