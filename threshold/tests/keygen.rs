@@ -754,15 +754,33 @@ fn messages_round_trip_through_bincode_and_secrets_are_redacted() {
 }
 
 /// Counters and times over several seeds (KEYGEN_RUNS, default 5) at KEYGEN_BITS (default
-/// 1024), all parties in this one thread: `cargo test -p ittc-threshold --test keygen
+/// 1024), all parties in this one thread, optionally with KEYGEN_SIEVE_BOUND (the
+/// distributed sieve's) and KEYGEN_PUBLIC_SIEVE_BOUND: `cargo test -p ittc-threshold --test keygen
 /// keygen_statistics -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement, not a check: several full generations"]
 fn keygen_statistics() {
     let bits = std::env::var("KEYGEN_BITS").map_or(1024, |v| v.parse().unwrap());
     let runs = std::env::var("KEYGEN_RUNS").map_or(5, |v| v.parse().unwrap());
-    let params = KeygenParams::new(bits, 65537, 3, 2).unwrap();
-    for seed in 0..runs {
-        check(&params, 1000 + seed);
+    let mut params = KeygenParams::new(bits, 65537, 3, 2).unwrap();
+    if let Ok(bound) = std::env::var("KEYGEN_SIEVE_BOUND") {
+        params.distributed_sieve_bound = bound.parse().unwrap();
     }
+    if let Ok(bound) = std::env::var("KEYGEN_PUBLIC_SIEVE_BOUND") {
+        params.sieve_bound = bound.parse().unwrap();
+    }
+    let (mut seconds, mut pairs) = (0.0, 0);
+    for seed in 0..runs {
+        let started = Instant::now();
+        let out = check(&params, 1000 + seed);
+        seconds += started.elapsed().as_secs_f64();
+        pairs += out.stats.candidates;
+    }
+    println!(
+        "distributed sieve bound {}, public {}: {:.1} s and {} pairs per key over {runs} runs",
+        params.distributed_sieve_bound,
+        params.sieve_bound,
+        seconds / runs as f64,
+        pairs / runs
+    );
 }
