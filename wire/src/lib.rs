@@ -112,5 +112,8 @@ pub fn now_unix_ms() -> u64 {
 /// independent of the share (`ittc_threshold::partial_exponent`); partials of versions 4
 /// and 5 do not combine with each other. Version 6 gave token objects versions and
 /// tombstones ([`ObjectVersion`], [`ObjectRecord`], [`ErrorCode::Superseded`]) and added
-/// [`Request::AuditVerify`], the audit chain checked by a running appliance.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// [`Request::AuditVerify`], the audit chain checked by a running appliance. Version 7
+/// changed the key-generation messages that [`Request::KeygenRound`] carries: distributed
+/// sieving adds rounds (`ittc_threshold::keygen::SieveShares`) before each batch's shares,
+/// so appliances of versions 6 and 7 cannot generate a key together.
+pub const PROTOCOL_VERSION: u16 = 7;

@@ -103,6 +103,23 @@ impl Ring {
         ((plus % &self.m) + &self.m - minus) % &self.m
     }
 
+    /// `λ_j·x mod m`, with `λ_j = (−1)^(j−1)·C(n, j)` the Lagrange coefficient at 0 of
+    /// point `j` over all `n` points: turns a point of a polynomial of degree below `n` into
+    /// an additive share of its constant term.
+    pub(crate) fn lagrange_times(&self, j: usize, x: &BigUint) -> BigUint {
+        let c = j
+            .checked_sub(1)
+            .and_then(|i| self.binomials.get(i))
+            .copied()
+            .unwrap_or(0);
+        let y = (x * c) % &self.m;
+        if j % 2 == 1 || y.is_zero() {
+            y
+        } else {
+            &self.m - y
+        }
+    }
+
     /// Appends the fixed-length big-endian encoding of `x < m`.
     pub(crate) fn encode_into(&self, x: &BigUint, out: &mut Vec<u8>) {
         encode_fixed(x, self.len, out);
@@ -177,6 +194,20 @@ mod tests {
             assert_eq!(ring.interpolate(&a), BigUint::from(1234u32));
             let prod: Vec<BigUint> = (0..n).map(|j| (&a[j] * &b[j] + &z[j]) % &m).collect();
             assert_eq!(ring.interpolate(&prod), BigUint::from(1234u32 * 5678));
+        }
+    }
+
+    #[test]
+    fn lagrange_shares_add_up_to_the_constant_term() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let m = BigUint::from(17u64 * 19 * 23 * 29 * 31 * 37);
+        for n in 3..=8 {
+            let ring = Ring::new(m.clone(), n).unwrap();
+            let points = ring.share(&BigUint::from(4321u32), n - 1, &mut rng);
+            let sum: BigUint = (1..=n)
+                .map(|j| ring.lagrange_times(j, &points[j - 1]))
+                .sum();
+            assert_eq!(sum % &m, BigUint::from(4321u32));
         }
     }
 

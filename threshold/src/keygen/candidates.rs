@@ -1,6 +1,7 @@
 //! Candidate shares `p_i`, `q_i` and the public sieve on `N`.
 //!
-//! Party 1 draws `p_1, q_1 ≡ 3 (mod 4)`, every other party `p_i, q_i ≡ 0 (mod 4)`, all
+//! Without the distributed sieve (`sieving.rs`, which replaces [`draw`] by its own lift of
+//! an additive share of `p mod M` and keeps the same bound and residues mod 4), party 1 draws `p_1, q_1 ≡ 3 (mod 4)`, every other party `p_i, q_i ≡ 0 (mod 4)`, all
 //! uniform below a bound `X ≈ 1.69·2^(bits/2)/n`, so that `p = Σ p_i ≡ 3 (mod 4)` and
 //! `N = p·q` lands on the requested bit length for most candidates. No party's share is
 //! larger than the others' (a larger share would tell its owner the top bits of `p`); the
@@ -11,8 +12,9 @@
 //! This module checks it publicly on `N`: `l | N` exactly when `l | p` or `l | q`, so trial
 //! division of the revealed `N` by every odd prime below the sieve bound drops the same
 //! candidates a sieve on `p` and `q` would, before anyone spends an exponentiation on them.
-//! What it does not save is the BGW evaluation of the rejected candidates (cheap, and
-//! batched); distributed sieving (Malkin–Wu–Boneh) would, and is left for later.
+//! What it does not save is the BGW evaluation of the rejected candidates; the distributed
+//! sieve does, for the primes in its `M`, and leaves this one the primes up to `n` and those
+//! between the two bounds.
 
 use num_bigint::{BigRng010, BigUint};
 use rand::CryptoRng;
@@ -46,41 +48,50 @@ pub(crate) struct Sieve {
 
 impl Sieve {
     /// All odd primes below `bound` (at most 2^24).
+    #[cfg(test)]
     pub(crate) fn new(bound: u32) -> Result<Self, KeygenError> {
+        Self::new_except(bound, &[])
+    }
+
+    /// All odd primes below `bound` (at most 2^24) except those in `skip` (ascending):
+    /// the public sieve leaves out the primes the distributed sieve has removed already.
+    pub(crate) fn new_except(bound: u32, skip: &[u32]) -> Result<Self, KeygenError> {
         if !(3..=1 << 24).contains(&bound) {
             return Err(KeygenError::Params("sieve bound must be in 3..=2^24"));
         }
-        let size = bound as usize;
-        let mut composite = vec![false; size];
+        let primes: Vec<u32> = super::sieving::primes(bound - 1, 0)
+            .into_iter()
+            .filter(|l| skip.binary_search(l).is_err())
+            .collect();
+        Ok(Self::from_primes(&primes))
+    }
+
+    /// Trial division by exactly `primes` (odd, each below 2^32).
+    pub(crate) fn from_primes(primes: &[u32]) -> Self {
         let mut groups: Vec<(u64, Vec<u32>)> = Vec::new();
         let mut current: (u64, Vec<u32>) = (1, Vec::new());
-        for l in (3..size).step_by(2) {
-            if composite.get(l).copied().unwrap_or(true) {
-                continue;
-            }
-            for multiple in (l * l..size).step_by(2 * l) {
-                if let Some(c) = composite.get_mut(multiple) {
-                    *c = true;
-                }
-            }
-            let l64 = l as u64;
+        for &l in primes {
+            let l64 = u64::from(l);
             if current.0 * l64 > u64::from(u32::MAX) {
                 groups.push(core::mem::replace(&mut current, (1, Vec::new())));
             }
             current.0 *= l64;
-            current.1.push(l as u32);
+            current.1.push(l);
         }
         if !current.1.is_empty() {
             groups.push(current);
         }
-        Ok(Self { groups })
+        Self { groups }
     }
 
     /// Whether `n` is even or has an odd prime factor below the bound. Public values only.
     pub(crate) fn has_small_factor_vartime(&self, n: &BigUint) -> bool {
-        if !n.bit(0) {
-            return true;
-        }
+        !n.bit(0) || self.has_factor_vartime(n)
+    }
+
+    /// Whether one of the primes divides `n` (0 included). Variable time: on a secret `n`,
+    /// the time says which group of primes first divides it.
+    pub(crate) fn has_factor_vartime(&self, n: &BigUint) -> bool {
         let words: Vec<u32> = n.iter_u32_digits().collect();
         for (product, primes) in &self.groups {
             let mut r: u64 = 0;

@@ -8,8 +8,8 @@
 //! are concatenations of such encodings. A receiving party checks every length and range
 //! before it uses a value ([`Party::step`](super::Party::step)).
 //!
-//! Messages that carry a share meant for one recipient ([`Shares`], [`Biprime`],
-//! [`Exponent`]) are secret: their `Debug` prints lengths only and they are zeroized on
+//! Messages that carry a share meant for one recipient ([`SieveShares`], [`Shares`],
+//! [`Biprime`], [`Exponent`]) are secret: their `Debug` prints lengths only and they are zeroized on
 //! drop. The others hold values every party learns anyway.
 
 use core::fmt;
@@ -42,6 +42,30 @@ pub enum Body {
     Reveal(Reveal),
     /// The trial value `x^(d_i)` and a share of `Δ·d_i`, to one party.
     Exponent(Exponent),
+    /// Shamir shares over `Z_M` of the distributed sieve of a batch, to one party (last, so
+    /// that the other variants keep their encodings).
+    Sieve(SieveShares),
+}
+
+/// Rounds "sieve" (level 0) and "reduce" (levels 1..): Shamir shares over `Z_M`
+/// (degree `t`) for the distributed sieve of batch `batch`, at the recipient's index. The
+/// batch's values are its candidates' `p` and `q` in turn (`2·batch_size` of them); `values`
+/// holds, per value, one element of `Z_M` per sharing the sender deals at this level (one
+/// at level 0: its unit `a_i`; then one per pair of sharings it multiplied), and `zero` at
+/// level 0 one element per value of a degree-`2t` sharing of zero (empty at later levels).
+/// Elements have the byte length of `M`.
+#[derive(Clone, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
+pub struct SieveShares {
+    /// Batch number, from 0.
+    #[zeroize(skip)]
+    pub batch: u32,
+    /// Level: 0 for the round "sieve", then 1, 2, … for the rounds "reduce".
+    #[zeroize(skip)]
+    pub level: u32,
+    /// Shares of the sharings the sender deals at this level, value-major.
+    pub values: Vec<u8>,
+    /// Shares of zero (level 0 only), one per value.
+    pub zero: Vec<u8>,
 }
 
 /// Round "shares": for each candidate `c` of batch `batch`, the sender's polynomials for
@@ -128,6 +152,16 @@ pub struct Exponent {
     pub share: Vec<u8>,
 }
 
+impl fmt::Debug for SieveShares {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SieveShares")
+            .field("batch", &self.batch)
+            .field("level", &self.level)
+            .field("bytes", &(self.values.len(), self.zero.len()))
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for Shares {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shares")
@@ -159,6 +193,8 @@ impl Body {
     /// The phase's name, for errors and traces.
     pub fn phase(&self) -> &'static str {
         match self {
+            Body::Sieve(s) if s.level == 0 => "sieve",
+            Body::Sieve(_) => "reduce",
             Body::Shares(_) => "shares",
             Body::Products(_) => "products",
             Body::Fermat(_) => "fermat",

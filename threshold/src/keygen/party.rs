@@ -11,10 +11,12 @@ use zeroize::Zeroizing;
 
 use super::bgw::{Ring, decode_fixed, encode_fixed};
 use super::candidates::{Sieve, draw, share_bound};
-use super::message::{Biprime, Body, Exponent, Fermat, Message, Products, Reveal, Shares};
+use super::message::{
+    Biprime, Body, Exponent, Fermat, Message, Products, Reveal, Shares, SieveShares,
+};
 use super::{
     KeygenError, KeygenOutput, KeygenParams, KeygenStats, Outgoing, Recipient, Step, biprimality,
-    exponent, sharing,
+    exponent, sharing, sieving,
 };
 use crate::{RsaPublicKey, SecretInt, SharingParams};
 
@@ -36,6 +38,10 @@ pub struct Party {
     share_len: usize,
     modulus_len: usize,
     sieve: Sieve,
+    /// `Z_M` of the distributed sieve, if it is on.
+    sieve_ring: Option<Ring>,
+    /// Trial division by the primes of `M`, to draw units.
+    sieve_units: Sieve,
     round: u32,
     stats: KeygenStats,
     state: State,
@@ -65,6 +71,26 @@ impl SignedSecret {
     }
 }
 
+/// This party's side of the distributed sieve of one batch, between its rounds.
+///
+/// The batch has `values = 2·batch` values (candidate `c`'s `p` at `2c`, its `q` at
+/// `2c + 1`); every list below is value-major.
+struct Sieving {
+    number: u32,
+    /// The level of the messages just sent: 0 for "sieve", then 1, 2, … for "reduce".
+    level: u32,
+    /// Sharings dealt per value at this level (by every party alike).
+    dealt: usize,
+    /// This party's own points of the sharings it dealt at this level, `dealt` per value.
+    own: Vec<SecretInt>,
+    /// Points of degree-`t` sharings carried to the next level unmultiplied (an odd one
+    /// out), `carried` per value.
+    carried: Vec<SecretInt>,
+    /// Per value, this party's point of its own sharing of zero (level 0), then of the sum
+    /// of all of them.
+    zero: Vec<SecretInt>,
+}
+
 /// This party's candidates of one batch.
 struct Batch {
     number: u32,
@@ -91,6 +117,7 @@ struct Chosen {
 
 enum State {
     Start,
+    Sieve(Sieving),
     Shares(Batch),
     Products(Batch, Vec<BigUint>),
     Fermat(Batch, Vec<(usize, BigUint)>, Vec<BigUint>),
@@ -111,6 +138,7 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             State::Start => "start",
+            State::Sieve(..) => "sieve",
             State::Shares(..) => "shares",
             State::Products(..) => "products",
             State::Fermat(..) => "fermat",
@@ -154,6 +182,10 @@ impl Party {
         }
         let field = Ring::new(params.field_modulus(), params.parties)?;
         let share_bound = share_bound(params.bits, params.parties);
+        let sieve_ring = sieving::modulus_for(params)
+            .map(|m| Ring::new(m, params.parties))
+            .transpose()?;
+        let sieved = sieving::primes(params.distributed_sieve_bound, params.parties);
         let share_len = usize::try_from(share_bound.bits().div_ceil(8))
             .map_err(|_| KeygenError::Params("modulus size"))?;
         Ok(Self {
@@ -164,7 +196,9 @@ impl Party {
             share_bound,
             share_len,
             modulus_len: params.bits.div_ceil(8),
-            sieve: Sieve::new(params.sieve_bound)?,
+            sieve: Sieve::new_except(params.sieve_bound, &sieved)?,
+            sieve_units: Sieve::from_primes(&sieved),
+            sieve_ring,
             round: 0,
             stats: KeygenStats::default(),
             state: State::Start,
@@ -208,6 +242,7 @@ impl Party {
             state => {
                 let bodies = self.collect(incoming)?;
                 match state {
+                    State::Sieve(sieving) => self.on_sieve(sieving, &bodies, rng)?,
                     State::Shares(batch) => self.on_shares(batch, &bodies)?,
                     State::Products(batch, own) => self.on_products(batch, own, &bodies, rng)?,
                     State::Fermat(batch, moduli, own) => {
@@ -301,7 +336,8 @@ impl Party {
         (1..=self.params.parties).filter(move |&j| j != me)
     }
 
-    /// Round "shares" of a new batch.
+    /// A new batch: round "sieve" if the distributed sieve is on, else round "shares" with
+    /// candidates drawn at random.
     fn start_batch<R: CryptoRng + ?Sized>(
         &mut self,
         rng: &mut R,
@@ -313,6 +349,277 @@ impl Party {
         }
         let number = self.stats.batches;
         self.stats.batches += 1;
+        if self.sieve_ring.is_some() {
+            return self.start_sieve(number, rng);
+        }
+        let size = self.params.batch;
+        let mut p = Vec::with_capacity(size);
+        let mut q = Vec::with_capacity(size);
+        for _ in 0..size {
+            p.push(seal(
+                &draw(self.index, &self.share_bound, rng),
+                self.share_len,
+            )?);
+            q.push(seal(
+                &draw(self.index, &self.share_bound, rng),
+                self.share_len,
+            )?);
+        }
+        self.send_shares(number, p, q, rng)
+    }
+
+    /// Round "sieve": a unit of `Z_M` per value, Shamir-shared, and a sharing of zero.
+    fn start_sieve<R: CryptoRng + ?Sized>(
+        &mut self,
+        number: u32,
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let ring = self
+            .sieve_ring
+            .as_ref()
+            .ok_or(KeygenError::Inconsistent("no sieve modulus"))?;
+        let t = self.params.corruption_bound();
+        let n = self.params.parties;
+        let values = 2 * self.params.batch;
+        let len = ring.len();
+        let me = self.index - 1;
+        let mut out: Vec<SieveShares> = (0..n)
+            .map(|_| SieveShares {
+                batch: number,
+                level: 0,
+                values: Vec::with_capacity(values * len),
+                zero: Vec::with_capacity(values * len),
+            })
+            .collect();
+        let mut own = Vec::with_capacity(values);
+        let mut zero = Vec::with_capacity(values);
+        for _ in 0..values {
+            let a = sieving::random_unit_vartime(ring.modulus(), &self.sieve_units, rng);
+            let shares = ring.share(&a, t, rng);
+            let zeros = ring.share(&BigUint::zero(), 2 * t, rng);
+            for (j, msg) in out.iter_mut().enumerate() {
+                if let (Some(x), Some(z)) = (shares.get(j), zeros.get(j)) {
+                    ring.encode_into(x, &mut msg.values);
+                    ring.encode_into(z, &mut msg.zero);
+                }
+            }
+            let (Some(x), Some(z)) = (shares.get(me), zeros.get(me)) else {
+                return Err(KeygenError::Inconsistent("own share missing"));
+            };
+            own.push(seal(x, len)?);
+            zero.push(seal(z, len)?);
+        }
+        let sieving = Sieving {
+            number,
+            level: 0,
+            dealt: 1,
+            own,
+            carried: Vec::new(),
+            zero,
+        };
+        Ok((State::Sieve(sieving), self.send_each(out, Body::Sieve)))
+    }
+
+    /// One message per other party from a list indexed by party.
+    fn send_each<T>(&self, out: Vec<T>, body: fn(T) -> Body) -> Step {
+        let mut sends = Vec::with_capacity(self.params.parties - 1);
+        for (position, item) in out.into_iter().enumerate() {
+            let j = position + 1;
+            if j != self.index {
+                sends.push(Outgoing {
+                    to: Recipient::One(j),
+                    message: self.message(body(item)),
+                });
+            }
+        }
+        Step::Send(sends)
+    }
+
+    /// Sieve shares of a level received: the points of the next level's sharings; then
+    /// either the next round "reduce" or, with two sharings left, the additive shares of
+    /// `p mod M` and `q mod M`, the candidate shares and round "shares".
+    fn on_sieve<R: CryptoRng + ?Sized>(
+        &mut self,
+        sieving: Sieving,
+        bodies: &[Option<&Body>],
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let ring = self
+            .sieve_ring
+            .clone()
+            .ok_or(KeygenError::Inconsistent("no sieve modulus"))?;
+        let m = ring.modulus();
+        let values = 2 * self.params.batch;
+        let n = self.params.parties;
+        let dealt = sieving.dealt;
+        let carried_per = sieving.carried.len() / values.max(1);
+        // points[v]: this party's points of the sharings at the next level, value v.
+        let mut points: Vec<Vec<BigUint>> = Vec::with_capacity(values);
+        let mut zero: Vec<BigUint> = sieving.zero.iter().map(open).collect();
+        if sieving.level == 0 {
+            // One sharing per party: the points are the values each party dealt.
+            for v in 0..values {
+                let mut row = vec![BigUint::zero(); n];
+                if let (Some(slot), Some(own)) = (row.get_mut(self.index - 1), sieving.own.get(v)) {
+                    *slot = open(own);
+                }
+                points.push(row);
+            }
+        } else {
+            // Each pair's product sharing is the sum of every party's resharing.
+            for v in 0..values {
+                let row: Vec<BigUint> = sieving
+                    .own
+                    .get(v * dealt..(v + 1) * dealt)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(open)
+                    .collect();
+                points.push(row);
+            }
+        }
+        for (position, body) in bodies.iter().enumerate() {
+            let from = position + 1;
+            let Some(body) = body else { continue };
+            let Body::Sieve(msg) = body else {
+                return Err(self.unexpected(from, "expected sieve shares"));
+            };
+            if msg.batch != sieving.number || msg.level != sieving.level {
+                return Err(self.unexpected(from, "sieve shares of another batch or level"));
+            }
+            let received = ring.decode_all(&msg.values, values * dealt, from)?;
+            let zero_count = if sieving.level == 0 { values } else { 0 };
+            let zeros = ring.decode_all(&msg.zero, zero_count, from)?;
+            for (z, r) in zero.iter_mut().zip(zeros) {
+                *z = (&*z + r) % m;
+            }
+            for (v, chunk) in received.chunks(dealt).enumerate() {
+                let Some(row) = points.get_mut(v) else { break };
+                if sieving.level == 0 {
+                    if let (Some(slot), Some(x)) = (row.get_mut(from - 1), chunk.first()) {
+                        *slot = x.clone();
+                    }
+                } else {
+                    for (acc, x) in row.iter_mut().zip(chunk) {
+                        *acc = (&*acc + x) % m;
+                    }
+                }
+            }
+        }
+        for (v, row) in points.iter_mut().enumerate() {
+            let carried = sieving
+                .carried
+                .get(v * carried_per..(v + 1) * carried_per)
+                .unwrap_or_default();
+            row.extend(carried.iter().map(open));
+        }
+        drop(sieving.own);
+        drop(sieving.carried);
+        let width = points.first().map_or(0, Vec::len);
+        if width > 2 {
+            return self.reduce(
+                sieving.number,
+                sieving.level + 1,
+                &ring,
+                &points,
+                &zero,
+                rng,
+            );
+        }
+        // Two sharings left: additive shares b_j of the product, then the candidates.
+        let mut p = Vec::with_capacity(self.params.batch);
+        let mut q = Vec::with_capacity(self.params.batch);
+        for (v, (row, z)) in points.iter().zip(&zero).enumerate() {
+            let (Some(x), Some(y)) = (row.first(), row.get(1)) else {
+                return Err(KeygenError::Inconsistent("sieve sharings missing"));
+            };
+            let b = ring.lagrange_times(self.index, &((x * y + z) % m));
+            let share = sieving::lift_vartime(self.index, &b, m, &self.share_bound, rng);
+            let sealed = seal(&share, self.share_len)?;
+            if v % 2 == 0 {
+                p.push(sealed);
+            } else {
+                q.push(sealed);
+            }
+        }
+        drop(points);
+        drop(zero);
+        self.send_shares(sieving.number, p, q, rng)
+    }
+
+    /// Round "reduce": for each value, the sharings at this level multiplied in pairs, each
+    /// product's additive share re-shared with degree `t`; an odd one out is carried.
+    fn reduce<R: CryptoRng + ?Sized>(
+        &mut self,
+        number: u32,
+        level: u32,
+        ring: &Ring,
+        points: &[Vec<BigUint>],
+        zero: &[BigUint],
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
+        let t = self.params.corruption_bound();
+        let n = self.params.parties;
+        let m = ring.modulus();
+        let len = ring.len();
+        let me = self.index - 1;
+        let width = points.first().map_or(0, Vec::len);
+        let dealt = width / 2;
+        let mut out: Vec<SieveShares> = (0..n)
+            .map(|_| SieveShares {
+                batch: number,
+                level,
+                values: Vec::with_capacity(points.len() * dealt * len),
+                zero: Vec::new(),
+            })
+            .collect();
+        let mut own = Vec::with_capacity(points.len() * dealt);
+        let mut carried = Vec::new();
+        for row in points {
+            for pair in row.chunks(2) {
+                let [x, y] = pair else {
+                    for x in pair {
+                        carried.push(seal(x, len)?);
+                    }
+                    continue;
+                };
+                let w = ring.lagrange_times(self.index, &((x * y) % m));
+                let shares = ring.share(&w, t, rng);
+                for (j, msg) in out.iter_mut().enumerate() {
+                    if let Some(s) = shares.get(j) {
+                        ring.encode_into(s, &mut msg.values);
+                    }
+                }
+                let s = shares
+                    .get(me)
+                    .ok_or(KeygenError::Inconsistent("own share missing"))?;
+                own.push(seal(s, len)?);
+            }
+        }
+        let zero = zero
+            .iter()
+            .map(|z| seal(z, len))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sieving = Sieving {
+            number,
+            level,
+            dealt,
+            own,
+            carried,
+            zero,
+        };
+        Ok((State::Sieve(sieving), self.send_each(out, Body::Sieve)))
+    }
+
+    /// Round "shares" of batch `number` for the candidate shares `p`, `q` (one per
+    /// candidate, sealed to the share length).
+    fn send_shares<R: CryptoRng + ?Sized>(
+        &mut self,
+        number: u32,
+        candidates_p: Vec<SecretInt>,
+        candidates_q: Vec<SecretInt>,
+        rng: &mut R,
+    ) -> Result<(State, Step), KeygenError> {
         let t = self.params.corruption_bound();
         let n = self.params.parties;
         let size = self.params.batch;
@@ -332,11 +639,9 @@ impl Party {
             own: Vec::with_capacity(size),
         };
         let zero = BigUint::zero();
-        for _ in 0..size {
-            let p = draw(self.index, &self.share_bound, rng);
-            let q = draw(self.index, &self.share_bound, rng);
-            let ps = self.field.share(&p, t, rng);
-            let qs = self.field.share(&q, t, rng);
+        for (p, q) in candidates_p.into_iter().zip(candidates_q) {
+            let ps = self.field.share(&open(&p), t, rng);
+            let qs = self.field.share(&open(&q), t, rng);
             let zs = self.field.share(&zero, 2 * t, rng);
             for (j, shares) in out.iter_mut().enumerate() {
                 if let (Some(a), Some(b), Some(c)) = (ps.get(j), qs.get(j), zs.get(j)) {
@@ -350,21 +655,11 @@ impl Party {
                 (Some(a), Some(b), Some(c)) => [seal(a, len)?, seal(b, len)?, seal(c, len)?],
                 _ => return Err(KeygenError::Inconsistent("own share missing")),
             };
-            batch.p.push(seal(&p, self.share_len)?);
-            batch.q.push(seal(&q, self.share_len)?);
+            batch.p.push(p);
+            batch.q.push(q);
             batch.own.push(own);
         }
-        let mut sends = Vec::with_capacity(n - 1);
-        for (position, shares) in out.into_iter().enumerate() {
-            let j = position + 1;
-            if j != self.index {
-                sends.push(Outgoing {
-                    to: Recipient::One(j),
-                    message: self.message(Body::Shares(shares)),
-                });
-            }
-        }
-        Ok((State::Shares(batch), Step::Send(sends)))
+        Ok((State::Shares(batch), self.send_each(out, Body::Shares)))
     }
 
     /// Shares received: the product share of every candidate, broadcast.
@@ -492,7 +787,7 @@ impl Party {
                 .to_bytes_be(),
         );
         let g = biprimality::base_vartime(n, round);
-        Ok(g.modpow(&BigUint::from_bytes_be(&exponent), n))
+        Ok(biprimality::pow(&g, &exponent, n)?)
     }
 
     /// Decodes one value modulo `n` per entry of `bounds`, each below its bound.
