@@ -539,6 +539,19 @@ fn parameters_are_validated() {
 
 /// Three parties of a small generation without the distributed sieve and their
 /// first-round messages ("shares").
+/// Every party steps on its inbox and sends; the next round's inboxes.
+fn next_round(parties: &mut [Party], inboxes: &[Inbox], rng: &mut StdRng) -> Vec<Inbox> {
+    let outgoing: Vec<(usize, Vec<Outgoing>)> = parties
+        .iter_mut()
+        .enumerate()
+        .map(|(i, p)| match p.step(&inboxes[i], rng).unwrap() {
+            Step::Send(list) => (i + 1, list),
+            Step::Done(_) => panic!(),
+        })
+        .collect();
+    route(outgoing, parties.len())
+}
+
 fn first_round() -> (KeygenParams, Vec<Party>, Vec<Inbox>, StdRng) {
     first_round_with(0)
 }
@@ -633,15 +646,7 @@ fn bad_sieve_messages_are_errors() {
     expect_error(|inbox| inbox[0].1.body = sieve.body, unexpected);
     // The reduce round checks its level and size too.
     let (_, mut parties, inboxes, mut rng) = first_round_with(100);
-    let outgoing: Vec<(usize, Vec<Outgoing>)> = parties
-        .iter_mut()
-        .enumerate()
-        .map(|(i, p)| match p.step(&inboxes[i], &mut rng).unwrap() {
-            Step::Send(list) => (i + 1, list),
-            Step::Done(_) => panic!(),
-        })
-        .collect();
-    let mut inboxes = route(outgoing, 3);
+    let mut inboxes = next_round(&mut parties, &inboxes, &mut rng);
     let reduce = sieve_of(&mut inboxes[1]);
     assert_eq!((reduce.level, reduce.zero.len()), (1, 0));
     reduce.values.truncate(reduce.values.len() - 1);
@@ -699,15 +704,7 @@ fn bad_messages_are_errors() {
 #[test]
 fn bad_products_are_errors() {
     let (_, mut parties, inboxes, mut rng) = first_round();
-    let outgoing: Vec<(usize, Vec<Outgoing>)> = parties
-        .iter_mut()
-        .enumerate()
-        .map(|(i, p)| match p.step(&inboxes[i], &mut rng).unwrap() {
-            Step::Send(list) => (i + 1, list),
-            Step::Done(_) => panic!(),
-        })
-        .collect();
-    let mut inboxes = route(outgoing, 3);
+    let mut inboxes = next_round(&mut parties, &inboxes, &mut rng);
     let Body::Products(products) = &mut inboxes[1][0].1.body else {
         panic!()
     };
