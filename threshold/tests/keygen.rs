@@ -224,6 +224,13 @@ fn check_run(params: &KeygenParams, seed: u64) -> Run {
         "p and q are prime"
     );
     assert_ne!(p, q);
+    // The public offset: the top two bits of p and q are set, so no modulus of the run had
+    // the wrong length.
+    for factor in [&p, &q] {
+        assert_eq!(factor.bits() as usize, params.bits / 2);
+        assert_eq!(factor >> (params.bits / 2 - 2), BigUint::from(3u8));
+    }
+    assert_eq!(first.stats.wrong_size, 0);
 
     // d from any k shares: e·d ≡ 1 (mod φ).
     let phi = BigInt::from((&p - 1u8) * (&q - 1u8));

@@ -115,5 +115,8 @@ pub fn now_unix_ms() -> u64 {
 /// [`Request::AuditVerify`], the audit chain checked by a running appliance. Version 7
 /// changed the key-generation messages that [`Request::KeygenRound`] carries: distributed
 /// sieving adds rounds (`ittc_threshold::keygen::SieveShares`) before each batch's shares,
-/// so appliances of versions 6 and 7 cannot generate a key together.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// so appliances of versions 6 and 7 cannot generate a key together. Version 8 changed how
+/// key generation draws and tests its candidates (a public offset on party 1's shares, a
+/// screening round with a square base, 80 rounds after it); the messages are the same, but
+/// appliances of versions 7 and 8 would compute different things from them.
+pub const PROTOCOL_VERSION: u16 = 8;

@@ -28,11 +28,12 @@
 //!  1 shares    i → j   p_i, q_i of B candidates Shamir-shared over Z_P (degree t) with
 //!                      a degree-2t sharing of zero                           [secret]
 //!  2 products  i → all (Σp)(Σq) + Σzero at i, per candidate (BGW); everyone interpolates
-//!                      each N, drops the wrong sizes, trial-divides the rest
-//!  3 fermat    i → all first Boneh–Franklin value for each surviving N        (skipped
-//!                      when none survive: the next batch starts in this round)
+//!                      each N, trial-divides it
+//!  3 fermat    i → all screening value (a Boneh–Franklin value with a square base)
+//!                      for each surviving N   (skipped when none survive: the next
+//!                      batch starts in this round)
 //! for the first N that passes (else the next batch):
-//!  4 biprime   i → j   the other 79 Boneh–Franklin values; shares over Z_N of r_i, of
+//!  4 biprime   i → j   80 Boneh–Franklin values; shares over Z_N of r_i, of
 //!                      p_i + q_i (− 1) and of zero for the gcd test; j's additive share
 //!                      of φ_i mod e                                           [secret]
 //!  5 reveal    i → all z-product share; sum of φ-shares received. Everyone checks all
@@ -96,13 +97,14 @@ use crate::{HolderShare, KeyShare, RsaPublicKey, SharingParams};
 
 /// Default number of Boneh–Franklin rounds: error below 2^-80 with the 1/2 bound per round.
 pub const DEFAULT_BIPRIMALITY_ROUNDS: u32 = 80;
-/// Default public sieve bound: trial division of every `N` by the odd primes below 2^14
+/// Default public sieve bound: trial division of every `N` by the odd primes below 2^17
 /// (those not in the distributed sieve's `M`). A prime `l` rejects a modulus with
 /// probability about `2/l` and saves a Boneh–Franklin exponentiation (milliseconds at 2048
 /// bits), while dividing costs every modulus a fixed amount per prime, so large primes cost
-/// more than they save. On the same 2048-bit candidates, 2^14 instead of 2^16 made the phase
-/// that divides and exponentiates 7% faster despite 30% more biprimality tests.
-pub const DEFAULT_SIEVE_BOUND: u32 = 1 << 14;
+/// more than they save. Measured on the same six 2048-bit generations (docs/performance.md):
+/// 2^17 and 2^18 were equally fast, 2^16 and 2^19 slower, 2^14 (the best bound when the
+/// division went word by word) 25% slower.
+pub const DEFAULT_SIEVE_BOUND: u32 = 1 << 17;
 /// Default cap on batches before giving up (about 25 times the expected number).
 pub const DEFAULT_MAX_BATCHES: u32 = 1000;
 /// Bits of the share bound that the distributed sieve's modulus `M` must leave free: `M`
@@ -132,8 +134,8 @@ pub struct KeygenParams {
     /// distributed sieve off; otherwise at most 2^16 and with a product of at most
     /// `bits/2 − 96` bits ([`default_distributed_sieve_bound`] is the largest that fits).
     pub distributed_sieve_bound: u32,
-    /// Boneh–Franklin rounds, at least 1 (the first on every survivor, the rest on the
-    /// first one that passes).
+    /// Boneh–Franklin rounds, at least 1, on the first modulus that passes the screening
+    /// round every survivor of the sieve goes through.
     pub biprimality_rounds: u32,
     /// Batches tried before giving up.
     pub max_batches: u32,

@@ -10,7 +10,7 @@ use rand::CryptoRng;
 use zeroize::Zeroizing;
 
 use super::bgw::{Ring, decode_fixed, encode_fixed};
-use super::candidates::{Sieve, draw, share_bound};
+use super::candidates::{Sieve, draw, offset, share_bound};
 use super::message::{
     Biprime, Body, Exponent, Fermat, Message, Products, Reveal, Shares, SieveShares,
 };
@@ -34,7 +34,10 @@ pub struct Party {
     params: KeygenParams,
     sharing: SharingParams,
     field: Ring,
+    /// The bound on a candidate share before the offset.
     share_bound: BigUint,
+    /// The public offset party 1 adds to its candidate shares.
+    offset: BigUint,
     share_len: usize,
     modulus_len: usize,
     sieve: Sieve,
@@ -181,23 +184,29 @@ impl Party {
             });
         }
         let field = Ring::new(params.field_modulus(), params.parties)?;
-        let share_bound = share_bound(params.bits, params.parties);
-        let sieve_ring = sieving::modulus_for(params)
+        let sieve_modulus = sieving::modulus_for(params);
+        let step = sieve_modulus
+            .as_ref()
+            .map_or_else(|| BigUint::from(4u8), |m| m << 2u8);
+        let offset = offset(params.bits, &step);
+        let share_bound = share_bound(params.bits, params.parties, &offset);
+        let sieve_ring = sieve_modulus
             .map(|m| Ring::new(m, params.parties))
             .transpose()?;
         let sieved = sieving::primes(params.distributed_sieve_bound, params.parties);
-        let share_len = usize::try_from(share_bound.bits().div_ceil(8))
-            .map_err(|_| KeygenError::Params("modulus size"))?;
+        // Party 1's shares, with the offset, are below 2^(bits/2).
+        let share_len = (params.bits / 2).div_ceil(8);
         Ok(Self {
             index,
             params: params.clone(),
             sharing,
             field,
             share_bound,
+            offset,
             share_len,
             modulus_len: params.bits.div_ceil(8),
-            sieve: Sieve::new_except(params.sieve_bound, &sieved)?,
-            sieve_units: Sieve::from_primes(&sieved),
+            sieve: Sieve::new_except(params.sieve_bound, &sieved, params.bits)?,
+            sieve_units: Sieve::from_primes(&sieved, params.bits / 2),
             sieve_ring,
             round: 0,
             stats: KeygenStats::default(),
@@ -213,6 +222,16 @@ impl Party {
     /// The counters so far.
     pub fn stats(&self) -> KeygenStats {
         self.stats
+    }
+
+    /// A candidate share to keep: with the public offset for party 1.
+    fn seal_share(&self, share: BigUint) -> Result<SecretInt, KeygenError> {
+        let share = if self.index == 1 {
+            share + &self.offset
+        } else {
+            share
+        };
+        seal(&share, self.share_len)
     }
 
     /// Completes a round: `incoming` holds `(sender, message)` for the previous round, one
@@ -356,14 +375,8 @@ impl Party {
         let mut p = Vec::with_capacity(size);
         let mut q = Vec::with_capacity(size);
         for _ in 0..size {
-            p.push(seal(
-                &draw(self.index, &self.share_bound, rng),
-                self.share_len,
-            )?);
-            q.push(seal(
-                &draw(self.index, &self.share_bound, rng),
-                self.share_len,
-            )?);
+            p.push(self.seal_share(draw(self.index, &self.share_bound, rng))?);
+            q.push(self.seal_share(draw(self.index, &self.share_bound, rng))?);
         }
         self.send_shares(number, p, q, rng)
     }
@@ -535,7 +548,7 @@ impl Party {
             };
             let b = ring.lagrange_times(self.index, &((x * y + z) % m));
             let share = sieving::lift_vartime(self.index, &b, m, &self.share_bound, rng);
-            let sealed = seal(&share, self.share_len)?;
+            let sealed = self.seal_share(share)?;
             if v % 2 == 0 {
                 p.push(sealed);
             } else {
@@ -869,7 +882,7 @@ impl Party {
         let (p_open, q_open) = (open(&p), open(&q));
         let mut values = Vec::new();
         let mut encoded = Vec::new();
-        for round in 1..self.params.biprimality_rounds {
+        for round in 1..=self.params.biprimality_rounds {
             let v = self.bf_value_vartime(&n, &p_open, &q_open, round)?;
             encode_fixed(&v, self.modulus_len, &mut encoded);
             values.push(v);

@@ -187,7 +187,7 @@ mod tests {
                 assert!(p < bound);
             }
         }
-        let units = Sieve::from_primes(&primes(50, 3));
+        let units = Sieve::from_primes(&primes(50, 3), 128);
         for _ in 0..200 {
             let u = random_unit_vartime(&m, &units, &mut rng);
             assert!(u.gcd(&m).is_one() && u < m);
