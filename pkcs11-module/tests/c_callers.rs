@@ -679,3 +679,145 @@ fn every_function_before_initialize_and_after_finalize_is_not_initialized() {
         },
     );
 }
+
+/// `C_DecryptUpdate` with a NULL buffer only asks for its output length (none), and
+/// buffers nothing.
+fn decrypt_part(m: &Module, h: CK_SESSION_HANDLE, part: &mut [u8]) {
+    let f = m.list;
+    let mut len: CK_ULONG = 99;
+    // SAFETY: `part` has the length passed; NULL output with a live length.
+    let rv = unsafe {
+        f.C_DecryptUpdate.unwrap()(
+            h,
+            part.as_mut_ptr(),
+            part.len() as CK_ULONG,
+            std::ptr::null_mut(),
+            &raw mut len,
+        )
+    };
+    assert_eq!((rv, len), (CKR_OK, 0), "length query");
+    let mut out = [0u8; 4];
+    let mut len = out.len() as CK_ULONG;
+    // SAFETY: live local buffers with their lengths.
+    let rv = unsafe {
+        f.C_DecryptUpdate.unwrap()(
+            h,
+            part.as_mut_ptr(),
+            part.len() as CK_ULONG,
+            out.as_mut_ptr(),
+            &raw mut len,
+        )
+    };
+    assert_eq!((rv, len), (CKR_OK, 0), "part");
+}
+
+/// What the `cryptoki` crate does not let a test call: `C_DecryptFinal` keeps its
+/// operation through a length query and a short buffer, as `C_Decrypt` does;
+/// `C_GetObjectSize`; the legacy `C_GetFunctionStatus` and `C_CancelFunction`;
+/// `C_WaitForSlotEvent` without blocking.
+#[test]
+fn decrypt_final_keeps_its_operation_and_the_small_functions_answer_as_specified() {
+    isolated(
+        "decrypt_final_keeps_its_operation_and_the_small_functions_answer_as_specified",
+        || {
+            let fx = Fixture::new(&setup());
+            let m = Module::load(&module_path());
+            let f = m.list;
+            let mut h: CK_SESSION_HANDLE = 0;
+            // SAFETY: `h` is a live local.
+            let rv = unsafe {
+                f.C_OpenSession.unwrap()(
+                    SLOT,
+                    CKF_SERIAL_SESSION,
+                    std::ptr::null_mut(),
+                    None,
+                    &raw mut h,
+                )
+            };
+            assert_eq!(rv, CKR_OK);
+            // Logs the user in, in a session of its own; `h` keeps the login.
+            let keys = Keys::find(&m, &fx.public()).unwrap();
+
+            let mut mechanism = CK_MECHANISM {
+                mechanism: CKM_RSA_PKCS,
+                pParameter: std::ptr::null_mut(),
+                ulParameterLen: 0,
+            };
+            // SAFETY: `mechanism` is a live CK_MECHANISM without parameters.
+            let rv = unsafe { f.C_DecryptInit.unwrap()(h, &raw mut mechanism, keys.private) };
+            assert_eq!(rv, CKR_OK);
+            let mut ciphertext = keys.ciphertext.clone();
+            let (first, second) = ciphertext.split_at_mut(7);
+            decrypt_part(&m, h, first);
+            decrypt_part(&m, h, second);
+            let final_call = |out: &mut [u8], len: CK_ULONG, null: bool| {
+                let mut len = len;
+                let buf = if null {
+                    std::ptr::null_mut()
+                } else {
+                    out.as_mut_ptr()
+                };
+                // SAFETY: `buf` is NULL or `out`, which has at least `len` bytes.
+                let rv = unsafe { f.C_DecryptFinal.unwrap()(h, buf, &raw mut len) };
+                (rv, len)
+            };
+            let mut out = vec![0u8; 300];
+            assert_eq!(final_call(&mut out, 0, true), (CKR_OK, 256));
+            assert_eq!(final_call(&mut out, 10, false), (CKR_BUFFER_TOO_SMALL, 256));
+            let (rv, len) = final_call(&mut out, 300, false);
+            assert_eq!(rv, CKR_OK);
+            assert_eq!(&out[..len as usize], c_calls::PLAINTEXT);
+            assert_eq!(
+                final_call(&mut out, 300, false).0,
+                CKR_OPERATION_NOT_INITIALIZED
+            );
+
+            // Sizes: at least the modulus each key shows.
+            let size = |object: CK_OBJECT_HANDLE| {
+                let mut size: CK_ULONG = 0;
+                // SAFETY: `size` is a live local.
+                let rv = unsafe { f.C_GetObjectSize.unwrap()(h, object, &raw mut size) };
+                (rv, size)
+            };
+            for key in [keys.private, keys.public] {
+                let (rv, bytes) = size(key);
+                assert_eq!(rv, CKR_OK);
+                assert!((256..65_536).contains(&bytes), "{bytes}");
+            }
+            assert_eq!(size(0x1234).0, CKR_OBJECT_HANDLE_INVALID);
+            // SAFETY: NULL is refused before it is written through.
+            let rv = unsafe { f.C_GetObjectSize.unwrap()(h, keys.private, std::ptr::null_mut()) };
+            assert_eq!(rv, CKR_ARGUMENTS_BAD);
+
+            // SAFETY: no pointers.
+            let legacy = unsafe {
+                [
+                    f.C_GetFunctionStatus.unwrap()(h),
+                    f.C_CancelFunction.unwrap()(h),
+                    f.C_GetFunctionStatus.unwrap()(h.wrapping_add(1000)),
+                ]
+            };
+            assert_eq!(
+                legacy,
+                [
+                    CKR_FUNCTION_NOT_PARALLEL,
+                    CKR_FUNCTION_NOT_PARALLEL,
+                    CKR_SESSION_HANDLE_INVALID
+                ]
+            );
+            let mut slot: CK_SLOT_ID = 0;
+            // SAFETY: `slot` is a live local; the reserved pointer is NULL.
+            let events = unsafe {
+                [
+                    f.C_WaitForSlotEvent.unwrap()(
+                        CKF_DONT_BLOCK,
+                        &raw mut slot,
+                        std::ptr::null_mut(),
+                    ),
+                    f.C_WaitForSlotEvent.unwrap()(0, &raw mut slot, std::ptr::null_mut()),
+                ]
+            };
+            assert_eq!(events, [CKR_NO_EVENT, CKR_FUNCTION_NOT_SUPPORTED]);
+        },
+    );
+}
