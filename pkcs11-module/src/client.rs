@@ -16,8 +16,10 @@
 //! joins them all before it returns: no thread outlives a call, none is left after
 //! `C_Finalize`. When the application forbids threads
 //! (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`) that case makes the requests one after the
-//! other. No lock is held across network I/O: the pool mutex is held only to pop or push a
-//! connection.
+//! other. A key generation's requests, which take minutes, go on connections of their own
+//! ([`ApplianceClient::fan_out_alone`]): sent to every appliance in turn, then the answers
+//! read in turn, on the calling thread whether threads are allowed or not. No lock is held
+//! across network I/O: the pool mutex is held only to pop or push a connection.
 //!
 //! A private operation asks for its k partials with [`ApplianceClient::gather`], which does
 //! not wait on a hung appliance: a partial that has not come back within three times the

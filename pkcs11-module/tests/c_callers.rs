@@ -649,8 +649,8 @@ fn interface_3_0() -> &'static CK_FUNCTION_LIST_3_0 {
 
 /// Before `C_Initialize`, and again after `C_Finalize`, every function of the 2.40 list
 /// and of the 3.0 interface answers `CKR_CRYPTOKI_NOT_INITIALIZED`, those the token does
-/// not support too (PKCS#11 v2.40 §5.1.6 and 3.0 §5.1: only `C_Initialize`,
-/// `C_GetFunctionList`, `C_GetInterfaceList` and `C_GetInterface` may be called first).
+/// not support too: the specification lets only `C_Initialize` and `C_GetFunctionList`
+/// (2.40), and `C_GetInterfaceList` and `C_GetInterface` (3.0), be called first.
 #[test]
 fn every_function_before_initialize_and_after_finalize_is_not_initialized() {
     isolated(

@@ -1,9 +1,10 @@
 //! Every function of the 2.40 list and the 3.0 interface that the token does not implement:
-//! each returns `CKR_FUNCTION_NOT_SUPPORTED` (the specification's answer for a function a
-//! library does not support, PKCS#11 v2.40 §5.1.6), or `CKR_CRYPTOKI_NOT_INITIALIZED`
-//! before `C_Initialize` like every other function. (Generated from cryptoki-sys's
-//! prototypes.) The legacy `C_GetFunctionStatus` and `C_CancelFunction` answer
-//! `CKR_FUNCTION_NOT_PARALLEL`, as the specification asks of them.
+//! each is the stub the specification asks for, which returns `CKR_FUNCTION_NOT_SUPPORTED`
+//! (PKCS#11 v2.40 §5, "even an unsupported function must have a stub"), after
+//! `CKR_CRYPTOKI_NOT_INITIALIZED` before `C_Initialize`, like every other function.
+//! (Generated from cryptoki-sys's prototypes.) The legacy `C_GetFunctionStatus` and
+//! `C_CancelFunction` answer `CKR_FUNCTION_NOT_PARALLEL`, as the specification says they
+//! should (v2.40 §5.20), and `C_WaitForSlotEvent` `CKR_NO_EVENT` when it may not block.
 
 use std::ffi::c_void;
 
