@@ -1034,12 +1034,7 @@ impl Module {
         session: CK_SESSION_HANDLE,
         slot: fn(&mut Session) -> &mut Option<CryptOp>,
     ) -> Result<usize> {
-        self.with_session(session, |s, _| {
-            slot(s)
-                .as_ref()
-                .map(|_| 0)
-                .ok_or(Error::OperationNotInitialized)
-        })
+        self.output_len(session, slot).map(|_| 0)
     }
 
     /// Adds `data` to the input of the operation in `slot` (one RSA block at most: more

@@ -70,9 +70,9 @@ impl Client {
         out
     }
 
-    /// An NSS tool (`certutil`, `modutil`) with the module's configuration, which must
-    /// exit 0; returns its output.
-    fn nss(&self, program: &str, args: &[&OsStr]) -> String {
+    /// A client program (`certutil`, `keytool`, …) with the module's configuration,
+    /// which must exit 0; returns its output.
+    fn run_ok(&self, program: &str, args: &[&OsStr]) -> String {
         let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         let (status, out) = run(program, &args, &self.env(), CLIENT_TIMEOUT);
         assert!(
@@ -91,7 +91,7 @@ impl Client {
         let db_arg: OsString = format!("sql:{}", db.display()).into();
         let pin_file = self.file("pin.txt");
         std::fs::write(&pin_file, PIN).unwrap();
-        self.nss(
+        self.run_ok(
             "certutil",
             &[
                 "-N".as_ref(),
@@ -100,7 +100,7 @@ impl Client {
                 "--empty-password".as_ref(),
             ],
         );
-        self.nss(
+        self.run_ok(
             "modutil",
             &[
                 "-dbdir".as_ref(),
@@ -515,7 +515,7 @@ fn nss_authenticates_a_tls_client_with_the_token_key() {
     ]);
 
     let (db_arg, pin_file) = c.nss_database();
-    let nss = |program: &str, args: &[&OsStr]| c.nss(program, args);
+    let nss = |program: &str, args: &[&OsStr]| c.run_ok(program, args);
     let keys = nss(
         "certutil",
         &[
@@ -631,7 +631,7 @@ fn nss_generates_a_key_pair_on_the_token_for_a_certificate_request() {
     openssl::rand::rand_bytes(&mut bytes).unwrap();
     std::fs::write(&noise, bytes).unwrap();
     let request = c.file("nss-request.pem");
-    c.nss(
+    c.run_ok(
         "certutil",
         &[
             "-R".as_ref(),
@@ -856,16 +856,7 @@ fn java_signs_a_jar_through_the_token() {
         ),
     )
     .unwrap();
-    let java = |program: &str, args: &[&OsStr]| -> String {
-        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
-        let (status, out) = run(program, &args, &c.env(), CLIENT_TIMEOUT);
-        assert!(
-            status.success(),
-            "{program} {args:?}: {status}\n{out}\nmodule log:\n{}",
-            c.log()
-        );
-        out
-    };
+    let java = |program: &str, args: &[&OsStr]| c.run_ok(program, args);
     let keystore: Vec<&OsStr> = vec![
         "-keystore".as_ref(),
         "NONE".as_ref(),

@@ -773,13 +773,16 @@ fn no_thread_is_left_after_finalize() {
     });
 }
 
+/// NSS initialises every module with `CKF_LIBRARY_CANT_CREATE_OS_THREADS`. The token
+/// signs, and generates a key pair: key generation needs every appliance working at once
+/// (each waits for the others' rounds), so the module sends every `GenerateKey` before it
+/// reads any answer, on the calling thread. The new key signs at once.
 #[test]
 fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
     isolated(
         "an_application_that_forbids_threads_gets_a_working_token_without_them",
         || {
-            let mut fx = Fixture::prepare(&Setup::new(2, 3), &support::config_path());
-            // NSS initialises every module this way.
+            let mut fx = Fixture::prepare(&Setup::keygen(2, 3), &support::config_path());
             fx.load(
                 CInitializeFlags::OS_LOCKING_OK | CInitializeFlags::LIBRARY_CANT_CREATE_OS_THREADS,
             );
@@ -787,23 +790,7 @@ fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
             let key = find_one(&session, ObjectClass::PRIVATE_KEY);
             let sig = session.sign(&Mechanism::Sha256RsaPkcs, key, b"x").unwrap();
             verify_pkcs1(&fx.public(), MessageDigest::sha256(), b"x", &sig);
-        },
-    );
-}
 
-/// NSS forbids threads, and key generation needs every appliance working at once (each
-/// waits for the others' rounds): the module sends every `GenerateKey` before it reads
-/// any answer, on the calling thread. A key made that way signs at once.
-#[test]
-fn an_application_that_forbids_threads_generates_a_key_pair() {
-    isolated(
-        "an_application_that_forbids_threads_generates_a_key_pair",
-        || {
-            let mut fx = Fixture::prepare(&Setup::keygen(2, 3), &support::config_path());
-            fx.load(
-                CInitializeFlags::OS_LOCKING_OK | CInitializeFlags::LIBRARY_CANT_CREATE_OS_THREADS,
-            );
-            let session = fx.user_session();
             let id = b"\x1d".to_vec();
             let (public, private) = session
                 .generate_key_pair(
