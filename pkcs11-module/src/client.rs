@@ -741,7 +741,7 @@ impl ApplianceClient {
     }
 
     /// The same long request to each of `indices` on a connection of its own
-    /// ([`Self::connect_alone`]), all in flight at once and all on the calling thread:
+    /// (`connect_alone`), all in flight at once and all on the calling thread:
     /// each appliance is connected to (and logged in) and sent the request in turn, then
     /// the answers are read in the same order, each by `io` after its request went out.
     /// No thread is needed, so this works when the application forbids them
