@@ -16,8 +16,10 @@
 //! joins them all before it returns: no thread outlives a call, none is left after
 //! `C_Finalize`. When the application forbids threads
 //! (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`) that case makes the requests one after the
-//! other. No lock is held across network I/O: the pool mutex is held only to pop or push a
-//! connection.
+//! other. A key generation's requests, which take minutes, go on connections of their own
+//! ([`ApplianceClient::fan_out_alone`]): sent to every appliance in turn, then the answers
+//! read in turn, on the calling thread whether threads are allowed or not. No lock is held
+//! across network I/O: the pool mutex is held only to pop or push a connection.
 //!
 //! A private operation asks for its k partials with [`ApplianceClient::gather`], which does
 //! not wait on a hung appliance: a partial that has not come back within three times the
@@ -196,11 +198,6 @@ impl ApplianceClient {
     /// k, from the configuration.
     pub fn threshold(&self) -> usize {
         self.threshold
-    }
-
-    /// Whether requests to several appliances run in parallel (threads allowed).
-    pub fn parallel(&self) -> bool {
-        self.parallel
     }
 
     /// Every configured appliance index.
@@ -695,16 +692,15 @@ impl ApplianceClient {
             .collect()
     }
 
-    /// One request to one appliance on a fresh connection of its own whose exchanges may
-    /// take `io` (a key generation runs for minutes), logged in like the pooled ones and
-    /// closed afterwards: never pooled, so the long timeout stays with this request. A
-    /// failure to connect puts the appliance in back-off; a slow answer does not.
-    pub fn exchange_alone(
+    /// A fresh connection of its own to `index` whose exchanges may take `io` (a key
+    /// generation runs for minutes), logged in like the pooled ones; never pooled, so the
+    /// long timeout stays with it, and closed when dropped. A failure to connect puts the
+    /// appliance in back-off; a slow answer later does not.
+    fn connect_alone(
         &self,
         index: u8,
-        request: &Request,
         io: Duration,
-    ) -> std::result::Result<Response, ExchangeError> {
+    ) -> std::result::Result<Connection, ExchangeError> {
         let a = self.state(index).ok_or(ExchangeError::BackedOff)?;
         let entry = ittc_wire::cluster::ApplianceEntry {
             index: a.index,
@@ -732,7 +728,7 @@ impl ApplianceClient {
         };
         let mut pooled = Pooled { conn, login: None };
         self.sync_login(&mut pooled)?;
-        Ok(pooled.conn.request(request)?)
+        Ok(pooled.conn)
     }
 
     /// Closes every idle pooled connection: after a long wait (a key generation) the
@@ -744,15 +740,34 @@ impl ApplianceClient {
         }
     }
 
-    /// [`Self::exchange_alone`] to each of `indices` at once, one scoped thread each (all
-    /// joined before returning). Needs threads: the requests must be in flight together.
+    /// The same long request to each of `indices` on a connection of its own
+    /// (`connect_alone`), all in flight at once and all on the calling thread:
+    /// each appliance is connected to (and logged in) and sent the request in turn, then
+    /// the answers are read in the same order, each by `io` after its request went out.
+    /// No thread is needed, so this works when the application forbids them
+    /// (`CKF_LIBRARY_CANT_CREATE_OS_THREADS`, as NSS does).
     pub fn fan_out_alone(
         &self,
         indices: &[u8],
         request: &Request,
         io: Duration,
     ) -> Vec<(u8, std::result::Result<Response, ExchangeError>)> {
-        in_parallel(indices, |i| self.exchange_alone(i, request, io))
+        let sent: Vec<_> = indices
+            .iter()
+            .map(|&index| {
+                let conn = self.connect_alone(index, io).and_then(|mut conn| {
+                    conn.send(request)?;
+                    Ok(conn)
+                });
+                (index, conn)
+            })
+            .collect();
+        sent.into_iter()
+            .map(|(index, conn)| {
+                let answer = conn.and_then(|mut conn| Ok(conn.receive()?));
+                (index, answer)
+            })
+            .collect()
     }
 
     /// Asks the available appliances one after the other until one answers with

@@ -29,6 +29,13 @@ pub enum Error {
     /// The function is not implemented.
     #[error("function not supported")]
     FunctionNotSupported,
+    /// `C_GetFunctionStatus` and `C_CancelFunction`: no function runs in parallel with
+    /// the application (the legacy answer the specification asks for).
+    #[error("function not parallel")]
+    FunctionNotParallel,
+    /// `C_WaitForSlotEvent` with `CKF_DONT_BLOCK`: no slot event has happened.
+    #[error("no slot event")]
+    NoEvent,
     /// No such slot.
     #[error("slot id invalid")]
     SlotIdInvalid,
@@ -169,6 +176,8 @@ impl Error {
             Error::NeedToCreateThreads => ck::CKR_NEED_TO_CREATE_THREADS,
             Error::CantLock => ck::CKR_CANT_LOCK,
             Error::FunctionNotSupported => ck::CKR_FUNCTION_NOT_SUPPORTED,
+            Error::FunctionNotParallel => ck::CKR_FUNCTION_NOT_PARALLEL,
+            Error::NoEvent => ck::CKR_NO_EVENT,
             Error::SlotIdInvalid => ck::CKR_SLOT_ID_INVALID,
             Error::SessionHandleInvalid => ck::CKR_SESSION_HANDLE_INVALID,
             Error::SessionParallelNotSupported => ck::CKR_SESSION_PARALLEL_NOT_SUPPORTED,
@@ -248,6 +257,8 @@ mod tests {
             (Error::NeedToCreateThreads, 0x09),
             (Error::CantLock, 0x0a),
             (Error::FunctionNotSupported, 0x54),
+            (Error::FunctionNotParallel, 0x51),
+            (Error::NoEvent, 0x08),
             (Error::SlotIdInvalid, 0x03),
             (Error::SessionHandleInvalid, 0xb3),
             (Error::SessionParallelNotSupported, 0xb4),

@@ -670,6 +670,18 @@ impl Module {
         Ok(kinds.iter().map(|k| object.get(*k)).collect())
     }
 
+    /// `C_GetObjectSize`: the bytes of the attribute values the object shows, an
+    /// approximation (the specification allows one) that reveals nothing the attributes
+    /// do not.
+    pub fn object_size(
+        &self,
+        session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+    ) -> Result<usize> {
+        let (_, object) = self.object(session, handle)?;
+        Ok(object.attrs.iter().map(|a| a.value.len()).sum())
+    }
+
     fn require_rw_user(&self, session: CK_SESSION_HANDLE) -> Result<()> {
         self.with_session(session, |s, login| {
             if !s.rw {
@@ -1001,6 +1013,50 @@ impl Module {
         })
     }
 
+    /// Ends the encryption or decryption in `slot` for its single-part call, which may not
+    /// finish a multi-part one (`CKR_OPERATION_ACTIVE`, which ends it too).
+    fn take_single(
+        &self,
+        session: CK_SESSION_HANDLE,
+        slot: fn(&mut Session) -> &mut Option<CryptOp>,
+    ) -> Result<CryptOp> {
+        let op = self.take(session, slot)?;
+        if !op.input.is_empty() {
+            return Err(Error::OperationActive);
+        }
+        Ok(op)
+    }
+
+    /// What a buffering `C_EncryptUpdate` or `C_DecryptUpdate` returns: no bytes, if the
+    /// operation in `slot` is active.
+    fn part_len(
+        &self,
+        session: CK_SESSION_HANDLE,
+        slot: fn(&mut Session) -> &mut Option<CryptOp>,
+    ) -> Result<usize> {
+        self.output_len(session, slot).map(|_| 0)
+    }
+
+    /// Adds `data` to the input of the operation in `slot` (one RSA block at most: more
+    /// is `too_long`, which ends the operation); returns the output of the part, none.
+    fn buffer_part(
+        &self,
+        session: CK_SESSION_HANDLE,
+        slot: fn(&mut Session) -> &mut Option<CryptOp>,
+        data: &[u8],
+        too_long: Error,
+    ) -> Result<Vec<u8>> {
+        self.with_session(session, |s, _| {
+            let op = slot(s).as_mut().ok_or(Error::OperationNotInitialized)?;
+            if op.input.len().saturating_add(data.len()) > op.key.public.size() {
+                *slot(s) = None;
+                return Err(too_long);
+            }
+            op.input.extend_from_slice(data);
+            Ok(Vec::new())
+        })
+    }
+
     /// The output length of the operation in `slot`: the modulus length (no network).
     fn output_len<T: Keyed>(
         &self,
@@ -1133,7 +1189,7 @@ impl Module {
             key,
             KeyUse::Public,
             |s| &mut s.encrypt,
-            |key| CryptOp { mechanism, key },
+            |key| CryptOp::new(mechanism, key),
         )
     }
 
@@ -1142,10 +1198,27 @@ impl Module {
         self.output_len(session, |s| &mut s.encrypt)
     }
 
-    /// `C_Encrypt`.
+    /// `C_Encrypt` (not after `C_EncryptUpdate`: `CKR_OPERATION_ACTIVE`).
     pub fn encrypt(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
-        let op = self.take(session, |s| &mut s.encrypt)?;
+        let op = self.take_single(session, |s| &mut s.encrypt)?;
         operations::encrypt(&op.mechanism, &op.key.public, data)
+    }
+
+    /// What `C_EncryptUpdate` returns: nothing (the input is buffered).
+    pub fn encrypt_update_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
+        self.part_len(session, |s| &mut s.encrypt)
+    }
+
+    /// `C_EncryptUpdate`: buffers the plaintext; more than the modulus length in all is
+    /// `CKR_DATA_LEN_RANGE` and ends the operation.
+    pub fn encrypt_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
+        self.buffer_part(session, |s| &mut s.encrypt, data, Error::DataLenRange)
+    }
+
+    /// `C_EncryptFinal`: encrypts the buffered plaintext.
+    pub fn encrypt_final(&self, session: CK_SESSION_HANDLE) -> Result<Vec<u8>> {
+        let op = self.take(session, |s| &mut s.encrypt)?;
+        operations::encrypt(&op.mechanism, &op.key.public, &op.input)
     }
 
     /// `C_DecryptInit`.
@@ -1163,7 +1236,7 @@ impl Module {
             key,
             KeyUse::Private,
             |s| &mut s.decrypt,
-            |key| CryptOp { mechanism, key },
+            |key| CryptOp::new(mechanism, key),
         )
     }
 
@@ -1172,9 +1245,35 @@ impl Module {
         self.output_len(session, |s| &mut s.decrypt)
     }
 
-    /// `C_Decrypt`.
+    /// `C_Decrypt` (not after `C_DecryptUpdate`: `CKR_OPERATION_ACTIVE`).
     pub fn decrypt(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let op = self.take_single(session, |s| &mut s.decrypt)?;
+        self.finish_decrypt(&op, data)
+    }
+
+    /// What `C_DecryptUpdate` returns: nothing (the ciphertext is buffered).
+    pub fn decrypt_update_len(&self, session: CK_SESSION_HANDLE) -> Result<usize> {
+        self.part_len(session, |s| &mut s.decrypt)
+    }
+
+    /// `C_DecryptUpdate`: buffers the ciphertext; more than the modulus length in all is
+    /// `CKR_ENCRYPTED_DATA_LEN_RANGE` and ends the operation.
+    pub fn decrypt_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>> {
+        self.buffer_part(
+            session,
+            |s| &mut s.decrypt,
+            data,
+            Error::EncryptedDataLenRange,
+        )
+    }
+
+    /// `C_DecryptFinal`: the private operation on the buffered ciphertext.
+    pub fn decrypt_final(&self, session: CK_SESSION_HANDLE) -> Result<Zeroizing<Vec<u8>>> {
         let op = self.take(session, |s| &mut s.decrypt)?;
+        self.finish_decrypt(&op, &op.input)
+    }
+
+    fn finish_decrypt(&self, op: &CryptOp, data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let c = operations::ciphertext(&op.key.public, data)?;
         let em = self
             .private_em(&op.key, &op.key.public.integer_to_be(&c))

@@ -2,6 +2,7 @@
 
 use cryptoki_sys::CK_OBJECT_HANDLE;
 use ittc_threshold::padding::Hasher;
+use zeroize::Zeroizing;
 
 use crate::mechanisms::Mechanism;
 use crate::objects::KeyEntry;
@@ -25,6 +26,20 @@ pub struct CryptOp {
     pub mechanism: Mechanism,
     /// The key.
     pub key: KeyEntry,
+    /// The input the `C_EncryptUpdate` or `C_DecryptUpdate` calls gave so far: at most
+    /// the modulus length (one RSA block), zeroized when dropped.
+    pub input: Zeroizing<Vec<u8>>,
+}
+
+impl CryptOp {
+    /// An operation with `key`, no input yet.
+    pub fn new(mechanism: Mechanism, key: KeyEntry) -> Self {
+        Self {
+            mechanism,
+            key,
+            input: Zeroizing::default(),
+        }
+    }
 }
 
 /// One session.

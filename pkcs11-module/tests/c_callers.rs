@@ -452,3 +452,372 @@ fn sign_once(m: &Module, h: CK_SESSION_HANDLE) -> (CK_RV, CK_ULONG) {
     };
     (rv, out_len)
 }
+
+/// A zero or NULL of any argument type of the C functions: what a call with nothing to
+/// say passes.
+trait Nothing {
+    fn nothing() -> Self;
+}
+
+impl Nothing for CK_ULONG {
+    fn nothing() -> Self {
+        0
+    }
+}
+
+impl Nothing for CK_BBOOL {
+    fn nothing() -> Self {
+        0
+    }
+}
+
+impl<T> Nothing for *mut T {
+    fn nothing() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+impl<T> Nothing for Option<T> {
+    fn nothing() -> Self {
+        None
+    }
+}
+
+/// One argument of [`every_function`]'s calls.
+macro_rules! nothing {
+    (_) => {
+        Nothing::nothing()
+    };
+}
+
+/// Calls each named function, with zero and NULL arguments (one `_` each), through both
+/// lists (the 2.40 functions) or the 3.0 list only; returns each call's name and code.
+macro_rules! call_each {
+    ($old:expr, $new:expr, [$($b:ident($($ba:tt),*)),* $(,)?], [$($v:ident($($va:tt),*)),* $(,)?]) => {{
+        let (old, new): (&CK_FUNCTION_LIST, &CK_FUNCTION_LIST_3_0) = ($old, $new);
+        let mut codes: Vec<(String, CK_RV)> = Vec::new();
+        $(
+            // SAFETY: before C_Initialize (or after C_Finalize) the module answers without
+            // reading any argument; NULL pointers are also what it checks first.
+            codes.push((format!("2.40 {}", stringify!($b)), unsafe { old.$b.unwrap()($(nothing!($ba)),*) }));
+            // SAFETY: as above.
+            codes.push((format!("3.0 {}", stringify!($b)), unsafe { new.$b.unwrap()($(nothing!($ba)),*) }));
+        )*
+        $(
+            // SAFETY: as above.
+            codes.push((format!("3.0 {}", stringify!($v)), unsafe { new.$v.unwrap()($(nothing!($va)),*) }));
+        )*
+        codes
+    }};
+}
+
+/// Every function of the 2.40 list and the 3.0 interface but the four the specification
+/// lets an application call before `C_Initialize` (`C_Initialize`, `C_GetFunctionList`,
+/// `C_GetInterfaceList`, `C_GetInterface`), called once each; their codes by name.
+fn every_function(old: &CK_FUNCTION_LIST, new: &CK_FUNCTION_LIST_3_0) -> Vec<(String, CK_RV)> {
+    call_each!(
+        old,
+        new,
+        [
+            C_Finalize(_),
+            C_GetInfo(_),
+            C_GetSlotList(_, _, _),
+            C_GetSlotInfo(_, _),
+            C_GetTokenInfo(_, _),
+            C_GetMechanismList(_, _, _),
+            C_GetMechanismInfo(_, _, _),
+            C_InitToken(_, _, _, _),
+            C_InitPIN(_, _, _),
+            C_SetPIN(_, _, _, _, _),
+            C_OpenSession(_, _, _, _, _),
+            C_CloseSession(_),
+            C_CloseAllSessions(_),
+            C_GetSessionInfo(_, _),
+            C_GetOperationState(_, _, _),
+            C_SetOperationState(_, _, _, _, _),
+            C_Login(_, _, _, _),
+            C_Logout(_),
+            C_CreateObject(_, _, _, _),
+            C_CopyObject(_, _, _, _, _),
+            C_DestroyObject(_, _),
+            C_GetObjectSize(_, _, _),
+            C_GetAttributeValue(_, _, _, _),
+            C_SetAttributeValue(_, _, _, _),
+            C_FindObjectsInit(_, _, _),
+            C_FindObjects(_, _, _, _),
+            C_FindObjectsFinal(_),
+            C_EncryptInit(_, _, _),
+            C_Encrypt(_, _, _, _, _),
+            C_EncryptUpdate(_, _, _, _, _),
+            C_EncryptFinal(_, _, _),
+            C_DecryptInit(_, _, _),
+            C_Decrypt(_, _, _, _, _),
+            C_DecryptUpdate(_, _, _, _, _),
+            C_DecryptFinal(_, _, _),
+            C_DigestInit(_, _),
+            C_Digest(_, _, _, _, _),
+            C_DigestUpdate(_, _, _),
+            C_DigestKey(_, _),
+            C_DigestFinal(_, _, _),
+            C_SignInit(_, _, _),
+            C_Sign(_, _, _, _, _),
+            C_SignUpdate(_, _, _),
+            C_SignFinal(_, _, _),
+            C_SignRecoverInit(_, _, _),
+            C_SignRecover(_, _, _, _, _),
+            C_VerifyInit(_, _, _),
+            C_Verify(_, _, _, _, _),
+            C_VerifyUpdate(_, _, _),
+            C_VerifyFinal(_, _, _),
+            C_VerifyRecoverInit(_, _, _),
+            C_VerifyRecover(_, _, _, _, _),
+            C_DigestEncryptUpdate(_, _, _, _, _),
+            C_DecryptDigestUpdate(_, _, _, _, _),
+            C_SignEncryptUpdate(_, _, _, _, _),
+            C_DecryptVerifyUpdate(_, _, _, _, _),
+            C_GenerateKey(_, _, _, _, _),
+            C_GenerateKeyPair(_, _, _, _, _, _, _, _),
+            C_WrapKey(_, _, _, _, _, _),
+            C_UnwrapKey(_, _, _, _, _, _, _, _),
+            C_DeriveKey(_, _, _, _, _, _),
+            C_SeedRandom(_, _, _),
+            C_GenerateRandom(_, _, _),
+            C_GetFunctionStatus(_),
+            C_CancelFunction(_),
+            C_WaitForSlotEvent(_, _, _),
+        ],
+        [
+            C_LoginUser(_, _, _, _, _, _),
+            C_SessionCancel(_, _),
+            C_MessageEncryptInit(_, _, _),
+            C_EncryptMessage(_, _, _, _, _, _, _, _, _),
+            C_EncryptMessageBegin(_, _, _, _, _),
+            C_EncryptMessageNext(_, _, _, _, _, _, _, _),
+            C_MessageEncryptFinal(_),
+            C_MessageDecryptInit(_, _, _),
+            C_DecryptMessage(_, _, _, _, _, _, _, _, _),
+            C_DecryptMessageBegin(_, _, _, _, _),
+            C_DecryptMessageNext(_, _, _, _, _, _, _, _),
+            C_MessageDecryptFinal(_),
+            C_MessageSignInit(_, _, _),
+            C_SignMessage(_, _, _, _, _, _, _),
+            C_SignMessageBegin(_, _, _),
+            C_SignMessageNext(_, _, _, _, _, _, _),
+            C_MessageSignFinal(_),
+            C_MessageVerifyInit(_, _, _),
+            C_VerifyMessage(_, _, _, _, _, _, _),
+            C_VerifyMessageBegin(_, _, _),
+            C_VerifyMessageNext(_, _, _, _, _, _, _),
+            C_MessageVerifyFinal(_),
+        ]
+    )
+}
+
+/// The module's default interface, "PKCS 11" 3.0, which `C_GetInterface` gives before
+/// `C_Initialize`.
+fn interface_3_0() -> &'static CK_FUNCTION_LIST_3_0 {
+    // SAFETY: the module is loaded already (`Module::load`); loading it again runs nothing.
+    let library = unsafe { libloading::Library::new(module_path()) }.unwrap();
+    let mut interface: *mut CK_INTERFACE = std::ptr::null_mut();
+    // SAFETY: the symbol has C_GetInterface's signature; NULL name and version ask for
+    // the default interface, written to `interface`.
+    let rv = unsafe {
+        let get: libloading::Symbol<
+            '_,
+            unsafe extern "C" fn(
+                *mut CK_UTF8CHAR,
+                *mut CK_VERSION,
+                *mut *mut CK_INTERFACE,
+                CK_FLAGS,
+            ) -> CK_RV,
+        > = library.get(b"C_GetInterface\0").unwrap();
+        get(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &raw mut interface,
+            0,
+        )
+    };
+    assert_eq!(rv, CKR_OK);
+    // The tables are static: keep the library loaded for the rest of the process.
+    std::mem::forget(library);
+    // SAFETY: C_GetInterface returned a valid interface whose list is a static 3.0 table.
+    let list = unsafe { &*(*interface).pFunctionList.cast::<CK_FUNCTION_LIST_3_0>() };
+    assert_eq!((list.version.major, list.version.minor), (3, 0));
+    list
+}
+
+/// Before `C_Initialize`, and again after `C_Finalize`, every function of the 2.40 list
+/// and of the 3.0 interface answers `CKR_CRYPTOKI_NOT_INITIALIZED`, those the token does
+/// not support too: the specification lets only `C_Initialize` and `C_GetFunctionList`
+/// (2.40), and `C_GetInterfaceList` and `C_GetInterface` (3.0), be called first.
+#[test]
+fn every_function_before_initialize_and_after_finalize_is_not_initialized() {
+    isolated(
+        "every_function_before_initialize_and_after_finalize_is_not_initialized",
+        || {
+            let _fx = Fixture::prepare(&setup(), &support::config_path());
+            let m = Module::load(&module_path());
+            let new = interface_3_0();
+            let all_refused = |when: &str| {
+                let codes = every_function(m.list, new);
+                // 65 functions of 2.40 through both lists, 24 of 3.0 only.
+                assert_eq!(codes.len(), 2 * 65 + 24);
+                let wrong: Vec<_> = codes
+                    .into_iter()
+                    .filter(|(_, rv)| *rv != CKR_CRYPTOKI_NOT_INITIALIZED)
+                    .map(|(name, rv)| format!("{name}: {rv:#x}"))
+                    .collect();
+                assert!(wrong.is_empty(), "{when}: {wrong:#?}");
+            };
+            all_refused("before C_Initialize");
+            assert_eq!(m.initialize(), CKR_OK);
+            // SAFETY: C_Finalize takes NULL.
+            let rv = unsafe { m.list.C_Finalize.unwrap()(std::ptr::null_mut()) };
+            assert_eq!(rv, CKR_OK);
+            all_refused("after C_Finalize");
+        },
+    );
+}
+
+/// `C_DecryptUpdate` with a NULL buffer only asks for its output length (none), and
+/// buffers nothing.
+fn decrypt_part(m: &Module, h: CK_SESSION_HANDLE, part: &mut [u8]) {
+    let f = m.list;
+    let mut len: CK_ULONG = 99;
+    // SAFETY: `part` has the length passed; NULL output with a live length.
+    let rv = unsafe {
+        f.C_DecryptUpdate.unwrap()(
+            h,
+            part.as_mut_ptr(),
+            part.len() as CK_ULONG,
+            std::ptr::null_mut(),
+            &raw mut len,
+        )
+    };
+    assert_eq!((rv, len), (CKR_OK, 0), "length query");
+    let mut out = [0u8; 4];
+    let mut len = out.len() as CK_ULONG;
+    // SAFETY: live local buffers with their lengths.
+    let rv = unsafe {
+        f.C_DecryptUpdate.unwrap()(
+            h,
+            part.as_mut_ptr(),
+            part.len() as CK_ULONG,
+            out.as_mut_ptr(),
+            &raw mut len,
+        )
+    };
+    assert_eq!((rv, len), (CKR_OK, 0), "part");
+}
+
+/// What the `cryptoki` crate does not let a test call: `C_DecryptFinal` keeps its
+/// operation through a length query and a short buffer, as `C_Decrypt` does;
+/// `C_GetObjectSize`; the legacy `C_GetFunctionStatus` and `C_CancelFunction`;
+/// `C_WaitForSlotEvent` without blocking.
+#[test]
+fn decrypt_final_keeps_its_operation_and_the_small_functions_answer_as_specified() {
+    isolated(
+        "decrypt_final_keeps_its_operation_and_the_small_functions_answer_as_specified",
+        || {
+            let fx = Fixture::new(&setup());
+            let m = Module::load(&module_path());
+            let f = m.list;
+            let mut h: CK_SESSION_HANDLE = 0;
+            // SAFETY: `h` is a live local.
+            let rv = unsafe {
+                f.C_OpenSession.unwrap()(
+                    SLOT,
+                    CKF_SERIAL_SESSION,
+                    std::ptr::null_mut(),
+                    None,
+                    &raw mut h,
+                )
+            };
+            assert_eq!(rv, CKR_OK);
+            // Logs the user in, in a session of its own; `h` keeps the login.
+            let keys = Keys::find(&m, &fx.public()).unwrap();
+
+            let mut mechanism = CK_MECHANISM {
+                mechanism: CKM_RSA_PKCS,
+                pParameter: std::ptr::null_mut(),
+                ulParameterLen: 0,
+            };
+            // SAFETY: `mechanism` is a live CK_MECHANISM without parameters.
+            let rv = unsafe { f.C_DecryptInit.unwrap()(h, &raw mut mechanism, keys.private) };
+            assert_eq!(rv, CKR_OK);
+            let mut ciphertext = keys.ciphertext.clone();
+            let (first, second) = ciphertext.split_at_mut(7);
+            decrypt_part(&m, h, first);
+            decrypt_part(&m, h, second);
+            let final_call = |out: &mut [u8], len: CK_ULONG, null: bool| {
+                let mut len = len;
+                let buf = if null {
+                    std::ptr::null_mut()
+                } else {
+                    out.as_mut_ptr()
+                };
+                // SAFETY: `buf` is NULL or `out`, which has at least `len` bytes.
+                let rv = unsafe { f.C_DecryptFinal.unwrap()(h, buf, &raw mut len) };
+                (rv, len)
+            };
+            let mut out = vec![0u8; 300];
+            assert_eq!(final_call(&mut out, 0, true), (CKR_OK, 256));
+            assert_eq!(final_call(&mut out, 10, false), (CKR_BUFFER_TOO_SMALL, 256));
+            let (rv, len) = final_call(&mut out, 300, false);
+            assert_eq!(rv, CKR_OK);
+            assert_eq!(&out[..len as usize], c_calls::PLAINTEXT);
+            assert_eq!(
+                final_call(&mut out, 300, false).0,
+                CKR_OPERATION_NOT_INITIALIZED
+            );
+
+            // Sizes: at least the modulus each key shows.
+            let size = |object: CK_OBJECT_HANDLE| {
+                let mut size: CK_ULONG = 0;
+                // SAFETY: `size` is a live local.
+                let rv = unsafe { f.C_GetObjectSize.unwrap()(h, object, &raw mut size) };
+                (rv, size)
+            };
+            for key in [keys.private, keys.public] {
+                let (rv, bytes) = size(key);
+                assert_eq!(rv, CKR_OK);
+                assert!((256..65_536).contains(&bytes), "{bytes}");
+            }
+            assert_eq!(size(0x1234).0, CKR_OBJECT_HANDLE_INVALID);
+            // SAFETY: NULL is refused before it is written through.
+            let rv = unsafe { f.C_GetObjectSize.unwrap()(h, keys.private, std::ptr::null_mut()) };
+            assert_eq!(rv, CKR_ARGUMENTS_BAD);
+
+            // SAFETY: no pointers.
+            let legacy = unsafe {
+                [
+                    f.C_GetFunctionStatus.unwrap()(h),
+                    f.C_CancelFunction.unwrap()(h),
+                    f.C_GetFunctionStatus.unwrap()(h.wrapping_add(1000)),
+                ]
+            };
+            assert_eq!(
+                legacy,
+                [
+                    CKR_FUNCTION_NOT_PARALLEL,
+                    CKR_FUNCTION_NOT_PARALLEL,
+                    CKR_SESSION_HANDLE_INVALID
+                ]
+            );
+            let mut slot: CK_SLOT_ID = 0;
+            // SAFETY: `slot` is a live local; the reserved pointer is NULL.
+            let events = unsafe {
+                [
+                    f.C_WaitForSlotEvent.unwrap()(
+                        CKF_DONT_BLOCK,
+                        &raw mut slot,
+                        std::ptr::null_mut(),
+                    ),
+                    f.C_WaitForSlotEvent.unwrap()(0, &raw mut slot, std::ptr::null_mut()),
+                ]
+            };
+            assert_eq!(events, [CKR_NO_EVENT, CKR_FUNCTION_NOT_SUPPORTED]);
+        },
+    );
+}

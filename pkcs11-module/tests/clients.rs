@@ -70,6 +70,51 @@ impl Client {
         out
     }
 
+    /// A client program (`certutil`, `keytool`, …) with the module's configuration,
+    /// which must exit 0; returns its output.
+    fn run_ok(&self, program: &str, args: &[&OsStr]) -> String {
+        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        let (status, out) = run(program, &args, &self.env(), CLIENT_TIMEOUT);
+        assert!(
+            status.success(),
+            "{program} {args:?}: {status}\n{out}\nmodule log:\n{}",
+            self.log()
+        );
+        out
+    }
+
+    /// A fresh NSS database (`sql:DIR`) that knows the module as `ittc` (added with
+    /// `modutil`), and a file holding the user PIN for NSS's `-f`/`-W`.
+    fn nss_database(&self) -> (OsString, PathBuf) {
+        let db = self.file("nssdb");
+        std::fs::create_dir_all(&db).unwrap();
+        let db_arg: OsString = format!("sql:{}", db.display()).into();
+        let pin_file = self.file("pin.txt");
+        std::fs::write(&pin_file, PIN).unwrap();
+        self.run_ok(
+            "certutil",
+            &[
+                "-N".as_ref(),
+                "-d".as_ref(),
+                &db_arg,
+                "--empty-password".as_ref(),
+            ],
+        );
+        self.run_ok(
+            "modutil",
+            &[
+                "-dbdir".as_ref(),
+                &db_arg,
+                "-add".as_ref(),
+                "ittc".as_ref(),
+                "-libfile".as_ref(),
+                module_path().as_os_str(),
+                "-force".as_ref(),
+            ],
+        );
+        (db_arg, pin_file)
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.file("pkcs11.log")).unwrap_or_default()
     }
@@ -469,39 +514,8 @@ fn nss_authenticates_a_tls_client_with_the_token_key() {
         "nss client",
     ]);
 
-    // An NSS database that knows the module.
-    let db = c.file("nssdb");
-    std::fs::create_dir_all(&db).unwrap();
-    let db_arg: OsString = format!("sql:{}", db.display()).into();
-    let pin_file = c.file("pin.txt");
-    std::fs::write(&pin_file, PIN).unwrap();
-    let nss = |program: &str, args: &[&OsStr]| {
-        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
-        let (status, out) = run(program, &args, &c.env(), CLIENT_TIMEOUT);
-        assert!(status.success(), "{program} {args:?}: {status}\n{out}");
-        out
-    };
-    nss(
-        "certutil",
-        &[
-            "-N".as_ref(),
-            "-d".as_ref(),
-            &db_arg,
-            "--empty-password".as_ref(),
-        ],
-    );
-    nss(
-        "modutil",
-        &[
-            "-dbdir".as_ref(),
-            &db_arg,
-            "-add".as_ref(),
-            "ittc".as_ref(),
-            "-libfile".as_ref(),
-            module_path().as_os_str(),
-            "-force".as_ref(),
-        ],
-    );
+    let (db_arg, pin_file) = c.nss_database();
+    let nss = |program: &str, args: &[&OsStr]| c.run_ok(program, args);
     let keys = nss(
         "certutil",
         &[
@@ -600,6 +614,99 @@ fn nss_authenticates_a_tls_client_with_the_token_key() {
         page.contains("Peer signature type: RSA-PSS"),
         "{}",
         diagnostics()
+    );
+}
+
+/// NSS generates a key pair on the token for a certificate request (`certutil -R -k rsa`),
+/// as it initialises every module: with `CKF_LIBRARY_CANT_CREATE_OS_THREADS`. The
+/// appliances generate the key (1024 bits, which they allow here); OpenSSL verifies the
+/// request's signature, the token holds its public key under the SHA-1 of the modulus
+/// as `CKA_ID` (as NSS names keys), and signs with the private key.
+#[test]
+fn nss_generates_a_key_pair_on_the_token_for_a_certificate_request() {
+    let c = Client::new(&Setup::keygen(2, 3));
+    let (db_arg, pin_file) = c.nss_database();
+    let noise = c.file("noise.bin");
+    let mut bytes = [0u8; 2048];
+    openssl::rand::rand_bytes(&mut bytes).unwrap();
+    std::fs::write(&noise, bytes).unwrap();
+    let request = c.file("nss-request.pem");
+    c.run_ok(
+        "certutil",
+        &[
+            "-R".as_ref(),
+            "-d".as_ref(),
+            &db_arg,
+            "-h".as_ref(),
+            "ittc".as_ref(),
+            "-k".as_ref(),
+            "rsa".as_ref(),
+            "-g".as_ref(),
+            "1024".as_ref(),
+            "-s".as_ref(),
+            "CN=ittc nss keygen".as_ref(),
+            "-z".as_ref(),
+            noise.as_os_str(),
+            "-f".as_ref(),
+            pin_file.as_os_str(),
+            "-a".as_ref(),
+            "-o".as_ref(),
+            request.as_os_str(),
+        ],
+    );
+    let args: Vec<OsString> = ["req", "-verify", "-noout", "-in"]
+        .iter()
+        .map(OsString::from)
+        .chain([request.clone().into()])
+        .collect();
+    let (status, out) = run("openssl", &args, &[], CLIENT_TIMEOUT);
+    assert!(
+        status.success() && out.contains("verify OK"),
+        "{status}\n{out}"
+    );
+    let req = openssl::x509::X509Req::from_pem(&std::fs::read(&request).unwrap()).unwrap();
+    let public = req.public_key().unwrap();
+    assert_eq!(public.bits(), 1024);
+    assert!(req.verify(&public).unwrap());
+
+    // The token's new public key is the request's.
+    let id = hex::encode(openssl::sha::sha1(&public.rsa().unwrap().n().to_vec()));
+    let on_token = c.file("generated.der");
+    c.tool_ok(&[
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--id",
+        &id,
+        "--output-file",
+        on_token.to_str().unwrap(),
+    ]);
+    let on_token =
+        openssl::pkey::PKey::public_key_from_der(&std::fs::read(&on_token).unwrap()).unwrap();
+    assert!(on_token.public_eq(&public));
+
+    // And its private key signs.
+    let (msg, sig) = (c.file("generated.msg"), c.file("generated.sig"));
+    std::fs::write(&msg, b"signed with the key NSS had generated").unwrap();
+    c.tool_ok(&[
+        "--sign",
+        "--login",
+        "--pin",
+        PIN,
+        "--id",
+        &id,
+        "--mechanism",
+        "SHA256-RSA-PKCS",
+        "--input-file",
+        msg.to_str().unwrap(),
+        "--output-file",
+        sig.to_str().unwrap(),
+    ]);
+    verify_pkcs1(
+        &public,
+        MessageDigest::sha256(),
+        b"signed with the key NSS had generated",
+        &std::fs::read(&sig).unwrap(),
     );
 }
 
@@ -749,16 +856,7 @@ fn java_signs_a_jar_through_the_token() {
         ),
     )
     .unwrap();
-    let java = |program: &str, args: &[&OsStr]| -> String {
-        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
-        let (status, out) = run(program, &args, &c.env(), CLIENT_TIMEOUT);
-        assert!(
-            status.success(),
-            "{program} {args:?}: {status}\n{out}\nmodule log:\n{}",
-            c.log()
-        );
-        out
-    };
+    let java = |program: &str, args: &[&OsStr]| c.run_ok(program, args);
     let keystore: Vec<&OsStr> = vec![
         "-keystore".as_ref(),
         "NONE".as_ref(),

@@ -163,6 +163,10 @@ fn decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts_body() {
     ct.truncate(len);
     let pt = session.decrypt(&Mechanism::RsaPkcs, key, &ct).unwrap();
     assert_eq!(pt, secret);
+    assert_eq!(
+        decrypt_in_parts(&session, &Mechanism::RsaPkcs, key, &ct),
+        secret
+    );
 
     // OAEP with SHA-256, with and without a label.
     for label in [&b""[..], b"a label"] {
@@ -186,6 +190,12 @@ fn decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts_body() {
             .decrypt(&Mechanism::RsaPkcsOaep(params), key, &ct)
             .unwrap();
         assert_eq!(pt, secret, "label {label:?}");
+        let mechanism = Mechanism::RsaPkcsOaep(params);
+        assert_eq!(
+            decrypt_in_parts(&session, &mechanism, key, &ct),
+            secret,
+            "label {label:?}"
+        );
         // The wrong label is one error, no detail.
         let wrong = PkcsOaepParams::new(
             MechanismType::SHA256,
@@ -207,6 +217,52 @@ fn decrypts_what_openssl_encrypted_and_encrypts_what_openssl_decrypts_body() {
     let mut pt = vec![0u8; 256];
     let n = rsa.private_decrypt(&ct, &mut pt, Padding::PKCS1).unwrap();
     assert_eq!(&pt[..n], secret);
+
+    // In parts: buffered, encrypted at C_EncryptFinal; OpenSSL decrypts.
+    session
+        .encrypt_init(&Mechanism::RsaPkcs, public_handle)
+        .unwrap();
+    for part in secret.chunks(5) {
+        assert_eq!(session.encrypt_update(part).unwrap(), Vec::<u8>::new());
+    }
+    let ct = session.encrypt_final().unwrap();
+    let n = rsa.private_decrypt(&ct, &mut pt, Padding::PKCS1).unwrap();
+    assert_eq!(&pt[..n], secret);
+
+    // More ciphertext than one block is refused and ends the operation; so is a final
+    // call on a ciphertext shorter than the modulus.
+    session.decrypt_init(&Mechanism::RsaPkcs, key).unwrap();
+    session.decrypt_update(&[1; 200]).unwrap();
+    let err = session.decrypt_update(&[1; 57]).unwrap_err();
+    assert_eq!(rv(err), RvError::EncryptedDataLenRange);
+    let err = session.decrypt_final().unwrap_err();
+    assert_eq!(rv(err), RvError::OperationNotInitialized);
+    session.decrypt_init(&Mechanism::RsaPkcs, key).unwrap();
+    session.decrypt_update(&[1; 255]).unwrap();
+    let err = session.decrypt_final().unwrap_err();
+    assert_eq!(rv(err), RvError::EncryptedDataLenRange);
+    // A single-part C_Decrypt cannot finish a multi-part decryption.
+    session.decrypt_init(&Mechanism::RsaPkcs, key).unwrap();
+    session.decrypt_update(&ct[..10]).unwrap();
+    let err = session.decrypt(&Mechanism::RsaPkcs, key, &ct).unwrap_err();
+    assert_eq!(rv(err), RvError::OperationActive);
+}
+
+/// `ciphertext` decrypted with `C_DecryptInit`, `C_DecryptUpdate` in pieces of 1, 100
+/// and the rest of the bytes (each giving nothing back), and `C_DecryptFinal`.
+fn decrypt_in_parts(
+    session: &cryptoki::session::Session,
+    mechanism: &Mechanism,
+    key: cryptoki::object::ObjectHandle,
+    ciphertext: &[u8],
+) -> Vec<u8> {
+    session.decrypt_init(mechanism, key).unwrap();
+    let (first, rest) = ciphertext.split_at(1);
+    let (second, third) = rest.split_at(100);
+    for part in [first, second, third] {
+        assert_eq!(session.decrypt_update(part).unwrap(), Vec::<u8>::new());
+    }
+    session.decrypt_final().unwrap()
 }
 
 #[test]
@@ -717,13 +773,16 @@ fn no_thread_is_left_after_finalize() {
     });
 }
 
+/// NSS initialises every module with `CKF_LIBRARY_CANT_CREATE_OS_THREADS`. The token
+/// signs, and generates a key pair: key generation needs every appliance working at once
+/// (each waits for the others' rounds), so the module sends every `GenerateKey` before it
+/// reads any answer, on the calling thread. The new key signs at once.
 #[test]
 fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
     isolated(
         "an_application_that_forbids_threads_gets_a_working_token_without_them",
         || {
-            let mut fx = Fixture::prepare(&Setup::new(2, 3), &support::config_path());
-            // NSS initialises every module this way.
+            let mut fx = Fixture::prepare(&Setup::keygen(2, 3), &support::config_path());
             fx.load(
                 CInitializeFlags::OS_LOCKING_OK | CInitializeFlags::LIBRARY_CANT_CREATE_OS_THREADS,
             );
@@ -731,15 +790,33 @@ fn an_application_that_forbids_threads_gets_a_working_token_without_them() {
             let key = find_one(&session, ObjectClass::PRIVATE_KEY);
             let sig = session.sign(&Mechanism::Sha256RsaPkcs, key, b"x").unwrap();
             verify_pkcs1(&fx.public(), MessageDigest::sha256(), b"x", &sig);
-            // Key generation needs every appliance asked at once: not without threads.
-            let refused = session
+
+            let id = b"\x1d".to_vec();
+            let (public, private) = session
                 .generate_key_pair(
                     &Mechanism::RsaPkcsKeyPairGen,
-                    &[Attribute::ModulusBits(2048.into())],
-                    &[],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::ModulusBits(1024.into()),
+                        Attribute::Id(id.clone()),
+                    ],
+                    &[Attribute::Token(true), Attribute::Id(id.clone())],
                 )
-                .unwrap_err();
-            assert_eq!(rv(refused), RvError::FunctionFailed);
+                .unwrap();
+            let pkey = openssl_public(&session, public);
+            assert_eq!(pkey.bits(), 1024);
+            let msg = b"generated by an application without threads";
+            let sig = session
+                .sign(&Mechanism::Sha256RsaPkcs, private, msg)
+                .unwrap();
+            verify_pkcs1(&pkey, MessageDigest::sha256(), msg, &sig);
+            let committed: Vec<_> = keys_on_appliances(&fx, 3)
+                .into_iter()
+                .filter(|(_, key, active, pending)| {
+                    key == &id && (*active, *pending) == (Some(1), None)
+                })
+                .collect();
+            assert_eq!(committed.len(), 3, "{committed:?}");
         },
     );
 }
@@ -1425,18 +1502,49 @@ fn generate_key_pair_checks_session_login_and_templates_body() {
     let keygen = Mechanism::RsaPkcsKeyPairGen;
 
     let session = fx.session();
+    let slot = fx.pkcs11().get_slots_with_token().unwrap()[0];
+    let read_only = fx.pkcs11().open_ro_session(slot).unwrap();
+    // A session key pair (CKA_TOKEN false), which the specification allows in any
+    // session, is refused as something the token cannot make, before the session state
+    // is looked at: not CKR_SESSION_READ_ONLY or CKR_USER_NOT_LOGGED_IN.
+    let session_keys = [bits(2048), Attribute::Token(false)];
+    // No private object asked for: the token's private key is private all the same.
+    let public_private_key = [Attribute::Private(false)];
+    for s in [&session, &read_only] {
+        assert_eq!(
+            gen_rv(s, &keygen, &session_keys, &[Attribute::Token(false)]),
+            RvError::TemplateInconsistent
+        );
+        assert_eq!(
+            gen_rv(
+                s,
+                &keygen,
+                &[bits(2048), Attribute::Private(false)],
+                &public_private_key
+            ),
+            RvError::TemplateInconsistent
+        );
+    }
+    // What the token makes (token objects, a private private key) needs a read-write
+    // session with the user.
     assert_eq!(
         gen_rv(&session, &keygen, &[bits(2048)], &[]),
         RvError::UserNotLoggedIn
     );
-    session
-        .login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
-        .unwrap();
-    let slot = fx.pkcs11().get_slots_with_token().unwrap()[0];
-    let read_only = fx.pkcs11().open_ro_session(slot).unwrap();
     assert_eq!(
         gen_rv(&read_only, &keygen, &[bits(2048)], &[]),
         RvError::SessionReadOnly
+    );
+    session
+        .login(UserType::User, Some(&AuthPin::from(PIN.to_owned())))
+        .unwrap();
+    assert_eq!(
+        gen_rv(&read_only, &keygen, &[bits(2048)], &[]),
+        RvError::SessionReadOnly
+    );
+    assert_eq!(
+        gen_rv(&read_only, &keygen, &session_keys, &[]),
+        RvError::TemplateInconsistent
     );
 
     let cases: Vec<(Mechanism, Vec<Attribute>, Vec<Attribute>, RvError)> = vec![

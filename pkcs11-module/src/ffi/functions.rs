@@ -296,6 +296,18 @@ entry! {
 }
 
 entry! {
+    /// An object's size: the bytes of the attribute values it shows (an approximation of
+    /// what it takes, as the specification allows).
+    fn C_GetObjectSize(session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE, size: *mut CK_ULONG) {
+        let m = module()?;
+        // SAFETY: NULL or valid.
+        let size = unsafe { out(size) }?;
+        *size = CK_ULONG::try_from(m.object_size(session, object)?).map_err(|_| Error::HostMemory)?;
+        Ok(())
+    }
+}
+
+entry! {
     /// Reads attributes: every one is processed and has its length set.
     fn C_GetAttributeValue(session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE, attrs: *mut CK_ATTRIBUTE, count: CK_ULONG) {
         let m = module()?;
@@ -400,6 +412,27 @@ entry! {
 }
 
 entry! {
+    /// Adds plaintext to a multi-part encryption: buffered up to the modulus length,
+    /// nothing comes out before `C_EncryptFinal`.
+    fn C_EncryptUpdate(session: CK_SESSION_HANDLE, data: *mut CK_BYTE, len: CK_ULONG, out_buf: *mut CK_BYTE, out_len: *mut CK_ULONG) {
+        let m = module()?;
+        // SAFETY: NULL or valid for `len` bytes.
+        let data = unsafe { bytes(data, len) }?;
+        // SAFETY: NULL or valid for `*out_len` bytes.
+        unsafe { output(out_buf, out_len, || m.encrypt_update_len(session), || m.encrypt_update(session, data)) }
+    }
+}
+
+entry! {
+    /// Encrypts what the parts gave (locally, with the public key).
+    fn C_EncryptFinal(session: CK_SESSION_HANDLE, out_buf: *mut CK_BYTE, out_len: *mut CK_ULONG) {
+        let m = module()?;
+        // SAFETY: NULL or valid for `*out_len` bytes.
+        unsafe { output(out_buf, out_len, || m.encrypt_len(session), || m.encrypt_final(session)) }
+    }
+}
+
+entry! {
     /// Starts decryption with a cluster key.
     fn C_DecryptInit(session: CK_SESSION_HANDLE, mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
         let m = module()?;
@@ -417,6 +450,27 @@ entry! {
         let data = unsafe { bytes(data, len) }?;
         // SAFETY: NULL or valid for `*out_len` bytes.
         unsafe { output(out_buf, out_len, || m.decrypt_len(session), || m.decrypt(session, data)) }
+    }
+}
+
+entry! {
+    /// Adds ciphertext to a multi-part decryption: buffered up to the modulus length,
+    /// nothing comes out before `C_DecryptFinal`.
+    fn C_DecryptUpdate(session: CK_SESSION_HANDLE, data: *mut CK_BYTE, len: CK_ULONG, out_buf: *mut CK_BYTE, out_len: *mut CK_ULONG) {
+        let m = module()?;
+        // SAFETY: NULL or valid for `len` bytes.
+        let data = unsafe { bytes(data, len) }?;
+        // SAFETY: NULL or valid for `*out_len` bytes.
+        unsafe { output(out_buf, out_len, || m.decrypt_update_len(session), || m.decrypt_update(session, data)) }
+    }
+}
+
+entry! {
+    /// Decrypts what the parts gave, through the cluster.
+    fn C_DecryptFinal(session: CK_SESSION_HANDLE, out_buf: *mut CK_BYTE, out_len: *mut CK_ULONG) {
+        let m = module()?;
+        // SAFETY: NULL or valid for `*out_len` bytes.
+        unsafe { output(out_buf, out_len, || m.decrypt_len(session), || m.decrypt_final(session)) }
     }
 }
 

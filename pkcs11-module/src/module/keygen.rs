@@ -4,7 +4,9 @@
 //!
 //! 1. `GenerateKey` to every appliance at once, each on a connection of its own with the
 //!    long `timeouts.keygen_ms` (the appliances run the protocol among themselves and each
-//!    stores its share as the key's pending epoch);
+//!    stores its share as the key's pending epoch): sent to each in turn, then the answers
+//!    read in turn, all on the calling thread, so that an application that forbids
+//!    threads (NSS) generates too;
 //! 2. a trial partial operation on that pending epoch from every appliance, combined: it
 //!    must verify with no appliance named faulty;
 //! 3. the public-key object (and, if the private key's label differs, a private-key stub)
@@ -327,11 +329,14 @@ impl Module {
     ///
     /// # Errors
     ///
-    /// The template errors of `KeyPairTemplate::parse`; `CKR_MECHANISM_INVALID`;
-    /// `CKR_SESSION_READ_ONLY`; `CKR_USER_NOT_LOGGED_IN`; `CKR_FUNCTION_FAILED` where the
-    /// token cannot generate (a cluster without appliances 1..=n, n ≥ 3; an application
-    /// that forbids threads); `CKR_DEVICE_ERROR` when the appliances fail (nothing is left
-    /// on them then, or the log names what is).
+    /// `CKR_MECHANISM_INVALID`; the template errors of `KeyPairTemplate::parse` (a
+    /// session key pair, `CKA_TOKEN`=false, is `CKR_TEMPLATE_INCONSISTENT` in any
+    /// session); then `CKR_SESSION_READ_ONLY`; `CKR_USER_NOT_LOGGED_IN`;
+    /// `CKR_FUNCTION_FAILED` where the token cannot generate (a cluster of fewer than 3
+    /// appliances); `CKR_DEVICE_ERROR` when the appliances fail (nothing is left on them
+    /// then, or the log names what is). Needs no thread: the appliances are asked on the
+    /// calling thread (`ApplianceClient::fan_out_alone`), also when the application
+    /// forbids threads.
     pub fn generate_key_pair(
         &self,
         session: CK_SESSION_HANDLE,
@@ -339,15 +344,20 @@ impl Module {
         public: &[Attr],
         private: &[Attr],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        self.with_session(session, |_, _| Ok(()))?;
         if mechanism != ck::CKM_RSA_PKCS_KEY_PAIR_GEN {
             return Err(Error::MechanismInvalid);
         }
-        self.require_rw_user(session)?;
         let indices = self.client.indices();
         // The key's `n` is its highest holder's index (an index a reshare retired stays
         // out of the holders).
         let n = usize::from(indices.iter().copied().max().unwrap_or(0));
+        // The templates first, as the session state allows only what they ask for: a
+        // session key pair, which the token cannot make, is refused as such in a
+        // read-only session too; what it makes (token objects, a private private key)
+        // needs a read-write session and the user.
         let template = KeyPairTemplate::parse(public, private, n)?;
+        self.require_rw_user(session)?;
         if indices.len() < 3 {
             tracing::error!(
                 ?indices,
@@ -356,13 +366,6 @@ impl Module {
             return Err(Error::FunctionFailed(
                 "key generation needs at least 3 appliances".into(),
             ));
-        }
-        if !self.client.parallel() {
-            tracing::error!(
-                "key generation needs every appliance asked at once, and the application \
-                 forbids threads (CKF_LIBRARY_CANT_CREATE_OS_THREADS)"
-            );
-            return Err(Error::FunctionFailed("key generation needs threads".into()));
         }
         let params = SharingParams::new(usize::from(self.config.threshold), n)
             .map_err(|err| Error::FunctionFailed(format!("sharing parameters: {err}")))?;
