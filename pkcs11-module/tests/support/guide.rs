@@ -3,8 +3,9 @@
 //! A guide's fenced blocks marked ```` ```sh ```` are its commands; every other block
 //! (configuration shown for reading, sample output) is left alone. [`Guide::run`] joins the
 //! `sh` blocks, in order, into one bash script under `set -euo pipefail` (one shell, as an
-//! operator types them), runs it bounded in time with the guide's variables in the
-//! environment, and fails the test with the script's output if it fails. The test supplies
+//! operator types them), each command on the line it has in the guide, runs it bounded in
+//! time with the guide's variables in the environment, and fails the test with the
+//! script's output if it fails (ending with `GUIDE:LINE: COMMAND: failed`). The test supplies
 //! only the variables the guide declares (`: "${NAME:=default}"` or `: "${NAME:?…}"`),
 //! always `WORK`, a fresh folder for the guide's files.
 //!
@@ -25,7 +26,8 @@ pub const GUIDE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a daemon may take to stop after TERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The `sh` blocks of a markdown text, in order, each with the line its fence opens on.
+/// The `sh` blocks of a markdown text, in order, each with the line its fence opens on
+/// (counted from 1; the block's text starts on the next line).
 /// A fence may be indented (inside a list item); its indentation is removed from the
 /// block's lines.
 pub fn sh_blocks(markdown: &str) -> Vec<(usize, String)> {
@@ -103,9 +105,19 @@ impl Guide {
                 "{name} does not declare {var}"
             );
         }
-        let mut script = String::from("set -euo pipefail\n");
-        for (line, block) in sh_blocks(&markdown) {
-            script.push_str(&format!("# {name}, line {line}\n{block}"));
+        // Each command sits on the script line of its line in the guide, so that bash's
+        // line numbers are the guide's.
+        let mut script = format!(
+            "set -euo pipefail; trap 'echo \"{name}:$LINENO: $BASH_COMMAND: failed\" >&2' ERR\n"
+        );
+        let mut lines = 1;
+        for (fence, block) in sh_blocks(&markdown) {
+            while lines < fence {
+                script.push('\n');
+                lines += 1;
+            }
+            script.push_str(&block);
+            lines += block.lines().count();
         }
         // A folder the guide's unprivileged server workers may read, like /srv would be;
         // nothing secret lives in it but files the guide makes root-only itself.
