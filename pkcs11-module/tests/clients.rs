@@ -393,7 +393,7 @@ impl Client {
             ("ITTC_PIN", PIN.into()),
         ];
         all.extend(vars.iter().cloned());
-        Guide::run(name, &all, &self.env(), &[PIN], || {
+        Guide::run(&Guide::path(name), &all, &self.env(), &[PIN], || {
             format!("module log:\n{}", self.log())
         })
     }
@@ -515,6 +515,46 @@ fn the_guide_runner_takes_only_the_sh_blocks() {
             (13, "cat <<EOF\ntwo\nEOF\n".to_owned())
         ]
     );
+}
+
+/// A guide whose command fails fails the test, with the guide's file and line and its
+/// output with the secret masked, and the daemon it started is stopped by its pid file.
+#[test]
+fn a_failing_guide_fails_and_its_daemon_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("failing.md");
+    let markdown = "# A failing guide\n\n```sh\n: \"${SECRET:?}\"\n\
+                    sleep 300 &\necho $! > \"$WORK/sleep.pid\"\necho \"started $!\"\n```\n\n\
+                    Then:\n\n```sh\necho \"the secret is $SECRET\"\nfalse\necho never\n```\n";
+    std::fs::write(&path, markdown).unwrap();
+    let failure = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let secret = "s3cr3t-value";
+        Guide::run(&path, &[("SECRET", secret.into())], &[], &[secret], || {
+            "diagnostics".into()
+        })
+    }))
+    .map(|_| ())
+    .unwrap_err();
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("failing.md:14: false: failed"),
+        "{message}"
+    );
+    assert!(message.contains("the secret is ***"), "{message}");
+    assert!(
+        !message.contains("s3cr3t") && !message.contains("never"),
+        "{message}"
+    );
+    assert!(message.contains("diagnostics"), "{message}");
+    let sleep: u32 = message
+        .lines()
+        .find_map(|l| l.strip_prefix("started "))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(!support::guide::alive(sleep), "sleep {sleep} still runs");
 }
 
 /// docs/integrations/apache.md: Apache's mod_ssl, workers as `nobody`, TLS 1.2 and 1.3.

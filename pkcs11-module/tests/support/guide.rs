@@ -81,23 +81,28 @@ pub struct Guide {
 }
 
 impl Guide {
-    /// Runs the `sh` blocks of `docs/integrations/NAME` with `vars` (each one the guide
-    /// must declare) and `env` (the module's own variables) set, plus `WORK`. Fails the
-    /// test, after stopping the guide's daemons, if the script fails or overruns
+    /// `docs/integrations/NAME`.
+    pub fn path(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/integrations")
+            .join(name)
+    }
+
+    /// Runs the `sh` blocks of the guide at `path` with `vars` (each one the guide must
+    /// declare) and `env` (the module's own variables) set, plus `WORK`. Fails the test,
+    /// after stopping the guide's daemons, if the script fails or overruns
     /// [`GUIDE_TIMEOUT`]; `diagnostics` is added to the failure (the module's log, say).
     /// Every value in `secrets` is masked in the output shown.
     pub fn run(
-        name: &str,
+        path: &Path,
         vars: &[(&str, OsString)],
         env: &[(&str, OsString)],
         secrets: &[&str],
         diagnostics: impl Fn() -> String,
     ) -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../docs/integrations")
-            .join(name);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let markdown =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for (var, _) in vars {
             assert!(
                 markdown.contains(&format!("${{{var}:="))
@@ -248,7 +253,7 @@ fn signal(signal: &str, target: &str) {
 }
 
 /// Whether process `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
