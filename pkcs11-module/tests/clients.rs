@@ -407,14 +407,13 @@ impl Client {
     }
 
     /// Fails unless the certificate in `pem` certifies the cluster key.
-    fn assert_certifies_the_key(&self, pem: &Path) -> X509 {
+    fn assert_certifies_the_key(&self, pem: &Path) {
         let cert = X509::from_pem(&std::fs::read(pem).unwrap()).unwrap();
         assert!(
             cert.public_key().unwrap().public_eq(&self.fx.public()),
             "{} does not hold the cluster key",
             pem.display()
         );
-        cert
     }
 }
 

@@ -232,7 +232,7 @@ fn run_script(
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
-        // An agent of the caller's must not stand in for the one a guide starts.
+        // The caller's ssh-agent must not stand in for the one a guide starts.
         .env_remove("SSH_AUTH_SOCK")
         .envs(env.iter().map(|(k, v)| (k, v)));
     use std::os::unix::process::CommandExt;
