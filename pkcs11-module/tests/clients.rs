@@ -516,14 +516,16 @@ fn the_guide_runner_takes_only_the_sh_blocks() {
     );
 }
 
-/// A guide whose command fails fails the test, with the guide's file and line and its
-/// output with the secret masked, and the daemon it started is stopped by its pid file.
+/// A guide whose command fails fails the test, with the guide's file and line, its output
+/// and its daemon's log with the secret masked, and the daemon it started is stopped by
+/// its pid file.
 #[test]
 fn a_failing_guide_fails_and_its_daemon_stops() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("failing.md");
     let markdown = "# A failing guide\n\n```sh\n: \"${SECRET:?}\"\n\
-                    sleep 300 &\necho $! > \"$WORK/sleep.pid\"\necho \"started $!\"\n```\n\n\
+                    sleep 300 &\necho $! > \"$WORK/sleep.pid\"\necho \"started $!\"\n\
+                    echo \"ready, $SECRET\" > \"$WORK/daemon.log\"\n```\n\n\
                     Then:\n\n```sh\necho \"the secret is $SECRET\"\nfalse\necho never\n```\n";
     std::fs::write(&path, markdown).unwrap();
     let failure = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -539,9 +541,10 @@ fn a_failing_guide_fails_and_its_daemon_stops() {
         .cloned()
         .unwrap_or_default();
     assert!(
-        message.contains("failing.md:14: false: failed"),
+        message.contains("failing.md:15: false: failed"),
         "{message}"
     );
+    assert!(message.contains("daemon.log:\nready, ***"), "{message}");
     assert!(message.contains("the secret is ***"), "{message}");
     assert!(
         !message.contains("s3cr3t") && !message.contains("never"),
@@ -779,7 +782,7 @@ fn nss_guide_authenticates_a_tls_client_with_the_token_key() {
     let diagnostics = format!(
         "{page}\nguide:\n{}\ntstclnt: {}\nmodule log:\n{}",
         guide.output,
-        std::fs::read_to_string(guide.file("tstclnt.err")).unwrap_or_default(),
+        std::fs::read_to_string(guide.file("tstclnt.log")).unwrap_or_default(),
         c.log()
     );
     for line in [

@@ -5,7 +5,8 @@
 //! `sh` blocks, in order, into one bash script under `set -euo pipefail` (one shell, as an
 //! operator types them), each command on the line it has in the guide, runs it bounded in
 //! time with the guide's variables in the environment, and fails the test with the
-//! script's output if it fails (ending with `GUIDE:LINE: COMMAND: failed`). The test supplies
+//! script's output if it fails (ending with `GUIDE:LINE: COMMAND: failed`) and the
+//! `*.log` files the guide wrote in `$WORK` (its daemons' logs). The test supplies
 //! only the variables the guide declares (`: "${NAME:=default}"` or `: "${NAME:?…}"`),
 //! always `WORK`, a fresh folder for the guide's files.
 //!
@@ -146,28 +147,48 @@ impl Guide {
         let started = Instant::now();
         let (status, output, group) = run_script(&script_path, &all);
         guide.script_group = Some(group);
-        guide.output = secrets
-            .iter()
-            .filter(|s| !s.is_empty())
-            .fold(output, |out, s| out.replace(s, "***"));
-        let Some(status) = status else {
-            guide.stop();
-            panic!(
-                "{name} overran {GUIDE_TIMEOUT:?}; output:\n{}\n{}",
-                guide.output,
-                diagnostics()
-            );
+        let mask = |text: String| {
+            secrets
+                .iter()
+                .filter(|s| !s.is_empty())
+                .fold(text, |text, s| text.replace(s, "***"))
         };
-        if !status.success() {
-            guide.stop();
-            panic!(
-                "{name} failed ({status}); output:\n{}\n{}",
-                guide.output,
-                diagnostics()
-            );
-        }
-        eprintln!("{name}: {:.1} s", started.elapsed().as_secs_f64());
-        guide
+        guide.output = mask(output);
+        let failure = match status {
+            None => format!("overran {GUIDE_TIMEOUT:?}"),
+            Some(status) if !status.success() => format!("failed ({status})"),
+            Some(_) => {
+                eprintln!("{name}: {:.1} s", started.elapsed().as_secs_f64());
+                return guide;
+            }
+        };
+        guide.stop();
+        panic!(
+            "{name} {failure}; output:\n{}\n{}\n{}",
+            guide.output,
+            mask(guide.logs()),
+            diagnostics()
+        );
+    }
+
+    /// The `*.log` files in `$WORK` (the daemons' logs), each with its name.
+    fn logs(&self) -> String {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.work)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        paths.retain(|p| p.extension().is_some_and(|x| x == "log"));
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                format!(
+                    "{}:\n{text}",
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// A file in `$WORK`.
