@@ -1,7 +1,9 @@
 //! Real PKCS#11 clients against the built module and real appliances: OpenSC's
-//! `pkcs11-tool` and `p11-kit`, run as processes (bounded in time), with every result they
-//! produce checked independently (OpenSSL and the public key). The module finds its
-//! configuration through `ITTC_PKCS11_CONFIG`, set on the client process only.
+//! `pkcs11-tool` and `p11-kit`, run as processes (bounded in time), and the integration
+//! guides of `docs/integrations/` (Apache, nginx, a CA with `openssl ca`, OpenSSH, NSS,
+//! Java), whose commands run as written ([`support::guide`]); every result is checked
+//! independently (OpenSSL and the public key). The module finds its configuration through
+//! `ITTC_PKCS11_CONFIG`, set on the client process only.
 
 // Test helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -9,13 +11,16 @@
 mod support;
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use openssl::hash::MessageDigest;
-use support::{Fixture, KEY_LABEL, PIN, Setup, module_path, run, verify_pkcs1, verify_pss};
+use openssl::pkey::{PKey, Public};
+use openssl::x509::X509;
+use support::guide::Guide;
+use support::{Fixture, KEY_ID, KEY_LABEL, PIN, Setup, module_path, run, verify_pkcs1, verify_pss};
 
 /// How long one client run may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -117,39 +122,6 @@ impl Client {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.file("pkcs11.log")).unwrap_or_default()
-    }
-
-    /// A self-signed certificate for the cluster key, `CN=cn`, written as `NAME.der` and
-    /// `NAME.pem`; returns both paths.
-    fn certificate(&self, cn: &str, name: &str) -> (PathBuf, PathBuf) {
-        use openssl::asn1::Asn1Time;
-        use openssl::x509::{X509, X509NameBuilder};
-
-        let mut subject = X509NameBuilder::new().unwrap();
-        subject.append_entry_by_text("CN", cn).unwrap();
-        let subject = subject.build();
-        let mut builder = X509::builder().unwrap();
-        builder.set_version(2).unwrap();
-        builder.set_subject_name(&subject).unwrap();
-        builder.set_issuer_name(&subject).unwrap();
-        builder.set_pubkey(&self.fx.public()).unwrap();
-        builder
-            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        builder
-            .set_not_after(&Asn1Time::days_from_now(2).unwrap())
-            .unwrap();
-        builder
-            .sign(&self.fx.openssl, MessageDigest::sha256())
-            .unwrap();
-        let certificate = builder.build();
-        let (der, pem) = (
-            self.file(&format!("{name}.der")),
-            self.file(&format!("{name}.pem")),
-        );
-        std::fs::write(&der, certificate.to_der().unwrap()).unwrap();
-        std::fs::write(&pem, certificate.to_pem().unwrap()).unwrap();
-        (der, pem)
     }
 }
 
@@ -454,166 +426,452 @@ fn pkcs11_spy_wraps_the_module_to_list_slots_and_sign() {
     assert!(!log.contains("Returned:  5 CKR_GENERAL_ERROR"), "{log}");
 }
 
-/// A child process in its own process group, killed with its group when dropped.
-struct Background(std::process::Child);
+/// The integration guides (`docs/integrations/*.md`), run as they are written
+/// ([`support::guide`]) against a fresh 2-of-3 cluster; each test then checks what the
+/// guide made with the cluster's public key and the clients' own verification.
+impl Client {
+    /// Runs guide `name` with the module, the PIN and `vars`; the module's own variables
+    /// come from [`Self::env`].
+    fn guide(&self, name: &str, vars: &[(&str, OsString)]) -> Guide {
+        let mut all: Vec<(&str, OsString)> = vec![
+            ("ITTC_MODULE", module_path().into()),
+            ("ITTC_PIN", PIN.into()),
+        ];
+        all.extend(vars.iter().cloned());
+        Guide::run(&Guide::path(name), &all, &self.env(), &[PIN], || {
+            format!("module log:\n{}", self.log())
+        })
+    }
 
-impl Background {
-    fn spawn(command: &mut std::process::Command) -> Self {
-        use std::os::unix::process::CommandExt;
-        let program = command.get_program().to_owned();
-        Self(
-            command
-                .process_group(0)
-                .spawn()
-                .unwrap_or_else(|e| panic!("{program:?} (./scripts/test provides it): {e}")),
-        )
+    /// As deployed: the module's TLS key readable by root only, so not by the workers of
+    /// a server that drops its privileges.
+    fn root_only_tls_key(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let key = self.file("client.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Fails unless the certificate in `pem` certifies the cluster key.
+    fn assert_certifies_the_key(&self, pem: &Path) {
+        let cert = X509::from_pem(&std::fs::read(pem).unwrap()).unwrap();
+        assert!(
+            cert.public_key().unwrap().public_eq(&self.fx.public()),
+            "{} does not hold the cluster key",
+            pem.display()
+        );
     }
 }
 
-impl Drop for Background {
-    fn drop(&mut self) {
-        support::wait_or_kill_group(&mut self.0, Duration::ZERO);
+/// The key's URI in the guides.
+const KEY_URI: &str = "pkcs11:token=ittc;id=%01;type=private";
+
+/// Fails unless the processes that `master` forked all run as a user other than root.
+fn assert_unprivileged_workers(master: u32, diagnostics: &str) {
+    let workers = support::guide::children_uids(master);
+    assert!(!workers.is_empty(), "no workers of {master}\n{diagnostics}");
+    for (pid, uid) in workers {
+        assert_ne!(uid, 0, "worker {pid} runs as root\n{diagnostics}");
     }
 }
 
-/// Waits until `file`, which `process` writes, contains `text`, `process` has ended or
-/// [`CLIENT_TIMEOUT`] has passed; returns what the file holds then.
-fn wait_for(file: &std::path::Path, text: &str, process: &mut Background) -> String {
-    let start = std::time::Instant::now();
-    loop {
-        let ended = !matches!(process.0.try_wait(), Ok(None));
-        let contents = std::fs::read_to_string(file).unwrap_or_default();
-        if contents.contains(text) || ended || start.elapsed() > CLIENT_TIMEOUT {
-            return contents;
+/// `count` HTTPS requests to 127.0.0.1:`port` from `threads` threads at once, alternately
+/// over TLS 1.2 and 1.3, each on a new connection (a full handshake: one signature by the
+/// token). OpenSSL checks each server signature against the certificate in `ca` (for the
+/// name localhost); the certificate presented must hold `key` and the answer must contain
+/// `body`. Returns the failures.
+fn https_requests(
+    port: u16,
+    ca: &Path,
+    key: &PKey<Public>,
+    body: &str,
+    count: usize,
+    threads: usize,
+) -> Vec<String> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let one = |i: usize| -> Result<(), String> {
+        let version = [SslVersion::TLS1_2, SslVersion::TLS1_3][i % 2];
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        builder.set_ca_file(ca).unwrap();
+        builder.set_min_proto_version(Some(version)).unwrap();
+        builder.set_max_proto_version(Some(version)).unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        let mut tls = builder
+            .build()
+            .connect("localhost", tcp)
+            .map_err(|e| format!("{version:?} handshake: {e}"))?;
+        if tls.ssl().version2() != Some(version) {
+            return Err(format!("{:?} instead of {version:?}", tls.ssl().version2()));
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let presented = tls.ssl().peer_certificate().ok_or("no certificate")?;
+        if !presented.public_key().unwrap().public_eq(key) {
+            return Err("the certificate presented does not hold the cluster key".into());
+        }
+        tls.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        // Servers may close without a TLS close_notify: what arrived counts.
+        let _ = tls.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        if !(answer.starts_with("HTTP/1.1 200") && answer.contains(body)) {
+            return Err(format!("{version:?}: answer {answer:?}"));
+        }
+        Ok(())
+    };
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failures = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= count {
+                            return failures;
+                        }
+                        if let Err(e) = one(i) {
+                            failures.push(format!("request {i}: {e}"));
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
 }
 
-/// NSS, as Firefox uses it for a client certificate: the module added to an NSS database
-/// with `modutil`, then NSS's `tstclnt` authenticates to an OpenSSL TLS 1.3 server with
-/// the certificate stored on the token, found by its nickname `ittc:LABEL`, and a
-/// CertificateVerify signature made by the token (NSS has no copy of the key). The server
-/// checks that signature and echoes the client certificate it accepted.
 #[test]
-fn nss_authenticates_a_tls_client_with_the_token_key() {
-    let c = Client::new(&Setup::new(2, 3));
-    let (cert_der, cert_pem) = c.certificate("ittc nss client", "nss-client");
-    let cert_arg = cert_der.to_str().unwrap();
-    c.tool_ok(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--write-object",
-        cert_arg,
-        "--type",
-        "cert",
-        "--id",
-        "01",
-        "--label",
-        "nss client",
-    ]);
+fn the_guide_runner_takes_only_the_sh_blocks() {
+    let markdown = "# A guide\n\n```sh\necho one\n```\n\n```text\necho not run\n```\n\n\
+                    - a step:\n\n  ```sh\n  cat <<EOF\n  two\n  EOF\n  ```\n\n\
+                    ````markdown\n```sh\necho quoted\n```\n````\n";
+    let blocks = support::guide::sh_blocks(markdown);
+    assert_eq!(
+        blocks,
+        vec![
+            (3, "echo one\n".to_owned()),
+            (13, "cat <<EOF\ntwo\nEOF\n".to_owned())
+        ]
+    );
+}
 
-    let (db_arg, pin_file) = c.nss_database();
-    let nss = |program: &str, args: &[&OsStr]| c.run_ok(program, args);
-    let keys = nss(
-        "certutil",
+/// A guide whose command fails fails the test, with the guide's file and line, its output
+/// and its daemon's log with the secret masked, and the daemon it started is stopped by
+/// its pid file.
+#[test]
+fn a_failing_guide_fails_and_its_daemon_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("failing.md");
+    let markdown = "# A failing guide\n\n```sh\n: \"${SECRET:?}\"\n\
+                    sleep 300 &\necho $! > \"$WORK/sleep.pid\"\necho \"started $!\"\n\
+                    echo \"ready, $SECRET\" > \"$WORK/daemon.log\"\n```\n\n\
+                    Then:\n\n```sh\necho \"the secret is $SECRET\"\nfalse\necho never\n```\n";
+    std::fs::write(&path, markdown).unwrap();
+    let failure = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let secret = "s3cr3t-value";
+        Guide::run(&path, &[("SECRET", secret.into())], &[], &[secret], || {
+            "diagnostics".into()
+        })
+    }))
+    .map(|_| ())
+    .unwrap_err();
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("failing.md:15: false: failed"),
+        "{message}"
+    );
+    assert!(message.contains("daemon.log:\nready, ***"), "{message}");
+    assert!(message.contains("the secret is ***"), "{message}");
+    assert!(
+        !message.contains("s3cr3t") && !message.contains("never"),
+        "{message}"
+    );
+    assert!(message.contains("diagnostics"), "{message}");
+    let sleep: u32 = message
+        .lines()
+        .find_map(|l| l.strip_prefix("started "))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(!support::guide::alive(sleep), "sleep {sleep} still runs");
+}
+
+/// docs/integrations/apache.md: Apache's mod_ssl, workers as `nobody`, TLS 1.2 and 1.3.
+#[test]
+fn apache_guide_serves_tls_with_the_token_key_from_unprivileged_workers() {
+    let c = Client::new(&Setup::new(2, 3));
+    c.root_only_tls_key();
+    let port = free_port();
+    let guide = c.guide(
+        "apache.md",
         &[
-            "-K".as_ref(),
-            "-d".as_ref(),
-            &db_arg,
-            "-h".as_ref(),
-            "ittc".as_ref(),
-            "-f".as_ref(),
-            pin_file.as_os_str(),
+            ("ITTC_KEY", KEY_URI.into()),
+            ("PORT", port.to_string().into()),
         ],
     );
-    assert!(keys.contains("rsa") && keys.contains(KEY_LABEL), "{keys}");
-
-    // The server, on loopback only; it requires a client certificate signed by itself.
-    let (server_cert, server_key) = (c.file("nss-server.pem"), c.file("nss-server.key"));
-    openssl(&[
-        "req".as_ref(),
-        "-x509".as_ref(),
-        "-newkey".as_ref(),
-        "rsa:2048".as_ref(),
-        "-nodes".as_ref(),
-        "-subj".as_ref(),
-        "/CN=localhost".as_ref(),
-        "-days".as_ref(),
-        "2".as_ref(),
-        "-keyout".as_ref(),
-        server_key.as_os_str(),
-        "-out".as_ref(),
-        server_cert.as_os_str(),
-    ]);
-    let port = free_port();
-    let server_out = c.file("s_server.out");
-    let mut server = Background::spawn(
-        std::process::Command::new("openssl")
-            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-            .arg("-cert")
-            .arg(&server_cert)
-            .arg("-key")
-            .arg(&server_key)
-            .arg("-CAfile")
-            .arg(&cert_pem)
-            .args([
-                "-Verify",
-                "1",
-                "-verify_return_error",
-                "-www",
-                "-naccept",
-                "1",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(&server_out).unwrap())
-            .stderr(std::process::Stdio::null()),
-    );
-    let listening = wait_for(&server_out, "ACCEPT", &mut server);
-    assert!(listening.contains("ACCEPT"), "{listening}");
-
-    // NSS's client asks for a page; the answer describes the accepted client certificate.
-    let client_out = c.file("tstclnt.out");
-    let mut client = Background::spawn(
-        std::process::Command::new("tstclnt")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o"])
-            .args(["-V", "tls1.3:tls1.3", "-n", "ittc:nss client"])
-            .arg("-d")
-            .arg(&db_arg)
-            .arg("-W")
-            .arg(&pin_file)
-            .envs(c.env())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::fs::File::create(&client_out).unwrap())
-            .stderr(std::fs::File::create(c.file("tstclnt.err")).unwrap()),
-    );
-    {
-        use std::io::Write;
-        let mut stdin = client.0.stdin.take().unwrap();
-        stdin.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    }
-    let page = wait_for(&client_out, "Subject Public Key Info", &mut client);
+    let site = guide.file("site.pem");
+    c.assert_certifies_the_key(&site);
     let diagnostics = || {
         format!(
-            "{page}\ntstclnt: {}\ns_server: {}\nmodule log:\n{}",
-            std::fs::read_to_string(c.file("tstclnt.err")).unwrap_or_default(),
-            std::fs::read_to_string(&server_out).unwrap_or_default(),
+            "guide:\n{}\nerror log:\n{}\nmodule log:\n{}",
+            guide.output,
+            std::fs::read_to_string(guide.file("error.log")).unwrap_or_default(),
             c.log()
         )
     };
-    assert!(page.contains("HTTP/1.0 200 ok"), "{}", diagnostics());
-    assert!(page.contains("Client certificate"), "{}", diagnostics());
-    assert!(
-        page.contains("Subject: CN=ittc nss client"),
-        "{}",
-        diagnostics()
+    assert_unprivileged_workers(guide.pid("apache2.pid"), &diagnostics());
+    let start = std::time::Instant::now();
+    let failures = https_requests(port, &site, &c.fx.public(), "signed by the cluster", 50, 8);
+    assert!(failures.is_empty(), "{failures:#?}\n{}", diagnostics());
+    eprintln!(
+        "apache: 50 handshakes from 8 threads in {:.1} s",
+        start.elapsed().as_secs_f64()
     );
-    // TLS 1.3 signs with RSA-PSS: the token's PSS, checked by OpenSSL.
+}
+
+/// docs/integrations/nginx.md: nginx through the engine, workers as `nobody`.
+#[test]
+fn nginx_guide_serves_tls_with_the_token_key_from_unprivileged_workers() {
+    let c = Client::new(&Setup::new(2, 3));
+    c.root_only_tls_key();
+    let port = free_port();
+    // scripts/test unpacks Debian's nginx and names its binary here.
+    let nginx = std::env::var_os("ITTC_TEST_NGINX").unwrap_or_else(|| "nginx".into());
+    let guide = c.guide(
+        "nginx.md",
+        &[
+            ("ITTC_KEY", KEY_URI.into()),
+            ("PORT", port.to_string().into()),
+            ("NGINX_BIN", nginx),
+        ],
+    );
+    let site = guide.file("site.pem");
+    c.assert_certifies_the_key(&site);
+    let error_log = std::fs::read_to_string(guide.file("error.log")).unwrap_or_default();
+    let diagnostics = format!("guide:\n{}\nerror log:\n{error_log}", guide.output);
     assert!(
-        page.contains("Peer signature type: RSA-PSS"),
+        guide.output.contains("Peer signature type: RSA-PSS"),
+        "{diagnostics}"
+    );
+    assert_unprivileged_workers(guide.pid("nginx.pid"), &diagnostics);
+    let failures = https_requests(port, &site, &c.fx.public(), "signed by the cluster", 8, 2);
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\n{diagnostics}\n{}",
+        c.log()
+    );
+    let error_log = std::fs::read_to_string(guide.file("error.log")).unwrap_or_default();
+    assert!(
+        !error_log.contains("[crit]") && !error_log.contains("[emerg]"),
+        "{error_log}"
+    );
+}
+
+/// docs/integrations/ca.md: `openssl ca` with its key on the token. Every certificate and
+/// the CRL must verify with the cluster's public key, bob's with RSA-PSS; OpenSSL with
+/// the CRL accepts alice and bob and refuses carol, revoked.
+#[test]
+fn ca_guide_issues_revokes_and_publishes_a_crl_through_the_token() {
+    use openssl::nid::Nid;
+    use openssl::x509::X509Crl;
+
+    let c = Client::new(&Setup::new(2, 3));
+    let guide = c.guide("ca.md", &[("ITTC_KEY", KEY_URI.into())]);
+    let ca = guide.work.join("ca");
+    c.assert_certifies_the_key(&ca.join("ca.pem"));
+    let key = c.fx.public();
+    let mut serials = Vec::new();
+    for (name, algorithm) in [
+        ("alice", Nid::SHA256WITHRSAENCRYPTION),
+        ("bob", Nid::RSASSAPSS),
+        ("carol", Nid::SHA256WITHRSAENCRYPTION),
+    ] {
+        let cert = X509::from_pem(&std::fs::read(ca.join(format!("{name}.pem"))).unwrap()).unwrap();
+        assert_eq!(
+            cert.signature_algorithm().object().nid(),
+            algorithm,
+            "{name}"
+        );
+        assert!(cert.verify(&key).unwrap(), "{name}'s signature");
+        serials.push(
+            cert.serial_number()
+                .to_bn()
+                .unwrap()
+                .to_hex_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let crl = X509Crl::from_pem(&std::fs::read(ca.join("crl.pem")).unwrap()).unwrap();
+    assert!(crl.verify(&key).unwrap(), "the CRL's signature");
+    let revoked: Vec<String> = crl
+        .get_revoked()
+        .map(|stack| {
+            stack
+                .iter()
+                .map(|r| {
+                    r.serial_number()
+                        .to_bn()
+                        .unwrap()
+                        .to_hex_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(revoked, vec![serials[2].clone()], "{}", guide.output);
+
+    let verify = |name: &str| {
+        let args: Vec<OsString> = vec![
+            "verify".into(),
+            "-crl_check".into(),
+            "-CAfile".into(),
+            ca.join("ca.pem").into(),
+            "-CRLfile".into(),
+            ca.join("crl.pem").into(),
+            ca.join(format!("{name}.pem")).into(),
+        ];
+        let (status, out) = run("openssl", &args, &[], CLIENT_TIMEOUT);
+        (status.success(), out)
+    };
+    for name in ["alice", "bob"] {
+        let (ok, out) = verify(name);
+        assert!(ok && out.contains(": OK"), "{name}: {out}");
+    }
+    let (ok, out) = verify("carol");
+    assert!(!ok && out.contains("certificate revoked"), "carol: {out}");
+}
+
+/// docs/integrations/openssh.md: `ssh-keygen -D` prints the cluster key, and `sshd`
+/// accepted exactly that key for the `ssh -I` login and the one through `ssh-agent`, each
+/// of which ran its command.
+#[test]
+fn openssh_guide_logs_in_with_the_token_key() {
+    let c = Client::new(&Setup::new(2, 3));
+    let port = free_port();
+    let guide = c.guide("openssh.md", &[("PORT", port.to_string().into())]);
+    let authorized = guide.file("authorized_keys");
+    let user = run("id", &["-un".into()], &[], CLIENT_TIMEOUT)
+        .1
+        .trim()
+        .to_owned();
+    let sshd_log = std::fs::read_to_string(guide.file("sshd.log")).unwrap_or_default();
+    let diagnostics = format!("guide:\n{}\nsshd:\n{sshd_log}", guide.output);
+
+    // The public key ssh-keygen -D printed is the cluster key.
+    let args: Vec<OsString> = vec![
+        "-e".into(),
+        "-m".into(),
+        "PKCS8".into(),
+        "-f".into(),
+        authorized.clone().into(),
+    ];
+    let (status, pem) = run("ssh-keygen", &args, &[], CLIENT_TIMEOUT);
+    assert!(status.success(), "{pem}\n{diagnostics}");
+    let printed = PKey::public_key_from_pem(pem.as_bytes()).unwrap();
+    assert!(printed.public_eq(&c.fx.public()), "{diagnostics}");
+
+    // Both logins ran their command, with that key.
+    for line in [
+        format!("logged in with ssh -I as {user}"),
+        format!("logged in through ssh-agent as {user}"),
+    ] {
+        assert!(
+            guide.output.lines().any(|l| l == line),
+            "{line}\n{diagnostics}"
+        );
+    }
+    let args: Vec<OsString> = vec!["-l".into(), "-f".into(), authorized.into()];
+    let (status, listed) = run("ssh-keygen", &args, &[], CLIENT_TIMEOUT);
+    assert!(status.success(), "{listed}");
+    let fingerprint = listed.split_whitespace().nth(1).unwrap().to_owned();
+    let accepted = format!("Accepted publickey for {user} from 127.0.0.1");
+    let logins = sshd_log
+        .lines()
+        .filter(|l| l.starts_with(&accepted) && l.ends_with(&format!("RSA {fingerprint}")))
+        .count();
+    assert_eq!(logins, 2, "{fingerprint}\n{diagnostics}");
+}
+
+/// docs/integrations/nss.md: NSS's `tstclnt` authenticated to OpenSSL's server with the
+/// certificate on the token and an RSA-PSS CertificateVerify by the token, which the
+/// server checked against that certificate.
+#[test]
+fn nss_guide_authenticates_a_tls_client_with_the_token_key() {
+    let c = Client::new(&Setup::new(2, 3));
+    let port = free_port();
+    let guide = c.guide(
+        "nss.md",
+        &[
+            ("ITTC_KEY", KEY_URI.into()),
+            ("ITTC_KEY_ID", hex::encode(KEY_ID).into()),
+            ("PORT", port.to_string().into()),
+        ],
+    );
+    c.assert_certifies_the_key(&guide.file("client.pem"));
+    assert!(
+        guide.output.contains(KEY_LABEL),
+        "certutil -K:\n{}",
+        guide.output
+    );
+    let page = std::fs::read_to_string(guide.file("page.txt")).unwrap_or_default();
+    let diagnostics = format!(
+        "{page}\nguide:\n{}\ntstclnt: {}\nmodule log:\n{}",
+        guide.output,
+        std::fs::read_to_string(guide.file("tstclnt.log")).unwrap_or_default(),
+        c.log()
+    );
+    for line in [
+        "HTTP/1.0 200 ok",
+        "Client certificate",
+        "Subject: CN=ittc nss client",
+        // TLS 1.3 signs with RSA-PSS: the token's PSS, checked by OpenSSL.
+        "Peer signature type: RSA-PSS",
+    ] {
+        assert!(page.contains(line), "{line}\n{diagnostics}");
+    }
+}
+
+/// docs/integrations/java.md: `keytool` lists the token's key with its certificate,
+/// `jarsigner` signs a jar through the token, and `jarsigner -verify` (Java's own RSA)
+/// accepts it, signed by the certificate of the cluster key.
+#[test]
+fn java_guide_signs_a_jar_through_the_token() {
+    let c = Client::new(&Setup::new(2, 3));
+    let guide = c.guide(
+        "java.md",
+        &[
+            ("ITTC_KEY", KEY_URI.into()),
+            ("ITTC_KEY_ID", hex::encode(KEY_ID).into()),
+        ],
+    );
+    c.assert_certifies_the_key(&guide.file("signer.pem"));
+    assert!(
+        guide.output.contains("java signer, PrivateKeyEntry"),
         "{}",
-        diagnostics()
+        guide.output
+    );
+    let args: Vec<OsString> = vec![
+        "-verify".into(),
+        "-verbose".into(),
+        "-certs".into(),
+        guide.file("app.jar").into(),
+    ];
+    let (status, verified) = run("jarsigner", &args, &[], CLIENT_TIMEOUT);
+    assert!(status.success(), "{verified}\n{}", guide.output);
+    assert!(verified.contains("jar verified."), "{verified}");
+    assert!(
+        verified.contains("Signed by \"CN=ittc java signer\""),
+        "{verified}"
     );
 }
 
@@ -707,207 +965,5 @@ fn nss_generates_a_key_pair_on_the_token_for_a_certificate_request() {
         MessageDigest::sha256(),
         b"signed with the key NSS had generated",
         &std::fs::read(&sig).unwrap(),
-    );
-}
-
-/// nginx serving HTTPS with the cluster key through OpenSSL's PKCS#11 engine (Debian's
-/// `libengine-pkcs11-openssl`), the way a web server is meant to use ittc: the master
-/// loads the key as root, forks workers that run as `nobody` and can no longer read the
-/// module's TLS files, and every handshake a worker makes is signed by the token. OpenSSL's
-/// client checks each handshake's signature against the certificate of the cluster key.
-#[test]
-fn nginx_serves_tls_with_the_token_key_from_unprivileged_workers() {
-    let c = Client::new(&Setup::new(2, 3));
-    // As deployed: the module's TLS key readable by root only, so not by the workers.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let key = c.file("client.key");
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let (_, cert_pem) = c.certificate("localhost", "nginx");
-    let root = c.file("nginx");
-    std::fs::create_dir_all(&root).unwrap();
-    let port = free_port();
-    let config = format!(
-        "daemon off;\n\
-         master_process on;\n\
-         worker_processes 2;\n\
-         pid {root}/nginx.pid;\n\
-         error_log {root}/error.log info;\n\
-         env ITTC_PKCS11_CONFIG;\n\
-         env ITTC_PKCS11_LOG;\n\
-         env PKCS11_MODULE_PATH;\n\
-         ssl_engine pkcs11;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n\
-           access_log off;\n\
-           client_body_temp_path {root}/body;\n\
-           proxy_temp_path {root}/proxy;\n\
-           fastcgi_temp_path {root}/fastcgi;\n\
-           uwsgi_temp_path {root}/uwsgi;\n\
-           scgi_temp_path {root}/scgi;\n\
-           server {{\n\
-             listen 127.0.0.1:{port} ssl;\n\
-             ssl_protocols TLSv1.2 TLSv1.3;\n\
-             ssl_certificate {cert};\n\
-             ssl_certificate_key \"engine:pkcs11:pkcs11:token=ittc;id=%01;type=private;pin-value={PIN}\";\n\
-             location / {{ return 200 \"signed by the cluster\\n\"; }}\n\
-           }}\n\
-         }}\n",
-        root = root.display(),
-        cert = cert_pem.display(),
-    );
-    let config_file = root.join("nginx.conf");
-    std::fs::write(&config_file, config).unwrap();
-    let mut env = c.env();
-    env.push(("PKCS11_MODULE_PATH", module_path().into()));
-    // scripts/test unpacks Debian's nginx and names its binary here.
-    let program = std::env::var_os("ITTC_TEST_NGINX").unwrap_or_else(|| "nginx".into());
-    let mut nginx = Background::spawn(
-        std::process::Command::new(&program)
-            .arg("-c")
-            .arg(&config_file)
-            .arg("-p")
-            .arg(&root)
-            .arg("-e")
-            .arg(root.join("error.log"))
-            .envs(env.clone())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    let error_log = root.join("error.log");
-    let started = wait_for(&error_log, "start worker process", &mut nginx);
-    let up = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            up.elapsed() < CLIENT_TIMEOUT && matches!(nginx.0.try_wait(), Ok(None)),
-            "nginx is not listening:\n{started}\n{}",
-            c.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    // Several handshakes, so that both workers are likely to sign.
-    for _ in 0..4 {
-        let args: Vec<OsString> = [
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-tls1_3",
-            "-CAfile",
-            cert_pem.to_str().unwrap(),
-            "-verify_return_error",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        let (status, out) = run("openssl", &args, &[], CLIENT_TIMEOUT);
-        let diagnostics = || {
-            format!(
-                "{out}\nnginx:\n{}\nmodule log:\n{}",
-                std::fs::read_to_string(&error_log).unwrap_or_default(),
-                c.log()
-            )
-        };
-        assert!(status.success(), "{}", diagnostics());
-        assert!(
-            out.contains("Verify return code: 0 (ok)"),
-            "{}",
-            diagnostics()
-        );
-        assert!(
-            out.contains("Peer signature type: RSA-PSS"),
-            "{}",
-            diagnostics()
-        );
-    }
-    let log = std::fs::read_to_string(&error_log).unwrap_or_default();
-    assert!(!log.contains("[crit]") && !log.contains("[emerg]"), "{log}");
-}
-
-/// Java's SunPKCS11 provider, for code signing: `keytool` lists the token's key (with the
-/// certificate stored next to it) as a private-key entry, `jarsigner` signs a jar through
-/// the token, and `jarsigner -verify` (Java's own RSA) accepts the signature and names
-/// the certificate of the cluster key.
-#[test]
-fn java_signs_a_jar_through_the_token() {
-    let c = Client::new(&Setup::new(2, 3));
-    let (cert_der, _) = c.certificate("ittc java signer", "java-signer");
-    c.tool_ok(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--write-object",
-        cert_der.to_str().unwrap(),
-        "--type",
-        "cert",
-        "--id",
-        "01",
-        "--label",
-        "java signer",
-    ]);
-    let provider_config = c.file("sunpkcs11.cfg");
-    std::fs::write(
-        &provider_config,
-        format!(
-            "name = ittc\nlibrary = {}\nslot = 1\n",
-            module_path().display()
-        ),
-    )
-    .unwrap();
-    let java = |program: &str, args: &[&OsStr]| c.run_ok(program, args);
-    let keystore: Vec<&OsStr> = vec![
-        "-keystore".as_ref(),
-        "NONE".as_ref(),
-        "-storetype".as_ref(),
-        "PKCS11".as_ref(),
-        "-providerClass".as_ref(),
-        "sun.security.pkcs11.SunPKCS11".as_ref(),
-        "-providerArg".as_ref(),
-        provider_config.as_os_str(),
-        "-storepass".as_ref(),
-        PIN.as_ref(),
-    ];
-    let mut list: Vec<&OsStr> = vec!["-list".as_ref()];
-    list.extend(&keystore);
-    let listed = java("keytool", &list);
-    assert!(listed.contains("java signer, PrivateKeyEntry"), "{listed}");
-
-    let content = c.file("jar-content");
-    std::fs::create_dir_all(&content).unwrap();
-    std::fs::write(content.join("hello.txt"), b"signed by a threshold key\n").unwrap();
-    let jar = c.file("app.jar");
-    java(
-        "jar",
-        &[
-            "cf".as_ref(),
-            jar.as_os_str(),
-            "-C".as_ref(),
-            content.as_os_str(),
-            ".".as_ref(),
-        ],
-    );
-    let mut sign = keystore.clone();
-    sign.extend::<[&OsStr; 4]>([
-        "-sigalg".as_ref(),
-        "SHA256withRSA".as_ref(),
-        jar.as_os_str(),
-        "java signer".as_ref(),
-    ]);
-    java("jarsigner", &sign);
-    let verified = java(
-        "jarsigner",
-        &[
-            "-verify".as_ref(),
-            "-verbose".as_ref(),
-            "-certs".as_ref(),
-            jar.as_os_str(),
-        ],
-    );
-    assert!(verified.contains("jar verified."), "{verified}");
-    assert!(
-        verified.contains("Signed by \"CN=ittc java signer\""),
-        "{verified}"
     );
 }

@@ -14,6 +14,8 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
+pub mod guide;
+
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
