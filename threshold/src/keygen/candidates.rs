@@ -59,7 +59,7 @@ pub(crate) fn draw<R: CryptoRng + ?Sized>(index: usize, bound: &BigUint, rng: &m
 /// compiler turns into vector instructions, and no division. Each of the group's primes is
 /// then checked on that sum with one multiplication ([`Divisor`]). An order of magnitude
 /// faster per prime than dividing word by word, which moves the best bound up (see
-/// [`super::DEFAULT_SIEVE_BOUND`]). Groups go from the smallest primes up and the search
+/// [`super::default_sieve_bound`]). Groups go from the smallest primes up and the search
 /// stops at the first factor, so a typical candidate costs a few groups.
 #[derive(Clone, Debug)]
 pub(crate) struct Sieve {
