@@ -28,22 +28,21 @@ pub(crate) const BASE_DOMAIN: &[u8] = b"ittc keygen biprimality base";
 /// Domain of the trial input of the exponent phase.
 pub(crate) const TRIAL_DOMAIN: &[u8] = b"ittc keygen trial input";
 
-/// `g^x mod n` for a party's Boneh–Franklin value, `x` (big-endian) secret: OpenSSL's
-/// constant-time Montgomery exponentiation where the crate is built with it (the appliance's
-/// default build; about twice as fast as num-bigint at 2048 bits, and the biprimality tests
-/// are most of a generation's arithmetic).
-#[cfg(feature = "openssl-backend")]
+/// `g^x mod n` for a party's Boneh–Franklin value, `x` (big-endian) secret, with the
+/// fastest constant-time exponentiation the crate is built with: OpenSSL's (the
+/// appliance's default build; the biprimality tests are most of a generation's
+/// arithmetic), else GMP's `mpz_powm_sec`, else crypto-bigint's. So every build variant of
+/// the appliance exponentiates its secrets in constant time, each with its own backend.
 pub(crate) fn pow(g: &BigUint, x: &[u8], n: &BigUint) -> Result<BigUint, crate::Error> {
-    use crate::backend::{OpenSsl, PartialExp};
-    let out = OpenSsl.pow_secret(&g.to_bytes_be(), x, &n.to_bytes_be())?;
+    use crate::backend::PartialExp;
+    #[cfg(feature = "openssl-backend")]
+    let backend = crate::backend::OpenSsl;
+    #[cfg(all(feature = "gmp-backend", not(feature = "openssl-backend")))]
+    let backend = crate::backend::Gmp;
+    #[cfg(not(any(feature = "openssl-backend", feature = "gmp-backend")))]
+    let backend = crate::backend::CryptoBigint;
+    let out = backend.pow_secret(&g.to_bytes_be(), x, &n.to_bytes_be())?;
     Ok(BigUint::from_bytes_be(&out))
-}
-
-/// `g^x mod n` for a party's Boneh–Franklin value, with num-bigint (variable time) in a
-/// build without OpenSSL.
-#[cfg(not(feature = "openssl-backend"))]
-pub(crate) fn pow(g: &BigUint, x: &[u8], n: &BigUint) -> Result<BigUint, crate::Error> {
-    Ok(g.modpow(&BigUint::from_bytes_be(x), n))
 }
 
 /// The Jacobi symbol `(a/n)` for odd `n`. Public values only.

@@ -66,12 +66,13 @@
 //! messages zeroize on drop. The arithmetic itself uses num-bigint, which neither zeroizes
 //! its temporaries nor runs in constant time: functions that touch secrets here are named
 //! `_vartime`. The one exception is the exponentiation of the Boneh–Franklin values, most
-//! of a generation's arithmetic: with the `openssl-backend` feature (the appliance's
-//! default build) it is OpenSSL's constant-time one, about twice as fast. That is acceptable for this protocol because it runs once per key, on the
-//! appliance's own random secrets, with no input an attacker chooses and nothing to repeat;
-//! a local attacker able to take fine-grained timing measurements of the appliance during
-//! generation is out of scope (docs/security.md). A finished or failed [`Party`] has dropped
-//! every secret except the share it returned.
+//! of a generation's arithmetic: it is constant time in every build, with the fastest
+//! backend built (OpenSSL's in the appliance's default build, else GMP's, else
+//! crypto-bigint's). The rest is acceptable for this protocol because it runs once per
+//! key, on the appliance's own random secrets, with no input an attacker chooses and
+//! nothing to repeat; a local attacker able to take fine-grained timing measurements of
+//! the appliance during generation is out of scope (docs/security.md). A finished or
+//! failed [`Party`] has dropped every secret except the share it returned.
 
 mod bgw;
 mod biprimality;
