@@ -62,9 +62,23 @@ enum Command {
     /// key's last refresh failed and none has succeeded since; 4 when every key is usable
     /// and refreshes succeed but a holder is behind or does not answer.
     Status {
-        /// Machine-readable output.
+        /// Machine-readable output (with --watch, one JSON document per line).
         #[arg(long)]
         json: bool,
+        /// Ask again every SECONDS (1 without a value) until interrupted: a terminal is
+        /// redrawn each time; elsewhere each report follows the last, after a line with the
+        /// time.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            num_args = 0..=1,
+            default_missing_value = "1",
+            value_parser = clap::value_parser!(u64).range(1..=3600)
+        )]
+        watch: Option<u64>,
+        /// With --watch: stop after this many reports, with the exit status of the last.
+        #[arg(long, requires = "watch", value_parser = clap::value_parser!(u32).range(1..))]
+        count: Option<u32>,
     },
     /// Certificates.
     Cert {
@@ -686,7 +700,21 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Status { json } => {
+        Command::Status {
+            json,
+            watch: Some(every),
+            count,
+        } => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let every = std::time::Duration::from_secs(every);
+            let code = status::watch(&cluster, every, count, json);
+            if code != 0 {
+                return Ok(ExitCode::from(code));
+            }
+        }
+        Command::Status {
+            json, watch: None, ..
+        } => {
             let cluster = Cluster::open(&cluster_dir)?;
             let report = status::status(&cluster);
             if json {

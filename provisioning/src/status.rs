@@ -3,9 +3,12 @@
 //! (when it was last refreshed, when the next is due, the last failure, epochs pending or
 //! still to erase, appliances behind).
 //!
-//! [`ask`] asks the appliances; [`report`] puts their answers together without I/O.
+//! [`ask`] asks the appliances; [`report`] puts their answers together without I/O;
+//! [`watch`] asks again and again (`ittc status --watch`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ittc_wire::{KeyStatus, RefreshFailure, Request, Response, StatusInfo};
 use serde::Serialize;
@@ -408,6 +411,53 @@ fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// `ittc status --watch`: the report every `every` (the time to ask included), until
+/// interrupted or, with `count`, after that many reports; returns the last report's exit
+/// code ([`StatusReport::exit_code`]). In a terminal the screen is cleared and redrawn;
+/// otherwise (a pipe, a file) each report follows the last after a line with the time, or,
+/// with `json`, one compact JSON document per line. Stops quietly when standard output is
+/// closed (`| head`).
+pub fn watch(cluster: &Cluster, every: Duration, count: Option<u32>, json: bool) -> u8 {
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown = 0u32;
+    loop {
+        let started = Instant::now();
+        let report = status(cluster);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let text = if json {
+            let mut line = serde_json::to_string(&report).unwrap_or_default();
+            line.push('\n');
+            line
+        } else {
+            // Home and clear in a terminal, so the report does not scroll.
+            let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+            let gap = if terminal || shown == 0 { "" } else { "\n" };
+            format!(
+                "{clear}{gap}{} (every {} s; Ctrl-C to stop)\n\n{}",
+                utc(now_ms),
+                every.as_secs(),
+                report.render()
+            )
+        };
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return report.exit_code();
+        }
+        drop(out);
+        shown = shown.saturating_add(1);
+        if count.is_some_and(|c| shown >= c) {
+            return report.exit_code();
+        }
+        std::thread::sleep(every.saturating_sub(started.elapsed()));
+    }
 }
 
 /// Unix milliseconds as `2026-12-06 20:31:05 UTC`.

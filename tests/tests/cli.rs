@@ -416,3 +416,62 @@ fn audit_verify_asks_every_appliance_and_fails_for_one_away() {
     assert!(stdout.contains("appliance 3: not checked"), "{stdout}");
     assert!(stdout.contains("appliance 1: intact"), "{stdout}");
 }
+
+/// `ittc status --watch`: it asks the appliances again for every report (an appliance
+/// killed after the first shows as down in the last), `--count` ends it, and `--json`
+/// gives one document per line; without `--json`, away from a terminal, each report
+/// follows the last under a line with the time.
+#[test]
+fn status_watch_asks_again_for_every_report() {
+    use std::io::{BufRead, BufReader, Read};
+
+    let mut running = InitCluster::new(3, 2, "");
+    let c = running.arg();
+    let text = ok(run_ittc(&[
+        "--cluster",
+        &c,
+        "status",
+        "--watch",
+        "1",
+        "--count",
+        "2",
+    ]));
+    assert_eq!(text.matches("appliances:").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("(every 1 s; Ctrl-C to stop)").count(),
+        2,
+        "{text}"
+    );
+
+    let mut child = ittc_tests::cli::ittc(&[
+        "--cluster",
+        &c,
+        "status",
+        "--watch",
+        "1",
+        "--count",
+        "3",
+        "--json",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    running.kill(3);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    child.wait().unwrap();
+    let reports: Vec<serde_json::Value> = std::iter::once(first.as_str())
+        .chain(rest.lines())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 3, "{first}{rest}");
+    let reachable = |report: &serde_json::Value| -> Vec<bool> {
+        let appliances = report["appliances"].as_array().unwrap();
+        appliances.iter().map(|a| a["reachable"] == true).collect()
+    };
+    assert_eq!(reachable(&reports[0]), [true, true, true]);
+    assert_eq!(reachable(&reports[2]), [true, true, false]);
+}
