@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ittc_wire::frame::{HEADER_LEN, body_len};
-use ittc_wire::identity::{Identity, identity_from_cert};
+use ittc_wire::identity::{Identity, Role, identity_from_cert};
 use ittc_wire::revocation::certificate_serial;
 use ittc_wire::{ErrorCode, Request, Response, WireError, codec, write_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,6 +27,9 @@ use crate::error::ApplianceError;
 use crate::handlers::dispatch;
 use crate::refusals::{Refusal, Refusals};
 use crate::state::{Session, State};
+
+/// Numbers the requests this process serves, for its logs.
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// The connections in their TLS handshake, oldest first, each with the signal that closes
 /// it. At most `max_handshakes`: a new one closes the oldest.
@@ -218,7 +222,13 @@ async fn connection(
         peer.refuse(Refusal::NoRole, "no readable serial in the certificate");
         return;
     };
-    let span = info_span!("peer", who = %identity);
+    // The role and index as fields of their own, for JSON logs (`log.format`).
+    let (role, index) = match identity.role {
+        Role::Appliance(i) => ("appliance", Some(i)),
+        Role::Client => ("client", None),
+        Role::Admin => ("admin", None),
+    };
+    let span = info_span!("peer", who = %identity, role, index);
     if state.deny_list.check(&serial) {
         async {
             let refusal = refuse_revoked(&state, &identity, &serial).await;
@@ -251,8 +261,9 @@ async fn connection(
                 ),
                 Ok(Some(Ok(request))) => {
                     let kind = request.kind();
+                    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
                     let (response, returned, close) = handle(&state, session, request)
-                        .instrument(info_span!("request", kind))
+                        .instrument(info_span!("request", id, kind))
                         .await;
                     session = returned;
                     (response, close)
@@ -405,25 +416,29 @@ async fn handle(
         .await
         .unwrap_or_else(|join| Err(join.to_string()))
     };
+    // The outcome of every request, in the span of its id, kind and peer: successes at
+    // debug level (one line per partial would cost the throughput), refusals at info,
+    // failures at warn.
     match outcome {
         Ok((Ok(response), session)) => {
-            debug!("ok");
+            debug!(outcome = "ok", "done");
             (response, session, false)
         }
         Ok((Err(err), session)) => {
+            let code = err.to_wire().code;
             match &err {
                 ApplianceError::Storage(_)
                 | ApplianceError::Internal(_)
                 | ApplianceError::Threshold(_) => {
-                    warn!(error = %err, "failed")
+                    warn!(outcome = "failed", ?code, error = %err, "failed")
                 }
-                _ => info!(error = %err, "refused"),
+                _ => info!(outcome = "refused", ?code, error = %err, "refused"),
             }
             (Response::Error(err.to_wire()), session, false)
         }
         Err(panic) => {
             // A handler panicked (a bug): answer, then close the connection.
-            warn!(error = %panic, kind, "handler failed");
+            warn!(outcome = "failed", error = %panic, kind, "handler failed");
             let wire = ApplianceError::Internal("handler failed".into()).to_wire();
             (Response::Error(wire), fallback, true)
         }

@@ -1098,15 +1098,33 @@ fn connection_cap_idle_timeout_and_bad_inputs() {
     );
     drop(third);
 
-    // JSON logs: every line an object, none with the PIN.
+    // JSON logs: every line an object, none with the PIN; the refused partial of the
+    // wrong epoch is a line with its outcome, the request's id and kind, and the peer's
+    // role.
     let log = cluster.log(1);
-    let lines: Vec<&str> = log.lines().collect();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
     assert!(lines.len() > 5);
-    for line in lines {
-        assert!(
-            line.starts_with('{') && line.ends_with('}'),
-            "not JSON: {line}"
-        );
-    }
     assert!(!log.contains("123456"));
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["code"] == "WrongEpoch")
+        .unwrap_or_else(|| panic!("no line for the wrong epoch:\n{log}"));
+    assert_eq!(refused["fields"]["outcome"], "refused", "{refused}");
+    assert_eq!(refused["span"]["name"], "request", "{refused}");
+    assert_eq!(refused["span"]["kind"], "partial", "{refused}");
+    assert!(refused["span"]["id"].as_u64().is_some(), "{refused}");
+    let peer = refused["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "peer"))
+        .unwrap_or_else(|| panic!("no peer span: {refused}"));
+    assert_eq!(peer["role"], "client", "{refused}");
+    // Request ids are distinct.
+    let ids: std::collections::BTreeSet<u64> = lines
+        .iter()
+        .filter_map(|l| l["span"]["id"].as_u64())
+        .collect();
+    assert!(ids.len() > 1, "{log}");
 }
