@@ -51,6 +51,8 @@ pub struct Options {
     pub max_connections: usize,
     /// `log.format`.
     pub log_format: &'static str,
+    /// `log.level`.
+    pub log_level: &'static str,
     /// `backend`, if set.
     pub backend: Option<String>,
     /// `keygen.min_bits`, if set (1024 lets tests generate small keys).
@@ -72,6 +74,7 @@ impl Default for Options {
             idle_timeout_ms: 30_000,
             max_connections: 256,
             log_format: "human",
+            log_level: "info,ittc_appliance=debug",
             backend: None,
             keygen_min_bits: None,
             refresh_interval: "0",
@@ -222,7 +225,7 @@ impl Cluster {
                  [limits]\nmax_frame = {}\nmax_inflight_partials = {}\npartial_workers = {}\nidle_timeout_ms = {}\n\
                  max_connections = {}\nhandshake_timeout_ms = 3000\nread_timeout_ms = 3000\nshutdown_grace_ms = 5000\n\n\
                  [pin]\nmax_failures = {}\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n\n\
-                 [log]\nformat = \"{}\"\nlevel = \"info,ittc_appliance=debug\"\n\n\
+                 [log]\nformat = \"{}\"\nlevel = \"{}\"\n\n\
                  [refresh]\ninterval = \"{}\"\n{keygen}{audit}{peers}",
                 hex::encode(cluster_id),
                 options.max_frame,
@@ -232,6 +235,7 @@ impl Cluster {
                 options.max_connections,
                 options.max_pin_failures,
                 options.log_format,
+                options.log_level,
                 options.refresh_interval,
             );
             let config_path = root.join(format!("{name}.toml"));

@@ -871,6 +871,59 @@ fn audited_entries(cluster: &Cluster, index: u8) -> u64 {
         .unwrap()
 }
 
+/// No PIN and no share in the logs at any level: three appliances logging everything at
+/// `trace` (rustls and tokio included) go through an import, a PIN set, signatures and a
+/// wrong PIN, and their logs hold neither PIN nor any share, as hex, decimal or bytes.
+#[test]
+fn logs_at_trace_level_hold_no_pin_and_no_share() {
+    let options = Options {
+        log_level: "trace",
+        ..Options::default()
+    };
+    let mut cluster = Cluster::new(3, &options);
+    cluster.start_all();
+    let key = import_key(&cluster, 2, b"quiet");
+    cluster.set_user_pin(PIN);
+    let sig = threshold_sign(&cluster, &key, &[1, 3], b"quiet message");
+    let public = PKey::from_rsa(key.openssl.clone()).unwrap();
+    let mut v = Verifier::new(MessageDigest::sha256(), &public).unwrap();
+    v.update(b"quiet message").unwrap();
+    assert!(v.verify(&sig).unwrap());
+    let mut c = cluster.connect_as(2, "client").unwrap();
+    let _ = c
+        .request(&Request::Login {
+            user: UserKind::User,
+            pin: SecretBytes::new(b"wrong!".to_vec()),
+        })
+        .unwrap();
+    drop(c);
+    let mut forbidden: Vec<String> = vec!["123456".into(), "wrong!".into()];
+    for share in &key.shares {
+        let decimal = BigUint::from_bytes_be(share).to_string();
+        let bytes = format!("{:?}", &share[..12]);
+        forbidden.extend([
+            hex::encode(share),
+            hex::encode_upper(share),
+            decimal[..40].to_owned(),
+            bytes.trim_end_matches(']').to_owned(),
+        ]);
+    }
+    for index in 1..=3 {
+        assert!(cluster.stop(index).success());
+        let log = cluster.log(index);
+        assert!(
+            log.matches(" TRACE ").count() > 100,
+            "not at trace level:\n{log}"
+        );
+        for secret in &forbidden {
+            assert!(
+                !log.contains(secret.as_str()),
+                "appliance {index} logged {secret}"
+            );
+        }
+    }
+}
+
 #[test]
 fn audit_log_records_key_and_pin_requests_and_verifies() {
     let mut cluster = Cluster::new(2, &Options::default());
