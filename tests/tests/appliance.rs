@@ -871,6 +871,18 @@ fn audited_entries(cluster: &Cluster, index: u8) -> u64 {
         .unwrap()
 }
 
+/// A user login with the wrong PIN `wrong!` on appliance `index` (refused, counted).
+fn wrong_login(cluster: &Cluster, index: u8) {
+    let mut c = cluster.connect_as(index, "client").unwrap();
+    let answer = c
+        .request(&Request::Login {
+            user: UserKind::User,
+            pin: SecretBytes::new(b"wrong!".to_vec()),
+        })
+        .unwrap();
+    assert_ne!(answer, Response::Ok);
+}
+
 /// No PIN and no share in the logs at any level: three appliances logging everything at
 /// `trace` (rustls and tokio included) go through an import, a PIN set, signatures and a
 /// wrong PIN, and their logs hold neither PIN nor any share, as hex, decimal or bytes.
@@ -889,14 +901,7 @@ fn logs_at_trace_level_hold_no_pin_and_no_share() {
     let mut v = Verifier::new(MessageDigest::sha256(), &public).unwrap();
     v.update(b"quiet message").unwrap();
     assert!(v.verify(&sig).unwrap());
-    let mut c = cluster.connect_as(2, "client").unwrap();
-    let _ = c
-        .request(&Request::Login {
-            user: UserKind::User,
-            pin: SecretBytes::new(b"wrong!".to_vec()),
-        })
-        .unwrap();
-    drop(c);
+    wrong_login(&cluster, 2);
     let mut forbidden: Vec<String> = vec!["123456".into(), "wrong!".into()];
     for share in &key.shares {
         let decimal = BigUint::from_bytes_be(share).to_string();
@@ -931,14 +936,7 @@ fn audit_log_records_key_and_pin_requests_and_verifies() {
     let key = import_key(&cluster, 2, b"audited");
     cluster.set_user_pin(PIN);
     let _ = threshold_sign(&cluster, &key, &[1, 2], b"audited message");
-    let mut c = cluster.connect_as(1, "client").unwrap();
-    let _ = c
-        .request(&Request::Login {
-            user: UserKind::User,
-            pin: SecretBytes::new(b"wrong!".to_vec()),
-        })
-        .unwrap();
-    drop(c);
+    wrong_login(&cluster, 1);
     assert!(cluster.stop(1).success());
     // store_share, set_pin, login, partial, failed login: at least 5 entries.
     let entries = audited_entries(&cluster, 1);
