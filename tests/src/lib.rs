@@ -64,6 +64,27 @@ pub struct Options {
     pub audit: String,
 }
 
+/// The forms a secret number could take in a log: hex in both cases, its first 40 decimal
+/// digits, and the start of its bytes as a Debug list; the bytes themselves if they are
+/// text (a PIN).
+pub fn logged_forms(secret: &[u8]) -> Vec<String> {
+    let mut forms = vec![
+        hex::encode(secret),
+        hex::encode_upper(secret),
+        format!("{:?}", &secret[..secret.len().min(12)])
+            .trim_end_matches(']')
+            .to_owned(),
+    ];
+    let decimal = num_bigint::BigUint::from_bytes_be(secret).to_string();
+    if decimal.len() >= 40 {
+        forms.push(decimal[..40].to_owned());
+    }
+    if let Ok(text) = std::str::from_utf8(secret) {
+        forms.push(text.to_owned());
+    }
+    forms
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -395,6 +416,25 @@ impl Cluster {
     /// The appliance's log so far.
     pub fn log(&self, index: u8) -> String {
         std::fs::read_to_string(&self.appliances[usize::from(index) - 1].log).unwrap_or_default()
+    }
+
+    /// Stops every appliance (SIGTERM) and fails unless each logged at `trace` level
+    /// ([`Options::log_level`]) and none of `secrets` ([`logged_forms`]) is in its log.
+    pub fn assert_logs_hold_none_of(&mut self, secrets: &[String]) {
+        for index in 1..=self.appliances.len() as u8 {
+            assert!(self.stop(index).success());
+            let log = self.log(index);
+            assert!(
+                log.matches(" TRACE ").count() > 100,
+                "not at trace level:\n{log}"
+            );
+            for secret in secrets {
+                assert!(
+                    !log.contains(secret.as_str()),
+                    "appliance {index} logged {secret}"
+                );
+            }
+        }
     }
 
     /// The TLS identity stored under `name` (`client`, `admin`, `appliance-2`).

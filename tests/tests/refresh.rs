@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ittc_tests::{Cluster, Options, appliance_binary};
+use ittc_tests::{Cluster, Options, appliance_binary, logged_forms};
 use ittc_threshold::{Combiner, Partial, RsaPrivateKey, RsaPublicKey, SharingParams};
 use ittc_wire::client::Timeouts;
 use ittc_wire::{
@@ -364,6 +364,31 @@ fn code(response: Response) -> ErrorCode {
         Response::Error(e) => e.code,
         other => panic!("expected an error, got {other:?}"),
     }
+}
+
+/// A refresh logged at `trace` level for every crate logs none of the shares it replaces,
+/// nor the PIN; the new epoch signs with every 2 of the 3.
+#[test]
+fn a_refresh_logged_at_trace_level_holds_no_share_and_no_pin() {
+    let options = Options {
+        log_level: "trace",
+        ..Options::default()
+    };
+    let mut cluster = Cluster::new(3, &options);
+    cluster.start_all();
+    let rsa = Rsa::generate(2048).unwrap();
+    let key = RsaPrivateKey::from_bytes(&rsa.private_key_to_pem().unwrap(), None).unwrap();
+    let (_, shares) = cluster.import_key_with_shares(&key, 2, KEY, "quiet");
+    cluster.set_user_pin(PIN);
+    let outcome = refresh(&cluster, 1).unwrap();
+    assert_eq!((outcome.from_epoch, outcome.to_epoch), (1, 2));
+    assert_eq!(settled(&cluster, 3, Duration::from_secs(10)), 2);
+    every_k_set_signs(&cluster, &key, 2, 3, 2);
+    let mut secrets = logged_forms(PIN);
+    for share in &shares {
+        secrets.extend(logged_forms(share.value().as_be_bytes()));
+    }
+    cluster.assert_logs_hold_none_of(&secrets);
 }
 
 #[test]
