@@ -16,6 +16,7 @@ pub mod audit;
 pub mod cert;
 pub mod cluster;
 pub mod demo;
+pub mod doctor;
 mod error;
 mod folder;
 pub mod generate;

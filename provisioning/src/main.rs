@@ -80,6 +80,14 @@ enum Command {
         #[arg(long, requires = "watch", value_parser = clap::value_parser!(u32).range(1..))]
         count: Option<u32>,
     },
+    /// Checks this host's cluster folder and the appliances it names, and says what to
+    /// fix: private key files readable by others, certificates expired or expiring
+    /// within 30 days, appliances that do not answer or whose clock is more than 5 s off
+    /// this host's, two appliances of the same build variant.
+    ///
+    /// Exit status: 0 when nothing needs fixing (warnings included), 1 when something does
+    /// or the folder cannot be read, 2 on wrong arguments.
+    Doctor,
     /// Certificates.
     Cert {
         #[command(subcommand)]
@@ -725,6 +733,15 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 print!("{}", report.render());
             }
             let code = report.exit_code();
+            if code != 0 {
+                return Ok(ExitCode::from(code));
+            }
+        }
+        Command::Doctor => {
+            let cluster = Cluster::open(&cluster_dir)?;
+            let (text, code) =
+                ittc_provisioning::doctor::render(&ittc_provisioning::doctor::doctor(&cluster));
+            print!("{text}");
             if code != 0 {
                 return Ok(ExitCode::from(code));
             }

@@ -805,6 +805,7 @@ pub(crate) mod fixtures {
                 audit_head: [0; 32],
                 uptime_secs: 1,
                 revoked_certificates: 0,
+                clock_unix_ms: 0,
             }),
         }
     }

@@ -475,3 +475,38 @@ fn status_watch_asks_again_for_every_report() {
     assert_eq!(reachable(&reports[0]), [true, true, true]);
     assert_eq!(reachable(&reports[2]), [true, true, false]);
 }
+
+/// `ittc doctor` on a cluster folder that `ittc init` wrote: nothing to fix (three
+/// appliances of one build variant are only a warning); then a private key readable by
+/// others and an appliance down are both named with what to do, and the exit status is 1.
+#[test]
+fn doctor_says_what_to_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut running = InitCluster::new(3, 2, "");
+    let c = running.arg();
+    let healthy = ok(run_ittc(&["--cluster", &c, "doctor"]));
+    assert!(healthy.contains("0 to fix"), "{healthy}");
+    for index in 1..=3 {
+        assert!(
+            healthy.contains(&format!("ok    appliance {index} (")),
+            "{healthy}"
+        );
+    }
+    assert!(healthy.contains("clock within"), "{healthy}");
+    assert!(healthy.contains("run the same build variant"), "{healthy}");
+    assert!(healthy.contains("client.pem valid until"), "{healthy}");
+
+    let key = running.dir.join("client.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    running.kill(3);
+    let sick = run_ittc(&["--cluster", &c, "doctor"]);
+    let out = String::from_utf8_lossy(&sick.stdout);
+    assert_eq!(sick.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!("-> chmod 600 {}", key.display())),
+        "{out}"
+    );
+    assert!(out.contains("FIX   appliance 3 ("), "{out}");
+    assert!(out.contains("2 to fix"), "{out}");
+}

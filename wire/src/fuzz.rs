@@ -365,6 +365,7 @@ pub fn sample_responses() -> Result<Vec<Response>, Error> {
             audit_head: [0x11; 32],
             uptime_secs: 86_400,
             revoked_certificates: 1,
+            clock_unix_ms: 1_765_000_000_000,
         }),
         Response::KeyGenerated(KeygenResult {
             modulus: vec![0xc7; 256],

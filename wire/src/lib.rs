@@ -118,5 +118,6 @@ pub fn now_unix_ms() -> u64 {
 /// so appliances of versions 6 and 7 cannot generate a key together. Version 8 changed how
 /// key generation draws and tests its candidates (a public offset on party 1's shares, a
 /// screening round with a square base, 80 rounds after it); the messages are the same, but
-/// appliances of versions 7 and 8 would compute different things from them.
+/// appliances of versions 7 and 8 would compute different things from them. Version 8 also
+/// added the appliance's clock to [`StatusInfo`] (`ittc doctor` compares it with its own).
 pub const PROTOCOL_VERSION: u16 = 8;

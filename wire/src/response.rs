@@ -242,6 +242,9 @@ pub struct StatusInfo {
     pub uptime_secs: u64,
     /// How many certificates are on the appliance's deny-list.
     pub revoked_certificates: u32,
+    /// The appliance's clock when it answered, milliseconds since 1970 (`ittc doctor`
+    /// compares it with its own).
+    pub clock_unix_ms: u64,
 }
 
 impl StatusInfo {
@@ -344,6 +347,7 @@ mod tests {
             audit_head: [2; 32],
             uptime_secs: 60,
             revoked_certificates: 1,
+            clock_unix_ms: 1_765_000_000_000,
         })
     }
 

@@ -138,6 +138,7 @@ fn serve_one(config: Arc<ServerConfig>, mode: Mode) -> (SocketAddr, JoinHandle<O
                     audit_head: [0; 32],
                     uptime_secs: 1,
                     revoked_certificates: 0,
+                    clock_unix_ms: 0,
                 }),
                 (other, Mode::Answer { .. }) => {
                     Response::Error(WireError::new(ErrorCode::BadRequest, other.kind()))

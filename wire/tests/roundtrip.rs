@@ -437,7 +437,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
         any::<[u8; 16]>(),
         vec(key_status(), 0..6),
         any::<[u8; 32]>(),
-        any::<(u64, u32)>(),
+        any::<(u64, u32, u64)>(),
     )
         .prop_map(
             |(
@@ -448,7 +448,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
                 cluster_id,
                 keys,
                 audit_head,
-                (uptime_secs, revoked_certificates),
+                (uptime_secs, revoked_certificates, clock_unix_ms),
             )| StatusInfo {
                 protocol_version,
                 software_version,
@@ -459,6 +459,7 @@ fn status() -> impl Strategy<Value = StatusInfo> {
                 audit_head,
                 uptime_secs,
                 revoked_certificates,
+                clock_unix_ms,
             },
         )
 }
