@@ -103,8 +103,8 @@ pub(crate) fn coin_vartime(
 
 /// The base of biprimality round `round`. Round 0 is the screening round that every
 /// modulus surviving the sieve goes through: its base is the square of a coin, whose
-/// Jacobi symbol is 1 without computing it (a Jacobi symbol cost as much as a fifth of the
-/// exponentiations). A biprime passes it (`g^(φ/4) = h^(φ/2) ≡ 1`), and other moduli fail
+/// Jacobi symbol is 1 without computing it (computing it for every survivor took a sixth of
+/// a generation's time). A biprime passes it (`g^(φ/4) = h^(φ/2) ≡ 1`), and other moduli fail
 /// it about as surely as a round with any base, but it is not counted as a Boneh–Franklin
 /// round: squares are only a part of the bases of symbol 1 that the error bound is proven
 /// over. The other rounds, `1..=biprimality_rounds` on the modulus that passes the screen,
