@@ -425,7 +425,8 @@ async fn handle(
             (response, session, false)
         }
         Ok((Err(err), session)) => {
-            let code = err.to_wire().code;
+            let wire = err.to_wire();
+            let code = wire.code;
             match &err {
                 ApplianceError::Storage(_)
                 | ApplianceError::Internal(_)
@@ -434,7 +435,7 @@ async fn handle(
                 }
                 _ => info!(outcome = "refused", ?code, error = %err, "refused"),
             }
-            (Response::Error(err.to_wire()), session, false)
+            (Response::Error(wire), session, false)
         }
         Err(panic) => {
             // A handler panicked (a bug): answer, then close the connection.

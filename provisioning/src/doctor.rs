@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ittc_wire::{Request, Response};
 
@@ -67,7 +67,7 @@ impl Finding {
 
 /// Every check, in order.
 pub fn doctor(cluster: &Cluster) -> Vec<Finding> {
-    let now_ms = unix_ms(SystemTime::now());
+    let now_ms = ittc_wire::now_unix_ms();
     let mut findings = key_files(cluster);
     findings.extend(certificates(cluster, now_ms));
     findings.extend(appliances(cluster));
@@ -92,11 +92,6 @@ pub fn render(findings: &[Finding]) -> (String, u8) {
     let (fix, warn) = (count(Level::Fix), count(Level::Warn));
     out += &format!("\n{fix} to fix, {warn} warning(s)\n");
     (out, u8::from(fix > 0))
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The private key files: the folder's `*.key` and `*.sealing`, and the TLS key of
@@ -238,13 +233,13 @@ fn renew_command(path: &Path) -> String {
 fn appliances(cluster: &Cluster) -> Vec<Finding> {
     let answers = cluster.in_parallel(cluster.indices(), |index| {
         let mut c = cluster.connect(index).map_err(|e| e.to_string())?;
-        let sent = SystemTime::now();
+        let sent = ittc_wire::now_unix_ms();
         let started = Instant::now();
         match c.request(&Request::Status) {
             Ok(Response::Status(s)) => {
                 // This host's time halfway through the exchange.
-                let mid = unix_ms(sent + started.elapsed() / 2);
-                let skew = i128::from(s.clock_unix_ms) - i128::from(mid);
+                let half = i128::try_from(started.elapsed().as_millis() / 2).unwrap_or(0);
+                let skew = i128::from(s.clock_unix_ms) - i128::from(sent) - half;
                 Ok((s, skew))
             }
             Ok(other) => Err(format!("unexpected answer {other:?}")),

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ittc_wire::{KeyStatus, RefreshFailure, Request, Response, StatusInfo};
 use serde::Serialize;
@@ -425,9 +425,7 @@ pub fn watch(cluster: &Cluster, every: Duration, count: Option<u32>, json: bool)
     loop {
         let started = Instant::now();
         let report = status(cluster);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = ittc_wire::now_unix_ms();
         let text = if json {
             let mut line = serde_json::to_string(&report).unwrap_or_default();
             line.push('\n');

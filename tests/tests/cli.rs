@@ -427,15 +427,12 @@ fn status_watch_asks_again_for_every_report() {
 
     let mut running = InitCluster::new(3, 2, "");
     let c = running.arg();
-    let text = ok(run_ittc(&[
-        "--cluster",
-        &c,
-        "status",
-        "--watch",
-        "1",
-        "--count",
-        "2",
-    ]));
+    let watch = |more: &[&'static str]| {
+        let mut args = vec!["--cluster", c.as_str(), "status", "--watch", "1"];
+        args.extend_from_slice(more);
+        ittc_tests::cli::ittc(&args)
+    };
+    let text = ok(watch(&["--count", "2"]).output().unwrap());
     assert_eq!(text.matches("appliances:").count(), 2, "{text}");
     assert_eq!(
         text.matches("(every 1 s; Ctrl-C to stop)").count(),
@@ -443,19 +440,10 @@ fn status_watch_asks_again_for_every_report() {
         "{text}"
     );
 
-    let mut child = ittc_tests::cli::ittc(&[
-        "--cluster",
-        &c,
-        "status",
-        "--watch",
-        "1",
-        "--count",
-        "3",
-        "--json",
-    ])
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = watch(&["--count", "3", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();

@@ -48,8 +48,6 @@ pub fn handle_status(state: &State) -> Result<Response, ApplianceError> {
         audit_head: state.storage.audit_head()?.hash,
         uptime_secs: state.started.elapsed().as_secs(),
         revoked_certificates: u32::try_from(state.storage.revoked_count()).unwrap_or(u32::MAX),
-        clock_unix_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        clock_unix_ms: ittc_wire::now_unix_ms(),
     }))
 }
