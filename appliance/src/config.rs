@@ -63,6 +63,21 @@ pub struct Config {
     /// The audit log's retention and export.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The Prometheus metrics listener (off unless `metrics.listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus metrics listener (docs/appliance.md, "Metrics"): plain HTTP with no
+/// authentication, so on a loopback address unless `allow_remote` says otherwise.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics`, e.g. `127.0.0.1:9464`; none (the default): off.
+    pub listen: Option<SocketAddr>,
+    /// Allow an address other than loopback. The metrics hold no secret, but they say
+    /// which keys exist and how busy the appliance is, to anyone who can connect.
+    pub allow_remote: bool,
 }
 
 /// How much of the audit log the database keeps, and where the rest goes (docs/appliance.md,
@@ -512,6 +527,19 @@ impl Config {
                 return Err((field, "must be at least 1".into()));
             }
         }
+        if let Some(address) = self.metrics.listen
+            && !address.ip().is_loopback()
+            && !self.metrics.allow_remote
+        {
+            return Err((
+                "metrics.listen",
+                format!(
+                    "{address} is not a loopback address: the metrics listener has no TLS \
+                     and no authentication (set metrics.allow_remote = true to serve it there \
+                     anyway)"
+                ),
+            ));
+        }
         if self.refresh.scheduled() && self.refresh.interval < Duration::from_secs(1) {
             return Err(("refresh.interval", "must be 0 (off) or at least 1s".into()));
         }
@@ -686,5 +714,22 @@ mod tests {
             let err = load_with(bad).unwrap_err().to_string();
             assert!(err.contains("revoked"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_on_loopback_unless_allowed() {
+        assert!(load_with("").unwrap().metrics.listen.is_none());
+        let on = load_with("[metrics]\nlisten = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(on.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(load_with("[metrics]\nlisten = \"[::1]:9464\"").is_ok());
+        let err = load_with("[metrics]\nlisten = \"0.0.0.0:9464\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics.listen") && err.contains("allow_remote"),
+            "{err}"
+        );
+        let remote = load_with("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true");
+        assert!(remote.is_ok());
     }
 }

@@ -14,14 +14,16 @@
 //! new (replaced) appliance's empty store with its peers' token objects, PIN records and
 //! deny-list. [`retention`] moves audit entries past the retention from the store to export
 //! files on a schedule. [`variant`] names this build (exponentiation backend, TLS provider,
-//! allocator) and asks peers for theirs. What the appliance does not do (yet): rebuild a
-//! lost appliance's shares.
+//! allocator) and asks peers for theirs. [`metrics`] counts requests, refusals and
+//! connections and serves them, with what the store says, to Prometheus when
+//! `metrics.listen` is set.
 
 pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod hygiene;
 pub mod keygen;
+pub mod metrics;
 pub mod peers;
 pub mod public_state;
 pub mod refresh;
@@ -163,11 +165,26 @@ pub fn run(path: &Path, allow_root: bool) -> Result<(), StartError> {
         // Every connection to a peer refuses a certificate on this appliance's deny-list.
         let peer_client = identity.client_config_with(state.deny_list.clone())?;
         let state = Arc::new(state.with_peer_client(peer_client));
+        let metrics_listener = match state.config.metrics.listen {
+            Some(wanted) => {
+                let listener = TcpListener::bind(wanted).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("metrics.listen {wanted}: {e}"))
+                })?;
+                Some((listener.local_addr()?, listener))
+            }
+            None => None,
+        };
         tracing::info!(%address, index = state.config.index, variant = %state.build_variant, "appliance started");
         refresh::schedule::start(state.clone());
         public_state::start(state.clone());
         retention::start(state.clone());
+        // The first line tells a supervisor (`ittc demo`, the tests) that the appliance is up.
         println!("listening on {address}");
+        if let Some((address, listener)) = metrics_listener {
+            tracing::info!(%address, "metrics listening");
+            println!("metrics on http://{address}/metrics");
+            tokio::spawn(metrics::serve(listener, state.clone()));
+        }
         use std::io::Write as _;
         std::io::stdout().flush()?;
         server::serve(listener, acceptor, state, shutdown_signal()).await;

@@ -1,8 +1,10 @@
 //! Refused connections and frames, logged once per kind and period: a hostile peer that
 //! opens thousands of connections, or sends garbage in a loop, costs the log a line every
-//! [`PERIOD`] per kind, not one per connection or frame.
+//! [`PERIOD`] per kind, not one per connection or frame. Every refusal is counted for the
+//! metrics, logged or not.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -34,7 +36,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 9] = [
+    /// Every kind.
+    pub const ALL: [Refusal; 9] = [
         Refusal::AcceptFailed,
         Refusal::TooManyConnections,
         Refusal::HandshakeEvicted,
@@ -61,15 +64,32 @@ impl Refusal {
         }
     }
 
+    /// Its name in the metrics (`reason` of `ittc_connections_refused_total`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::AcceptFailed => "accept_failed",
+            Refusal::TooManyConnections => "too_many_connections",
+            Refusal::HandshakeEvicted => "handshake_evicted",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::HandshakeFailed => "handshake_failed",
+            Refusal::NoRole => "no_role",
+            Refusal::FrameTooLarge => "frame_too_large",
+            Refusal::BadFrameHeader => "bad_frame_header",
+            Refusal::Undecodable => "undecodable",
+        }
+    }
+
     fn slot(self) -> usize {
         Refusal::ALL.iter().position(|r| *r == self).unwrap_or(0)
     }
 }
 
-/// Per kind: when one was last logged, and how many were only counted since.
+/// Per kind: when one was last logged, and how many were only counted since; and how many
+/// there were since the start.
 #[derive(Default)]
 pub struct Refusals {
     kinds: Mutex<[Option<(Instant, u64)>; Refusal::ALL.len()]>,
+    totals: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl Refusals {
@@ -83,6 +103,7 @@ impl Refusals {
     /// [`Refusals::note`] at `now`: `None` if only counted, else how many were counted
     /// since the last line of this kind.
     fn note_at(&self, kind: Refusal, detail: &dyn std::fmt::Display, now: Instant) -> Option<u64> {
+        self.totals[kind.slot()].fetch_add(1, Ordering::Relaxed);
         let suppressed = {
             let mut kinds = self
                 .kinds
@@ -110,6 +131,13 @@ impl Refusals {
         }
         warn!("{}: {detail}", kind.as_str());
         Some(suppressed)
+    }
+}
+
+impl Refusals {
+    /// How many refusals of `kind` there were since the start.
+    pub fn total(&self, kind: Refusal) -> u64 {
+        self.totals[kind.slot()].load(Ordering::Relaxed)
     }
 }
 
@@ -145,6 +173,10 @@ mod tests {
             refusals.note_at(Refusal::HandshakeTimeout, &peer, later),
             None
         );
+        // Every one is counted, logged or not.
+        assert_eq!(refusals.total(Refusal::HandshakeTimeout), 1003);
+        assert_eq!(refusals.total(Refusal::Undecodable), 1);
+        assert_eq!(refusals.total(Refusal::NoRole), 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ittc_wire::frame::{HEADER_LEN, body_len};
 use ittc_wire::identity::{Identity, Role, identity_from_cert};
@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApplianceError;
 use crate::handlers::dispatch;
+use crate::metrics::Outcome;
 use crate::refusals::{Refusal, Refusals};
 use crate::state::{Session, State};
 
@@ -97,7 +98,7 @@ pub async fn serve(
         waiting: BTreeMap::new(),
         max: limits.max_handshakes,
     }));
-    let refusals = Arc::new(Refusals::default());
+    let refusals = Arc::clone(&state.refusals);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -244,6 +245,7 @@ async fn connection(
         return;
     }
     let mut session = Session::new(identity, peer.address);
+    let _counted = state.metrics.connected(role);
     async {
         info!("connected");
         loop {
@@ -375,30 +377,65 @@ fn too_large(len: usize, max: usize) -> WireError {
     )
 }
 
-/// Runs a request: a partial operation on this runtime worker, anything else on the
-/// blocking pool. A partial is admitted first: at most `max_inflight_partials` at once,
-/// else `Busy`, and at most `partial_workers` running; the runtime has one worker more than
-/// that, so handshakes, reads, writes and timers always have a thread (see `lib::run`).
-/// The third value says whether to close the connection.
+/// Runs a request ([`run`]), then logs and counts how it ended: in the span of its id, kind
+/// and peer, successes at debug level (one line per partial would cost the throughput),
+/// refusals at info, failures at warn. The third value says whether to close the
+/// connection.
 async fn handle(
     state: &Arc<State>,
     session: Session,
     request: Request,
 ) -> (Response, Session, bool) {
     let kind = request.kind();
+    let started = Instant::now();
+    let (result, session, close) = run(state, session, request).await;
+    match result {
+        Ok(response) => {
+            debug!(outcome = "ok", "done");
+            let elapsed = started.elapsed();
+            state.metrics.request(kind, Outcome::Ok, elapsed, false);
+            (response, session, close)
+        }
+        Err(err) => {
+            let wire = err.to_wire();
+            let code = wire.code;
+            let outcome = Outcome::of(&err);
+            if outcome == Outcome::Failed {
+                warn!(outcome = "failed", ?code, error = %err, "failed");
+            } else {
+                info!(outcome = "refused", ?code, error = %err, "refused");
+            }
+            let locked = matches!(err, ApplianceError::PinIncorrect { remaining: 0 });
+            state
+                .metrics
+                .request(kind, outcome, started.elapsed(), locked);
+            (Response::Error(wire), session, close)
+        }
+    }
+}
+
+/// Runs a request: a partial operation on this runtime worker, anything else on the
+/// blocking pool. A partial is admitted first: at most `max_inflight_partials` at once,
+/// else `Busy`, and at most `partial_workers` running; the runtime has one worker more than
+/// that, so handshakes, reads, writes and timers always have a thread (see `lib::run`).
+/// The third value says whether to close the connection (after a handler's panic).
+async fn run(
+    state: &Arc<State>,
+    session: Session,
+    request: Request,
+) -> (Result<Response, ApplianceError>, Session, bool) {
     let fallback = session.clone();
     let outcome = if matches!(request, Request::Partial { .. }) {
         let _admitted = match state.inflight.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
-                let err = ApplianceError::Busy(state.config.limits.max_inflight_partials);
-                warn!(error = %err, "refused");
-                return (Response::Error(err.to_wire()), session, false);
+                let busy = ApplianceError::Busy(state.config.limits.max_inflight_partials);
+                return (Err(busy), session, false);
             }
         };
         let Ok(_worker) = state.workers.acquire().await else {
             let err = ApplianceError::Internal("worker pool closed".into());
-            return (Response::Error(err.to_wire()), session, true);
+            return (Err(err), session, true);
         };
         // The exponentiation runs on the thread the request woke. Handing it to the
         // blocking pool costs two more thread wake-ups per partial, and on a busy machine
@@ -416,32 +453,13 @@ async fn handle(
         .await
         .unwrap_or_else(|join| Err(join.to_string()))
     };
-    // The outcome of every request, in the span of its id, kind and peer: successes at
-    // debug level (one line per partial would cost the throughput), refusals at info,
-    // failures at warn.
     match outcome {
-        Ok((Ok(response), session)) => {
-            debug!(outcome = "ok", "done");
-            (response, session, false)
-        }
-        Ok((Err(err), session)) => {
-            let wire = err.to_wire();
-            let code = wire.code;
-            match &err {
-                ApplianceError::Storage(_)
-                | ApplianceError::Internal(_)
-                | ApplianceError::Threshold(_) => {
-                    warn!(outcome = "failed", ?code, error = %err, "failed")
-                }
-                _ => info!(outcome = "refused", ?code, error = %err, "refused"),
-            }
-            (Response::Error(wire), session, false)
-        }
+        Ok((result, session)) => (result, session, false),
         Err(panic) => {
             // A handler panicked (a bug): answer, then close the connection.
-            warn!(outcome = "failed", error = %panic, kind, "handler failed");
-            let wire = ApplianceError::Internal("handler failed".into()).to_wire();
-            (Response::Error(wire), fallback, true)
+            warn!(error = %panic, "handler panicked");
+            let err = ApplianceError::Internal("handler failed".into());
+            (Err(err), fallback, true)
         }
     }
 }

@@ -16,8 +16,10 @@ use crate::config::Config;
 use crate::error::ApplianceError;
 use crate::handlers::KeyMathCache;
 use crate::keygen::Keygens;
+use crate::metrics::Metrics;
 use crate::peers::Peer;
 use crate::refresh::Refreshes;
+use crate::refusals::Refusals;
 use crate::revocation::DenyList;
 use crate::storage::{SealingKey, Storage, StorageOptions};
 
@@ -50,6 +52,10 @@ pub struct State {
     /// The certificate deny-list check, over the store (server side, and the peer TLS
     /// configuration's).
     pub deny_list: Arc<DenyList>,
+    /// Refused connections and frames: logged once per kind and period, all counted.
+    pub refusals: Arc<Refusals>,
+    /// The Prometheus metrics (`metrics.rs`).
+    pub metrics: Metrics,
 }
 
 impl State {
@@ -79,6 +85,7 @@ impl State {
         let build_variant = crate::variant::name(backend.name());
         let inflight = Semaphore::new(config.limits.max_inflight_partials);
         let workers = Semaphore::new(config.limits.workers());
+        let metrics = Metrics::new(&build_variant);
         Ok(Self {
             config,
             storage,
@@ -92,6 +99,8 @@ impl State {
             refresh: Refreshes::default(),
             key_math: KeyMathCache::default(),
             deny_list,
+            refusals: Arc::default(),
+            metrics,
         })
     }
 

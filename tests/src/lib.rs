@@ -62,6 +62,16 @@ pub struct Options {
     pub refresh_interval: &'static str,
     /// The body of the `[audit]` section (retention and export), if not empty.
     pub audit: String,
+    /// Whether each appliance serves metrics (`[metrics]`, on a free loopback port).
+    pub metrics: bool,
+}
+
+/// The value of `series` (a metric's name with its labels, as the text shows them) in
+/// scraped metrics `text`, if it is there.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split(' ').next()?.parse().ok())
 }
 
 /// The forms a secret number could take in a log: hex in both cases, its first 40 decimal
@@ -100,6 +110,7 @@ impl Default for Options {
             keygen_min_bits: None,
             refresh_interval: "0",
             audit: String::new(),
+            metrics: false,
         }
     }
 }
@@ -118,6 +129,8 @@ pub struct Appliance {
     log: PathBuf,
     /// The binary it runs, if not [`appliance_binary`].
     binary: Option<PathBuf>,
+    /// Where it serves metrics, if [`Options::metrics`].
+    metrics: Option<SocketAddr>,
 }
 
 /// A cluster of n appliances in a temporary folder.
@@ -199,7 +212,8 @@ impl Cluster {
         save("admin", &ca.issue(Role::Admin, "test admin").unwrap());
         // Free loopback ports, picked now so that every config can name its peers (key
         // generation and refresh reach them there).
-        let listeners: Vec<std::net::TcpListener> = (0..n)
+        let ports = if options.metrics { 2 * n } else { n };
+        let listeners: Vec<std::net::TcpListener> = (0..ports)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let addresses: Vec<SocketAddr> =
@@ -230,6 +244,12 @@ impl Cluster {
                 format!("\n[audit]\n{}\n", options.audit)
             };
             let listen = addresses[usize::from(index) - 1];
+            let metrics = options
+                .metrics
+                .then(|| addresses[usize::from(n + index) - 1]);
+            let metrics_section = metrics
+                .map(|m| format!("\n[metrics]\nlisten = \"{m}\"\n"))
+                .unwrap_or_default();
             let peers: String = (1..=n)
                 .filter(|i| *i != index)
                 .map(|i| {
@@ -247,7 +267,7 @@ impl Cluster {
                  max_connections = {}\nhandshake_timeout_ms = 3000\nread_timeout_ms = 3000\nshutdown_grace_ms = 5000\n\n\
                  [pin]\nmax_failures = {}\nargon2_m_cost_kib = 256\nargon2_t_cost = 1\n\n\
                  [log]\nformat = \"{}\"\nlevel = \"{}\"\n\n\
-                 [refresh]\ninterval = \"{}\"\n{keygen}{audit}{peers}",
+                 [refresh]\ninterval = \"{}\"\n{keygen}{audit}{metrics_section}{peers}",
                 hex::encode(cluster_id),
                 options.max_frame,
                 options.max_inflight_partials,
@@ -269,6 +289,7 @@ impl Cluster {
                 listen,
                 log: root.join(format!("{name}.log")),
                 binary: None,
+                metrics,
             });
         }
         Self {
@@ -349,6 +370,35 @@ impl Cluster {
         assert_eq!(address, a.listen, "appliance {index} listens elsewhere");
         a.child = Some(child);
         Ok(address)
+    }
+
+    /// Sends `request`, a whole HTTP request head, to appliance `index`'s metrics listener
+    /// and returns the whole answer: status line, headers and body.
+    pub fn metrics_http(&self, index: u8, request: &str) -> String {
+        use std::io::{Read as _, Write as _};
+        let address = self.appliances[usize::from(index) - 1]
+            .metrics
+            .expect("the cluster was written without metrics");
+        let mut tcp = std::net::TcpStream::connect_timeout(&address, PROCESS_TIMEOUT).unwrap();
+        tcp.set_read_timeout(Some(PROCESS_TIMEOUT)).unwrap();
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    /// `GET /metrics` on appliance `index`: the body, once the answer is checked to be a
+    /// 200 of OpenMetrics text.
+    pub fn scrape(&self, index: u8) -> String {
+        let answer = self.metrics_http(index, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(
+            head.contains("Content-Type: application/openmetrics-text"),
+            "{head}"
+        );
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        body.to_owned()
     }
 
     /// Starts every appliance.

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ittc_tests::{Cluster, Options, connect, logged_forms, public_key_object_id};
+use ittc_tests::{Cluster, Options, connect, logged_forms, metric, public_key_object_id};
 use ittc_threshold::padding::{HashAlg, pkcs1v15_sign};
 use ittc_threshold::{Blinding, Partial, RsaPrivateKey, RsaPublicKey, SharingParams, combine};
 use ittc_wire::identity::Role;
@@ -1159,4 +1159,183 @@ fn connection_cap_idle_timeout_and_bad_inputs() {
         .filter_map(|l| l["span"]["id"].as_u64())
         .collect();
     assert!(ids.len() > 1, "{log}");
+}
+
+/// The value of `series` in `text`, which must be there.
+fn metric_in(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+/// Prometheus metrics, scraped while signatures run: the partials served and the latency
+/// histogram move by exactly what appliance 1 served, as each scrape shows them growing;
+/// refusals, wrong PINs, a lockout and a refused connection are counted by reason; the
+/// store's values (the key's epoch and age, the audit chain, the database's size) are
+/// there; the listener answers only `GET`/`HEAD /metrics`; and the text holds no PIN or
+/// share.
+#[test]
+fn metrics_move_while_signing() {
+    let options = Options {
+        metrics: true,
+        ..Options::default()
+    };
+    let mut cluster = Cluster::new(3, &options);
+    cluster.start_all();
+    let served = "ittc_requests_total{kind=\"partial\",outcome=\"ok\"}";
+    let first = cluster.scrape(1);
+    assert_eq!(metric(&first, served), None);
+    let build = first
+        .lines()
+        .find(|l| l.starts_with("ittc_build_info{"))
+        .unwrap();
+    assert!(
+        build.ends_with(" 1") && build.contains("variant=\""),
+        "{build}"
+    );
+
+    let key = import_key(&cluster, 2, b"watched");
+    cluster.set_user_pin(PIN);
+    let before = cluster.scrape(1);
+    let served_before = metric(&before, served).unwrap_or(0.0);
+    let audit_before = metric_in(&before, "ittc_audit_entries");
+    // A client connection open throughout.
+    let mut held = cluster.user_session(1, PIN);
+
+    let signatures = 30;
+    let mut scraped = Vec::new();
+    let made = std::thread::scope(|scope| {
+        let signer = scope.spawn(|| {
+            (0..signatures)
+                .map(|i| {
+                    let message = format!("watched message {i}");
+                    let sig = threshold_sign(&cluster, &key, &[1, 2], message.as_bytes());
+                    (message, sig)
+                })
+                .collect::<Vec<_>>()
+        });
+        while !signer.is_finished() {
+            scraped.push(cluster.scrape(1));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signer.join().unwrap()
+    });
+    let public = PKey::from_rsa(key.openssl.clone()).unwrap();
+    for (message, sig) in &made {
+        let mut v = Verifier::new(MessageDigest::sha256(), &public).unwrap();
+        v.update(message.as_bytes()).unwrap();
+        assert!(v.verify(sig).unwrap());
+    }
+    let after = cluster.scrape(1);
+    let total = metric_in(&after, served);
+    assert_eq!(total - served_before, f64::from(signatures));
+    // Every scrape during the run saw the count grow, never shrink, and some saw it
+    // between its start and its end.
+    let counts: Vec<f64> = scraped
+        .iter()
+        .map(|t| metric(t, served).unwrap_or(0.0))
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    assert!(
+        counts.iter().any(|c| *c > served_before && *c < total),
+        "no scrape in the middle of the run: {counts:?}"
+    );
+    for text in &scraped {
+        assert!(metric_in(text, "ittc_connections{role=\"client\"}") >= 1.0);
+        assert!(metric_in(text, "ittc_partials_in_flight") >= 0.0);
+    }
+    // The histogram counted each served partial once, each under 20 s.
+    assert_eq!(metric_in(&after, "ittc_partial_seconds_count"), total);
+    assert_eq!(
+        metric_in(&after, "ittc_partial_seconds_bucket{le=\"+Inf\"}"),
+        total
+    );
+    assert!(metric_in(&after, "ittc_partial_seconds_sum") > 0.0);
+    // Each signature logged in first (its own connection).
+    assert!(
+        metric_in(&after, "ittc_requests_total{kind=\"login\",outcome=\"ok\"}")
+            >= f64::from(signatures)
+    );
+    // The store's values.
+    let epoch = format!("ittc_key_epoch{{key=\"{}\",label=\"test key\"}}", key.id);
+    assert_eq!(metric_in(&after, &epoch), 1.0);
+    let age = format!(
+        "ittc_key_refresh_age_seconds{{key=\"{}\",label=\"test key\"}}",
+        key.id
+    );
+    assert!((0.0..600.0).contains(&metric_in(&after, &age)));
+    assert!(metric_in(&after, "ittc_audit_entries") >= audit_before + f64::from(signatures));
+    assert!(metric_in(&after, "ittc_database_bytes") > 0.0);
+
+    // Refusals, by reason.
+    let wrong_epoch = Request::Partial {
+        key_id: key.id.clone(),
+        epoch: 7,
+        input: vec![2; 256],
+    };
+    assert_eq!(
+        error_code(held.request(&wrong_epoch).unwrap()),
+        ErrorCode::WrongEpoch
+    );
+    let mut anonymous = cluster.connect_as(1, "client").unwrap();
+    assert_eq!(
+        error_code(anonymous.request(&wrong_epoch).unwrap()),
+        ErrorCode::NotLoggedIn
+    );
+    for _ in 0..options.max_pin_failures {
+        wrong_login(&cluster, 1);
+    }
+    // Not TLS at all: refused in the handshake.
+    let mut plain = TcpStream::connect(cluster.address(1)).unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = plain.read(&mut [0u8; 64]);
+    let refused = cluster.scrape(1);
+    for (series, value) in [
+        ("ittc_partials_refused_total{reason=\"wrong_epoch\"}", 1.0),
+        ("ittc_partials_refused_total{reason=\"not_logged_in\"}", 1.0),
+        (
+            "ittc_pin_failures_total",
+            f64::from(options.max_pin_failures),
+        ),
+        ("ittc_pin_lockouts_total", 1.0),
+        ("ittc_pin_locked{user=\"user\"}", 1.0),
+        ("ittc_pin_locked{user=\"so\"}", 0.0),
+        (
+            "ittc_connections_refused_total{reason=\"handshake_failed\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric_in(&refused, series), value, "{series}");
+    }
+
+    // Closed connections leave the gauge.
+    drop((held, anonymous));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric_in(&cluster.scrape(1), "ittc_connections{role=\"client\"}") > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "client connections still counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Only GET and HEAD of /metrics; a head that does not end is cut off.
+    let answer = |request: &str| cluster.metrics_http(1, request);
+    assert!(answer("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    assert!(answer("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+    let head = answer("HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    // One byte over the limit, all of it read by the listener (so its close is not a reset).
+    let start = "GET /metrics HTTP/1.1\r\nX: ";
+    let endless = format!("{start}{}\r\n", "a".repeat(4097 - start.len() - 2));
+    assert!(answer(&endless).starts_with("HTTP/1.1 431 "));
+
+    let mut secrets = logged_forms(PIN);
+    for share in &key.shares {
+        secrets.extend(logged_forms(share));
+    }
+    for secret in &secrets {
+        assert!(!refused.contains(secret.as_str()));
+    }
 }

@@ -327,6 +327,15 @@ impl Storage {
         self.inner.appliance_index
     }
 
+    /// The database's size on disk, in bytes (sled's estimate: its files).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Db`].
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        self.inner.db.size_on_disk().db()
+    }
+
     /// Flushes every change so far to disk.
     pub fn flush(&self) -> Result<(), StorageError> {
         self.inner.db.flush().db()?;
