@@ -110,6 +110,7 @@ pub struct Metrics {
     connections: Family<RoleLabels, Gauge>,
     connections_refused: Family<ReasonLabels, Counter>,
     partials_in_flight: Gauge,
+    requests_in_flight: Gauge,
     key_epoch: Family<KeyLabels, Gauge>,
     key_refresh_age: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     key_refresh_failed: Family<KeyLabels, Gauge>,
@@ -174,6 +175,12 @@ impl Metrics {
             "partials_in_flight",
             "Partial operations admitted: running or waiting for a worker",
             partials_in_flight.clone(),
+        );
+        let requests_in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests of any kind being handled (partials, logins, key generations, …)",
+            requests_in_flight.clone(),
         );
         let key_epoch = Family::<KeyLabels, Gauge>::default();
         registry.register(
@@ -240,6 +247,7 @@ impl Metrics {
             connections,
             connections_refused,
             partials_in_flight,
+            requests_in_flight,
             key_epoch,
             key_refresh_age,
             key_refresh_failed,
@@ -286,10 +294,16 @@ impl Metrics {
     }
 
     /// Counts an open connection of `role` until the guard is dropped.
-    pub fn connected(&self, role: &'static str) -> Connected {
+    pub fn connected(&self, role: &'static str) -> Held {
         let gauge = self.connections.get_or_create(&RoleLabels { role }).clone();
         gauge.inc();
-        Connected(gauge)
+        Held(gauge)
+    }
+
+    /// Counts a request being handled until the guard is dropped.
+    pub fn handling(&self) -> Held {
+        self.requests_in_flight.inc();
+        Held(self.requests_in_flight.clone())
     }
 
     /// Reads what the store knows, and encodes every metric as OpenMetrics text. Blocks on
@@ -370,10 +384,10 @@ fn as_gauge(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// An open connection, counted in `ittc_connections` while it lives.
-pub struct Connected(Gauge);
+/// A connection or request counted in a gauge while it lives.
+pub struct Held(Gauge);
 
-impl Drop for Connected {
+impl Drop for Held {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -388,7 +388,9 @@ async fn handle(
 ) -> (Response, Session, bool) {
     let kind = request.kind();
     let started = Instant::now();
+    let handling = state.metrics.handling();
     let (result, session, close) = run(state, session, request).await;
+    drop(handling);
     match result {
         Ok(response) => {
             debug!(outcome = "ok", "done");

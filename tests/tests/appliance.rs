@@ -1241,6 +1241,7 @@ fn metrics_move_while_signing() {
     for text in &scraped {
         assert!(metric_in(text, "ittc_connections{role=\"client\"}") >= 1.0);
         assert!(metric_in(text, "ittc_partials_in_flight") >= 0.0);
+        assert!(metric_in(text, "ittc_requests_in_flight") >= 0.0);
     }
     // The histogram counted each served partial once, each under 20 s.
     assert_eq!(metric_in(&after, "ittc_partial_seconds_count"), total);
@@ -1306,6 +1307,7 @@ fn metrics_move_while_signing() {
         assert_eq!(metric_in(&refused, series), value, "{series}");
     }
 
+    assert_eq!(metric_in(&refused, "ittc_requests_in_flight"), 0.0);
     // Closed connections leave the gauge.
     drop((held, anonymous));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
