@@ -79,13 +79,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome of a handler's error: `Failed` for the appliance's own faults.
-    pub fn of(err: &ApplianceError) -> Self {
+    /// The outcome of a handler's error, answered with `code`: `Failed` for the
+    /// appliance's own faults.
+    pub fn of(err: &ApplianceError, code: ErrorCode) -> Self {
         match err {
             ApplianceError::Storage(_)
             | ApplianceError::Internal(_)
             | ApplianceError::Threshold(_) => Outcome::Failed,
-            _ => Outcome::Refused(err.to_wire().code),
+            _ => Outcome::Refused(code),
         }
     }
 

@@ -401,7 +401,7 @@ async fn handle(
         Err(err) => {
             let wire = err.to_wire();
             let code = wire.code;
-            let outcome = Outcome::of(&err);
+            let outcome = Outcome::of(&err, code);
             if outcome == Outcome::Failed {
                 warn!(outcome = "failed", ?code, error = %err, "failed");
             } else {
