@@ -48,10 +48,15 @@ pub struct DemoOutcome {
 pub const VARIANTS_LIST: &str = "variants.txt";
 
 /// Where `scripts/variants` puts its binaries: `variants/` beside the folder of this
-/// program's build (`target/variants` for `target/release/ittc`).
+/// program's build (`target/variants` for `target/release/ittc`); where that is missing
+/// and the variants' package is installed, its folder (`/usr/lib/ittc/variants` for
+/// `/usr/bin/ittc`).
 pub fn default_variants_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.join("variants"))
+    let built = crate::installed::prefix()?.join("variants");
+    if built.is_dir() {
+        return Some(built);
+    }
+    crate::installed::variants().or(Some(built))
 }
 
 /// A program for an appliance of the demo, and why that one.
@@ -281,7 +286,8 @@ fn sign_through_module(dir: &Path, message: &Path, signature: &Path) -> Result<(
         .map_err(|e| CliError::Usage(format!("cannot find ittc itself: {e}")))?;
     let module = crate::token::default_module().ok_or_else(|| {
         CliError::Usage(format!(
-            "no {} next to {}: build it (cargo build --release -p ittc-pkcs11, or ./scripts/demo)",
+            "no {} next to {} nor installed: build it (cargo build --release -p ittc-pkcs11, or \
+             ./scripts/demo) or install the ittc-pkcs11 package",
             crate::token::MODULE_FILE,
             program.display()
         ))

@@ -8,7 +8,9 @@
 //! it shares), [`demo`] (a local cluster). [`cluster`] opens a cluster folder and talks to
 //! its appliances as admin; `folder` writes the files of a cluster folder that `replace`
 //! and `add` change; [`pki`] is the cluster's certificate authority; [`token`] signs
-//! through the PKCS#11 module as any application does (`ittc sign`, and the demo's check).
+//! through the PKCS#11 module as any application does (`ittc sign`, and the demo's check);
+//! [`installed`] finds the appliance, the module and the build variants beside `ittc` in a
+//! build or where the Debian packages put them.
 //! `main.rs` is only the command line.
 
 pub mod add;
@@ -22,6 +24,7 @@ mod folder;
 pub mod generate;
 pub mod import;
 pub mod init;
+pub mod installed;
 pub mod pin;
 pub mod pki;
 pub mod process;

@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use ittc_provisioning::cluster::{Cluster, locate};
 use ittc_provisioning::{
     CliError, add, audit, cert, demo, generate, import, init, pin, prompt, refresh, replace,
@@ -107,7 +107,8 @@ enum Command {
         /// The user PIN, from the first line of FILE (else asked for).
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
-        /// The module (default: libittc_pkcs11.so next to this program).
+        /// The module (default: libittc_pkcs11.so next to this program, else the installed
+        /// one).
         #[arg(long, value_name = "PATH")]
         module: Option<PathBuf>,
         /// The file to sign.
@@ -130,7 +131,7 @@ enum Command {
         stop: bool,
         /// The build variants for the appliances, as `scripts/variants` writes them
         /// (appliance i runs variant i; default: `variants/` beside this program's build
-        /// folder, i.e. target/variants).
+        /// folder, i.e. target/variants, else the installed ones, /usr/lib/ittc/variants).
         #[arg(long, value_name = "DIR")]
         variants: Option<PathBuf>,
     },
@@ -143,6 +144,14 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
+    },
+    /// Write the man pages of ittc and of each of its subcommands (section 1, roff) into
+    /// DIR, for the Debian package (scripts/package). Hidden: not an operator's command.
+    #[command(hide = true)]
+    Man {
+        /// The folder to write them to (made if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -802,7 +811,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => {
             let module = module.or_else(token::default_module).ok_or_else(|| {
                 CliError::Usage(format!(
-                    "no {} next to ittc: give --module PATH",
+                    "no {} next to ittc nor installed: give --module PATH",
                     token::MODULE_FILE
                 ))
             })?;
@@ -853,6 +862,12 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let options = add::AddOptions { index, host };
             let added = add::add(&cluster_dir, &options, &step)?;
             print_added(&cluster_dir, &added);
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| CliError::file(&dir, e))?;
+            // From the same definition that parses the command line, so that the pages
+            // cannot drift from it; one page per subcommand (`ittc-key-import.1`).
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| CliError::file(&dir, e))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use crate::error::CliError;
 
-/// `ittc-appliance` next to this program, else the one on the PATH.
+/// `ittc-appliance` next to this program, else the installed one (`/usr/sbin`, which a
+/// user's PATH often lacks), else the one on the PATH.
 pub fn appliance_program() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("ittc-appliance")))
-        .filter(|p| p.is_file())
+    crate::installed::beside("ittc-appliance")
+        .or_else(crate::installed::appliance)
         .unwrap_or_else(|| PathBuf::from("ittc-appliance"))
 }
 

@@ -17,12 +17,10 @@ use crate::error::CliError;
 /// The module's file name.
 pub const MODULE_FILE: &str = "libittc_pkcs11.so";
 
-/// `libittc_pkcs11.so` next to this program, if it is there.
+/// `libittc_pkcs11.so` next to this program, else the installed one (in the multiarch
+/// PKCS#11 folder), if either is there.
 pub fn default_module() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(MODULE_FILE)))
-        .filter(|p| p.is_file())
+    crate::installed::beside(MODULE_FILE).or_else(|| crate::installed::module(MODULE_FILE))
 }
 
 fn token_error(what: &str) -> impl Fn(cryptoki::error::Error) -> CliError + '_ {
