@@ -1,10 +1,10 @@
 //! `ittc-appliance`: the share appliance daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use ittc_appliance::AuditVerifier;
 use ittc_appliance::storage::AuditReport;
 use ittc_appliance::variant;
@@ -58,6 +58,14 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Write the man pages of ittc-appliance and of its subcommands (section 8: a daemon)
+    /// into DIR, for the Debian package (scripts/package). Hidden: not an operator's command.
+    #[command(hide = true)]
+    Man {
+        /// The folder to write them to (made if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +112,18 @@ fn main() -> ExitCode {
             Some(Err(e)) => {
                 eprintln!("ittc-appliance: {e}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Command::Man { dir }) = &cli.command {
+        return match write_man_pages(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "ittc-appliance: writing man pages to {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
             }
         };
     }
@@ -158,6 +178,7 @@ fn main() -> ExitCode {
                 e.result
             );
         }),
+        (Some(Command::Man { .. }), _) => Ok(()),
         (None, Some(path)) if cli.check_config => {
             ittc_appliance::check_config(&path).map(|config| {
                 println!("config {} is valid", path.display());
@@ -177,6 +198,26 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     }
+}
+
+/// One page per command, from the definition that parses the command line, in section 8
+/// (system daemons; `ittc`'s own pages are in section 1, where its `ittc appliance`
+/// subcommand has the name `ittc-appliance`): `ittc-appliance.8`,
+/// `ittc-appliance-audit-verify.8`, …
+fn write_man_pages(dir: &Path) -> std::io::Result<()> {
+    fn write(command: clap::Command, dir: &Path) -> std::io::Result<()> {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), dir)?;
+        }
+        clap_mangen::Man::new(command)
+            .section("8")
+            .generate_to(dir)?;
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    write(command, dir)
 }
 
 fn hex(bytes: &[u8]) -> String {
