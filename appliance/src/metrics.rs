@@ -23,7 +23,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
-use crate::error::ApplianceError;
 use crate::refusals::Refusal;
 use crate::state::State;
 
@@ -79,14 +78,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome of a handler's error, answered with `code`: `Failed` for the
-    /// appliance's own faults.
-    pub fn of(err: &ApplianceError, code: ErrorCode) -> Self {
-        match err {
-            ApplianceError::Storage(_)
-            | ApplianceError::Internal(_)
-            | ApplianceError::Threshold(_) => Outcome::Failed,
-            _ => Outcome::Refused(code),
+    /// The outcome of an error answered with `code`: `Failed` when the code says the
+    /// fault is the appliance's (`Internal`: storage, a peer, a bug), else `Refused` (the
+    /// request, or the state the appliance is in, such as a wrong epoch or `Busy`).
+    pub fn of(code: ErrorCode) -> Self {
+        if code == ErrorCode::Internal {
+            Outcome::Failed
+        } else {
+            Outcome::Refused(code)
         }
     }
 

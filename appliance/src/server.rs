@@ -401,7 +401,7 @@ async fn handle(
         Err(err) => {
             let wire = err.to_wire();
             let code = wire.code;
-            let outcome = Outcome::of(&err, code);
+            let outcome = Outcome::of(code);
             if outcome == Outcome::Failed {
                 warn!(outcome = "failed", ?code, error = %err, "failed");
             } else {
@@ -458,9 +458,9 @@ async fn run(
     match outcome {
         Ok((result, session)) => (result, session, false),
         Err(panic) => {
-            // A handler panicked (a bug): answer, then close the connection.
-            warn!(error = %panic, "handler panicked");
-            let err = ApplianceError::Internal("handler failed".into());
+            // A handler panicked (a bug): answer, then close the connection. The panic's
+            // message goes to the log only (the wire hides an internal error's text).
+            let err = ApplianceError::Internal(format!("handler panicked: {panic}"));
             (Err(err), fallback, true)
         }
     }
