@@ -670,8 +670,18 @@ impl Cluster {
     }
 
     /// Sends `request` to appliance `index` as admin and checks that it is answered `Ok`.
+    /// The connection is tried again for a few seconds: under a small
+    /// `limits.max_connections`, the connections a step before closed may still hold
+    /// their slots until the appliance reads their end.
     fn admin_ok(&self, index: u8, request: &Request) {
-        let mut c = self.connect_as(index, "admin").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut c = loop {
+            match self.connect_as(index, "admin") {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > deadline => panic!("admin on appliance {index}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
         let r = c.request(request).unwrap();
         assert_eq!(r, Response::Ok, "{} on appliance {index}", request.kind());
     }
