@@ -1,11 +1,15 @@
 //! The arithmetic floor of one threshold signature: OpenSSL's constant-time exponentiation
 //! with an exponent as long as a share, on the same modulus (what each appliance must do),
-//! plus the module's combine and check — measured in the same run as the tokens.
+//! plus the module's combine and check — measured in the same run as the tokens. Also the
+//! k partials of one signature started together on this machine's cores, which is what a
+//! signature's partials cost here when the appliances share the cores.
 
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ittc_threshold::{Backend, Combiner, Partial, RsaPrivateKey, SharingParams, split_key};
-use openssl::bn::{BigNum, BigNumContext, MsbOption};
+use openssl::bn::{BigNum, BigNumContext, BigNumRef, MsbOption};
 use serde::{Deserialize, Serialize};
 
 /// The floor's parts, in milliseconds (medians).
@@ -17,6 +21,11 @@ pub struct Floor {
     pub combine_ms: f64,
     /// partial + combine: the least one signature can cost in computation on its path.
     pub total_ms: f64,
+    /// k partials started together, one per thread, until the last ends: what they cost
+    /// when the k appliances share this machine's cores (at least k ÷ cores partials when
+    /// k exceeds the cores, and more where running together slows each one down).
+    #[serde(default)]
+    pub at_once_ms: f64,
     /// Bits of the exponent.
     pub exponent_bits: u32,
 }
@@ -54,6 +63,7 @@ pub fn measure(key: &RsaPrivateKey, k: usize, n: usize, budget: Duration) -> Res
         out.mod_exp(&base, &exponent, &modulus, &mut ctx)
             .map_err(err)
     })?;
+    let at_once_ms = at_once(k, budget, &base, &exponent, &modulus)?;
 
     let shares = split_key(key, params, Backend::default().get(), &mut rand::rng())
         .map_err(|e| e.to_string())?;
@@ -83,6 +93,73 @@ pub fn measure(key: &RsaPrivateKey, k: usize, n: usize, budget: Duration) -> Res
         partial_ms,
         combine_ms,
         total_ms: partial_ms + combine_ms,
+        at_once_ms,
         exponent_bits: bits,
+    })
+}
+
+/// The median time of `k` exponentiations started together on `k` threads, until the last
+/// ends. Each thread has its own copies; two barriers start and end every repetition.
+fn at_once(
+    k: usize,
+    budget: Duration,
+    base: &BigNum,
+    exponent: &BigNum,
+    modulus: &BigNum,
+) -> Result<f64, String> {
+    let err = |e: openssl::error::ErrorStack| e.to_string();
+    let start = Barrier::new(k + 1);
+    let end = Barrier::new(k + 1);
+    let stop = AtomicBool::new(false);
+    // Each thread's copies and context are made here, so that a thread cannot fail before
+    // it meets the barriers (which would leave the others waiting).
+    let mut states = Vec::with_capacity(k);
+    for _ in 0..k {
+        let mut exponent = BigNumRef::to_owned(exponent).map_err(err)?;
+        exponent.set_const_time();
+        states.push((
+            BigNumRef::to_owned(base).map_err(err)?,
+            exponent,
+            BigNumRef::to_owned(modulus).map_err(err)?,
+            BigNumContext::new().map_err(err)?,
+            BigNum::new().map_err(err)?,
+        ));
+    }
+    std::thread::scope(|scope| {
+        let workers = states
+            .into_iter()
+            .map(|(base, exponent, modulus, mut ctx, mut out)| {
+                let (start, end, stop) = (&start, &end, &stop);
+                scope.spawn(move || -> Result<(), String> {
+                    let mut result = Ok(());
+                    loop {
+                        start.wait();
+                        if stop.load(Ordering::Acquire) {
+                            return result;
+                        }
+                        if result.is_ok() {
+                            result = out
+                                .mod_exp(&base, &exponent, &modulus, &mut ctx)
+                                .map(|_| ())
+                                .map_err(err);
+                        }
+                        end.wait();
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        let timed = median(budget, || {
+            start.wait();
+            end.wait();
+            Ok(())
+        });
+        stop.store(true, Ordering::Release);
+        start.wait();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| "a floor thread panicked".to_owned())??;
+        }
+        timed
     })
 }

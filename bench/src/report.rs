@@ -140,6 +140,7 @@ impl ConfigFigures {
             partial_ms: median(rounds.iter().map(|r| r.floor.partial_ms)),
             combine_ms: median(rounds.iter().map(|r| r.floor.combine_ms)),
             total_ms: median(rounds.iter().map(|r| r.floor.total_ms)),
+            at_once_ms: median(rounds.iter().map(|r| r.floor.at_once_ms)),
             exponent_bits: rounds.first().map_or(0, |r| r.floor.exponent_bits),
         };
         let ratios: Vec<Ratios> = rounds.iter().map(|r| r.ratios(threshold)).collect();
@@ -193,23 +194,26 @@ impl ConfigFigures {
         )
     }
 
-    /// Where this machine has fewer cores than the k partials of a signature, they cannot
-    /// all run at once (on separate appliance hosts they would): the least one signature
-    /// can take here is k·partial/cores + combine, and the latency against that.
-    fn crowded_line(&self) -> String {
+    /// The k partials of a signature started together on this machine (measured with the
+    /// floor): where the appliances share the machine's cores, that plus the combine is the
+    /// least one signature takes here, above the floor when k exceeds the cores (they
+    /// cannot all run at once; on separate appliance hosts they would) or when running
+    /// together slows each partial down. The latency against that.
+    fn together_line(&self) -> String {
         let cores = cores();
         let k = usize::from(self.threshold);
-        if k <= cores {
-            return String::new();
-        }
-        let least = |r: &Round| k as f64 * r.floor.partial_ms / cores as f64 + r.floor.combine_ms;
+        let least = |r: &Round| r.floor.at_once_ms + r.floor.combine_ms;
         format!(
-            "\nRSA-{} {}-of-{}: {k} partials on {cores} cores cannot all run at once on this \
-             machine. The least a signature can take here is k × partial ÷ cores + combine = \
-             {:.2} ms; the 1-thread C_Sign p50 is {:.2}× that (and {:.2}× the floor).\n",
+            "\nRSA-{} {}-of-{} on this machine's {cores} cores: its {k} partials started together \
+             took {:.2} ms until the last ended (one alone {:.2} ms; {k} ÷ {cores} of one: {:.2} ms). \
+             With the combine, the least a signature takes here is {:.2} ms; the 1-thread \
+             C_Sign p50 is {:.2}× that (and {:.2}× the floor).\n",
             self.bits,
             self.threshold,
             self.parties,
+            self.floor.at_once_ms,
+            self.floor.partial_ms,
+            k.max(cores) as f64 * self.floor.partial_ms / cores as f64,
             median(self.rounds.iter().map(least)),
             self.ratio(|r| r.ittc.sign_pkcs1.p50_ms / least(r)),
             self.ratios.latency_vs_floor,
@@ -365,7 +369,7 @@ impl Report {
         }
         for c in &self.configs {
             out += &c.first_table();
-            out += &c.crowded_line();
+            out += &c.together_line();
         }
         match &self.variants {
             Some(v) => out += &v.table(),
@@ -408,6 +412,7 @@ mod tests {
                 partial_ms,
                 combine_ms: 0.0,
                 total_ms: partial_ms,
+                at_once_ms: partial_ms,
                 exponent_bits: 2183,
             },
             first: None,
@@ -444,5 +449,23 @@ mod tests {
         let mut sorted = per_round;
         sorted.sort_by(f64::total_cmp);
         assert!((c.ratios.throughput_vs_bound - sorted[1] / 1e3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_least_here_is_the_partials_together_plus_the_combine() {
+        let mut rounds = vec![round(6.0, 1.0, 2.0, 100.0), round(9.0, 1.0, 3.0, 100.0)];
+        for (r, together) in rounds.iter_mut().zip([4.0, 6.0]) {
+            r.floor.at_once_ms = together;
+            r.floor.combine_ms = 1.0;
+        }
+        let c = ConfigFigures::new(2048, 3, 5, rounds);
+        let line = c.together_line();
+        // Per round: 6 / (4 + 1) = 1.2 and 9 / (6 + 1) ≈ 1.29; the median is the upper one.
+        assert!(line.contains("took 6.00 ms"), "{line}");
+        assert!(
+            line.contains("the least a signature takes here is 7.00 ms"),
+            "{line}"
+        );
+        assert!(line.contains("p50 is 1.29× that"), "{line}");
     }
 }
