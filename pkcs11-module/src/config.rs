@@ -35,6 +35,12 @@ pub fn candidates() -> Vec<PathBuf> {
 
 /// Loads the first configuration file that exists.
 ///
+/// Besides the log, the cause goes to standard error when no log is configured and
+/// someone meant this module to be used here: a file was found but is unusable, or
+/// `ITTC_PKCS11_CONFIG` names a file that is not there. With no file anywhere and
+/// nothing named, it stays silent, since p11-kit loads every registered module into
+/// programs that never use this one.
+///
 /// # Errors
 ///
 /// [`Error::General`] (logged with the cause) if none exists or the file is unusable.
@@ -43,12 +49,31 @@ pub fn load() -> Result<ClusterConfig> {
         if path.is_file() {
             return ClusterConfig::load(&path).map_err(|err| {
                 tracing::error!(path = %path.display(), %err, "unusable configuration");
+                tell(&err.to_string());
                 Error::General(format!("configuration: {err}"))
             });
         }
     }
     tracing::error!(candidates = ?candidates(), "no configuration file found");
+    if let Some(named) = std::env::var_os(CONFIG_ENV) {
+        tell(&format!(
+            "{CONFIG_ENV}={}: no such file",
+            PathBuf::from(named).display()
+        ));
+    }
     Err(Error::General("no configuration file found".into()))
+}
+
+/// One line on standard error about a configuration that stops `C_Initialize`, unless
+/// `ITTC_PKCS11_LOG` is set (the log then says it). A failed write is ignored.
+fn tell(cause: &str) {
+    if std::env::var_os(crate::log::LOG_ENV).is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "ittc PKCS#11 module: {cause}; C_Initialize fails with CKR_GENERAL_ERROR"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -141,6 +141,44 @@ fn openssl(args: &[&OsStr]) {
     assert!(status.success(), "openssl {args:?}: {status}\n{out}");
 }
 
+/// A configuration that stops C_Initialize says why on standard error, where pkcs11-tool's
+/// user sees it, even with no log configured: a named file that is not there, and a file
+/// that does not parse. (The test process has no `ITTC_PKCS11_LOG`; the clients get it
+/// per child only.)
+#[test]
+fn pkcs11_tool_shows_why_the_configuration_is_unusable() {
+    assert!(std::env::var_os("ITTC_PKCS11_LOG").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "threshold = \"two\"\n").unwrap();
+    for (config, cause) in [
+        (
+            dir.path().join("missing.toml"),
+            "missing.toml: no such file",
+        ),
+        (broken, "broken.toml"),
+    ] {
+        let args: Vec<OsString> = vec![
+            "--module".into(),
+            module_path().into_os_string(),
+            "--list-slots".into(),
+        ];
+        let (status, out) = run(
+            "pkcs11-tool",
+            &args,
+            &[("ITTC_PKCS11_CONFIG", config.into_os_string())],
+            CLIENT_TIMEOUT,
+        );
+        assert!(!status.success(), "{out}");
+        assert!(out.contains("CKR_GENERAL_ERROR"), "{out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("ittc PKCS#11 module: "))
+            .unwrap_or_else(|| panic!("no cause on standard error:\n{out}"));
+        assert!(line.contains(cause), "{line}");
+    }
+}
+
 #[test]
 fn pkcs11_tool_lists_the_objects() {
     let c = Client::new(&Setup::new(2, 3));
