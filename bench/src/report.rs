@@ -203,9 +203,17 @@ impl ConfigFigures {
         let cores = cores();
         let k = usize::from(self.threshold);
         let least = |r: &Round| r.floor.at_once_ms + r.floor.combine_ms;
+        let shared = if k > cores {
+            format!(
+                "; {k} ÷ {cores} of one: {:.2} ms",
+                k as f64 * self.floor.partial_ms / cores as f64
+            )
+        } else {
+            String::new()
+        };
         format!(
             "\nRSA-{} {}-of-{} on this machine's {cores} cores: its {k} partials started together \
-             took {:.2} ms until the last ended (one alone {:.2} ms; {k} ÷ {cores} of one: {:.2} ms). \
+             took {:.2} ms until the last ended (one alone {:.2} ms{shared}). \
              With the combine, the least a signature takes here is {:.2} ms; the 1-thread \
              C_Sign p50 is {:.2}× that (and {:.2}× the floor).\n",
             self.bits,
@@ -213,7 +221,6 @@ impl ConfigFigures {
             self.parties,
             self.floor.at_once_ms,
             self.floor.partial_ms,
-            k.max(cores) as f64 * self.floor.partial_ms / cores as f64,
             median(self.rounds.iter().map(least)),
             self.ratio(|r| r.ittc.sign_pkcs1.p50_ms / least(r)),
             self.ratios.latency_vs_floor,
