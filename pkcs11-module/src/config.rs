@@ -56,10 +56,13 @@ pub fn load() -> Result<ClusterConfig> {
     }
     tracing::error!(candidates = ?candidates(), "no configuration file found");
     if let Some(named) = std::env::var_os(CONFIG_ENV) {
-        tell(&format!(
-            "{CONFIG_ENV}={}: no such file",
-            PathBuf::from(named).display()
-        ));
+        let named = PathBuf::from(named);
+        let what = if named.exists() {
+            "not a file"
+        } else {
+            "no such file"
+        };
+        tell(&format!("{CONFIG_ENV}={}: {what}", named.display()));
     }
     Err(Error::General("no configuration file found".into()))
 }
