@@ -190,6 +190,25 @@ fn epoch_key_files(cluster: &Cluster, index: u8) -> Vec<String> {
     names
 }
 
+/// The epoch key files of appliance `index` once there are `count` of them, or as they are
+/// after `limit`. A key's record changes first and its files follow after the flush, so
+/// a status that shows the change can come a moment before the files do.
+fn epoch_key_files_settled(
+    cluster: &Cluster,
+    index: u8,
+    count: usize,
+    limit: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let names = epoch_key_files(cluster, index);
+        if names.len() == count || Instant::now() >= deadline {
+            return names;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_refresh_gives_a_new_epoch_that_signs_and_erases_the_old_one() {
     let (mut cluster, key) = cluster(3, 2, Options::default());
@@ -230,7 +249,7 @@ fn a_refresh_gives_a_new_epoch_that_signs_and_erases_the_old_one() {
         assert_eq!(s.refresh.last_failure, None);
         // Only the current epoch's key file is left.
         assert_eq!(
-            epoch_key_files(&cluster, index).len(),
+            epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10)).len(),
             1,
             "appliance {index}"
         );
@@ -309,7 +328,7 @@ fn a_holder_with_values_that_do_not_fit_fails_the_trial_and_nothing_changes() {
     assert!(failure.reason.contains("trial"), "{failure:?}");
     for index in 1..=3 {
         assert_eq!(
-            epoch_key_files(&cluster, index).len(),
+            epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10)).len(),
             1,
             "appliance {index}"
         );
@@ -609,7 +628,7 @@ fn a_holder_away_during_refreshes_catches_up_by_itself_when_it_returns() {
     assert_eq!((s.pending_epoch, s.retiring_epoch), (None, None));
     assert!(!s.refresh.has_additive);
     assert_eq!(s.refresh.additive_holders, vec![1, 2]);
-    let files = epoch_key_files(&cluster, 3);
+    let files = epoch_key_files_settled(&cluster, 3, 1, Duration::from_secs(10));
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].contains("-4-"), "{files:?}");
     every_k_set_signs(&cluster, &key, 2, 3, 4);
@@ -755,7 +774,7 @@ fn crash_at(role: &str, stage: &str, victim: u8, expected: u64) {
     every_k_set_signs(&cluster, &key, 2, 3, epoch);
     for index in 1..=3 {
         assert_eq!(
-            epoch_key_files(&cluster, index).len(),
+            epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10)).len(),
             1,
             "appliance {index} keeps a key file of an epoch it no longer has"
         );
@@ -850,7 +869,7 @@ fn rebuild_crash_at(role: &str, stage: &str, victim: u8) {
     assert_eq!(settled(&cluster, 3, Duration::from_secs(30)), 3);
     every_k_set_signs(&cluster, &key, 2, 3, 3);
     for index in 1..=3 {
-        let files = epoch_key_files(&cluster, index);
+        let files = epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10));
         assert_eq!(files.len(), 1, "{hook}: appliance {index} keeps {files:?}");
     }
 }
@@ -929,8 +948,12 @@ fn a_holder_left_out_while_away_erases_the_key_when_it_returns() {
     let params = SharingParams::new(2, 4).unwrap();
     sign_with(&cluster, key.public_key(), &params, &[3, 4], 2).unwrap();
     cluster.restart(2);
+    // The key record goes first (status then no longer shows it), its epoch key files
+    // after the flush, and then the log line.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&cluster, 2).is_some() {
+    while status(&cluster, 2).is_some()
+        || !cluster.log(2).contains("a reshare left this appliance out")
+    {
         assert!(
             Instant::now() < deadline,
             "appliance 2 still holds the key:\n{}",
@@ -938,11 +961,9 @@ fn a_holder_left_out_while_away_erases_the_key_when_it_returns() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(epoch_key_files(&cluster, 2).is_empty());
-    assert!(
-        cluster.log(2).contains("a reshare left this appliance out"),
-        "{}",
-        cluster.log(2)
+    assert_eq!(
+        epoch_key_files_settled(&cluster, 2, 0, Duration::from_secs(10)),
+        Vec::<String>::new()
     );
 }
 
@@ -997,15 +1018,16 @@ fn reshare_crash_at(role: &str, stage: &str, victim: u8, forward: bool) {
                 .unwrap_or_else(|e| panic!("{hook}: {e}"));
         }
     }
+    let settle = Duration::from_secs(10);
     for index in holding {
         assert_eq!(
-            epoch_key_files(&cluster, index).len(),
+            epoch_key_files_settled(&cluster, index, 1, settle).len(),
             1,
             "{hook}: appliance {index}"
         );
     }
     assert!(
-        epoch_key_files(&cluster, out).is_empty(),
+        epoch_key_files_settled(&cluster, out, 0, settle).is_empty(),
         "{hook}: appliance {out} keeps a key file"
     );
 }
