@@ -472,8 +472,12 @@ impl Cluster {
     /// ([`Options::log_level`]) and none of `secrets` ([`logged_forms`]) is in its log.
     pub fn assert_logs_hold_none_of(&mut self, secrets: &[String]) {
         for index in 1..=self.appliances.len() as u8 {
-            assert!(self.stop(index).success());
+            let status = self.stop(index);
             let log = self.log(index);
+            assert!(
+                status.success(),
+                "appliance {index} ended with {status} after SIGTERM:\n{log}"
+            );
             assert!(
                 log.matches(" TRACE ").count() > 100,
                 "not at trace level:\n{log}"
