@@ -2,7 +2,8 @@
 //! with an exponent as long as a share, on the same modulus (what each appliance must do),
 //! plus the module's combine and check — measured in the same run as the tokens. Also the
 //! k partials of one signature started together on this machine's cores, which is what a
-//! signature's partials cost here when the appliances share the cores.
+//! signature's partials cost here when the appliances share the cores, and the signatures
+//! per second the cores give when they do nothing but partials and combines.
 
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,12 @@ pub struct Floor {
     /// k exceeds the cores, and more where running together slows each one down).
     #[serde(default)]
     pub at_once_ms: f64,
+    /// Signatures per second when every core runs a thread that does nothing but one
+    /// signature's k partials and its combine, one signature after another: what the
+    /// throughput bound leaves once the combine and running together are paid, with no
+    /// network, no TLS, no store and no scheduling between processes.
+    #[serde(default)]
+    pub busy_per_s: f64,
     /// Bits of the exponent.
     pub exponent_bits: u32,
 }
@@ -83,19 +90,99 @@ pub fn measure(key: &RsaPrivateKey, k: usize, n: usize, budget: Duration) -> Res
         })
         .collect::<Result<Vec<_>, _>>()?;
     let combiner = Combiner::new(public, &params).map_err(|e| e.to_string())?;
-    let combine_ms = median(budget, || {
+    let combine = || {
         combiner
             .combine(&input, &partials)
             .map(|_| ())
             .map_err(|e| e.to_string())
-    })?;
+    };
+    let combine_ms = median(budget, combine)?;
+    let busy_per_s = busy(k, budget, &base, &exponent, &modulus, &combine)?;
     Ok(Floor {
         partial_ms,
         combine_ms,
         total_ms: partial_ms + combine_ms,
         at_once_ms,
+        busy_per_s,
         exponent_bits: bits,
     })
+}
+
+/// Signatures per second on one thread per core, each thread doing `k` exponentiations and
+/// `combine` per signature, for `budget` after every thread has done one.
+fn busy(
+    k: usize,
+    budget: Duration,
+    base: &BigNum,
+    exponent: &BigNum,
+    modulus: &BigNum,
+    combine: &(impl Fn() -> Result<(), String> + Sync),
+) -> Result<f64, String> {
+    let err = |e: openssl::error::ErrorStack| e.to_string();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let states = (0..threads)
+        .map(|_| copies(base, exponent, modulus))
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = Barrier::new(threads + 1);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let workers = states
+            .into_iter()
+            .map(|(base, exponent, modulus, mut ctx, mut out)| {
+                let (start, stop) = (&start, &stop);
+                scope.spawn(move || -> Result<f64, String> {
+                    let mut sign = || -> Result<(), String> {
+                        for _ in 0..k {
+                            out.mod_exp(&base, &exponent, &modulus, &mut ctx)
+                                .map_err(err)?;
+                        }
+                        combine()
+                    };
+                    // One signature before the clock starts, then count until told to stop.
+                    let warm = sign();
+                    start.wait();
+                    warm?;
+                    let clock = Instant::now();
+                    let mut done = 0_u32;
+                    while !stop.load(Ordering::Acquire) {
+                        sign()?;
+                        done += 1;
+                    }
+                    // This thread's own rate, to the end of its last signature: the
+                    // threads end at different times once told to stop.
+                    Ok(f64::from(done) / clock.elapsed().as_secs_f64())
+                })
+            })
+            .collect::<Vec<_>>();
+        start.wait();
+        std::thread::sleep(budget);
+        stop.store(true, Ordering::Release);
+        let mut per_s = 0.0;
+        for worker in workers {
+            per_s += worker
+                .join()
+                .map_err(|_| "a floor thread panicked".to_owned())??;
+        }
+        Ok(per_s)
+    })
+}
+
+/// One thread's own copies of the operands, its context and its result.
+fn copies(
+    base: &BigNum,
+    exponent: &BigNum,
+    modulus: &BigNum,
+) -> Result<(BigNum, BigNum, BigNum, BigNumContext, BigNum), String> {
+    let err = |e: openssl::error::ErrorStack| e.to_string();
+    let mut exponent = BigNumRef::to_owned(exponent).map_err(err)?;
+    exponent.set_const_time();
+    Ok((
+        BigNumRef::to_owned(base).map_err(err)?,
+        exponent,
+        BigNumRef::to_owned(modulus).map_err(err)?,
+        BigNumContext::new().map_err(err)?,
+        BigNum::new().map_err(err)?,
+    ))
 }
 
 /// The median time of `k` exponentiations started together on `k` threads, until the last
@@ -113,18 +200,9 @@ fn at_once(
     let stop = AtomicBool::new(false);
     // Each thread's copies and context are made here, so that a thread cannot fail before
     // it meets the barriers (which would leave the others waiting).
-    let mut states = Vec::with_capacity(k);
-    for _ in 0..k {
-        let mut exponent = BigNumRef::to_owned(exponent).map_err(err)?;
-        exponent.set_const_time();
-        states.push((
-            BigNumRef::to_owned(base).map_err(err)?,
-            exponent,
-            BigNumRef::to_owned(modulus).map_err(err)?,
-            BigNumContext::new().map_err(err)?,
-            BigNum::new().map_err(err)?,
-        ));
-    }
+    let states = (0..k)
+        .map(|_| copies(base, exponent, modulus))
+        .collect::<Result<Vec<_>, _>>()?;
     std::thread::scope(|scope| {
         let workers = states
             .into_iter()

@@ -141,6 +141,7 @@ impl ConfigFigures {
             combine_ms: median(rounds.iter().map(|r| r.floor.combine_ms)),
             total_ms: median(rounds.iter().map(|r| r.floor.total_ms)),
             at_once_ms: median(rounds.iter().map(|r| r.floor.at_once_ms)),
+            busy_per_s: median(rounds.iter().map(|r| r.floor.busy_per_s)),
             exponent_bits: rounds.first().map_or(0, |r| r.floor.exponent_bits),
         };
         let ratios: Vec<Ratios> = rounds.iter().map(|r| r.ratios(threshold)).collect();
@@ -224,6 +225,25 @@ impl ConfigFigures {
             median(self.rounds.iter().map(least)),
             self.ratio(|r| r.ittc.sign_pkcs1.p50_ms / least(r)),
             self.ratios.latency_vs_floor,
+        )
+    }
+
+    /// The cores doing nothing but signatures' partials and combines (measured with the
+    /// floor): what the throughput bound leaves on this machine once the combine and
+    /// running together are paid. The 2-thread throughput against that and against the
+    /// bound.
+    fn busy_line(&self) -> String {
+        format!(
+            "\nRSA-{} {}-of-{}: one thread per core, each doing nothing but a signature's {} \
+             partials and its combine, one signature after another (no network, TLS or store): \
+             {:.0}/s, {:.0}% of the bound. C_Sign on 2 threads reaches {:.0}% of that.\n",
+            self.bits,
+            self.threshold,
+            self.parties,
+            self.threshold,
+            self.floor.busy_per_s,
+            100.0 * self.ratio(|r| r.floor.busy_per_s / r.bound(self.threshold)),
+            100.0 * self.ratio(|r| throughput_at(&r.ittc, 2) / r.floor.busy_per_s),
         )
     }
 
@@ -377,6 +397,7 @@ impl Report {
         for c in &self.configs {
             out += &c.first_table();
             out += &c.together_line();
+            out += &c.busy_line();
         }
         match &self.variants {
             Some(v) => out += &v.table(),
@@ -420,6 +441,7 @@ mod tests {
                 combine_ms: 0.0,
                 total_ms: partial_ms,
                 at_once_ms: partial_ms,
+                busy_per_s: 0.0,
                 exponent_bits: 2183,
             },
             first: None,
@@ -474,5 +496,23 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("p50 is 1.29× that"), "{line}");
+    }
+
+    #[test]
+    fn the_busy_cores_are_set_against_the_bound_and_the_throughput() {
+        let mut rounds = vec![round(4.0, 1.0, 2.0, 100.0), round(4.0, 1.0, 2.0, 60.0)];
+        for (r, busy) in rounds.iter_mut().zip([200.0, 100.0]) {
+            r.floor.busy_per_s = busy;
+        }
+        let c = ConfigFigures::new(2048, 2, 3, rounds);
+        let line = c.busy_line();
+        // The bound is cores ÷ (2 × 2 ms) in both rounds: 250/s per core.
+        let cores = cores() as f64;
+        let of_bound = [200.0, 100.0].map(|b| 100.0 * b / (250.0 * cores));
+        let expected = format!("{:.0}% of the bound", of_bound[0].max(of_bound[1]));
+        assert!(line.contains(&expected), "{line}");
+        // 100/200 and 60/100: the median of two is the upper one.
+        assert!(line.contains("reaches 60% of that"), "{line}");
+        assert!(line.contains("200/s"), "{line}");
     }
 }
