@@ -1288,7 +1288,17 @@ fn metrics_move_while_signing() {
     let mut plain = TcpStream::connect(cluster.address(1)).unwrap();
     plain.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     let _ = plain.read(&mut [0u8; 64]);
-    let refused = cluster.scrape(1);
+    // The appliance closes the connection as the handshake fails and counts the refusal
+    // just after: the count may lag the close a moment.
+    let handshake_failed = "ittc_connections_refused_total{reason=\"handshake_failed\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let scraped = cluster.scrape(1);
+        if metric_in(&scraped, handshake_failed) > 0.0 || std::time::Instant::now() > deadline {
+            break scraped;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for (series, value) in [
         ("ittc_partials_refused_total{reason=\"wrong_epoch\"}", 1.0),
         ("ittc_partials_refused_total{reason=\"not_logged_in\"}", 1.0),
@@ -1299,10 +1309,7 @@ fn metrics_move_while_signing() {
         ("ittc_pin_lockouts_total", 1.0),
         ("ittc_pin_locked{user=\"user\"}", 1.0),
         ("ittc_pin_locked{user=\"so\"}", 0.0),
-        (
-            "ittc_connections_refused_total{reason=\"handshake_failed\"}",
-            1.0,
-        ),
+        (handshake_failed, 1.0),
     ] {
         assert_eq!(metric_in(&refused, series), value, "{series}");
     }
