@@ -16,6 +16,9 @@ pub struct Ratios {
     pub latency_vs_floor: f64,
     /// ittc throughput at 2 threads / (cores ÷ (k × one partial)).
     pub throughput_vs_bound: f64,
+    /// The cores doing nothing but partials and combines ([`Floor::busy_per_s`]) / the
+    /// bound: the most of the bound this machine leaves once the combine is paid.
+    pub busy_vs_bound: f64,
 }
 
 /// One round of one configuration: the floor, then ittc, then SoftHSM2.
@@ -51,6 +54,7 @@ impl Round {
             latency_vs_softhsm: self.ittc.sign_pkcs1.p50_ms / self.softhsm.sign_pkcs1.p50_ms,
             latency_vs_floor: self.ittc.sign_pkcs1.p50_ms / self.floor.total_ms,
             throughput_vs_bound: throughput_at(&self.ittc, 2) / self.bound(k),
+            busy_vs_bound: self.floor.busy_per_s / self.bound(k),
         }
     }
 }
@@ -157,6 +161,7 @@ impl ConfigFigures {
                 latency_vs_softhsm: median(ratios.iter().map(|r| r.latency_vs_softhsm)),
                 latency_vs_floor: median(ratios.iter().map(|r| r.latency_vs_floor)),
                 throughput_vs_bound: median(ratios.iter().map(|r| r.throughput_vs_bound)),
+                busy_vs_bound: median(ratios.iter().map(|r| r.busy_vs_bound)),
             },
             rounds,
         }
@@ -242,7 +247,7 @@ impl ConfigFigures {
             self.parties,
             self.threshold,
             self.floor.busy_per_s,
-            100.0 * self.ratio(|r| r.floor.busy_per_s / r.bound(self.threshold)),
+            100.0 * self.ratios.busy_vs_bound,
             100.0 * self.ratio(|r| throughput_at(&r.ittc, 2) / r.floor.busy_per_s),
         )
     }
@@ -386,11 +391,13 @@ impl Report {
         if let Some(r) = &self.ratios {
             out += &format!(
                 "\nRSA-2048 2-of-3, CKM_SHA256_RSA_PKCS: latency p50 {:.2}× the floor (target ≤ 1.15); \
-                 throughput at 2 threads {:.0}% of the bound (target ≥ 90%). \
+                 throughput at 2 threads {:.0}% of the bound (target ≥ 90%; the cores doing \
+                 nothing but partials and combines give {:.0}% of it). \
                  For information, not a target: {:.2}× SoftHSM2, which signs with the CRT \
                  (a partial cannot: no appliance knows p or q; docs/performance.md).\n",
                 r.latency_vs_floor,
                 100.0 * r.throughput_vs_bound,
+                100.0 * r.busy_vs_bound,
                 r.latency_vs_softhsm,
             );
         }
