@@ -256,8 +256,8 @@ impl Storage {
     }
 
     /// [`Storage::audit_append`] that returns once the entry is written, with its flush
-    /// under way on sled's I/O threads: the entry is durable once the [`PendingFlush`] is
-    /// waited for, and nothing that depends on it may be acknowledged before that.
+    /// asked of the store's flush thread: the entry is durable once the [`PendingFlush`]
+    /// is waited for, and nothing that depends on it may be acknowledged before that.
     ///
     /// # Errors
     ///

@@ -47,8 +47,9 @@
 //!
 //! Every mutating call flushes the database (`fsync`) before it returns `Ok`: a change is
 //! durable before it is acknowledged. The one exception is
-//! [`Storage::audit_append_start`], which starts the flush on sled's I/O threads and hands
-//! back a [`PendingFlush`]; the caller waits for it before it acknowledges anything, and
+//! [`Storage::audit_append_start`], which asks the store's flush thread for a flush and
+//! hands back a [`PendingFlush`] (entries asked for while a flush runs share the next one,
+//! `flusher.rs`); the caller waits for it before it acknowledges anything, and
 //! may work in the meantime (a partial operation exponentiates while its entry goes to
 //! disk). Multi-record changes (a share with its key record, a commit with the erasure of
 //! the previous share, a PIN failure count with its lock) are sled transactions, so a
@@ -95,6 +96,7 @@ mod codec;
 mod epoch_keys;
 mod epochs;
 mod error;
+mod flusher;
 mod keys;
 mod migrate;
 mod objects;
@@ -106,11 +108,8 @@ mod seal;
 mod test_support;
 
 use core::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 pub use audit::{AuditEntry, AuditHead, AuditReport, MAX_AUDIT_FIELD_LEN};
 pub use audit_export::{ExportOutcome, ExportPolicy};
@@ -209,6 +208,8 @@ struct Inner {
     pin_params: argon2::Params,
     /// The audit head, cached; appends hold this lock (see the module docs).
     audit_head: Mutex<AuditHead>,
+    /// Flushes for the audit entries of partial operations, grouped.
+    flusher: flusher::Flusher,
     /// The audit export folder and its lock, if the store has one.
     audit_export: Option<audit_export::ExportDir>,
     /// Held through each PIN check (`pin.rs`): one at a time.
@@ -280,6 +281,7 @@ impl Storage {
             max_pin_failures: opts.max_pin_failures,
             pin_params,
             audit_head: Mutex::new(AuditHead::GENESIS),
+            flusher: flusher::Flusher::start(db.clone())?,
             audit_export: opts.audit_export_dir.map(audit_export::ExportDir::new),
             pin_check: Mutex::new(()),
             remembered: Mutex::new(pin::Remembered::new(opts.pin_remember)),
@@ -342,46 +344,26 @@ impl Storage {
         Ok(())
     }
 
-    /// Starts flushing every change so far on sled's I/O threads and returns at once; the
-    /// changes are durable when [`PendingFlush::wait`] returns `Ok`.
+    /// Asks the store's flush thread to flush every change so far and returns at once;
+    /// the changes are durable when [`PendingFlush::wait`] returns `Ok`.
     fn flush_start(&self) -> PendingFlush {
-        let db = self.inner.db.clone();
-        let mut flush: FlushFuture = Box::pin(async move { db.flush_async().await });
-        // The first poll hands the flush to sled's threads; it goes on without more polls.
-        match flush
-            .as_mut()
-            .poll(&mut Context::from_waker(std::task::Waker::noop()))
-        {
-            Poll::Ready(result) => PendingFlush(Flush::Done(result)),
-            Poll::Pending => PendingFlush(Flush::Running(flush)),
-        }
+        PendingFlush(self.inner.flusher.ask())
     }
 }
 
-type FlushFuture = Pin<Box<dyn Future<Output = sled::Result<usize>> + Send>>;
-
-/// A flush under way on sled's I/O threads (see [`Storage::audit_append_start`]).
+/// A flush asked of the store's flush thread (see [`Storage::audit_append_start`]).
 #[must_use = "the change is durable only once the flush has been waited for"]
-pub struct PendingFlush(Flush);
-
-enum Flush {
-    Running(FlushFuture),
-    Done(sled::Result<usize>),
-}
+pub struct PendingFlush(flusher::Ticket);
 
 impl PendingFlush {
-    /// Blocks until the flush is done.
+    /// Blocks until a flush that started after this one was asked has finished.
     ///
     /// # Errors
     ///
-    /// [`StorageError::Db`] if sled could not write or sync its log.
+    /// [`StorageError::Io`] if sled could not write or sync its log, in this flush or an
+    /// earlier one.
     pub fn wait(self) -> Result<(), StorageError> {
-        match self.0 {
-            Flush::Running(flush) => pollster::block_on(flush),
-            Flush::Done(result) => result,
-        }
-        .db()?;
-        Ok(())
+        self.0.wait()
     }
 }
 
