@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use super::StorageError;
+use super::error::SledResultExt;
 
 /// The thread and what it shares with the callers. Stopped and joined when dropped.
 pub(super) struct Flusher {
@@ -34,7 +35,7 @@ struct State {
     flushed: u64,
     /// A failed flush: sled keeps failing after an I/O error, so every caller still
     /// waiting, and every later one, gets it.
-    failed: Option<String>,
+    failed: Option<sled::Error>,
     stop: bool,
     /// Flushes run so far, for the tests of the grouping.
     #[cfg(test)]
@@ -120,12 +121,12 @@ fn run(db: &sled::Db, shared: &Shared) {
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                state.failed.get_or_insert_with(|| e.to_string());
+                state.failed.get_or_insert(e);
             }
             Err(_) => {
                 state
                     .failed
-                    .get_or_insert_with(|| "the flush panicked".into());
+                    .get_or_insert_with(|| sled::Error::ReportableBug("the flush panicked".into()));
             }
         }
         shared.done.notify_all();
@@ -150,7 +151,7 @@ impl Ticket {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         match &state.failed {
-            Some(e) => Err(StorageError::Io(std::io::Error::other(e.clone()))),
+            Some(e) => Err(e.clone()).db(),
             None => Ok(()),
         }
     }

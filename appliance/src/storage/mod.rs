@@ -360,8 +360,8 @@ impl PendingFlush {
     ///
     /// # Errors
     ///
-    /// [`StorageError::Io`] if sled could not write or sync its log, in this flush or an
-    /// earlier one.
+    /// [`StorageError::Io`] (or another of sled's errors) if sled could not write or sync
+    /// its log, in this flush or an earlier one.
     pub fn wait(self) -> Result<(), StorageError> {
         self.0.wait()
     }
