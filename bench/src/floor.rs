@@ -119,7 +119,7 @@ fn busy(
     combine: &(impl Fn() -> Result<(), String> + Sync),
 ) -> Result<f64, String> {
     let err = |e: openssl::error::ErrorStack| e.to_string();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::report::cores();
     let states = (0..threads)
         .map(|_| copies(base, exponent, modulus))
         .collect::<Result<Vec<_>, _>>()?;

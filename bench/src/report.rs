@@ -129,7 +129,8 @@ pub struct ConfigFigures {
     pub rounds: Vec<Round>,
 }
 
-fn cores() -> usize {
+/// The cores this process may use.
+pub fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

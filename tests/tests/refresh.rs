@@ -191,15 +191,10 @@ fn epoch_key_files(cluster: &Cluster, index: u8) -> Vec<String> {
 }
 
 /// The epoch key files of appliance `index` once there are `count` of them, or as they are
-/// after `limit`. A key's record changes first and its files follow after the flush, so
-/// a status that shows the change can come a moment before the files do.
-fn epoch_key_files_settled(
-    cluster: &Cluster,
-    index: u8,
-    count: usize,
-    limit: Duration,
-) -> Vec<String> {
-    let deadline = Instant::now() + limit;
+/// after 10 s. A key's record changes first and its files follow after the flush, so a
+/// status that shows the change can come a moment before the files do.
+fn epoch_key_files_settled(cluster: &Cluster, index: u8, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let names = epoch_key_files(cluster, index);
         if names.len() == count || Instant::now() >= deadline {
@@ -249,7 +244,7 @@ fn a_refresh_gives_a_new_epoch_that_signs_and_erases_the_old_one() {
         assert_eq!(s.refresh.last_failure, None);
         // Only the current epoch's key file is left.
         assert_eq!(
-            epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10)).len(),
+            epoch_key_files_settled(&cluster, index, 1).len(),
             1,
             "appliance {index}"
         );
@@ -328,7 +323,7 @@ fn a_holder_with_values_that_do_not_fit_fails_the_trial_and_nothing_changes() {
     assert!(failure.reason.contains("trial"), "{failure:?}");
     for index in 1..=3 {
         assert_eq!(
-            epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10)).len(),
+            epoch_key_files_settled(&cluster, index, 1).len(),
             1,
             "appliance {index}"
         );
@@ -628,7 +623,7 @@ fn a_holder_away_during_refreshes_catches_up_by_itself_when_it_returns() {
     assert_eq!((s.pending_epoch, s.retiring_epoch), (None, None));
     assert!(!s.refresh.has_additive);
     assert_eq!(s.refresh.additive_holders, vec![1, 2]);
-    let files = epoch_key_files_settled(&cluster, 3, 1, Duration::from_secs(10));
+    let files = epoch_key_files_settled(&cluster, 3, 1);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].contains("-4-"), "{files:?}");
     every_k_set_signs(&cluster, &key, 2, 3, 4);
@@ -774,7 +769,7 @@ fn crash_at(role: &str, stage: &str, victim: u8, expected: u64) {
     every_k_set_signs(&cluster, &key, 2, 3, epoch);
     for index in 1..=3 {
         assert_eq!(
-            epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10)).len(),
+            epoch_key_files_settled(&cluster, index, 1).len(),
             1,
             "appliance {index} keeps a key file of an epoch it no longer has"
         );
@@ -869,7 +864,7 @@ fn rebuild_crash_at(role: &str, stage: &str, victim: u8) {
     assert_eq!(settled(&cluster, 3, Duration::from_secs(30)), 3);
     every_k_set_signs(&cluster, &key, 2, 3, 3);
     for index in 1..=3 {
-        let files = epoch_key_files_settled(&cluster, index, 1, Duration::from_secs(10));
+        let files = epoch_key_files_settled(&cluster, index, 1);
         assert_eq!(files.len(), 1, "{hook}: appliance {index} keeps {files:?}");
     }
 }
@@ -962,7 +957,7 @@ fn a_holder_left_out_while_away_erases_the_key_when_it_returns() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        epoch_key_files_settled(&cluster, 2, 0, Duration::from_secs(10)),
+        epoch_key_files_settled(&cluster, 2, 0),
         Vec::<String>::new()
     );
 }
@@ -1018,16 +1013,15 @@ fn reshare_crash_at(role: &str, stage: &str, victim: u8, forward: bool) {
                 .unwrap_or_else(|e| panic!("{hook}: {e}"));
         }
     }
-    let settle = Duration::from_secs(10);
     for index in holding {
         assert_eq!(
-            epoch_key_files_settled(&cluster, index, 1, settle).len(),
+            epoch_key_files_settled(&cluster, index, 1).len(),
             1,
             "{hook}: appliance {index}"
         );
     }
     assert!(
-        epoch_key_files_settled(&cluster, out, 0, settle).is_empty(),
+        epoch_key_files_settled(&cluster, out, 0).is_empty(),
         "{hook}: appliance {out} keeps a key file"
     );
 }
